@@ -1,0 +1,16 @@
+/* cli.h — subcommands of the `moerack` command. Each returns the process exit code. */
+#ifndef MR_CLI_H
+#define MR_CLI_H
+
+#include <stdint.h>
+
+int mr_cmd_run(int argc, char **argv);
+int mr_cmd_model(int argc, char **argv);
+int mr_cmd_bench(int argc, char **argv);
+
+/* Parses a non-negative integer option value; logs "--name: ..." and returns -1 if invalid. */
+long long mr_cli_parse_int(const char *opt, const char *s, long long lo, long long hi);
+/* Parses "1,2,3" into a new array (caller frees); logs and returns -1 on a bad list. */
+int mr_cli_parse_ids(const char *s, int vocab, int32_t **out);
+
+#endif

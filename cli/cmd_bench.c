@@ -1,0 +1,194 @@
+/* cmd_bench.c — `moerack bench membw` and `moerack bench forward`.
+ *
+ * membw: read bandwidth of this machine, all threads streaming through a buffer far larger than
+ * the caches (the same access pattern as decode streaming weights).
+ * forward: prefill and decode tokens/s of the single-process engine, printed beside the measured
+ * bandwidth and the decode ceiling it implies (bandwidth / bytes read per decode token). */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "common/arena.h"
+#include "common/checkpoint.h"
+#include "common/log.h"
+#include "common/rng.h"
+#include "common/threadpool.h"
+#include "common/timeutil.h"
+#include "coordinator/model.h"
+#include "kernels/cpu/cpu_backend.h"
+
+typedef struct membw_job {
+    const float *buf;
+    size_t per_task; /* floats */
+    float *sums;     /* [tasks] keeps the reads alive */
+} membw_job;
+
+__attribute__((target_clones("avx512f", "avx2", "default"))) static float
+sum_floats(const float *restrict p, size_t n) {
+    float acc[16] = {0};
+    for (size_t i = 0; i + 16 <= n; i += 16)
+        for (int j = 0; j < 16; j++) acc[j] += p[i + j];
+    float s = 0;
+    for (int j = 0; j < 16; j++) s += acc[j];
+    return s;
+}
+
+static void membw_task(void *ctx, int task, int thread) {
+    membw_job *j = ctx;
+    j->sums[task] = sum_floats(j->buf + (size_t)task * j->per_task, j->per_task);
+}
+
+/* Best-of-`reps` read bandwidth in bytes/s over a `bytes` buffer with `threads` threads. */
+static double measure_read_bw(size_t bytes, int threads, int reps) {
+    mr_pool *pool;
+    if (mr_pool_create(threads, &pool) != MR_OK) return 0;
+    int tasks = mr_pool_size(pool) * 16;
+    size_t per = bytes / sizeof(float) / (size_t)tasks;
+    per &= ~(size_t)15;
+    float *buf = mr_alloc_aligned(per * (size_t)tasks * sizeof(float));
+    float *sums = calloc((size_t)tasks, sizeof *sums);
+    double best = 0;
+    if (buf && sums) {
+        for (size_t i = 0; i < per * (size_t)tasks; i++) buf[i] = (float)(i & 1023);
+        membw_job j = {buf, per, sums};
+        for (int r = 0; r < reps + 1; r++) { /* first pass warms the pages */
+            double t0 = mr_now_s();
+            mr_pool_run(pool, membw_task, &j, tasks);
+            double dt = mr_now_s() - t0;
+            double bw = (double)(per * (size_t)tasks * sizeof(float)) / dt;
+            if (r > 0 && bw > best) best = bw;
+        }
+    }
+    mr_free_aligned(buf);
+    free(sums);
+    mr_pool_destroy(pool);
+    return best;
+}
+
+static int bench_membw(int argc, char **argv) {
+    long long threads = 0, mib = 1024;
+    if (argc >= 2) threads = mr_cli_parse_int("threads", argv[1], 0, 1024);
+    if (threads < 0) return 2;
+    double bw = measure_read_bw((size_t)mib << 20, (int)threads, 5);
+    printf("read bandwidth: %.2f GB/s (%lld MiB buffer, best of 5)\n", bw / 1e9, mib);
+    return bw > 0 ? 0 : 1;
+}
+
+static int bench_forward(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'},    {"backend", required_argument, 0, 'b'},
+        {"threads", required_argument, 0, 't'},  {"prompt-len", required_argument, 0, 'p'},
+        {"decode", required_argument, 0, 'd'},   {"chunk", required_argument, 0, 'c'},
+        {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
+    const char *model_dir = NULL, *backend = "cpu";
+    long long threads = 0, plen = 512, ndec = 64, chunk = 512;
+    optind = 1;
+    int o;
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (o) {
+        case 'm': model_dir = optarg; break;
+        case 'b': backend = optarg; break;
+        case 't': if ((threads = mr_cli_parse_int("--threads", optarg, 0, 1024)) < 0) return 2; break;
+        case 'p': if ((plen = mr_cli_parse_int("--prompt-len", optarg, 1, 1 << 20)) < 0) return 2; break;
+        case 'd': if ((ndec = mr_cli_parse_int("--decode", optarg, 1, 1 << 20)) < 0) return 2; break;
+        case 'c': if ((chunk = mr_cli_parse_int("--chunk", optarg, 1, 1 << 20)) < 0) return 2; break;
+        case 'h':
+            printf("usage: moerack bench forward --model DIR [--backend cpu] [--threads N]\n"
+                   "       [--prompt-len 512] [--decode 64] [--chunk 512]\n");
+            return 0;
+        default: return 2;
+        }
+    }
+    if (!model_dir) {
+        MR_LOG_ERROR(MR_LOG_CLI, "bench forward: --model is required");
+        return 2;
+    }
+    mr_log_set_level(MR_LOG_LEVEL_WARN);
+    mr_ckpt *ck = NULL;
+    mr_model *m = NULL;
+    mr_seq *seq = NULL;
+    int32_t *ids = NULL;
+    float *logits = NULL;
+    int rc = 1;
+    if (mr_ckpt_open(model_dir, &ck) != MR_OK) goto out;
+    const mr_model_config *c = mr_ckpt_config(ck);
+    mr_model_params mp;
+    mr_model_params_default(&mp);
+    mp.backend = backend;
+    mp.n_threads = (int)threads;
+    mp.max_batch_tokens = (int)chunk;
+    mp.max_seqs = 1;
+    mp.max_context = plen + ndec + 1;
+    if (mr_model_create(ck, &mp, &m) != MR_OK) goto out;
+    if (!(ids = malloc((size_t)plen * sizeof *ids)) ||
+        !(logits = malloc((size_t)c->vocab_size * sizeof *logits)))
+        goto out;
+    uint64_t rs = 42;
+    for (long long i = 0; i < plen; i++) ids[i] = (int32_t)(mr_splitmix64(&rs) % (uint64_t)c->vocab_size);
+
+    size_t expert_bytes, nonexpert = mr_model_weight_bytes(m, &expert_bytes);
+    size_t per_token = mr_model_decode_bytes_per_token(m);
+    size_t state_bytes = (size_t)mr_model_config_n_lightning(c) * c->num_attention_heads *
+                         c->head_dim * c->head_dim * sizeof(float) * 2; /* read + write */
+    int nthreads = threads > 0 ? (int)threads : 0;
+    double bw = measure_read_bw((size_t)1 << 30, nthreads, 3);
+
+    /* prefill: twice, report the second (warm caches, pages faulted in) */
+    double t_prefill = 0;
+    for (int rep = 0; rep < 2; rep++) {
+        if (seq) mr_model_seq_close(m, seq);
+        seq = NULL;
+        if (mr_model_seq_open(m, mp.max_context, &seq) != MR_OK) goto out;
+        double t0 = mr_now_s();
+        for (long long i = 0; i < plen; i += chunk) {
+            int len = (int)(plen - i < chunk ? plen - i : chunk);
+            mr_step_seq in = {seq, ids + i, len, i + len == plen};
+            if (mr_model_step(m, &in, 1, logits) != MR_OK) goto out;
+        }
+        t_prefill = mr_now_s() - t0;
+    }
+    double t0 = mr_now_s();
+    for (long long g = 0; g < ndec; g++) {
+        int32_t next = 0;
+        for (int v = 1; v < c->vocab_size; v++)
+            if (logits[v] > logits[next]) next = v;
+        mr_step_seq in = {seq, &next, 1, 1};
+        if (mr_model_step(m, &in, 1, logits) != MR_OK) goto out;
+    }
+    double t_decode = mr_now_s() - t0;
+    double dec_tps = (double)ndec / t_decode;
+    double ceiling = bw / (double)(per_token + state_bytes);
+    printf("model          %s (%d layers, hidden %d, %d experts x %d)\n", model_dir,
+           c->num_hidden_layers, c->hidden_size, c->num_local_experts, c->intermediate_size);
+    printf("backend        %s, %d threads, %s kernels\n", backend,
+           nthreads ? nthreads : (int)sysconf(_SC_NPROCESSORS_ONLN), mr_cpu_backend_isa());
+    printf("weights        %.3f GB (%.3f GB non-expert + %.3f GB experts)\n",
+           (double)(nonexpert + expert_bytes) / 1e9, (double)nonexpert / 1e9, (double)expert_bytes / 1e9);
+    printf("read bandwidth %.2f GB/s (measured now, same threads)\n", bw / 1e9);
+    printf("decode bytes   %.1f MB/token (weights %.1f MB + lightning state r/w %.1f MB)\n",
+           (double)(per_token + state_bytes) / 1e6, (double)per_token / 1e6, (double)state_bytes / 1e6);
+    printf("prefill        %lld tokens in %.3f s = %.1f tokens/s\n", plen, t_prefill,
+           (double)plen / t_prefill);
+    printf("decode         %lld tokens in %.3f s = %.2f tokens/s\n", ndec, t_decode, dec_tps);
+    printf("decode ceiling %.2f tokens/s (bandwidth / bytes per token); achieved %.0f%%\n", ceiling,
+           100.0 * dec_tps / ceiling);
+    rc = 0;
+out:
+    if (seq) mr_model_seq_close(m, seq);
+    mr_model_destroy(m);
+    mr_ckpt_close(ck);
+    free(ids);
+    free(logits);
+    return rc;
+}
+
+int mr_cmd_bench(int argc, char **argv) {
+    if (argc >= 2 && strcmp(argv[1], "forward") == 0) return bench_forward(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "membw") == 0) return bench_membw(argc - 1, argv + 1);
+    fprintf(stderr, "usage: moerack bench forward --model DIR [...]\n"
+                    "       moerack bench membw [THREADS]\n");
+    return 2;
+}

@@ -1,0 +1,145 @@
+/* cmd_run.c — `moerack run`: greedy generation from token ids in one process.
+ *
+ * Prints the generated ids as one comma-separated line on stdout. --dump-logits writes float32
+ * little-endian rows of vocab_size logits: row 0 after the prompt, then one row after each
+ * generated token is fed back (N + 1 rows for --greedy N). */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "common/checkpoint.h"
+#include "common/log.h"
+#include "common/timeutil.h"
+#include "coordinator/model.h"
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: moerack run --model DIR --ids 1,2,3 [--greedy N] [options]\n"
+            "  --model DIR          checkpoint directory (config.json + safetensors)\n"
+            "  --ids LIST           prompt token ids, comma-separated\n"
+            "  --greedy N           generate N tokens by argmax (default 8)\n"
+            "  --dump-logits FILE   write float32 logits rows (prompt, then each fed-back token)\n"
+            "  --backend ref|cpu    compute backend (default cpu)\n"
+            "  --threads N          cpu threads (default: all CPUs)\n"
+            "  --prefill-chunk N    prompt tokens per forward step (default 512)\n"
+            "  --log-level LEVEL    error|warn|info|debug (default warn)\n");
+}
+
+static int argmax(const float *v, int n) {
+    int best = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[best]) best = i;
+    return best;
+}
+
+int mr_cmd_run(int argc, char **argv) {
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'},       {"ids", required_argument, 0, 'i'},
+        {"greedy", required_argument, 0, 'g'},      {"dump-logits", required_argument, 0, 'd'},
+        {"backend", required_argument, 0, 'b'},     {"threads", required_argument, 0, 't'},
+        {"prefill-chunk", required_argument, 0, 'c'}, {"log-level", required_argument, 0, 'l'},
+        {"prompt", required_argument, 0, 'p'},      {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    const char *model_dir = NULL, *ids_arg = NULL, *dump = NULL, *backend = "cpu";
+    long long greedy = 8, threads = 0, chunk = 512;
+    mr_log_set_level(MR_LOG_LEVEL_WARN);
+    optind = 1;
+    int o;
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (o) {
+        case 'm': model_dir = optarg; break;
+        case 'i': ids_arg = optarg; break;
+        case 'd': dump = optarg; break;
+        case 'b': backend = optarg; break;
+        case 'g': if ((greedy = mr_cli_parse_int("--greedy", optarg, 0, 1 << 20)) < 0) return 2; break;
+        case 't': if ((threads = mr_cli_parse_int("--threads", optarg, 0, 1024)) < 0) return 2; break;
+        case 'c': if ((chunk = mr_cli_parse_int("--prefill-chunk", optarg, 1, 1 << 20)) < 0) return 2; break;
+        case 'l': {
+            int lv = mr_log_level_parse(optarg);
+            if (lv < 0) {
+                MR_LOG_ERROR(MR_LOG_CLI, "--log-level: unknown level '%s'", optarg);
+                return 2;
+            }
+            mr_log_set_level((mr_log_level)lv);
+            break;
+        }
+        case 'p':
+            MR_LOG_ERROR(MR_LOG_CLI, "--prompt needs a tokenizer, which this build does not have yet; use --ids");
+            return 2;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (!model_dir || !ids_arg) {
+        MR_LOG_ERROR(MR_LOG_CLI, "run: --model and --ids are required");
+        usage(stderr);
+        return 2;
+    }
+    int rc = 1;
+    mr_ckpt *ck = NULL;
+    mr_model *m = NULL;
+    mr_seq *seq = NULL;
+    int32_t *ids = NULL;
+    float *logits = NULL;
+    FILE *df = NULL;
+    if (mr_ckpt_open(model_dir, &ck) != MR_OK) goto out;
+    const mr_model_config *c = mr_ckpt_config(ck);
+    int n_ids = mr_cli_parse_ids(ids_arg, c->vocab_size, &ids);
+    if (n_ids < 0) {
+        rc = 2;
+        goto out;
+    }
+    mr_model_params mp;
+    mr_model_params_default(&mp);
+    mp.backend = backend;
+    mp.n_threads = (int)threads;
+    mp.max_batch_tokens = (int)chunk;
+    mp.max_seqs = 1;
+    mp.max_context = n_ids + greedy + 1;
+    double t0 = mr_now_s();
+    if (mr_model_create(ck, &mp, &m) != MR_OK) goto out;
+    double t_load = mr_now_s() - t0;
+    if (mr_model_seq_open(m, mp.max_context, &seq) != MR_OK) goto out;
+    if (!(logits = malloc((size_t)c->vocab_size * sizeof *logits))) goto out;
+    if (dump && !(df = fopen(dump, "wb"))) {
+        MR_LOG_ERROR(MR_LOG_CLI, "%s: cannot create logits file", dump);
+        goto out;
+    }
+    t0 = mr_now_s();
+    for (int i = 0; i < n_ids; i += (int)chunk) {
+        int len = n_ids - i < chunk ? n_ids - i : (int)chunk;
+        mr_step_seq in = {seq, ids + i, len, i + len == n_ids};
+        if (mr_model_step(m, &in, 1, logits) != MR_OK) goto out;
+    }
+    double t_prefill = mr_now_s() - t0;
+    t0 = mr_now_s();
+    for (long long g = 0; g <= greedy; g++) {
+        if (df && fwrite(logits, sizeof *logits, (size_t)c->vocab_size, df) != (size_t)c->vocab_size) {
+            MR_LOG_ERROR(MR_LOG_CLI, "%s: write failed", dump);
+            goto out;
+        }
+        if (g == greedy) break;
+        int32_t next = argmax(logits, c->vocab_size);
+        printf("%s%d", g ? "," : "", next);
+        mr_step_seq in = {seq, &next, 1, 1};
+        if (mr_model_step(m, &in, 1, logits) != MR_OK) goto out;
+    }
+    printf("\n");
+    double t_decode = mr_now_s() - t0;
+    MR_LOG_INFO(MR_LOG_CLI, "backend %s: load %.3f s, prefill %d tokens %.3f s, decode %lld tokens %.3f s",
+                backend, t_load, n_ids, t_prefill, greedy, t_decode);
+    rc = 0;
+out:
+    if (df && fclose(df) != 0 && rc == 0) {
+        MR_LOG_ERROR(MR_LOG_CLI, "%s: write failed", dump);
+        rc = 1;
+    }
+    if (seq) mr_model_seq_close(m, seq);
+    mr_model_destroy(m);
+    mr_ckpt_close(ck);
+    free(ids);
+    free(logits);
+    return rc;
+}

@@ -1,0 +1,444 @@
+#include "coordinator/model.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/arena.h"
+#include "common/check.h"
+#include "common/log.h"
+#include "worker/expert_store.h"
+
+/* Weights of one decoder layer. Matrices keep the checkpoint's bf16 (else f32); vectors are f32. */
+typedef struct layer_weights {
+    mr_attn_type type;
+    int type_index;             /* index among layers of the same type (state / KV slot) */
+    float alpha_attn, beta_attn;
+    float *input_norm, *post_norm; /* [hidden] */
+    mr_matrix qkv, out_gate, out_proj; /* lightning: [3·inner][H], [inner][H], [H][inner] */
+    float *attn_norm;           /* lightning: [inner] */
+    float *slope;               /* lightning: [heads] s_{l,j} */
+    mr_matrix q, k, v, o;       /* softmax: [inner][H], [kv][H], [kv][H], [H][inner] */
+    mr_matrix router;           /* [experts][H] f32 */
+} layer_weights;
+
+struct mr_model {
+    mr_model_config cfg;
+    mr_model_params params;
+    mr_backend *be;
+    mr_state_pool *states;
+    unsigned char *weight_mem;
+    size_t weight_bytes;
+    mr_matrix embed, lm_head;
+    float *final_norm;
+    float *inv_freq;            /* [rotary_dim / 2] */
+    layer_weights *layers;
+    mr_expert_store *experts;   /* NULL when experts are remote */
+    mr_moe_provider moe;
+    mr_arena ws;                /* per-step scratch */
+};
+
+void mr_model_params_default(mr_model_params *p) {
+    memset(p, 0, sizeof *p);
+    p->backend = "cpu";
+    p->max_batch_tokens = 512;
+    p->max_seqs = 4;
+    p->max_context = 4096;
+    p->kv_block_tokens = 16;
+    p->load_experts = 1;
+}
+
+/* ---- weights --------------------------------------------------------------------------------- */
+
+typedef struct weight_loader {
+    mr_ckpt *ck;
+    unsigned char *mem; /* NULL in the sizing pass */
+    size_t off;
+} weight_loader;
+
+/* Reserves (pass 1) or loads (pass 2) one tensor. Matrices keep bf16, else become f32;
+ * vectors and routers are always f32. */
+static mr_status load_tensor(weight_loader *wl, const mr_tensor_spec *spec, int force_f32,
+                             mr_matrix *mat, float **vec) {
+    mr_st_file *f;
+    const mr_st_tensor *t;
+    MR_CHECK(mr_ckpt_find(wl->ck, spec->name, &f, &t));
+    mr_dtype dt = (!force_f32 && !vec && t->dtype == MR_DTYPE_BF16) ? MR_DTYPE_BF16 : MR_DTYPE_F32;
+    size_t bytes = (size_t)(mr_tensor_spec_bytes(spec) / mr_dtype_size(spec->dtype)) * mr_dtype_size(dt);
+    if (wl->mem) {
+        void *dst = wl->mem + wl->off;
+        MR_CHECK(mr_ckpt_load(wl->ck, spec, dst, dt));
+        if (mat) *mat = (mr_matrix){dst, dt, (int)spec->shape[0], (int)spec->shape[1]};
+        if (vec) *vec = dst;
+    }
+    wl->off += (bytes + 63) & ~(size_t)63;
+    return MR_OK;
+}
+
+static mr_status load_weights(mr_model *m, weight_loader *wl, const mr_tensor_spec *specs, int n) {
+    for (int i = 0; i < n; i++) {
+        const mr_tensor_spec *s = &specs[i];
+        layer_weights *L = s->layer >= 0 ? &m->layers[s->layer] : NULL;
+        const char *leaf = L ? strchr(s->name + strlen("model.layers."), '.') + 1 : s->name;
+        mr_matrix *mat = NULL;
+        float **vec = NULL;
+        int f32 = 0;
+        switch (s->part) {
+        case MR_PART_EXPERT: continue; /* held by the expert store or by workers */
+        case MR_PART_EMBED: mat = &m->embed; break;
+        case MR_PART_LM_HEAD: mat = &m->lm_head; break;
+        case MR_PART_ROUTER: mat = &L->router; f32 = 1; break;
+        case MR_PART_NORM:
+            vec = !L ? &m->final_norm
+                     : strncmp(leaf, "input", 5) == 0 ? &L->input_norm : &L->post_norm;
+            break;
+        case MR_PART_ATTN:
+            if (strcmp(leaf, "self_attn.norm.weight") == 0) vec = &L->attn_norm;
+            else if (strcmp(leaf, "self_attn.qkv_proj.weight") == 0) mat = &L->qkv;
+            else if (strcmp(leaf, "self_attn.output_gate.weight") == 0) mat = &L->out_gate;
+            else if (strcmp(leaf, "self_attn.out_proj.weight") == 0) mat = &L->out_proj;
+            else if (strcmp(leaf, "self_attn.q_proj.weight") == 0) mat = &L->q;
+            else if (strcmp(leaf, "self_attn.k_proj.weight") == 0) mat = &L->k;
+            else if (strcmp(leaf, "self_attn.v_proj.weight") == 0) mat = &L->v;
+            else mat = &L->o;
+            break;
+        default: return MR_ERR_INTERNAL;
+        }
+        MR_CHECK(load_tensor(wl, s, f32, mat, vec));
+    }
+    if (m->cfg.tie_word_embeddings) m->lm_head = m->embed;
+    return MR_OK;
+}
+
+/* Decay slopes of spec §3.3.2: s_j = start^(j+1) with start = 2^(-2^(-(log2 H - 3))), computed in
+ * double and rounded to f32, times the layer factor (1 - l/(L-1) + 1e-5) in f32. */
+static void compute_slopes(const mr_model_config *c, int layer, float *slope) {
+    const int H = c->num_attention_heads;
+    double start = pow(2.0, -pow(2.0, -(log2((double)H) - 3.0)));
+    float factor = (float)(1.0 - (double)layer / (double)(c->num_hidden_layers - 1) + 1e-5);
+    for (int j = 0; j < H; j++) slope[j] = (float)pow(start, (double)(j + 1)) * factor;
+}
+
+/* ---- creation -------------------------------------------------------------------------------- */
+
+static size_t workspace_bytes(const mr_model_config *c, int T, int max_seqs) {
+    const size_t H = (size_t)c->hidden_size, inner = (size_t)c->num_attention_heads * c->head_dim;
+    const size_t k = (size_t)c->num_experts_per_tok;
+    size_t floats = 3 * (size_t)T * H     /* x, h, y */
+                    + (size_t)T * 3 * inner /* qkv or q|k|v */
+                    + 2 * (size_t)T * inner /* gate, o */
+                    + (size_t)T * k         /* wts */
+                    + (size_t)max_seqs * H; /* rows for the LM head */
+    size_t other = (size_t)T * k * sizeof(int32_t) + (size_t)T * sizeof(int32_t) +
+                   (size_t)max_seqs * (sizeof(mr_segment) + 2 * sizeof(void *) + sizeof(int));
+    return floats * sizeof(float) + other + 64 * 32;
+}
+
+static mr_status local_moe(void *ctx, int layer, const float *x, int n, int k, const int32_t *ids,
+                           const float *wts, float *out) {
+    mr_model *m = ctx;
+    m->be->ops->moe(m->be, mr_expert_store_layer(m->experts, layer), x, n, k, ids, wts, out);
+    return MR_OK;
+}
+
+void mr_model_destroy(mr_model *m) {
+    if (!m) return;
+    mr_expert_store_free(m->experts);
+    mr_state_pool_destroy(m->states);
+    mr_backend_destroy(m->be);
+    mr_arena_fini(&m->ws);
+    mr_free_aligned(m->weight_mem);
+    if (m->layers)
+        for (int l = 0; l < m->cfg.num_hidden_layers; l++) free(m->layers[l].slope);
+    free(m->layers);
+    free(m->inv_freq);
+    free(m);
+}
+
+mr_status mr_model_create(mr_ckpt *ck, const mr_model_params *p, mr_model **out) {
+    const mr_model_config *c = mr_ckpt_config(ck);
+    if (p->max_batch_tokens < 1 || p->max_seqs < 1 || p->max_context < 1 || p->kv_block_tokens < 1) {
+        MR_LOG_ERROR(MR_LOG_MODEL, "model: batch tokens, sequences, context and KV block size must be >= 1");
+        return MR_ERR_INVALID;
+    }
+    mr_model *m = calloc(1, sizeof *m);
+    if (!m) return MR_ERR_NOMEM;
+    mr_status st = MR_ERR_NOMEM;
+    mr_tensor_spec *specs = NULL;
+    m->cfg = *c;
+    m->params = *p;
+    const int L = c->num_hidden_layers;
+    if (!(m->layers = calloc((size_t)L, sizeof *m->layers)) ||
+        !(m->inv_freq = malloc((size_t)(c->rotary_dim / 2 + 1) * sizeof(float))))
+        goto err;
+    for (int i = 0; i < c->rotary_dim / 2; i++)
+        m->inv_freq[i] = (float)(1.0 / pow(c->rope_theta, 2.0 * i / (double)c->rotary_dim));
+    for (int l = 0; l < L; l++) {
+        layer_weights *lw = &m->layers[l];
+        lw->type = (mr_attn_type)c->attn_type[l];
+        lw->type_index = mr_model_config_type_index(c, l);
+        lw->alpha_attn = (float)(lw->type == MR_ATTN_LIGHTNING ? c->alpha_linear : c->alpha_full);
+        lw->beta_attn = (float)(lw->type == MR_ATTN_LIGHTNING ? c->beta_linear : c->beta_full);
+        if (!(lw->slope = malloc((size_t)c->num_attention_heads * sizeof(float)))) goto err;
+        compute_slopes(c, l, lw->slope);
+    }
+
+    int n = mr_layout_count(c);
+    if (!(specs = malloc((size_t)n * sizeof *specs))) goto err;
+    mr_layout_build(c, specs);
+    weight_loader wl = {ck, NULL, 0};
+    MR_CHECK_GOTO(load_weights(m, &wl, specs, n), err);
+    m->weight_bytes = wl.off;
+    if (!(m->weight_mem = mr_alloc_aligned(wl.off))) {
+        MR_LOG_ERROR(MR_LOG_MODEL, "cannot allocate %zu bytes of weights", wl.off);
+        st = MR_ERR_NOMEM;
+        goto err;
+    }
+    wl = (weight_loader){ck, m->weight_mem, 0};
+    MR_CHECK_GOTO(load_weights(m, &wl, specs, n), err);
+
+    if (p->load_experts) {
+        size_t cnt = (size_t)L * c->num_local_experts;
+        unsigned char *all = malloc(cnt);
+        if (!all) goto err;
+        memset(all, 1, cnt);
+        st = mr_expert_store_load(ck, all, NULL, NULL, &m->experts);
+        free(all);
+        if (st != MR_OK) goto err;
+        m->moe = (mr_moe_provider){local_moe, m};
+    }
+
+    mr_backend_params bp = {
+        .n_threads = p->n_threads,
+        .max_tokens = p->max_batch_tokens,
+        .hidden = c->hidden_size,
+        .inter = c->intermediate_size,
+        .n_heads = c->num_attention_heads,
+        .head_dim = c->head_dim,
+        .block_size = c->block_size,
+        .max_experts = c->num_local_experts,
+        .top_k = c->num_experts_per_tok,
+    };
+    MR_CHECK_GOTO(mr_backend_create(p->backend, &bp, &m->be), err);
+    int64_t blocks = p->kv_blocks > 0 ? p->kv_blocks
+                                      : (int64_t)p->max_seqs *
+                                            ((p->max_context + p->kv_block_tokens - 1) / p->kv_block_tokens);
+    if (blocks > INT32_MAX) {
+        MR_LOG_ERROR(MR_LOG_MODEL, "KV cache of %lld blocks is too large", (long long)blocks);
+        st = MR_ERR_INVALID;
+        goto err;
+    }
+    MR_CHECK_GOTO(mr_state_pool_create(c, p->max_seqs, (int)blocks, p->kv_block_tokens, &m->states), err);
+    MR_CHECK_GOTO(mr_arena_init(&m->ws, workspace_bytes(c, p->max_batch_tokens, p->max_seqs)), err);
+    free(specs);
+    *out = m;
+    return MR_OK;
+err:
+    free(specs);
+    mr_model_destroy(m);
+    return st;
+}
+
+const mr_model_config *mr_model_config_of(const mr_model *m) { return &m->cfg; }
+mr_backend *mr_model_backend(mr_model *m) { return m->be; }
+mr_state_pool *mr_model_states(mr_model *m) { return m->states; }
+void mr_model_set_moe_provider(mr_model *m, mr_moe_provider p) { m->moe = p; }
+
+size_t mr_model_weight_bytes(const mr_model *m, size_t *expert_bytes) {
+    if (expert_bytes) *expert_bytes = m->experts ? mr_expert_store_bytes(m->experts) : 0;
+    return m->weight_bytes;
+}
+
+static size_t matrix_bytes(const mr_matrix *w) {
+    return w->data ? (size_t)w->rows * w->cols * mr_dtype_size(w->dtype) : 0;
+}
+
+size_t mr_model_decode_bytes_per_token(const mr_model *m) {
+    const mr_model_config *c = &m->cfg;
+    size_t b = matrix_bytes(&m->lm_head) + (size_t)c->hidden_size * mr_dtype_size(m->embed.dtype);
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        const layer_weights *w = &m->layers[l];
+        b += matrix_bytes(&w->qkv) + matrix_bytes(&w->out_gate) + matrix_bytes(&w->out_proj) +
+             matrix_bytes(&w->q) + matrix_bytes(&w->k) + matrix_bytes(&w->v) +
+             matrix_bytes(&w->o) + matrix_bytes(&w->router);
+        if (m->experts) {
+            const mr_expert_set *set = mr_expert_store_layer(m->experts, l);
+            for (int e = 0; e < set->n_experts; e++)
+                if (set->experts[e].w1.data) {
+                    b += (size_t)c->num_experts_per_tok *
+                         (matrix_bytes(&set->experts[e].w1) + matrix_bytes(&set->experts[e].w3) +
+                          matrix_bytes(&set->experts[e].w2));
+                    break;
+                }
+        }
+    }
+    return b;
+}
+
+mr_status mr_model_seq_open(mr_model *m, int64_t max_tokens, mr_seq **out) {
+    if (max_tokens > m->params.max_context) max_tokens = m->params.max_context;
+    return mr_seq_open(m->states, max_tokens, out);
+}
+
+void mr_model_seq_close(mr_model *m, mr_seq *s) { mr_seq_close(m->states, s); }
+
+/* ---- the step -------------------------------------------------------------------------------- */
+
+typedef struct step_buffers {
+    float *x, *h, *y;  /* [T][hidden] residual stream, normalised input, sub-block output */
+    float *big;        /* [T][3·inner]: lightning qkv, or softmax q | k | v */
+    float *gate, *o;   /* [T][inner] */
+    int32_t *ids;      /* [T][k] */
+    float *wts;        /* [T][k] */
+    int32_t *tokens;   /* [T] */
+    mr_segment *segs;  /* [n_seqs] */
+    float **states;    /* [n_seqs] lightning states of the current layer */
+    const int32_t **tables; /* [n_seqs] */
+    float *head_rows;  /* [n_logits][hidden] */
+} step_buffers;
+
+static mr_status alloc_buffers(mr_model *m, int T, int n_seqs, step_buffers *b) {
+    const mr_model_config *c = &m->cfg;
+    const size_t H = (size_t)c->hidden_size, inner = (size_t)c->num_attention_heads * c->head_dim;
+    const size_t k = (size_t)c->num_experts_per_tok;
+    mr_arena *a = &m->ws;
+    mr_arena_reset(a);
+#define TAKE(ptr, count) (((ptr) = mr_arena_alloc(a, (size_t)(count) * sizeof *(ptr))) != NULL)
+    int ok = TAKE(b->x, T * H) && TAKE(b->h, T * H) && TAKE(b->y, T * H) &&
+             TAKE(b->big, T * 3 * inner) && TAKE(b->gate, T * inner) && TAKE(b->o, T * inner) &&
+             TAKE(b->ids, T * k) && TAKE(b->wts, T * k) && TAKE(b->tokens, T) &&
+             TAKE(b->segs, n_seqs) && TAKE(b->states, n_seqs) && TAKE(b->tables, n_seqs) &&
+             TAKE(b->head_rows, n_seqs * H);
+#undef TAKE
+    return ok ? MR_OK : MR_ERR_INTERNAL;
+}
+
+static void attention_block(mr_model *m, const layer_weights *w, const mr_step_seq *seqs,
+                            int n_seqs, int T, step_buffers *b) {
+    const mr_model_config *c = &m->cfg;
+    mr_backend *be = m->be;
+    const int inner = c->num_attention_heads * c->head_dim;
+    if (w->type == MR_ATTN_LIGHTNING) {
+        be->ops->linear(be, &w->qkv, b->h, T, b->big);
+        be->ops->linear(be, &w->out_gate, b->h, T, b->gate);
+        for (int s = 0; s < n_seqs; s++)
+            b->states[s] = mr_seq_lightning_state(m->states, seqs[s].seq, w->type_index);
+        mr_lightning_args la = {
+            .n_heads = c->num_attention_heads,
+            .head_dim = c->head_dim,
+            .block_size = c->block_size,
+            .slope = w->slope,
+            .n_segments = n_seqs,
+            .segs = b->segs,
+            .state = b->states,
+            .qkv = b->big,
+            .out = b->o,
+        };
+        be->ops->lightning(be, &la);
+        be->ops->norm_gate(be, b->o, b->gate, w->attn_norm, T, inner, (float)c->lightning_norm_eps,
+                           b->o);
+        be->ops->linear(be, &w->out_proj, b->o, T, b->y);
+    } else {
+        const int kvd = c->num_key_value_heads * c->head_dim;
+        float *q = b->big, *k = q + (size_t)T * inner, *v = k + (size_t)T * kvd;
+        be->ops->linear(be, &w->q, b->h, T, q);
+        be->ops->linear(be, &w->k, b->h, T, k);
+        be->ops->linear(be, &w->v, b->h, T, v);
+        for (int s = 0; s < n_seqs; s++) b->tables[s] = seqs[s].seq->blocks;
+        mr_attention_args aa = {
+            .n_heads = c->num_attention_heads,
+            .n_kv_heads = c->num_key_value_heads,
+            .head_dim = c->head_dim,
+            .rotary_dim = c->rotary_dim,
+            .inv_freq = m->inv_freq,
+            .n_segments = n_seqs,
+            .segs = b->segs,
+            .block_tables = b->tables,
+            .block_tokens = m->states->block_tokens,
+            .k_cache = m->states->k_cache[w->type_index],
+            .v_cache = m->states->v_cache[w->type_index],
+            .q = q,
+            .k = k,
+            .v = v,
+            .out = b->o,
+        };
+        be->ops->attention(be, &aa);
+        be->ops->linear(be, &w->o, b->o, T, b->y);
+    }
+}
+
+mr_status mr_model_step(mr_model *m, const mr_step_seq *seqs, int n_seqs, float *logits) {
+    const mr_model_config *c = &m->cfg;
+    mr_backend *be = m->be;
+    const int H = c->hidden_size, k = c->num_experts_per_tok;
+    if (n_seqs < 1 || n_seqs > m->params.max_seqs) return MR_ERR_INVALID;
+    if (!m->moe.run) {
+        MR_LOG_ERROR(MR_LOG_MODEL, "model step: no expert provider installed");
+        return MR_ERR_INTERNAL;
+    }
+    /* validate the whole batch before touching any state */
+    int T = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        const mr_step_seq *q = &seqs[s];
+        if (q->n_tokens < 1 || T + q->n_tokens > m->params.max_batch_tokens) {
+            MR_LOG_ERROR(MR_LOG_MODEL, "model step: %d tokens exceed the batch budget of %d",
+                         T + q->n_tokens, m->params.max_batch_tokens);
+            return MR_ERR_INVALID;
+        }
+        for (int i = 0; i < q->n_tokens; i++)
+            if (q->tokens[i] < 0 || q->tokens[i] >= c->vocab_size) {
+                MR_LOG_ERROR(MR_LOG_MODEL, "token id %d is outside the vocabulary [0, %d)",
+                             q->tokens[i], c->vocab_size);
+                return MR_ERR_INVALID;
+            }
+        if (q->seq->n_past + q->n_tokens > q->seq->max_tokens) {
+            MR_LOG_ERROR(MR_LOG_MODEL, "sequence would grow to %lld tokens; its limit is %lld",
+                         (long long)(q->seq->n_past + q->n_tokens), (long long)q->seq->max_tokens);
+            return MR_ERR_FULL;
+        }
+        T += q->n_tokens;
+    }
+    for (int s = 0; s < n_seqs; s++) {
+        mr_status st = mr_seq_reserve(m->states, seqs[s].seq, seqs[s].n_tokens);
+        if (st != MR_OK) {
+            MR_LOG_ERROR(MR_LOG_MODEL, "KV cache exhausted (%d free blocks)", m->states->n_free_blocks);
+            return st;
+        }
+    }
+    step_buffers b;
+    MR_CHECK(alloc_buffers(m, T, n_seqs, &b));
+    for (int s = 0, t = 0; s < n_seqs; t += seqs[s].n_tokens, s++) {
+        b.segs[s] = (mr_segment){t, seqs[s].n_tokens, seqs[s].seq->n_past};
+        memcpy(b.tokens + t, seqs[s].tokens, (size_t)seqs[s].n_tokens * sizeof(int32_t));
+    }
+
+    be->ops->embed(be, &m->embed, b.tokens, T, b.x);
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        const layer_weights *w = &m->layers[l];
+        /* attention sub-block: y = α·h + β·Attn(h), h = RMS(x); residual h (postnorm) or x */
+        be->ops->rmsnorm(be, b.x, w->input_norm, T, H, (float)c->rms_norm_eps, b.h);
+        attention_block(m, w, seqs, n_seqs, T, &b);
+        be->ops->scale_add(be, c->postnorm ? b.h : b.x, b.y, w->alpha_attn, w->beta_attn,
+                           (size_t)T * H, b.x);
+        /* MoE sub-block: x' = α·g + β·MoE(g), g = RMS(y) */
+        be->ops->rmsnorm(be, b.x, w->post_norm, T, H, (float)c->rms_norm_eps, b.h);
+        be->ops->route(be, &w->router, b.h, T, k, b.ids, b.wts);
+        MR_CHECK(m->moe.run(m->moe.ctx, l, b.h, T, k, b.ids, b.wts, b.y));
+        be->ops->scale_add(be, c->postnorm ? b.h : b.x, b.y, (float)c->alpha_mlp,
+                           (float)c->beta_mlp, (size_t)T * H, b.x);
+    }
+    int n_rows = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        if (seqs[s].want_logits) {
+            int last = b.segs[s].start + b.segs[s].len - 1;
+            memcpy(b.head_rows + (size_t)n_rows * H, b.x + (size_t)last * H, (size_t)H * sizeof(float));
+            n_rows++;
+        }
+        seqs[s].seq->n_past += seqs[s].n_tokens;
+    }
+    if (n_rows) {
+        be->ops->rmsnorm(be, b.head_rows, m->final_norm, n_rows, H, (float)c->rms_norm_eps, b.head_rows);
+        be->ops->linear(be, &m->lm_head, b.head_rows, n_rows, logits);
+    }
+    return MR_OK;
+}

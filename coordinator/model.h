@@ -1,0 +1,72 @@
+/* model.h — the MiniMax-M1 forward pass over a batch of sequence segments.
+ *
+ *   mr_model *m;  MR_CHECK(mr_model_create(ck, &params, &m));
+ *   mr_seq *s;    MR_CHECK(mr_model_seq_open(m, max_tokens, &s));
+ *   mr_step_seq in = {.seq = s, .tokens = ids, .n_tokens = n, .want_logits = 1};
+ *   MR_CHECK(mr_model_step(m, &in, 1, logits));        // logits: [n_want][vocab] float32
+ *
+ * A step runs every layer once over all tokens of the batch (prefill chunks and decode tokens
+ * mixed); the per-layer maths is spec §3 with the postnorm residuals. Experts run through a
+ * provider: by default the experts loaded into this process (single-process engine); a cluster
+ * coordinator installs a provider that dispatches to workers. Each step's scratch comes from an
+ * arena sized at creation for `max_batch_tokens`: a step never allocates.
+ * Owned by one thread (the step thread). */
+#ifndef MR_MODEL_H
+#define MR_MODEL_H
+
+#include <stdint.h>
+
+#include "common/checkpoint.h"
+#include "coordinator/seq_state.h"
+#include "kernels/backend.h"
+
+typedef struct mr_model mr_model;
+
+typedef struct mr_model_params {
+    const char *backend;    /* "ref" or "cpu" */
+    int n_threads;          /* <= 0: all CPUs */
+    int max_batch_tokens;   /* tokens per step (prefill chunk budget) */
+    int max_seqs;           /* lightning-state slots */
+    int64_t max_context;    /* tokens per sequence */
+    int kv_block_tokens;    /* positions per KV block */
+    int kv_blocks;          /* 0: max_seqs * ceil(max_context / kv_block_tokens) */
+    int load_experts;       /* 1: hold every expert in this process */
+} mr_model_params;
+
+void mr_model_params_default(mr_model_params *p);
+
+/* Expert computation for one layer: out[t] = Σ_j wts[t][j] · E_{ids[t][j]}(x[t]). */
+typedef struct mr_moe_provider {
+    mr_status (*run)(void *ctx, int layer, const float *x, int n, int k, const int32_t *ids,
+                     const float *wts, float *out);
+    void *ctx;
+} mr_moe_provider;
+
+typedef struct mr_step_seq {
+    mr_seq *seq;
+    const int32_t *tokens;
+    int n_tokens;
+    int want_logits; /* 1: write the logits after this segment's last token */
+} mr_step_seq;
+
+mr_status mr_model_create(mr_ckpt *ck, const mr_model_params *p, mr_model **out);
+void mr_model_destroy(mr_model *m);
+
+const mr_model_config *mr_model_config_of(const mr_model *m);
+mr_backend *mr_model_backend(mr_model *m);
+mr_state_pool *mr_model_states(mr_model *m);
+void mr_model_set_moe_provider(mr_model *m, mr_moe_provider p);
+/* Bytes of weights held: non-expert and expert. */
+size_t mr_model_weight_bytes(const mr_model *m, size_t *expert_bytes);
+/* Bytes of weights one decode token reads (non-expert matrices + top-k experts per layer). */
+size_t mr_model_decode_bytes_per_token(const mr_model *m);
+
+mr_status mr_model_seq_open(mr_model *m, int64_t max_tokens, mr_seq **out);
+void mr_model_seq_close(mr_model *m, mr_seq *s);
+
+/* Runs one step. Fails with MR_ERR_INVALID for a token id outside the vocabulary, MR_ERR_FULL if
+ * a sequence has no room, before anything is changed. `logits` receives one row of vocab_size
+ * floats per segment with want_logits, in order. */
+mr_status mr_model_step(mr_model *m, const mr_step_seq *seqs, int n_seqs, float *logits);
+
+#endif

@@ -1,0 +1,110 @@
+#include "coordinator/seq_state.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/arena.h"
+#include "common/log.h"
+
+void mr_state_pool_destroy(mr_state_pool *p) {
+    if (!p) return;
+    mr_free_aligned(p->lightning);
+    for (int i = 0; i < p->n_softmax; i++) {
+        if (p->k_cache) mr_free_aligned(p->k_cache[i]);
+        if (p->v_cache) mr_free_aligned(p->v_cache[i]);
+    }
+    free(p->k_cache);
+    free(p->v_cache);
+    free(p->free_slots);
+    free(p->free_blocks);
+    free(p);
+}
+
+mr_status mr_state_pool_create(const mr_model_config *c, int max_seqs, int n_blocks,
+                               int block_tokens, mr_state_pool **out) {
+    if (max_seqs < 1 || n_blocks < 1 || block_tokens < 1) return MR_ERR_INVALID;
+    mr_state_pool *p = calloc(1, sizeof *p);
+    if (!p) return MR_ERR_NOMEM;
+    p->n_lightning = mr_model_config_n_lightning(c);
+    p->n_softmax = mr_model_config_n_softmax(c);
+    p->n_heads = c->num_attention_heads;
+    p->head_dim = c->head_dim;
+    p->n_kv_heads = c->num_key_value_heads;
+    p->state_floats = (size_t)p->n_heads * p->head_dim * p->head_dim;
+    p->max_seqs = max_seqs;
+    p->block_tokens = block_tokens;
+    p->n_blocks = n_blocks;
+    size_t block_floats = (size_t)block_tokens * p->n_kv_heads * p->head_dim;
+    int ok = (p->free_slots = malloc((size_t)max_seqs * sizeof(int))) &&
+             (p->free_blocks = malloc((size_t)n_blocks * sizeof(int32_t))) &&
+             (p->k_cache = calloc((size_t)p->n_softmax + 1, sizeof(float *))) &&
+             (p->v_cache = calloc((size_t)p->n_softmax + 1, sizeof(float *)));
+    if (ok && p->n_lightning)
+        ok = (p->lightning = mr_alloc_aligned((size_t)max_seqs * p->n_lightning * p->state_floats *
+                                              sizeof(float))) != NULL;
+    for (int i = 0; ok && i < p->n_softmax; i++)
+        ok = (p->k_cache[i] = mr_alloc_aligned((size_t)n_blocks * block_floats * sizeof(float))) &&
+             (p->v_cache[i] = mr_alloc_aligned((size_t)n_blocks * block_floats * sizeof(float)));
+    if (!ok) {
+        MR_LOG_ERROR(MR_LOG_MODEL, "state pool: cannot allocate %d sequence slots and %d KV blocks",
+                     max_seqs, n_blocks);
+        mr_state_pool_destroy(p);
+        return MR_ERR_NOMEM;
+    }
+    /* free lists hand out low ids first */
+    for (int i = 0; i < max_seqs; i++) p->free_slots[i] = max_seqs - 1 - i;
+    p->n_free_slots = max_seqs;
+    for (int i = 0; i < n_blocks; i++) p->free_blocks[i] = n_blocks - 1 - i;
+    p->n_free_blocks = n_blocks;
+    *out = p;
+    return MR_OK;
+}
+
+size_t mr_state_pool_bytes(const mr_state_pool *p) {
+    size_t block_floats = (size_t)p->block_tokens * p->n_kv_heads * p->head_dim;
+    return ((size_t)p->max_seqs * p->n_lightning * p->state_floats +
+            2 * (size_t)p->n_softmax * p->n_blocks * block_floats) *
+           sizeof(float);
+}
+
+mr_status mr_seq_open(mr_state_pool *p, int64_t max_tokens, mr_seq **out) {
+    if (p->n_free_slots == 0) return MR_ERR_FULL;
+    if (max_tokens < 1) return MR_ERR_INVALID;
+    mr_seq *s = calloc(1, sizeof *s);
+    int64_t max_blocks = (max_tokens + p->block_tokens - 1) / p->block_tokens;
+    if (!s || max_blocks > INT32_MAX ||
+        !(s->blocks = malloc((size_t)max_blocks * sizeof(int32_t)))) {
+        free(s);
+        return MR_ERR_NOMEM;
+    }
+    s->slot = p->free_slots[--p->n_free_slots];
+    s->max_tokens = max_tokens;
+    s->max_blocks = (int)max_blocks;
+    if (p->n_lightning)
+        memset(p->lightning + (size_t)s->slot * p->n_lightning * p->state_floats, 0,
+               (size_t)p->n_lightning * p->state_floats * sizeof(float));
+    *out = s;
+    return MR_OK;
+}
+
+mr_status mr_seq_reserve(mr_state_pool *p, mr_seq *s, int n_new) {
+    int64_t need_tokens = s->n_past + n_new;
+    if (n_new < 0 || need_tokens > s->max_tokens) return MR_ERR_FULL;
+    if (p->n_softmax == 0) return MR_OK;
+    int need = (int)((need_tokens + p->block_tokens - 1) / p->block_tokens);
+    if (need - s->n_blocks > p->n_free_blocks) return MR_ERR_FULL;
+    while (s->n_blocks < need) s->blocks[s->n_blocks++] = p->free_blocks[--p->n_free_blocks];
+    return MR_OK;
+}
+
+void mr_seq_close(mr_state_pool *p, mr_seq *s) {
+    if (!s) return;
+    while (s->n_blocks > 0) p->free_blocks[p->n_free_blocks++] = s->blocks[--s->n_blocks];
+    p->free_slots[p->n_free_slots++] = s->slot;
+    free(s->blocks);
+    free(s);
+}
+
+float *mr_seq_lightning_state(mr_state_pool *p, const mr_seq *s, int index) {
+    return p->lightning + ((size_t)s->slot * p->n_lightning + (size_t)index) * p->state_floats;
+}

@@ -1,0 +1,60 @@
+/* seq_state.h — per-sequence model state: lightning-state slots and the paged KV cache.
+ *
+ * A sequence needs, for every lightning layer, an [H][d][d] float32 state (zeroed when it
+ * starts) and, for every softmax layer, the keys and values of all its positions. States live in a
+ * pool of `max_seqs` slots; keys and values live in a pool of fixed-size blocks of `block_tokens`
+ * positions shared by all softmax layers (one block id covers the same positions in every softmax
+ * layer). Everything is allocated when the pool is created; opening, growing and closing a
+ * sequence only moves slot and block ids between free lists.
+ *
+ *   mr_seq *s;  MR_CHECK(mr_seq_open(pool, max_tokens, &s));
+ *   MR_CHECK(mr_seq_reserve(pool, s, n_new));   // blocks for n_past + n_new positions
+ *   ... forward step: writes state and cache, then advances s->n_past ...
+ *   mr_seq_close(pool, s);
+ *
+ * Owned by the engine's step thread. */
+#ifndef MR_SEQ_STATE_H
+#define MR_SEQ_STATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/model_config.h"
+#include "common/status.h"
+
+typedef struct mr_seq {
+    int slot;          /* lightning-state slot */
+    int64_t n_past;    /* positions already processed (in the state and the cache) */
+    int64_t max_tokens;
+    int32_t *blocks;   /* [max_blocks] KV block ids for positions [0, n_blocks * block_tokens) */
+    int n_blocks, max_blocks;
+} mr_seq;
+
+typedef struct mr_state_pool {
+    int n_lightning, n_softmax;
+    int n_heads, head_dim, n_kv_heads;
+    size_t state_floats;    /* per lightning layer per sequence: H * d * d */
+    float *lightning;       /* [max_seqs][n_lightning][H][d][d] */
+    int max_seqs;
+    int *free_slots, n_free_slots;
+    int block_tokens, n_blocks;
+    int32_t *free_blocks;
+    int n_free_blocks;
+    float **k_cache, **v_cache; /* per softmax layer: [n_blocks][block_tokens][KV][d] */
+} mr_state_pool;
+
+mr_status mr_state_pool_create(const mr_model_config *c, int max_seqs, int n_blocks,
+                               int block_tokens, mr_state_pool **out);
+void mr_state_pool_destroy(mr_state_pool *p);
+size_t mr_state_pool_bytes(const mr_state_pool *p);
+
+/* Takes a free slot (zeroing its states); fails with MR_ERR_FULL when none is free. */
+mr_status mr_seq_open(mr_state_pool *p, int64_t max_tokens, mr_seq **out);
+/* Makes room for n_new more positions; MR_ERR_FULL if the sequence would exceed max_tokens or
+ * the block pool is exhausted (then nothing is taken). */
+mr_status mr_seq_reserve(mr_state_pool *p, mr_seq *s, int n_new);
+void mr_seq_close(mr_state_pool *p, mr_seq *s);
+/* The [H][d][d] state of the `index`-th lightning layer. */
+float *mr_seq_lightning_state(mr_state_pool *p, const mr_seq *s, int index);
+
+#endif

@@ -1,0 +1,18 @@
+#include "kernels/backend.h"
+
+#include <string.h>
+
+#include "common/log.h"
+#include "kernels/cpu/cpu_backend.h"
+#include "kernels/ref/ref_backend.h"
+
+mr_status mr_backend_create(const char *name, const mr_backend_params *p, mr_backend **out) {
+    if (strcmp(name, "ref") == 0) return mr_ref_backend_create(p, out);
+    if (strcmp(name, "cpu") == 0) return mr_cpu_backend_create(p, out);
+    MR_LOG_ERROR(MR_LOG_KERN, "unknown backend '%s' (expected ref or cpu)", name);
+    return MR_ERR_INVALID;
+}
+
+void mr_backend_destroy(mr_backend *be) {
+    if (be) be->ops->destroy(be);
+}
