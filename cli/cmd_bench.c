@@ -28,11 +28,12 @@ typedef struct membw_job {
 
 __attribute__((target_clones("avx512f", "avx2", "default"))) static float
 sum_floats(const float *restrict p, size_t n) {
-    float acc[16] = {0};
-    for (size_t i = 0; i + 16 <= n; i += 16)
-        for (int j = 0; j < 16; j++) acc[j] += p[i + j];
+    /* 64 partial sums: four independent vector chains, so the adds never limit the stream */
+    float acc[64] = {0};
+    for (size_t i = 0; i + 64 <= n; i += 64)
+        for (int j = 0; j < 64; j++) acc[j] += p[i + j];
     float s = 0;
-    for (int j = 0; j < 16; j++) s += acc[j];
+    for (int j = 0; j < 64; j++) s += acc[j];
     return s;
 }
 
@@ -47,7 +48,7 @@ static double measure_read_bw(size_t bytes, int threads, int reps) {
     if (mr_pool_create(threads, &pool) != MR_OK) return 0;
     int tasks = mr_pool_size(pool) * 16;
     size_t per = bytes / sizeof(float) / (size_t)tasks;
-    per &= ~(size_t)15;
+    per &= ~(size_t)63;
     float *buf = mr_alloc_aligned(per * (size_t)tasks * sizeof(float));
     float *sums = calloc((size_t)tasks, sizeof *sums);
     double best = 0;
@@ -121,7 +122,7 @@ static int bench_forward(int argc, char **argv) {
     mp.n_threads = (int)threads;
     mp.max_batch_tokens = (int)chunk;
     mp.max_seqs = 1;
-    mp.max_context = plen + ndec + 1;
+    mp.max_context = plen + 3 * ndec + 1;
     if (mr_model_create(ck, &mp, &m) != MR_OK) goto out;
     if (!(ids = malloc((size_t)plen * sizeof *ids)) ||
         !(logits = malloc((size_t)c->vocab_size * sizeof *logits)))
@@ -134,7 +135,8 @@ static int bench_forward(int argc, char **argv) {
     size_t state_bytes = (size_t)mr_model_config_n_lightning(c) * c->num_attention_heads *
                          c->head_dim * c->head_dim * sizeof(float) * 2; /* read + write */
     int nthreads = threads > 0 ? (int)threads : 0;
-    double bw = measure_read_bw((size_t)1 << 30, nthreads, 3);
+    /* The machine is shared (a VM): take the best of many passes before and after the run. */
+    double bw = measure_read_bw((size_t)1 << 30, nthreads, 10);
 
     /* prefill: twice, report the second (warm caches, pages faulted in) */
     double t_prefill = 0;
@@ -150,15 +152,31 @@ static int bench_forward(int argc, char **argv) {
         }
         t_prefill = mr_now_s() - t0;
     }
-    double t0 = mr_now_s();
-    for (long long g = 0; g < ndec; g++) {
-        int32_t next = 0;
-        for (int v = 1; v < c->vocab_size; v++)
-            if (logits[v] > logits[next]) next = v;
-        mr_step_seq in = {seq, &next, 1, 1};
-        if (mr_model_step(m, &in, 1, logits) != MR_OK) goto out;
+    /* decode: three rounds of ndec tokens continuing the same sequence; report the best and
+     * the median round (the first warms caches and branch predictors) */
+    double rounds[3];
+    for (int r = 0; r < 3; r++) {
+        double t0 = mr_now_s();
+        for (long long g = 0; g < ndec; g++) {
+            int32_t next = 0;
+            for (int v = 1; v < c->vocab_size; v++)
+                if (logits[v] > logits[next]) next = v;
+            mr_step_seq in = {seq, &next, 1, 1};
+            if (mr_model_step(m, &in, 1, logits) != MR_OK) goto out;
+        }
+        rounds[r] = mr_now_s() - t0;
     }
-    double t_decode = mr_now_s() - t0;
+    double bw_after = measure_read_bw((size_t)1 << 30, nthreads, 10);
+    if (bw_after > bw) bw = bw_after;
+    double sorted[3] = {rounds[0], rounds[1], rounds[2]};
+    for (int i = 0; i < 3; i++)
+        for (int j = i + 1; j < 3; j++)
+            if (sorted[j] < sorted[i]) {
+                double t = sorted[i];
+                sorted[i] = sorted[j];
+                sorted[j] = t;
+            }
+    double t_decode = sorted[0];
     double dec_tps = (double)ndec / t_decode;
     double ceiling = bw / (double)(per_token + state_bytes);
     printf("model          %s (%d layers, hidden %d, %d experts x %d)\n", model_dir,
@@ -167,12 +185,13 @@ static int bench_forward(int argc, char **argv) {
            nthreads ? nthreads : (int)sysconf(_SC_NPROCESSORS_ONLN), mr_cpu_backend_isa());
     printf("weights        %.3f GB (%.3f GB non-expert + %.3f GB experts)\n",
            (double)(nonexpert + expert_bytes) / 1e9, (double)nonexpert / 1e9, (double)expert_bytes / 1e9);
-    printf("read bandwidth %.2f GB/s (measured now, same threads)\n", bw / 1e9);
+    printf("read bandwidth %.2f GB/s (best pass before/after the run, same threads)\n", bw / 1e9);
     printf("decode bytes   %.1f MB/token (weights %.1f MB + lightning state r/w %.1f MB)\n",
            (double)(per_token + state_bytes) / 1e6, (double)per_token / 1e6, (double)state_bytes / 1e6);
     printf("prefill        %lld tokens in %.3f s = %.1f tokens/s\n", plen, t_prefill,
            (double)plen / t_prefill);
-    printf("decode         %lld tokens in %.3f s = %.2f tokens/s\n", ndec, t_decode, dec_tps);
+    printf("decode         %lld tokens in %.3f s = %.2f tokens/s (best of 3 rounds; median %.2f)\n",
+           ndec, t_decode, dec_tps, (double)ndec / sorted[1]);
     printf("decode ceiling %.2f tokens/s (bandwidth / bytes per token); achieved %.0f%%\n", ceiling,
            100.0 * dec_tps / ceiling);
     rc = 0;

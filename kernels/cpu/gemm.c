@@ -56,32 +56,70 @@ static inline T512 __m512 load_w512(const void *w, int is_bf16, size_t off, __mm
     return _mm512_maskz_loadu_ps(m, (const float *)w + off);
 }
 
+/* Accumulators are named variables, not an array: GCC then keeps all 16 in registers (an
+ * array of vectors is spilled to the stack on every iteration). Unused ones fold away since R and
+ * T are constants at every call site. */
+#define FMA_ROW512(r, wv)                                                                          \
+    do {                                                                                           \
+        a##r##0 = _mm512_fmadd_ps(wv, x0, a##r##0);                                                \
+        if (T > 1) a##r##1 = _mm512_fmadd_ps(wv, x1, a##r##1);                                     \
+        if (T > 2) a##r##2 = _mm512_fmadd_ps(wv, x2, a##r##2);                                     \
+        if (T > 3) a##r##3 = _mm512_fmadd_ps(wv, x3, a##r##3);                                     \
+    } while (0)
+#define STORE_ROW512(r)                                                                            \
+    do {                                                                                           \
+        y[0 * ldy + r] = _mm512_reduce_add_ps(a##r##0);                                            \
+        if (T > 1) y[1 * ldy + r] = _mm512_reduce_add_ps(a##r##1);                                 \
+        if (T > 2) y[2 * ldy + r] = _mm512_reduce_add_ps(a##r##2);                                 \
+        if (T > 3) y[3 * ldy + r] = _mm512_reduce_add_ps(a##r##3);                                 \
+    } while (0)
+
 static inline T512 __attribute__((always_inline)) void
 kern512(const void *w, size_t ldw, const float *x, size_t ldx, int K, float *y, size_t ldy,
         const int R, const int T, const int is_bf16) {
-    __m512 acc[4][4];
-    for (int r = 0; r < R; r++)
-        for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps();
+    const __m512 z = _mm512_setzero_ps();
+    __m512 a00 = z, a01 = z, a02 = z, a03 = z, a10 = z, a11 = z, a12 = z, a13 = z;
+    __m512 a20 = z, a21 = z, a22 = z, a23 = z, a30 = z, a31 = z, a32 = z, a33 = z;
+    /* Main loop with plain loads (masked loads are slow on some CPUs); then one masked,
+     * zero-padded step for the tail, which adds into the same lanes. */
+#define STEP512(k, m)                                                                              \
+    do {                                                                                           \
+        const __m512 x0 = _mm512_maskz_loadu_ps(m, x + (k));                                       \
+        const __m512 x1 = T > 1 ? _mm512_maskz_loadu_ps(m, x + ldx + (k)) : z;                     \
+        const __m512 x2 = T > 2 ? _mm512_maskz_loadu_ps(m, x + 2 * ldx + (k)) : z;                 \
+        const __m512 x3 = T > 3 ? _mm512_maskz_loadu_ps(m, x + 3 * ldx + (k)) : z;                 \
+        const __m512 w0 = load_w512(w, is_bf16, (k), m);                                           \
+        FMA_ROW512(0, w0);                                                                         \
+        if (R > 1) {                                                                               \
+            const __m512 w1 = load_w512(w, is_bf16, ldw + (k), m);                                 \
+            const __m512 w2 = load_w512(w, is_bf16, 2 * ldw + (k), m);                             \
+            const __m512 w3 = load_w512(w, is_bf16, 3 * ldw + (k), m);                             \
+            FMA_ROW512(1, w1);                                                                     \
+            FMA_ROW512(2, w2);                                                                     \
+            FMA_ROW512(3, w3);                                                                     \
+        }                                                                                          \
+    } while (0)
     int k = 0;
+    const char *next = (const char *)w + (size_t)R * ldw * (is_bf16 ? 2 : 4); /* next row group */
     for (; k + 16 <= K; k += 16) {
-        __m512 xv[4];
-        for (int t = 0; t < T; t++) xv[t] = _mm512_loadu_ps(x + t * ldx + k);
-        for (int r = 0; r < R; r++) {
-            __m512 wv = load_w512(w, is_bf16, r * ldw + k, 0xffff);
-            for (int t = 0; t < T; t++) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
+        /* decode streams each weight once: fetch the next row group while this one computes */
+        if (R > 1 && T == 1) {
+            const size_t kb = (size_t)k * (is_bf16 ? 2 : 4), lb = ldw * (is_bf16 ? 2 : 4);
+            _mm_prefetch(next + kb, _MM_HINT_T0);
+            _mm_prefetch(next + lb + kb, _MM_HINT_T0);
+            _mm_prefetch(next + 2 * lb + kb, _MM_HINT_T0);
+            _mm_prefetch(next + 3 * lb + kb, _MM_HINT_T0);
         }
+        STEP512(k, (__mmask16)0xffff);
     }
-    if (k < K) {
-        __mmask16 m = (__mmask16)((1u << (K - k)) - 1);
-        __m512 xv[4];
-        for (int t = 0; t < T; t++) xv[t] = _mm512_maskz_loadu_ps(m, x + t * ldx + k);
-        for (int r = 0; r < R; r++) {
-            __m512 wv = load_w512(w, is_bf16, r * ldw + k, m);
-            for (int t = 0; t < T; t++) acc[r][t] = _mm512_fmadd_ps(wv, xv[t], acc[r][t]);
-        }
+    if (k < K) STEP512(k, (__mmask16)((1u << (K - k)) - 1));
+#undef STEP512
+    STORE_ROW512(0);
+    if (R > 1) {
+        STORE_ROW512(1);
+        STORE_ROW512(2);
+        STORE_ROW512(3);
     }
-    for (int r = 0; r < R; r++)
-        for (int t = 0; t < T; t++) y[t * ldy + r] = _mm512_reduce_add_ps(acc[r][t]);
 }
 
 #define DISPATCH_RT(KERN, BF)                                                                      \
@@ -124,35 +162,53 @@ static inline T256 float hsum256(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
+#define FMA_ROW256(r, wv)                                                                          \
+    do {                                                                                           \
+        a##r##0 = _mm256_fmadd_ps(wv, x0, a##r##0);                                                \
+        if (T > 1) a##r##1 = _mm256_fmadd_ps(wv, x1, a##r##1);                                     \
+        if (T > 2) a##r##2 = _mm256_fmadd_ps(wv, x2, a##r##2);                                     \
+        if (T > 3) a##r##3 = _mm256_fmadd_ps(wv, x3, a##r##3);                                     \
+    } while (0)
+#define STORE_ROW256(r)                                                                            \
+    do {                                                                                           \
+        y[0 * ldy + r] = hsum256(a##r##0);                                                         \
+        if (T > 1) y[1 * ldy + r] = hsum256(a##r##1);                                              \
+        if (T > 2) y[2 * ldy + r] = hsum256(a##r##2);                                              \
+        if (T > 3) y[3 * ldy + r] = hsum256(a##r##3);                                              \
+    } while (0)
+
 static inline T256 __attribute__((always_inline)) void
 kern256(const void *w, size_t ldw, const float *x, size_t ldx, int K, float *y, size_t ldy,
         const int R, const int T, const int is_bf16) {
-    __m256 acc[4][4];
-    for (int r = 0; r < R; r++)
-        for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps();
-    int k = 0;
-    for (; k + 8 <= K; k += 8) {
-        __m256 xv[4];
-        for (int t = 0; t < T; t++) xv[t] = _mm256_loadu_ps(x + t * ldx + k);
-        for (int r = 0; r < R; r++) {
-            __m256 wv = load_w256(w, is_bf16, r * ldw + k);
-            for (int t = 0; t < T; t++) acc[r][t] = _mm256_fmadd_ps(wv, xv[t], acc[r][t]);
-        }
-    }
-    if (k < K) { /* zero-padded tail through small buffers */
-        float xb[4][8] = {{0}}, wb[8];
-        for (int t = 0; t < T; t++)
-            for (int i = 0; k + i < K; i++) xb[t][i] = x[t * ldx + k + i];
-        for (int r = 0; r < R; r++) {
+    const __m256 z = _mm256_setzero_ps();
+    __m256 a00 = z, a01 = z, a02 = z, a03 = z, a10 = z, a11 = z, a12 = z, a13 = z;
+    float xb[4][8], wb[2][8]; /* zero-padded tail */
+    for (int k = 0; k < K; k += 8) {
+        const float *xp[4] = {x + k, x + ldx + k, x + 2 * ldx + k, x + 3 * ldx + k};
+        __m256 w0, w1 = z;
+        if (k + 8 > K) {
+            memset(xb, 0, sizeof xb);
             memset(wb, 0, sizeof wb);
-            for (int i = 0; k + i < K; i++) wb[i] = w_at(w, is_bf16, r * ldw + k + i);
-            __m256 wv = _mm256_loadu_ps(wb);
-            for (int t = 0; t < T; t++)
-                acc[r][t] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xb[t]), acc[r][t]);
+            for (int i = 0; k + i < K; i++) {
+                for (int t = 0; t < T; t++) xb[t][i] = x[t * ldx + k + i];
+                for (int r = 0; r < R; r++) wb[r][i] = w_at(w, is_bf16, r * ldw + k + i);
+            }
+            for (int t = 0; t < 4; t++) xp[t] = xb[t];
+            w0 = _mm256_loadu_ps(wb[0]);
+            if (R > 1) w1 = _mm256_loadu_ps(wb[1]);
+        } else {
+            w0 = load_w256(w, is_bf16, k);
+            if (R > 1) w1 = load_w256(w, is_bf16, ldw + k);
         }
+        const __m256 x0 = _mm256_loadu_ps(xp[0]);
+        const __m256 x1 = T > 1 ? _mm256_loadu_ps(xp[1]) : z;
+        const __m256 x2 = T > 2 ? _mm256_loadu_ps(xp[2]) : z;
+        const __m256 x3 = T > 3 ? _mm256_loadu_ps(xp[3]) : z;
+        FMA_ROW256(0, w0);
+        if (R > 1) FMA_ROW256(1, w1);
     }
-    for (int r = 0; r < R; r++)
-        for (int t = 0; t < T; t++) y[t * ldy + r] = hsum256(acc[r][t]);
+    STORE_ROW256(0);
+    if (R > 1) STORE_ROW256(1);
 }
 
 /* AVX2 has 16 registers: use 2-row tiles (8 accumulators). */
