@@ -106,7 +106,8 @@ static int parse_fields(const char *origin, json_t *root, mr_model_config *c) {
     c->eos_token_id = (int)v;
     if (get_int(origin, root, "bos_token_id", 0, 0, c->vocab_size - 1, -1, &v)) return -1;
     c->bos_token_id = (int)v;
-    if (get_int(origin, root, "shared_intermediate_size", 0, 0, 0, 0, &v))
+    if (get_int(origin, root, "shared_intermediate_size", 0, 0, 1 << 20, 0, &v)) return -1;
+    if (v != 0)
         return bad(origin, "shared_intermediate_size", "shared experts are not supported (must be 0)");
 
     rc |= get_num(origin, root, "rope_theta", 0, 1.0, 1e12, 10000.0, &c->rope_theta);
