@@ -80,27 +80,40 @@ static int bench_membw(int argc, char **argv) {
 
 static int bench_forward(int argc, char **argv) {
     static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'},    {"backend", required_argument, 0, 'b'},
-        {"threads", required_argument, 0, 't'},  {"prompt-len", required_argument, 0, 'p'},
-        {"decode", required_argument, 0, 'd'},   {"chunk", required_argument, 0, 'c'},
-        {"help", no_argument, 0, 'h'},           {0, 0, 0, 0}};
+        {"model", required_argument, 0, 'm'},   {"backend", required_argument, 0, 'b'},
+        {"threads", required_argument, 0, 't'}, {"prompt-len", required_argument, 0, 'p'},
+        {"decode", required_argument, 0, 'd'},  {"chunk", required_argument, 0, 'c'},
+        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     const char *model_dir = NULL, *backend = "cpu";
     long long threads = 0, plen = 512, ndec = 64, chunk = 512;
     optind = 1;
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
-        case 'm': model_dir = optarg; break;
-        case 'b': backend = optarg; break;
-        case 't': if ((threads = mr_cli_parse_int("--threads", optarg, 0, 1024)) < 0) return 2; break;
-        case 'p': if ((plen = mr_cli_parse_int("--prompt-len", optarg, 1, 1 << 20)) < 0) return 2; break;
-        case 'd': if ((ndec = mr_cli_parse_int("--decode", optarg, 1, 1 << 20)) < 0) return 2; break;
-        case 'c': if ((chunk = mr_cli_parse_int("--chunk", optarg, 1, 1 << 20)) < 0) return 2; break;
+        case 'm':
+            model_dir = optarg;
+            break;
+        case 'b':
+            backend = optarg;
+            break;
+        case 't':
+            if ((threads = mr_cli_parse_int("--threads", optarg, 0, 1024)) < 0) return 2;
+            break;
+        case 'p':
+            if ((plen = mr_cli_parse_int("--prompt-len", optarg, 1, 1 << 20)) < 0) return 2;
+            break;
+        case 'd':
+            if ((ndec = mr_cli_parse_int("--decode", optarg, 1, 1 << 20)) < 0) return 2;
+            break;
+        case 'c':
+            if ((chunk = mr_cli_parse_int("--chunk", optarg, 1, 1 << 20)) < 0) return 2;
+            break;
         case 'h':
             printf("usage: moerack bench forward --model DIR [--backend cpu] [--threads N]\n"
                    "       [--prompt-len 512] [--decode 64] [--chunk 512]\n");
             return 0;
-        default: return 2;
+        default:
+            return 2;
         }
     }
     if (!model_dir) {
@@ -128,7 +141,8 @@ static int bench_forward(int argc, char **argv) {
         !(logits = malloc((size_t)c->vocab_size * sizeof *logits)))
         goto out;
     uint64_t rs = 42;
-    for (long long i = 0; i < plen; i++) ids[i] = (int32_t)(mr_splitmix64(&rs) % (uint64_t)c->vocab_size);
+    for (long long i = 0; i < plen; i++)
+        ids[i] = (int32_t)(mr_splitmix64(&rs) % (uint64_t)c->vocab_size);
 
     size_t expert_bytes, nonexpert = mr_model_weight_bytes(m, &expert_bytes);
     size_t per_token = mr_model_decode_bytes_per_token(m);
@@ -184,10 +198,12 @@ static int bench_forward(int argc, char **argv) {
     printf("backend        %s, %d threads, %s kernels\n", backend,
            nthreads ? nthreads : (int)sysconf(_SC_NPROCESSORS_ONLN), mr_cpu_backend_isa());
     printf("weights        %.3f GB (%.3f GB non-expert + %.3f GB experts)\n",
-           (double)(nonexpert + expert_bytes) / 1e9, (double)nonexpert / 1e9, (double)expert_bytes / 1e9);
+           (double)(nonexpert + expert_bytes) / 1e9, (double)nonexpert / 1e9,
+           (double)expert_bytes / 1e9);
     printf("read bandwidth %.2f GB/s (best pass before/after the run, same threads)\n", bw / 1e9);
     printf("decode bytes   %.1f MB/token (weights %.1f MB + lightning state r/w %.1f MB)\n",
-           (double)(per_token + state_bytes) / 1e6, (double)per_token / 1e6, (double)state_bytes / 1e6);
+           (double)(per_token + state_bytes) / 1e6, (double)per_token / 1e6,
+           (double)state_bytes / 1e6);
     printf("prefill        %lld tokens in %.3f s = %.1f tokens/s\n", plen, t_prefill,
            (double)plen / t_prefill);
     printf("decode         %lld tokens in %.3f s = %.2f tokens/s (best of 3 rounds; median %.2f)\n",

@@ -22,13 +22,18 @@ static int gen_tiny(int argc, char **argv) {
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
-        case 'p': preset = optarg; break;
-        case 's': if ((seed = mr_cli_parse_int("--seed", optarg, 0, LLONG_MAX)) < 0) return 2; break;
+        case 'p':
+            preset = optarg;
+            break;
+        case 's':
+            if ((seed = mr_cli_parse_int("--seed", optarg, 0, LLONG_MAX)) < 0) return 2;
+            break;
         case 'h':
             printf("usage: moerack model gen-tiny OUT_DIR [--preset NAME] [--seed N]\npresets:\n");
             mr_tiny_preset_list(stdout);
             return 0;
-        default: return 2;
+        default:
+            return 2;
         }
     }
     if (optind != argc - 1) {
@@ -103,8 +108,8 @@ static int inspect(int argc, char **argv) {
                mr_ckpt_index_n_tensors(ix), mr_ckpt_index_n_shards(ix),
                mr_ckpt_index_first_shard(ix), (unsigned long long)mr_ckpt_index_total_size(ix));
         if (ok && mr_ckpt_index_total_size(ix) && mr_ckpt_index_total_size(ix) != layout_bytes) {
-            MR_LOG_ERROR(MR_LOG_CKPT, "%s: total_size %llu differs from the layout's %llu bytes", path,
-                         (unsigned long long)mr_ckpt_index_total_size(ix),
+            MR_LOG_ERROR(MR_LOG_CKPT, "%s: total_size %llu differs from the layout's %llu bytes",
+                         path, (unsigned long long)mr_ckpt_index_total_size(ix),
                          (unsigned long long)layout_bytes);
             ok = 0;
         }

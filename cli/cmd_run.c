@@ -35,13 +35,17 @@ static int argmax(const float *v, int n) {
 }
 
 int mr_cmd_run(int argc, char **argv) {
-    static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'},       {"ids", required_argument, 0, 'i'},
-        {"greedy", required_argument, 0, 'g'},      {"dump-logits", required_argument, 0, 'd'},
-        {"backend", required_argument, 0, 'b'},     {"threads", required_argument, 0, 't'},
-        {"prefill-chunk", required_argument, 0, 'c'}, {"log-level", required_argument, 0, 'l'},
-        {"prompt", required_argument, 0, 'p'},      {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
+                                         {"ids", required_argument, 0, 'i'},
+                                         {"greedy", required_argument, 0, 'g'},
+                                         {"dump-logits", required_argument, 0, 'd'},
+                                         {"backend", required_argument, 0, 'b'},
+                                         {"threads", required_argument, 0, 't'},
+                                         {"prefill-chunk", required_argument, 0, 'c'},
+                                         {"log-level", required_argument, 0, 'l'},
+                                         {"prompt", required_argument, 0, 'p'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     const char *model_dir = NULL, *ids_arg = NULL, *dump = NULL, *backend = "cpu";
     long long greedy = 8, threads = 0, chunk = 512;
     mr_log_set_level(MR_LOG_LEVEL_WARN);
@@ -49,13 +53,27 @@ int mr_cmd_run(int argc, char **argv) {
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
-        case 'm': model_dir = optarg; break;
-        case 'i': ids_arg = optarg; break;
-        case 'd': dump = optarg; break;
-        case 'b': backend = optarg; break;
-        case 'g': if ((greedy = mr_cli_parse_int("--greedy", optarg, 0, 1 << 20)) < 0) return 2; break;
-        case 't': if ((threads = mr_cli_parse_int("--threads", optarg, 0, 1024)) < 0) return 2; break;
-        case 'c': if ((chunk = mr_cli_parse_int("--prefill-chunk", optarg, 1, 1 << 20)) < 0) return 2; break;
+        case 'm':
+            model_dir = optarg;
+            break;
+        case 'i':
+            ids_arg = optarg;
+            break;
+        case 'd':
+            dump = optarg;
+            break;
+        case 'b':
+            backend = optarg;
+            break;
+        case 'g':
+            if ((greedy = mr_cli_parse_int("--greedy", optarg, 0, 1 << 20)) < 0) return 2;
+            break;
+        case 't':
+            if ((threads = mr_cli_parse_int("--threads", optarg, 0, 1024)) < 0) return 2;
+            break;
+        case 'c':
+            if ((chunk = mr_cli_parse_int("--prefill-chunk", optarg, 1, 1 << 20)) < 0) return 2;
+            break;
         case 'l': {
             int lv = mr_log_level_parse(optarg);
             if (lv < 0) {
@@ -66,10 +84,16 @@ int mr_cmd_run(int argc, char **argv) {
             break;
         }
         case 'p':
-            MR_LOG_ERROR(MR_LOG_CLI, "--prompt needs a tokenizer, which this build does not have yet; use --ids");
+            MR_LOG_ERROR(
+                MR_LOG_CLI,
+                "--prompt needs a tokenizer, which this build does not have yet; use --ids");
             return 2;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (!model_dir || !ids_arg) {
@@ -116,7 +140,8 @@ int mr_cmd_run(int argc, char **argv) {
     double t_prefill = mr_now_s() - t0;
     t0 = mr_now_s();
     for (long long g = 0; g <= greedy; g++) {
-        if (df && fwrite(logits, sizeof *logits, (size_t)c->vocab_size, df) != (size_t)c->vocab_size) {
+        if (df &&
+            fwrite(logits, sizeof *logits, (size_t)c->vocab_size, df) != (size_t)c->vocab_size) {
             MR_LOG_ERROR(MR_LOG_CLI, "%s: write failed", dump);
             goto out;
         }
@@ -128,7 +153,8 @@ int mr_cmd_run(int argc, char **argv) {
     }
     printf("\n");
     double t_decode = mr_now_s() - t0;
-    MR_LOG_INFO(MR_LOG_CLI, "backend %s: load %.3f s, prefill %d tokens %.3f s, decode %lld tokens %.3f s",
+    MR_LOG_INFO(MR_LOG_CLI,
+                "backend %s: load %.3f s, prefill %d tokens %.3f s, decode %lld tokens %.3f s",
                 backend, t_load, n_ids, t_prefill, greedy, t_decode);
     rc = 0;
 out:

@@ -18,8 +18,8 @@ static const mr_tiny_preset presets[] = {
      512, 64, 8, 4, 32, 2, 16, 1e7, 4, 2, 96, 4},
     {"small", "16 layers (2 softmax), hidden 96, 8 heads x 16, 8 experts, vocab 1024, theta 1e4",
      1024, 96, 16, 8, 16, 2, 8, 1e4, 8, 2, 64, 6},
-    {"demo", "8 layers, hidden 128, 8 heads x 32, 8 experts, the real vocabulary (200064)",
-     200064, 128, 8, 8, 32, 2, 16, 1e7, 8, 2, 256, 5},
+    {"demo", "8 layers, hidden 128, 8 heads x 32, 8 experts, the real vocabulary (200064)", 200064,
+     128, 8, 8, 32, 2, 16, 1e7, 8, 2, 256, 5},
     {"bench", "16 layers, hidden 1024, 16 heads x 96, 8 experts x 1536, vocab 32000 (~1.5 GB)",
      32000, 1024, 16, 16, 96, 4, 48, 1e7, 8, 2, 1536, 8},
 };
@@ -49,7 +49,8 @@ void mr_tiny_preset_config(const mr_tiny_preset *p, mr_model_config *c) {
     c->intermediate_size = p->inter;
     c->num_local_experts = p->experts;
     c->num_experts_per_tok = p->top_k;
-    for (int l = 0; l < p->layers; l++) c->attn_type[l] = (l % 8 == 7) ? MR_ATTN_SOFTMAX : MR_ATTN_LIGHTNING;
+    for (int l = 0; l < p->layers; l++)
+        c->attn_type[l] = (l % 8 == 7) ? MR_ATTN_SOFTMAX : MR_ATTN_LIGHTNING;
     /* DeepNet-style alpha = (2L)^(1/4), as the release's 3.5566 = 160^(1/4) */
     double alpha = pow(2.0 * p->layers, 0.25);
     c->alpha_full = c->alpha_linear = c->alpha_mlp = alpha;
@@ -72,15 +73,21 @@ typedef struct fill_ctx {
 static double tensor_std(const mr_tensor_spec *s, const mr_model_config *c) {
     const double H = c->hidden_size, inner = (double)c->num_attention_heads * c->head_dim;
     switch (s->part) {
-    case MR_PART_EMBED: return 1.0;
-    case MR_PART_LM_HEAD: return 2.0 / sqrt(H);
-    case MR_PART_ROUTER: return 2.0 / sqrt(H);
-    case MR_PART_NORM: return 0.0; /* norms: 1 + small noise, below */
-    case MR_PART_EXPERT: return s->mat == MR_EXPERT_W2 ? 1.0 / sqrt(c->intermediate_size) : 1.0 / sqrt(H);
+    case MR_PART_EMBED:
+        return 1.0;
+    case MR_PART_LM_HEAD:
+        return 2.0 / sqrt(H);
+    case MR_PART_ROUTER:
+        return 2.0 / sqrt(H);
+    case MR_PART_NORM:
+        return 0.0; /* norms: 1 + small noise, below */
+    case MR_PART_EXPERT:
+        return s->mat == MR_EXPERT_W2 ? 1.0 / sqrt(c->intermediate_size) : 1.0 / sqrt(H);
     case MR_PART_ATTN:
         if (s->ndim == 1) return 0.0;
         return s->shape[1] == (int64_t)inner ? 1.0 / sqrt(inner) : 1.0 / sqrt(H);
-    default: return 1.0;
+    default:
+        return 1.0;
     }
 }
 
@@ -140,8 +147,11 @@ mr_status mr_gen_tiny(const char *out_dir, const mr_tiny_preset *p, uint64_t see
         for (int i = 0; i < n; i++) {
             if (shard_of(&specs[i], p->layers, p->shards) != shard) continue;
             ctx[k] = (fill_ctx){&specs[i], &cfg, seed};
-            items[k] = (mr_st_write_item){.name = specs[i].name, .dtype = specs[i].dtype,
-                                          .ndim = specs[i].ndim, .fill = fill_tensor, .user = &ctx[k]};
+            items[k] = (mr_st_write_item){.name = specs[i].name,
+                                          .dtype = specs[i].dtype,
+                                          .ndim = specs[i].ndim,
+                                          .fill = fill_tensor,
+                                          .user = &ctx[k]};
             memcpy(items[k].shape, specs[i].shape, sizeof specs[i].shape);
             json_object_set_new(wm, specs[i].name, json_string(fname));
             total += mr_tensor_spec_bytes(&specs[i]);
@@ -151,8 +161,8 @@ mr_status mr_gen_tiny(const char *out_dir, const mr_tiny_preset *p, uint64_t see
         const char *md[] = {"format", "pt"};
         MR_CHECK_GOTO(mr_st_write(path, items, k, md, 1), out);
     }
-    json_t *index = json_pack("{s:{s:I},s:o}", "metadata", "total_size", (json_int_t)total,
-                              "weight_map", wm);
+    json_t *index =
+        json_pack("{s:{s:I},s:o}", "metadata", "total_size", (json_int_t)total, "weight_map", wm);
     wm = NULL;
     snprintf(path, sizeof path, "%s/model.safetensors.index.json", out_dir);
     if (json_dump_file(index, path, JSON_INDENT(4) | JSON_PRESERVE_ORDER) != 0) {

@@ -7,13 +7,12 @@
 #include "common/log.h"
 
 static void usage(FILE *out) {
-    fprintf(out,
-            "usage: moerack <command> [options]\n"
-            "commands:\n"
-            "  run      run the model on token ids (greedy), single process\n"
-            "  model    gen-tiny | inspect: make or check a checkpoint\n"
-            "  bench    forward | membw: measure speed\n"
-            "run `moerack <command> --help` for a command's options\n");
+    fprintf(out, "usage: moerack <command> [options]\n"
+                 "commands:\n"
+                 "  run      run the model on token ids (greedy), single process\n"
+                 "  model    gen-tiny | inspect: make or check a checkpoint\n"
+                 "  bench    forward | membw: measure speed\n"
+                 "run `moerack <command> --help` for a command's options\n");
 }
 
 int main(int argc, char **argv) {

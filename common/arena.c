@@ -16,7 +16,9 @@ void *mr_alloc_aligned(size_t bytes) {
     return p;
 }
 
-void mr_free_aligned(void *p) { free(p); }
+void mr_free_aligned(void *p) {
+    free(p);
+}
 
 mr_status mr_arena_init(mr_arena *a, size_t cap) {
     memset(a, 0, sizeof *a);

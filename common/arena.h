@@ -20,7 +20,9 @@ typedef struct mr_arena {
 mr_status mr_arena_init(mr_arena *a, size_t cap);
 void mr_arena_fini(mr_arena *a);
 void *mr_arena_alloc(mr_arena *a, size_t bytes);
-static inline void mr_arena_reset(mr_arena *a) { a->used = 0; }
+static inline void mr_arena_reset(mr_arena *a) {
+    a->used = 0;
+}
 
 /* 64-byte aligned allocation of large blocks (weights, caches); huge pages advised. */
 void *mr_alloc_aligned(size_t bytes);

@@ -18,7 +18,7 @@ typedef struct index_entry {
 struct mr_ckpt_index {
     index_entry *entries; /* sorted by tensor name */
     int n_entries;
-    char **shards;        /* distinct shard file names, sorted */
+    char **shards; /* distinct shard file names, sorted */
     int n_shards;
     int first_shard;
     uint64_t total_size;
@@ -192,10 +192,18 @@ mr_status mr_ckpt_index_load(const char *path, mr_ckpt_index **out) {
     return st;
 }
 
-int mr_ckpt_index_n_tensors(const mr_ckpt_index *ix) { return ix->n_entries; }
-int mr_ckpt_index_n_shards(const mr_ckpt_index *ix) { return ix->n_shards; }
-int mr_ckpt_index_first_shard(const mr_ckpt_index *ix) { return ix->first_shard; }
-uint64_t mr_ckpt_index_total_size(const mr_ckpt_index *ix) { return ix->total_size; }
+int mr_ckpt_index_n_tensors(const mr_ckpt_index *ix) {
+    return ix->n_entries;
+}
+int mr_ckpt_index_n_shards(const mr_ckpt_index *ix) {
+    return ix->n_shards;
+}
+int mr_ckpt_index_first_shard(const mr_ckpt_index *ix) {
+    return ix->first_shard;
+}
+uint64_t mr_ckpt_index_total_size(const mr_ckpt_index *ix) {
+    return ix->total_size;
+}
 
 static const index_entry *index_lookup(const mr_ckpt_index *ix, const char *tensor) {
     index_entry key = {.tensor = (char *)tensor};
@@ -217,13 +225,15 @@ mr_status mr_ckpt_index_check_layout(const mr_ckpt_index *ix, const char *origin
     for (int i = 0; i < n; i++) {
         if (!index_lookup(ix, specs[i].name)) {
             if (missing++ < 5)
-                MR_LOG_ERROR(MR_LOG_CKPT, "%s: tensor '%s' required by the config is not in the index",
-                             origin, specs[i].name);
+                MR_LOG_ERROR(MR_LOG_CKPT,
+                             "%s: tensor '%s' required by the config is not in the index", origin,
+                             specs[i].name);
         }
     }
     free(specs);
     if (missing) {
-        if (missing > 5) MR_LOG_ERROR(MR_LOG_CKPT, "%s: %d tensors missing in all", origin, missing);
+        if (missing > 5)
+            MR_LOG_ERROR(MR_LOG_CKPT, "%s: %d tensors missing in all", origin, missing);
         return MR_ERR_NOT_FOUND;
     }
     if (ix->n_entries != n) {
@@ -307,9 +317,15 @@ err:
     return st;
 }
 
-const mr_model_config *mr_ckpt_config(const mr_ckpt *ck) { return &ck->config; }
-const char *mr_ckpt_dir(const mr_ckpt *ck) { return ck->dir; }
-uint64_t mr_ckpt_bytes_read(const mr_ckpt *ck) { return ck->bytes_read; }
+const mr_model_config *mr_ckpt_config(const mr_ckpt *ck) {
+    return &ck->config;
+}
+const char *mr_ckpt_dir(const mr_ckpt *ck) {
+    return ck->dir;
+}
+uint64_t mr_ckpt_bytes_read(const mr_ckpt *ck) {
+    return ck->bytes_read;
+}
 
 static mr_status open_shard(mr_ckpt *ck, int shard) {
     if (ck->files[shard]) return MR_OK;
@@ -337,7 +353,8 @@ mr_status mr_ckpt_find(mr_ckpt *ck, const char *name, mr_st_file **file,
     return MR_OK;
 }
 
-static mr_status check_tensor(const mr_st_file *f, const mr_st_tensor *t, const mr_tensor_spec *spec) {
+static mr_status check_tensor(const mr_st_file *f, const mr_st_tensor *t,
+                              const mr_tensor_spec *spec) {
     int same = t->ndim == spec->ndim;
     for (int i = 0; same && i < t->ndim; i++) same = t->shape[i] == spec->shape[i];
     if (!same) {
@@ -413,8 +430,7 @@ mr_status mr_ckpt_verify(mr_ckpt *ck) {
         MR_LOG_ERROR(MR_LOG_CKPT,
                      "%s/model.safetensors.index.json: metadata.total_size is %llu but the shards "
                      "hold %llu bytes of tensors",
-                     ck->dir, (unsigned long long)ck->index->total_size,
-                     (unsigned long long)total);
+                     ck->dir, (unsigned long long)ck->index->total_size, (unsigned long long)total);
         return MR_ERR_FORMAT;
     }
     return MR_OK;

@@ -37,7 +37,7 @@ mr_status mr_ckpt_index_load(const char *path, mr_ckpt_index **out);
 void mr_ckpt_index_free(mr_ckpt_index *ix);
 int mr_ckpt_index_n_tensors(const mr_ckpt_index *ix);
 int mr_ckpt_index_n_shards(const mr_ckpt_index *ix);
-int mr_ckpt_index_first_shard(const mr_ckpt_index *ix); /* 0 for the real release */
+int mr_ckpt_index_first_shard(const mr_ckpt_index *ix);     /* 0 for the real release */
 uint64_t mr_ckpt_index_total_size(const mr_ckpt_index *ix); /* metadata.total_size or 0 */
 /* Shard file name holding `tensor`, or NULL. */
 const char *mr_ckpt_index_shard_of(const mr_ckpt_index *ix, const char *tensor);

@@ -7,11 +7,13 @@ static const struct {
     const char *name;
     size_t size;
 } dtype_info[MR_DTYPE_COUNT] = {
-    [MR_DTYPE_F32] = {"F32", 4},    [MR_DTYPE_F16] = {"F16", 2}, [MR_DTYPE_BF16] = {"BF16", 2},
-    [MR_DTYPE_F8_E4M3] = {"F8_E4M3", 1}, [MR_DTYPE_I8] = {"I8", 1},  [MR_DTYPE_I32] = {"I32", 4},
+    [MR_DTYPE_F32] = {"F32", 4},         [MR_DTYPE_F16] = {"F16", 2}, [MR_DTYPE_BF16] = {"BF16", 2},
+    [MR_DTYPE_F8_E4M3] = {"F8_E4M3", 1}, [MR_DTYPE_I8] = {"I8", 1},   [MR_DTYPE_I32] = {"I32", 4},
 };
 
-size_t mr_dtype_size(mr_dtype t) { return (unsigned)t < MR_DTYPE_COUNT ? dtype_info[t].size : 0; }
+size_t mr_dtype_size(mr_dtype t) {
+    return (unsigned)t < MR_DTYPE_COUNT ? dtype_info[t].size : 0;
+}
 
 const char *mr_dtype_name(mr_dtype t) {
     return (unsigned)t < MR_DTYPE_COUNT ? dtype_info[t].name : "?";
@@ -48,7 +50,7 @@ uint16_t mr_f32_to_f16(float f) {
     float a = fabsf(f);
     if (isnan(f)) return sign | 0x7e00u;
     if (a >= 65520.0f) return sign | 0x7c00u; /* overflow to inf (RNE boundary) */
-    if (a < 6.103515625e-05f) {                 /* subnormal: round to multiple of 2^-24 */
+    if (a < 6.103515625e-05f) {               /* subnormal: round to multiple of 2^-24 */
         return sign | (uint16_t)lrintf(a * 16777216.0f);
     }
     uint32_t au = u & 0x7fffffffu;
@@ -75,7 +77,9 @@ float mr_f8e4m3_to_f32(uint8_t v) {
 
 void mr_convert_to_f32(mr_dtype src_type, const void *src, float *dst, size_t n) {
     switch (src_type) {
-    case MR_DTYPE_F32: memcpy(dst, src, n * sizeof(float)); break;
+    case MR_DTYPE_F32:
+        memcpy(dst, src, n * sizeof(float));
+        break;
     case MR_DTYPE_BF16: {
         const uint16_t *s = src;
         for (size_t i = 0; i < n; i++) dst[i] = mr_bf16_to_f32(s[i]);
@@ -101,6 +105,7 @@ void mr_convert_to_f32(mr_dtype src_type, const void *src, float *dst, size_t n)
         for (size_t i = 0; i < n; i++) dst[i] = (float)s[i];
         break;
     }
-    default: break;
+    default:
+        break;
     }
 }

@@ -16,9 +16,15 @@ static void *g_sink_user = NULL;
 static const char *const level_names[] = {"error", "warn", "info", "debug", "trace"};
 static const char level_letters[] = "EWIDT";
 
-void mr_log_set_level(mr_log_level level) { g_level = level; }
-void mr_log_set_mask(unsigned mask) { g_mask = mask; }
-void mr_log_set_short(int short_style) { g_short = short_style; }
+void mr_log_set_level(mr_log_level level) {
+    g_level = level;
+}
+void mr_log_set_mask(unsigned mask) {
+    g_mask = mask;
+}
+void mr_log_set_short(int short_style) {
+    g_short = short_style;
+}
 void mr_log_set_sink(mr_log_sink_fn fn, void *user) {
     g_sink = fn;
     g_sink_user = user;
@@ -35,8 +41,8 @@ int mr_log_level_parse(const char *s) {
 }
 
 static const char *subsys_name(unsigned subsys) {
-    static const char *const names[] = {"core", "ckpt", "model", "kern", "net",
-                                        "sched", "gpu", "http", "conf", "cli"};
+    static const char *const names[] = {"core",  "ckpt", "model", "kern", "net",
+                                        "sched", "gpu",  "http",  "conf", "cli"};
     for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (subsys & (1u << i)) return names[i];
     return "-";

@@ -26,8 +26,8 @@ static int get_int(const char *origin, json_t *root, const char *key, int requir
     }
     long long x = json_integer_value(v);
     if (x < lo || x > hi) {
-        MR_LOG_ERROR(MR_LOG_CONF, "%s: key '%s' = %lld is out of range [%lld, %lld]", origin, key, x,
-                     lo, hi);
+        MR_LOG_ERROR(MR_LOG_CONF, "%s: key '%s' = %lld is out of range [%lld, %lld]", origin, key,
+                     x, lo, hi);
         return -1;
     }
     *out = x;
@@ -108,7 +108,8 @@ static int parse_fields(const char *origin, json_t *root, mr_model_config *c) {
     c->bos_token_id = (int)v;
     if (get_int(origin, root, "shared_intermediate_size", 0, 0, 1 << 20, 0, &v)) return -1;
     if (v != 0)
-        return bad(origin, "shared_intermediate_size", "shared experts are not supported (must be 0)");
+        return bad(origin, "shared_intermediate_size",
+                   "shared experts are not supported (must be 0)");
 
     rc |= get_num(origin, root, "rope_theta", 0, 1.0, 1e12, 10000.0, &c->rope_theta);
     rc |= get_num(origin, root, "rms_norm_eps", 1, 1e-12, 1e-1, 0, &c->rms_norm_eps);
@@ -116,8 +117,8 @@ static int parse_fields(const char *origin, json_t *root, mr_model_config *c) {
     rc |= get_num(origin, root, "layernorm_full_attention_beta", 1, -1e6, 1e6, 0, &c->beta_full);
     rc |= get_num(origin, root, "layernorm_linear_attention_alpha", 1, -1e6, 1e6, 0,
                   &c->alpha_linear);
-    rc |= get_num(origin, root, "layernorm_linear_attention_beta", 1, -1e6, 1e6, 0,
-                  &c->beta_linear);
+    rc |=
+        get_num(origin, root, "layernorm_linear_attention_beta", 1, -1e6, 1e6, 0, &c->beta_linear);
     rc |= get_num(origin, root, "layernorm_mlp_alpha", 1, -1e6, 1e6, 0, &c->alpha_mlp);
     rc |= get_num(origin, root, "layernorm_mlp_beta", 1, -1e6, 1e6, 0, &c->beta_mlp);
     rc |= get_bool(origin, root, "postnorm", 0, &c->postnorm);
@@ -138,14 +139,16 @@ static int parse_fields(const char *origin, json_t *root, mr_model_config *c) {
     if (!types) return bad(origin, "attn_type_list", "is missing");
     if (!json_is_array(types)) return bad(origin, "attn_type_list", "must be an array");
     if ((int)json_array_size(types) != c->num_hidden_layers) {
-        MR_LOG_ERROR(MR_LOG_CONF, "%s: key 'attn_type_list' has %zu entries but num_hidden_layers is %d",
-                     origin, json_array_size(types), c->num_hidden_layers);
+        MR_LOG_ERROR(MR_LOG_CONF,
+                     "%s: key 'attn_type_list' has %zu entries but num_hidden_layers is %d", origin,
+                     json_array_size(types), c->num_hidden_layers);
         return -1;
     }
     for (int l = 0; l < c->num_hidden_layers; l++) {
         json_t *t = json_array_get(types, (size_t)l);
         if (!json_is_integer(t) || (json_integer_value(t) != 0 && json_integer_value(t) != 1)) {
-            MR_LOG_ERROR(MR_LOG_CONF, "%s: key 'attn_type_list'[%d] must be 0 (lightning) or 1 (softmax)",
+            MR_LOG_ERROR(MR_LOG_CONF,
+                         "%s: key 'attn_type_list'[%d] must be 0 (lightning) or 1 (softmax)",
                          origin, l);
             return -1;
         }
@@ -201,7 +204,8 @@ mr_status mr_model_config_load(const char *path, mr_model_config *out) {
     int too_big = !feof(fp);
     fclose(fp);
     if (too_big) {
-        MR_LOG_ERROR(MR_LOG_CONF, "%s: larger than %zu bytes; not a model config", path, sizeof buf);
+        MR_LOG_ERROR(MR_LOG_CONF, "%s: larger than %zu bytes; not a model config", path,
+                     sizeof buf);
         return MR_ERR_FORMAT;
     }
     return mr_model_config_parse(path, buf, n, out);
@@ -209,13 +213,16 @@ mr_status mr_model_config_load(const char *path, mr_model_config *out) {
 
 mr_status mr_model_config_save(const mr_model_config *c, const char *path) {
     json_t *types = json_array();
-    for (int l = 0; l < c->num_hidden_layers; l++) json_array_append_new(types, json_integer(c->attn_type[l]));
+    for (int l = 0; l < c->num_hidden_layers; l++)
+        json_array_append_new(types, json_integer(c->attn_type[l]));
     json_t *root = json_object();
     json_object_set_new(root, "architectures", json_pack("[s]", "MiniMaxM1ForCausalLM"));
     json_object_set_new(root, "attention_dropout", json_real(0.0));
     json_object_set_new(root, "attn_type_list", types);
-    json_object_set_new(root, "bos_token_id", c->bos_token_id < 0 ? json_null() : json_integer(c->bos_token_id));
-    json_object_set_new(root, "eos_token_id", c->eos_token_id < 0 ? json_null() : json_integer(c->eos_token_id));
+    json_object_set_new(root, "bos_token_id",
+                        c->bos_token_id < 0 ? json_null() : json_integer(c->bos_token_id));
+    json_object_set_new(root, "eos_token_id",
+                        c->eos_token_id < 0 ? json_null() : json_integer(c->eos_token_id));
     json_object_set_new(root, "head_dim", json_integer(c->head_dim));
     json_object_set_new(root, "hidden_act", json_string("silu"));
     json_object_set_new(root, "hidden_size", json_integer(c->hidden_size));

@@ -22,27 +22,27 @@ typedef struct mr_model_config {
     char model_type[32];
     int hidden_size;
     int num_hidden_layers;
-    int num_attention_heads;  /* both layer types */
-    int num_key_value_heads;  /* softmax layers */
+    int num_attention_heads; /* both layer types */
+    int num_key_value_heads; /* softmax layers */
     int head_dim;
-    int rotary_dim;           /* RoPE on dims [0, rotary_dim) of each head, NeoX pairs */
+    int rotary_dim; /* RoPE on dims [0, rotary_dim) of each head, NeoX pairs */
     double rope_theta;
     int vocab_size;
-    int intermediate_size;    /* per-expert FFN width */
+    int intermediate_size; /* per-expert FFN width */
     int num_local_experts;
     int num_experts_per_tok;
     unsigned char attn_type[MR_MAX_LAYERS]; /* mr_attn_type per layer */
-    double alpha_full, beta_full;     /* layernorm_full_attention_alpha/beta */
-    double alpha_linear, beta_linear; /* layernorm_linear_attention_alpha/beta */
-    double alpha_mlp, beta_mlp;       /* layernorm_mlp_alpha/beta */
-    double rms_norm_eps;              /* input/post-attention/final norms */
-    double lightning_norm_eps;        /* the 8192-wide lightning output norm: 1e-6 (spec 3.3.5) */
-    int postnorm;                     /* 1: residual is the normalised input (the real model) */
+    double alpha_full, beta_full;           /* layernorm_full_attention_alpha/beta */
+    double alpha_linear, beta_linear;       /* layernorm_linear_attention_alpha/beta */
+    double alpha_mlp, beta_mlp;             /* layernorm_mlp_alpha/beta */
+    double rms_norm_eps;                    /* input/post-attention/final norms */
+    double lightning_norm_eps; /* the 8192-wide lightning output norm: 1e-6 (spec 3.3.5) */
+    int postnorm;              /* 1: residual is the normalised input (the real model) */
     int tie_word_embeddings;
-    int block_size;                   /* lightning prefill chunk; optional key, default 256 */
+    int block_size; /* lightning prefill chunk; optional key, default 256 */
     long long max_position_embeddings;
-    int eos_token_id;                 /* -1 when null in the file */
-    int bos_token_id;                 /* -1 when null in the file */
+    int eos_token_id; /* -1 when null in the file */
+    int bos_token_id; /* -1 when null in the file */
 } mr_model_config;
 
 mr_status mr_model_config_load(const char *path, mr_model_config *out);

@@ -3,10 +3,12 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char *const part_names[MR_PART_COUNT] = {"embeddings", "lm_head",  "attention",
-                                                      "norms",      "routers",  "experts"};
+static const char *const part_names[MR_PART_COUNT] = {"embeddings", "lm_head", "attention",
+                                                      "norms",      "routers", "experts"};
 
-const char *mr_part_name(mr_part p) { return (unsigned)p < MR_PART_COUNT ? part_names[p] : "?"; }
+const char *mr_part_name(mr_part p) {
+    return (unsigned)p < MR_PART_COUNT ? part_names[p] : "?";
+}
 
 uint64_t mr_tensor_spec_bytes(const mr_tensor_spec *s) {
     uint64_t n = mr_dtype_size(s->dtype);
@@ -25,7 +27,8 @@ int mr_layout_count(const mr_model_config *c) {
 }
 
 void mr_layout_expert_name(char *buf, size_t cap, int layer, int expert, int mat) {
-    snprintf(buf, cap, "model.layers.%d.block_sparse_moe.experts.%d.w%d.weight", layer, expert, mat);
+    snprintf(buf, cap, "model.layers.%d.block_sparse_moe.experts.%d.w%d.weight", layer, expert,
+             mat);
 }
 
 static mr_tensor_spec *add(mr_tensor_spec *s, mr_part part, int layer, mr_dtype dt, int64_t d0,

@@ -28,9 +28,9 @@ typedef enum mr_expert_mat { MR_EXPERT_W1 = 1, MR_EXPERT_W2 = 2, MR_EXPERT_W3 = 
 typedef struct mr_tensor_spec {
     char name[96];
     mr_part part;
-    int layer;  /* -1 for global tensors */
-    int expert; /* -1 unless MR_PART_EXPERT */
-    int mat;    /* mr_expert_mat for experts, else 0 */
+    int layer;      /* -1 for global tensors */
+    int expert;     /* -1 unless MR_PART_EXPERT */
+    int mat;        /* mr_expert_mat for experts, else 0 */
     mr_dtype dtype; /* dtype in the official release: F32 for routers, BF16 otherwise */
     int ndim;
     int64_t shape[2];

@@ -16,13 +16,13 @@
 struct mr_st_file {
     char *path;
     int fd;
-    uint8_t *map;          /* whole file, or NULL for a header-only object */
+    uint8_t *map; /* whole file, or NULL for a header-only object */
     uint64_t file_size;
     uint64_t data_start;   /* 8 + header length */
     mr_st_tensor *tensors; /* sorted by name for lookup */
     int n_tensors;
-    json_t *root;          /* owns the strings that tensor names point to */
-    json_t *metadata;      /* borrowed from root */
+    json_t *root;     /* owns the strings that tensor names point to */
+    json_t *metadata; /* borrowed from root */
 };
 
 static int cmp_tensor_name(const void *a, const void *b) {
@@ -49,7 +49,8 @@ static mr_status parse_entry(const char *origin, const char *name, json_t *v, ui
     }
     json_t *jd = json_object_get(v, "dtype"), *js = json_object_get(v, "shape"),
            *jo = json_object_get(v, "data_offsets");
-    if (!json_is_string(jd) || !json_is_array(js) || !json_is_array(jo) || json_array_size(jo) != 2) {
+    if (!json_is_string(jd) || !json_is_array(js) || !json_is_array(jo) ||
+        json_array_size(jo) != 2) {
         MR_LOG_ERROR(MR_LOG_CKPT,
                      "%s: tensor '%s': header entry needs string dtype, array shape and "
                      "data_offsets [begin, end]",
@@ -77,8 +78,8 @@ static mr_status parse_entry(const char *origin, const char *name, json_t *v, ui
         json_t *d = json_array_get(js, i);
         if (!json_is_integer(d) || json_integer_value(d) < 0 ||
             json_integer_value(d) > (json_int_t)(1ll << 40)) {
-            MR_LOG_ERROR(MR_LOG_CKPT, "%s: tensor '%s': shape[%zu] is not a valid dimension", origin,
-                         name, i);
+            MR_LOG_ERROR(MR_LOG_CKPT, "%s: tensor '%s': shape[%zu] is not a valid dimension",
+                         origin, name, i);
             return MR_ERR_FORMAT;
         }
         t->shape[i] = json_integer_value(d);
@@ -91,20 +92,22 @@ static mr_status parse_entry(const char *origin, const char *name, json_t *v, ui
     json_t *b = json_array_get(jo, 0), *e = json_array_get(jo, 1);
     if (!json_is_integer(b) || !json_is_integer(e) || json_integer_value(b) < 0 ||
         json_integer_value(e) < json_integer_value(b)) {
-        MR_LOG_ERROR(MR_LOG_CKPT, "%s: tensor '%s': data_offsets must be integers 0 <= begin <= end",
-                     origin, name);
+        MR_LOG_ERROR(MR_LOG_CKPT,
+                     "%s: tensor '%s': data_offsets must be integers 0 <= begin <= end", origin,
+                     name);
         return MR_ERR_FORMAT;
     }
     t->begin = (uint64_t)json_integer_value(b);
     t->end = (uint64_t)json_integer_value(e);
     uint64_t want = nel * mr_dtype_size(t->dtype);
     if (t->end - t->begin != want) {
-        MR_LOG_ERROR(MR_LOG_CKPT,
-                     "%s: tensor '%s': data_offsets [%llu, %llu] hold %llu bytes but dtype %s shape "
-                     "needs %llu",
-                     origin, name, (unsigned long long)t->begin, (unsigned long long)t->end,
-                     (unsigned long long)(t->end - t->begin), mr_dtype_name(t->dtype),
-                     (unsigned long long)want);
+        MR_LOG_ERROR(
+            MR_LOG_CKPT,
+            "%s: tensor '%s': data_offsets [%llu, %llu] hold %llu bytes but dtype %s shape "
+            "needs %llu",
+            origin, name, (unsigned long long)t->begin, (unsigned long long)t->end,
+            (unsigned long long)(t->end - t->begin), mr_dtype_name(t->dtype),
+            (unsigned long long)want);
         return MR_ERR_FORMAT;
     }
     if (t->end > data_size) {
@@ -183,8 +186,8 @@ mr_status mr_st_parse_header(const char *origin, const char *json, size_t len, u
         const mr_st_tensor *t = by_begin[i];
         if (t->end == t->begin) continue;
         if (furthest && t->begin < furthest->end) {
-            MR_LOG_ERROR(MR_LOG_CKPT, "%s: tensors '%s' and '%s' overlap in the data section", origin,
-                         furthest->name, t->name);
+            MR_LOG_ERROR(MR_LOG_CKPT, "%s: tensors '%s' and '%s' overlap in the data section",
+                         origin, furthest->name, t->name);
             st = MR_ERR_FORMAT;
             goto err_free;
         }
@@ -271,9 +274,15 @@ void mr_st_close(mr_st_file *f) {
     free(f);
 }
 
-const char *mr_st_path(const mr_st_file *f) { return f->path ? f->path : "(memory)"; }
-uint64_t mr_st_file_size(const mr_st_file *f) { return f->file_size; }
-int mr_st_count(const mr_st_file *f) { return f->n_tensors; }
+const char *mr_st_path(const mr_st_file *f) {
+    return f->path ? f->path : "(memory)";
+}
+uint64_t mr_st_file_size(const mr_st_file *f) {
+    return f->file_size;
+}
+int mr_st_count(const mr_st_file *f) {
+    return f->n_tensors;
+}
 const mr_st_tensor *mr_st_at(const mr_st_file *f, int i) {
     return i >= 0 && i < f->n_tensors ? &f->tensors[i] : NULL;
 }

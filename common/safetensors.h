@@ -1,8 +1,8 @@
 /* safetensors.h — reading and writing the safetensors format.
  *
  * File layout: u64 little-endian header length N, N bytes of UTF-8 JSON
- *   {"__metadata__": {str: str}?, "<name>": {"dtype": "BF16", "shape": [..], "data_offsets": [b, e]}}
- * then the data section; offsets are relative to its start.
+ *   {"__metadata__": {str: str}?, "<name>": {"dtype": "BF16", "shape": [..], "data_offsets": [b,
+ * e]}} then the data section; offsets are relative to its start.
  *
  * mr_st_open() maps the file read-only and validates everything before returning: header length
  * against the file size, JSON syntax (duplicate keys rejected), dtype names, shapes (at most
@@ -25,15 +25,15 @@
 #include "common/dtype.h"
 #include "common/status.h"
 
-#define MR_ST_MAX_DIMS      8
-#define MR_ST_MAX_HEADER    (100u << 20) /* the format's own limit: 100 MB of JSON */
+#define MR_ST_MAX_DIMS   8
+#define MR_ST_MAX_HEADER (100u << 20) /* the format's own limit: 100 MB of JSON */
 
 typedef struct mr_st_tensor {
-    const char *name;              /* points into the file object; valid until close */
+    const char *name; /* points into the file object; valid until close */
     mr_dtype dtype;
     int ndim;
     int64_t shape[MR_ST_MAX_DIMS];
-    uint64_t begin, end;           /* byte range within the data section */
+    uint64_t begin, end; /* byte range within the data section */
 } mr_st_tensor;
 
 typedef struct mr_st_file mr_st_file;

@@ -124,7 +124,9 @@ void mr_pool_destroy(mr_pool *p) {
     free(p);
 }
 
-int mr_pool_size(const mr_pool *p) { return p ? p->n_threads : 1; }
+int mr_pool_size(const mr_pool *p) {
+    return p ? p->n_threads : 1;
+}
 
 void mr_pool_run(mr_pool *p, mr_pool_fn fn, void *ctx, int n_tasks) {
     if (n_tasks <= 0) return;

@@ -12,14 +12,14 @@
 /* Weights of one decoder layer. Matrices keep the checkpoint's bf16 (else f32); vectors are f32. */
 typedef struct layer_weights {
     mr_attn_type type;
-    int type_index;             /* index among layers of the same type (state / KV slot) */
+    int type_index; /* index among layers of the same type (state / KV slot) */
     float alpha_attn, beta_attn;
-    float *input_norm, *post_norm; /* [hidden] */
+    float *input_norm, *post_norm;     /* [hidden] */
     mr_matrix qkv, out_gate, out_proj; /* lightning: [3·inner][H], [inner][H], [H][inner] */
-    float *attn_norm;           /* lightning: [inner] */
-    float *slope;               /* lightning: [heads] s_{l,j} */
-    mr_matrix q, k, v, o;       /* softmax: [inner][H], [kv][H], [kv][H], [H][inner] */
-    mr_matrix router;           /* [experts][H] f32 */
+    float *attn_norm;                  /* lightning: [inner] */
+    float *slope;                      /* lightning: [heads] s_{l,j} */
+    mr_matrix q, k, v, o;              /* softmax: [inner][H], [kv][H], [kv][H], [H][inner] */
+    mr_matrix router;                  /* [experts][H] f32 */
 } layer_weights;
 
 struct mr_model {
@@ -31,11 +31,11 @@ struct mr_model {
     size_t weight_bytes;
     mr_matrix embed, lm_head;
     float *final_norm;
-    float *inv_freq;            /* [rotary_dim / 2] */
+    float *inv_freq; /* [rotary_dim / 2] */
     layer_weights *layers;
-    mr_expert_store *experts;   /* NULL when experts are remote */
+    mr_expert_store *experts; /* NULL when experts are remote */
     mr_moe_provider moe;
-    mr_arena ws;                /* per-step scratch */
+    mr_arena ws; /* per-step scratch */
 };
 
 void mr_model_params_default(mr_model_params *p) {
@@ -64,7 +64,8 @@ static mr_status load_tensor(weight_loader *wl, const mr_tensor_spec *spec, int 
     const mr_st_tensor *t;
     MR_CHECK(mr_ckpt_find(wl->ck, spec->name, &f, &t));
     mr_dtype dt = (!force_f32 && !vec && t->dtype == MR_DTYPE_BF16) ? MR_DTYPE_BF16 : MR_DTYPE_F32;
-    size_t bytes = (size_t)(mr_tensor_spec_bytes(spec) / mr_dtype_size(spec->dtype)) * mr_dtype_size(dt);
+    size_t bytes =
+        (size_t)(mr_tensor_spec_bytes(spec) / mr_dtype_size(spec->dtype)) * mr_dtype_size(dt);
     if (wl->mem) {
         void *dst = wl->mem + wl->off;
         MR_CHECK(mr_ckpt_load(wl->ck, spec, dst, dt));
@@ -84,25 +85,43 @@ static mr_status load_weights(mr_model *m, weight_loader *wl, const mr_tensor_sp
         float **vec = NULL;
         int f32 = 0;
         switch (s->part) {
-        case MR_PART_EXPERT: continue; /* held by the expert store or by workers */
-        case MR_PART_EMBED: mat = &m->embed; break;
-        case MR_PART_LM_HEAD: mat = &m->lm_head; break;
-        case MR_PART_ROUTER: mat = &L->router; f32 = 1; break;
+        case MR_PART_EXPERT:
+            continue; /* held by the expert store or by workers */
+        case MR_PART_EMBED:
+            mat = &m->embed;
+            break;
+        case MR_PART_LM_HEAD:
+            mat = &m->lm_head;
+            break;
+        case MR_PART_ROUTER:
+            mat = &L->router;
+            f32 = 1;
+            break;
         case MR_PART_NORM:
-            vec = !L ? &m->final_norm
-                     : strncmp(leaf, "input", 5) == 0 ? &L->input_norm : &L->post_norm;
+            vec = !L                               ? &m->final_norm
+                  : strncmp(leaf, "input", 5) == 0 ? &L->input_norm
+                                                   : &L->post_norm;
             break;
         case MR_PART_ATTN:
-            if (strcmp(leaf, "self_attn.norm.weight") == 0) vec = &L->attn_norm;
-            else if (strcmp(leaf, "self_attn.qkv_proj.weight") == 0) mat = &L->qkv;
-            else if (strcmp(leaf, "self_attn.output_gate.weight") == 0) mat = &L->out_gate;
-            else if (strcmp(leaf, "self_attn.out_proj.weight") == 0) mat = &L->out_proj;
-            else if (strcmp(leaf, "self_attn.q_proj.weight") == 0) mat = &L->q;
-            else if (strcmp(leaf, "self_attn.k_proj.weight") == 0) mat = &L->k;
-            else if (strcmp(leaf, "self_attn.v_proj.weight") == 0) mat = &L->v;
-            else mat = &L->o;
+            if (strcmp(leaf, "self_attn.norm.weight") == 0)
+                vec = &L->attn_norm;
+            else if (strcmp(leaf, "self_attn.qkv_proj.weight") == 0)
+                mat = &L->qkv;
+            else if (strcmp(leaf, "self_attn.output_gate.weight") == 0)
+                mat = &L->out_gate;
+            else if (strcmp(leaf, "self_attn.out_proj.weight") == 0)
+                mat = &L->out_proj;
+            else if (strcmp(leaf, "self_attn.q_proj.weight") == 0)
+                mat = &L->q;
+            else if (strcmp(leaf, "self_attn.k_proj.weight") == 0)
+                mat = &L->k;
+            else if (strcmp(leaf, "self_attn.v_proj.weight") == 0)
+                mat = &L->v;
+            else
+                mat = &L->o;
             break;
-        default: return MR_ERR_INTERNAL;
+        default:
+            return MR_ERR_INTERNAL;
         }
         MR_CHECK(load_tensor(wl, s, f32, mat, vec));
     }
@@ -124,7 +143,7 @@ static void compute_slopes(const mr_model_config *c, int layer, float *slope) {
 static size_t workspace_bytes(const mr_model_config *c, int T, int max_seqs) {
     const size_t H = (size_t)c->hidden_size, inner = (size_t)c->num_attention_heads * c->head_dim;
     const size_t k = (size_t)c->num_experts_per_tok;
-    size_t floats = 3 * (size_t)T * H     /* x, h, y */
+    size_t floats = 3 * (size_t)T * H       /* x, h, y */
                     + (size_t)T * 3 * inner /* qkv or q|k|v */
                     + 2 * (size_t)T * inner /* gate, o */
                     + (size_t)T * k         /* wts */
@@ -157,8 +176,10 @@ void mr_model_destroy(mr_model *m) {
 
 mr_status mr_model_create(mr_ckpt *ck, const mr_model_params *p, mr_model **out) {
     const mr_model_config *c = mr_ckpt_config(ck);
-    if (p->max_batch_tokens < 1 || p->max_seqs < 1 || p->max_context < 1 || p->kv_block_tokens < 1) {
-        MR_LOG_ERROR(MR_LOG_MODEL, "model: batch tokens, sequences, context and KV block size must be >= 1");
+    if (p->max_batch_tokens < 1 || p->max_seqs < 1 || p->max_context < 1 ||
+        p->kv_block_tokens < 1) {
+        MR_LOG_ERROR(MR_LOG_MODEL,
+                     "model: batch tokens, sequences, context and KV block size must be >= 1");
         return MR_ERR_INVALID;
     }
     mr_model *m = calloc(1, sizeof *m);
@@ -220,15 +241,17 @@ mr_status mr_model_create(mr_ckpt *ck, const mr_model_params *p, mr_model **out)
         .top_k = c->num_experts_per_tok,
     };
     MR_CHECK_GOTO(mr_backend_create(p->backend, &bp, &m->be), err);
-    int64_t blocks = p->kv_blocks > 0 ? p->kv_blocks
-                                      : (int64_t)p->max_seqs *
-                                            ((p->max_context + p->kv_block_tokens - 1) / p->kv_block_tokens);
+    int64_t blocks = p->kv_blocks > 0
+                         ? p->kv_blocks
+                         : (int64_t)p->max_seqs *
+                               ((p->max_context + p->kv_block_tokens - 1) / p->kv_block_tokens);
     if (blocks > INT32_MAX) {
         MR_LOG_ERROR(MR_LOG_MODEL, "KV cache of %lld blocks is too large", (long long)blocks);
         st = MR_ERR_INVALID;
         goto err;
     }
-    MR_CHECK_GOTO(mr_state_pool_create(c, p->max_seqs, (int)blocks, p->kv_block_tokens, &m->states), err);
+    MR_CHECK_GOTO(mr_state_pool_create(c, p->max_seqs, (int)blocks, p->kv_block_tokens, &m->states),
+                  err);
     MR_CHECK_GOTO(mr_arena_init(&m->ws, workspace_bytes(c, p->max_batch_tokens, p->max_seqs)), err);
     free(specs);
     *out = m;
@@ -239,10 +262,18 @@ err:
     return st;
 }
 
-const mr_model_config *mr_model_config_of(const mr_model *m) { return &m->cfg; }
-mr_backend *mr_model_backend(mr_model *m) { return m->be; }
-mr_state_pool *mr_model_states(mr_model *m) { return m->states; }
-void mr_model_set_moe_provider(mr_model *m, mr_moe_provider p) { m->moe = p; }
+const mr_model_config *mr_model_config_of(const mr_model *m) {
+    return &m->cfg;
+}
+mr_backend *mr_model_backend(mr_model *m) {
+    return m->be;
+}
+mr_state_pool *mr_model_states(mr_model *m) {
+    return m->states;
+}
+void mr_model_set_moe_provider(mr_model *m, mr_moe_provider p) {
+    m->moe = p;
+}
 
 size_t mr_model_weight_bytes(const mr_model *m, size_t *expert_bytes) {
     if (expert_bytes) *expert_bytes = m->experts ? mr_expert_store_bytes(m->experts) : 0;
@@ -259,8 +290,8 @@ size_t mr_model_decode_bytes_per_token(const mr_model *m) {
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const layer_weights *w = &m->layers[l];
         b += matrix_bytes(&w->qkv) + matrix_bytes(&w->out_gate) + matrix_bytes(&w->out_proj) +
-             matrix_bytes(&w->q) + matrix_bytes(&w->k) + matrix_bytes(&w->v) +
-             matrix_bytes(&w->o) + matrix_bytes(&w->router);
+             matrix_bytes(&w->q) + matrix_bytes(&w->k) + matrix_bytes(&w->v) + matrix_bytes(&w->o) +
+             matrix_bytes(&w->router);
         if (m->experts) {
             const mr_expert_set *set = mr_expert_store_layer(m->experts, l);
             for (int e = 0; e < set->n_experts; e++)
@@ -280,21 +311,23 @@ mr_status mr_model_seq_open(mr_model *m, int64_t max_tokens, mr_seq **out) {
     return mr_seq_open(m->states, max_tokens, out);
 }
 
-void mr_model_seq_close(mr_model *m, mr_seq *s) { mr_seq_close(m->states, s); }
+void mr_model_seq_close(mr_model *m, mr_seq *s) {
+    mr_seq_close(m->states, s);
+}
 
 /* ---- the step -------------------------------------------------------------------------------- */
 
 typedef struct step_buffers {
-    float *x, *h, *y;  /* [T][hidden] residual stream, normalised input, sub-block output */
-    float *big;        /* [T][3·inner]: lightning qkv, or softmax q | k | v */
-    float *gate, *o;   /* [T][inner] */
-    int32_t *ids;      /* [T][k] */
-    float *wts;        /* [T][k] */
-    int32_t *tokens;   /* [T] */
-    mr_segment *segs;  /* [n_seqs] */
-    float **states;    /* [n_seqs] lightning states of the current layer */
+    float *x, *h, *y;       /* [T][hidden] residual stream, normalised input, sub-block output */
+    float *big;             /* [T][3·inner]: lightning qkv, or softmax q | k | v */
+    float *gate, *o;        /* [T][inner] */
+    int32_t *ids;           /* [T][k] */
+    float *wts;             /* [T][k] */
+    int32_t *tokens;        /* [T] */
+    mr_segment *segs;       /* [n_seqs] */
+    float **states;         /* [n_seqs] lightning states of the current layer */
     const int32_t **tables; /* [n_seqs] */
-    float *head_rows;  /* [n_logits][hidden] */
+    float *head_rows;       /* [n_logits][hidden] */
 } step_buffers;
 
 static mr_status alloc_buffers(mr_model *m, int T, int n_seqs, step_buffers *b) {
@@ -401,7 +434,8 @@ mr_status mr_model_step(mr_model *m, const mr_step_seq *seqs, int n_seqs, float 
     for (int s = 0; s < n_seqs; s++) {
         mr_status st = mr_seq_reserve(m->states, seqs[s].seq, seqs[s].n_tokens);
         if (st != MR_OK) {
-            MR_LOG_ERROR(MR_LOG_MODEL, "KV cache exhausted (%d free blocks)", m->states->n_free_blocks);
+            MR_LOG_ERROR(MR_LOG_MODEL, "KV cache exhausted (%d free blocks)",
+                         m->states->n_free_blocks);
             return st;
         }
     }
@@ -431,13 +465,15 @@ mr_status mr_model_step(mr_model *m, const mr_step_seq *seqs, int n_seqs, float 
     for (int s = 0; s < n_seqs; s++) {
         if (seqs[s].want_logits) {
             int last = b.segs[s].start + b.segs[s].len - 1;
-            memcpy(b.head_rows + (size_t)n_rows * H, b.x + (size_t)last * H, (size_t)H * sizeof(float));
+            memcpy(b.head_rows + (size_t)n_rows * H, b.x + (size_t)last * H,
+                   (size_t)H * sizeof(float));
             n_rows++;
         }
         seqs[s].seq->n_past += seqs[s].n_tokens;
     }
     if (n_rows) {
-        be->ops->rmsnorm(be, b.head_rows, m->final_norm, n_rows, H, (float)c->rms_norm_eps, b.head_rows);
+        be->ops->rmsnorm(be, b.head_rows, m->final_norm, n_rows, H, (float)c->rms_norm_eps,
+                         b.head_rows);
         be->ops->linear(be, &m->lm_head, b.head_rows, n_rows, logits);
     }
     return MR_OK;

@@ -23,14 +23,14 @@
 typedef struct mr_model mr_model;
 
 typedef struct mr_model_params {
-    const char *backend;    /* "ref" or "cpu" */
-    int n_threads;          /* <= 0: all CPUs */
-    int max_batch_tokens;   /* tokens per step (prefill chunk budget) */
-    int max_seqs;           /* lightning-state slots */
-    int64_t max_context;    /* tokens per sequence */
-    int kv_block_tokens;    /* positions per KV block */
-    int kv_blocks;          /* 0: max_seqs * ceil(max_context / kv_block_tokens) */
-    int load_experts;       /* 1: hold every expert in this process */
+    const char *backend;  /* "ref" or "cpu" */
+    int n_threads;        /* <= 0: all CPUs */
+    int max_batch_tokens; /* tokens per step (prefill chunk budget) */
+    int max_seqs;         /* lightning-state slots */
+    int64_t max_context;  /* tokens per sequence */
+    int kv_block_tokens;  /* positions per KV block */
+    int kv_blocks;        /* 0: max_seqs * ceil(max_context / kv_block_tokens) */
+    int load_experts;     /* 1: hold every expert in this process */
 } mr_model_params;
 
 void mr_model_params_default(mr_model_params *p);

@@ -23,18 +23,18 @@
 #include "common/status.h"
 
 typedef struct mr_seq {
-    int slot;          /* lightning-state slot */
-    int64_t n_past;    /* positions already processed (in the state and the cache) */
+    int slot;       /* lightning-state slot */
+    int64_t n_past; /* positions already processed (in the state and the cache) */
     int64_t max_tokens;
-    int32_t *blocks;   /* [max_blocks] KV block ids for positions [0, n_blocks * block_tokens) */
+    int32_t *blocks; /* [max_blocks] KV block ids for positions [0, n_blocks * block_tokens) */
     int n_blocks, max_blocks;
 } mr_seq;
 
 typedef struct mr_state_pool {
     int n_lightning, n_softmax;
     int n_heads, head_dim, n_kv_heads;
-    size_t state_floats;    /* per lightning layer per sequence: H * d * d */
-    float *lightning;       /* [max_seqs][n_lightning][H][d][d] */
+    size_t state_floats; /* per lightning layer per sequence: H * d * d */
+    float *lightning;    /* [max_seqs][n_lightning][H][d][d] */
     int max_seqs;
     int *free_slots, n_free_slots;
     int block_tokens, n_blocks;

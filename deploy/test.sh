@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/install-deps.sh
+deploy/check-format.sh
 jobs=$(nproc)
 deploy/build.sh
 (cd build && ctest --output-on-failure -j"$jobs")

@@ -33,7 +33,8 @@ typedef struct mr_matrix {
     int rows, cols;
 } mr_matrix;
 
-/* One expert's SwiGLU FFN: W2 · (silu(W1 x) ⊙ (W3 x)). w1, w3: [inter][hidden]; w2: [hidden][inter]. */
+/* One expert's SwiGLU FFN: W2 · (silu(W1 x) ⊙ (W3 x)). w1, w3: [inter][hidden]; w2:
+ * [hidden][inter]. */
 typedef struct mr_expert {
     mr_matrix w1, w3, w2;
 } mr_expert;
@@ -47,9 +48,9 @@ typedef struct mr_expert_set {
 
 /* A batch is made of segments: consecutive tokens of one sequence. */
 typedef struct mr_segment {
-    int start;         /* first token row of the segment in the batch */
-    int len;           /* number of new tokens */
-    int64_t pos0;      /* absolute position of the first new token (= tokens already cached) */
+    int start;    /* first token row of the segment in the batch */
+    int len;      /* number of new tokens */
+    int64_t pos0; /* absolute position of the first new token (= tokens already cached) */
 } mr_segment;
 
 /* Lightning (linear) attention for one layer over a batch of segments.
@@ -71,11 +72,11 @@ typedef struct mr_lightning_args {
 
 /* Softmax attention for one layer over a batch of segments, with a paged KV cache.
  * q [n_tokens][H*d], k and v [n_tokens][KV*d] are the projections before RoPE; the op applies
- * partial NeoX RoPE (dims [0, rotary_dim), pairs (c, c + rotary_dim/2), angle fp32(pos)·inv_freq[c])
- * to q and k in place, writes k and v into the cache at positions pos0.., and attends causally
- * over positions [0, pos] with scale 1/sqrt(d); q head j reads kv head j / (H/KV).
- * Cache layout per layer: k_cache, v_cache [n_blocks][block_tokens][KV][d] float32; a sequence's
- * position p lives in block block_table[s][p / block_tokens], row p % block_tokens. */
+ * partial NeoX RoPE (dims [0, rotary_dim), pairs (c, c + rotary_dim/2), angle
+ * fp32(pos)·inv_freq[c]) to q and k in place, writes k and v into the cache at positions pos0..,
+ * and attends causally over positions [0, pos] with scale 1/sqrt(d); q head j reads kv head j /
+ * (H/KV). Cache layout per layer: k_cache, v_cache [n_blocks][block_tokens][KV][d] float32; a
+ * sequence's position p lives in block block_table[s][p / block_tokens], row p % block_tokens. */
 typedef struct mr_attention_args {
     int n_heads, n_kv_heads, head_dim, rotary_dim;
     const float *inv_freq; /* [rotary_dim/2] */
@@ -104,14 +105,15 @@ typedef struct mr_backend_ops {
     /* y[n][w->rows] = x[n][w->cols] · Wᵀ. */
     void (*linear)(mr_backend *be, const mr_matrix *w, const float *x, int n, float *y);
     void (*lightning)(mr_backend *be, const mr_lightning_args *a);
-    /* out[t] = sigmoid(gate[t]) ⊙ (o[t] / sqrt(mean(o[t]²) + eps) ⊙ w), width dim; out may alias o. */
+    /* out[t] = sigmoid(gate[t]) ⊙ (o[t] / sqrt(mean(o[t]²) + eps) ⊙ w), width dim; out may alias o.
+     */
     void (*norm_gate)(mr_backend *be, const float *o, const float *gate, const float *w, int n,
                       int dim, float eps, float *out);
     void (*attention)(mr_backend *be, const mr_attention_args *a);
     /* Router: logits = x · gateᵀ (f32), softmax, top-k (ties to the lower index), renormalised.
      * ids [n][k] expert ids, in descending probability; wts [n][k]. */
-    void (*route)(mr_backend *be, const mr_matrix *gate, const float *x, int n, int k,
-                  int32_t *ids, float *wts);
+    void (*route)(mr_backend *be, const mr_matrix *gate, const float *x, int n, int k, int32_t *ids,
+                  float *wts);
     /* out[t] = Σ_j wts[t][j] · expert_{ids[t][j]}(x[t]) summed in j order, skipping ids < 0 and
      * experts the set does not hold; out is overwritten (zero if nothing is held). */
     void (*moe)(mr_backend *be, const mr_expert_set *set, const float *x, int n, int k,

@@ -9,8 +9,8 @@
 
 struct mr_expert_store {
     int n_layers, n_experts;
-    mr_expert *experts;   /* [n_layers][n_experts]; data NULL where not held */
-    mr_expert_set *sets;  /* [n_layers] */
+    mr_expert *experts;  /* [n_layers][n_experts]; data NULL where not held */
+    mr_expert_set *sets; /* [n_layers] */
     unsigned char *mem;
     size_t bytes;
     int n_held;
@@ -29,8 +29,8 @@ static mr_dtype storage_dtype(mr_dtype stored) {
     return stored == MR_DTYPE_BF16 ? MR_DTYPE_BF16 : MR_DTYPE_F32;
 }
 
-mr_status mr_expert_store_load(mr_ckpt *ck, const unsigned char *held,
-                               mr_load_progress_fn progress, void *user, mr_expert_store **out) {
+mr_status mr_expert_store_load(mr_ckpt *ck, const unsigned char *held, mr_load_progress_fn progress,
+                               void *user, mr_expert_store **out) {
     const mr_model_config *c = mr_ckpt_config(ck);
     const int L = c->num_hidden_layers, E = c->num_local_experts;
     mr_expert_store *s = calloc(1, sizeof *s);
@@ -57,7 +57,9 @@ mr_status mr_expert_store_load(mr_ckpt *ck, const unsigned char *held,
                 mr_layout_expert_name(name, sizeof name, l, e, mats[m]);
                 MR_CHECK_GOTO(mr_ckpt_find(ck, name, &f, &t), err);
                 total += ((size_t)c->hidden_size * c->intermediate_size *
-                              mr_dtype_size(storage_dtype(t->dtype)) + 63) & ~(size_t)63;
+                              mr_dtype_size(storage_dtype(t->dtype)) +
+                          63) &
+                         ~(size_t)63;
             }
         }
     if (total && !(s->mem = mr_alloc_aligned(total))) {
@@ -70,8 +72,8 @@ mr_status mr_expert_store_load(mr_ckpt *ck, const unsigned char *held,
     size_t off = 0;
     int done = 0;
     for (int l = 0; l < L; l++) {
-        s->sets[l] = (mr_expert_set){E, c->hidden_size, c->intermediate_size,
-                                     s->experts + (size_t)l * E};
+        s->sets[l] =
+            (mr_expert_set){E, c->hidden_size, c->intermediate_size, s->experts + (size_t)l * E};
         for (int e = 0; e < E; e++) {
             if (!held[(size_t)l * E + e]) continue;
             mr_expert *ex = &s->experts[(size_t)l * E + e];
@@ -107,5 +109,9 @@ err:
 const mr_expert_set *mr_expert_store_layer(const mr_expert_store *s, int layer) {
     return &s->sets[layer];
 }
-size_t mr_expert_store_bytes(const mr_expert_store *s) { return s->bytes; }
-int mr_expert_store_count(const mr_expert_store *s) { return s->n_held; }
+size_t mr_expert_store_bytes(const mr_expert_store *s) {
+    return s->bytes;
+}
+int mr_expert_store_count(const mr_expert_store *s) {
+    return s->n_held;
+}

@@ -17,8 +17,8 @@ typedef struct mr_expert_store mr_expert_store;
 /* Called after each expert is loaded: done/total experts and bytes so far. */
 typedef void (*mr_load_progress_fn)(void *user, int done, int total, size_t bytes);
 
-mr_status mr_expert_store_load(mr_ckpt *ck, const unsigned char *held,
-                               mr_load_progress_fn progress, void *user, mr_expert_store **out);
+mr_status mr_expert_store_load(mr_ckpt *ck, const unsigned char *held, mr_load_progress_fn progress,
+                               void *user, mr_expert_store **out);
 void mr_expert_store_free(mr_expert_store *s);
 const mr_expert_set *mr_expert_store_layer(const mr_expert_store *s, int layer);
 size_t mr_expert_store_bytes(const mr_expert_store *s);

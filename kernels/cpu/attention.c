@@ -89,8 +89,10 @@ void cpu_attention(cpu_impl *c, const mr_attention_args *a) {
         for (int i = 0; i < seg->len; i++) {
             size_t t = (size_t)seg->start + i;
             int64_t pos = seg->pos0 + i;
-            for (int h = 0; h < H; h++) rope(a->q + (t * H + h) * d, a->rotary_dim, a->inv_freq, pos);
-            for (int h = 0; h < KV; h++) rope(a->k + (t * KV + h) * d, a->rotary_dim, a->inv_freq, pos);
+            for (int h = 0; h < H; h++)
+                rope(a->q + (t * H + h) * d, a->rotary_dim, a->inv_freq, pos);
+            for (int h = 0; h < KV; h++)
+                rope(a->k + (t * KV + h) * d, a->rotary_dim, a->inv_freq, pos);
             memcpy(cache_row(a->k_cache, a->block_tables[sg], a->block_tokens, KV, d, pos),
                    a->k + t * KV * d, (size_t)KV * d * sizeof(float));
             memcpy(cache_row(a->v_cache, a->block_tables[sg], a->block_tokens, KV, d, pos),

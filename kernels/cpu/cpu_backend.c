@@ -12,7 +12,9 @@
 void cpu_gemm_init(void);
 const char *cpu_gemm_isa(void);
 
-static cpu_impl *impl_of(mr_backend *be) { return be->impl; }
+static cpu_impl *impl_of(mr_backend *be) {
+    return be->impl;
+}
 
 static void cpu_destroy(mr_backend *be) {
     if (!be) return;
@@ -45,7 +47,8 @@ static void cpu_embed(mr_backend *be, const mr_matrix *table, const int32_t *ids
                       float *out) {
     const size_t esz = mr_dtype_size(table->dtype);
     for (int t = 0; t < n; t++)
-        mr_convert_to_f32(table->dtype, (const char *)table->data + (size_t)ids[t] * table->cols * esz,
+        mr_convert_to_f32(table->dtype,
+                          (const char *)table->data + (size_t)ids[t] * table->cols * esz,
                           out + (size_t)t * table->cols, (size_t)table->cols);
 }
 

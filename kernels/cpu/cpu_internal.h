@@ -10,9 +10,9 @@
 
 /* Per-thread scratch, sized at creation from the backend params. */
 typedef struct cpu_scratch {
-    float *q, *k, *v;   /* [block][d] silu'd block of one head */
-    float *attn;        /* [block][block] decayed scores, or [max_ctx chunk] for softmax */
-    float *vec;         /* [max(d, inter, hidden)] */
+    float *q, *k, *v; /* [block][d] silu'd block of one head */
+    float *attn;      /* [block][block] decayed scores, or [max_ctx chunk] for softmax */
+    float *vec;       /* [max(d, inter, hidden)] */
 } cpu_scratch;
 
 typedef struct cpu_impl {
@@ -39,6 +39,8 @@ void cpu_attention(cpu_impl *c, const mr_attention_args *a);
 void cpu_moe(cpu_impl *c, const mr_expert_set *set, const float *x, int n, int k,
              const int32_t *ids, const float *wts, float *out);
 
-static inline float cpu_silu(float x) { return x / (1.0f + __builtin_expf(-x)); }
+static inline float cpu_silu(float x) {
+    return x / (1.0f + __builtin_expf(-x));
+}
 
 #endif

@@ -16,8 +16,8 @@
 #define MR_X86 1
 #endif
 
-typedef void (*tile_fn)(const void *w, size_t ldw, int R, const float *x, size_t ldx, int T,
-                        int K, float *y, size_t ldy);
+typedef void (*tile_fn)(const void *w, size_t ldw, int R, const float *x, size_t ldx, int T, int K,
+                        float *y, size_t ldy);
 
 /* ---- scalar ---------------------------------------------------------------------------------- */
 
@@ -25,12 +25,13 @@ static float w_at(const void *w, int is_bf16, size_t i) {
     return is_bf16 ? mr_bf16_to_f32(((const uint16_t *)w)[i]) : ((const float *)w)[i];
 }
 
-static void tile_scalar(const void *w, size_t ldw, int R, const float *x, size_t ldx, int T,
-                        int K, float *y, size_t ldy, int is_bf16) {
+static void tile_scalar(const void *w, size_t ldw, int R, const float *x, size_t ldx, int T, int K,
+                        float *y, size_t ldy, int is_bf16) {
     for (int r = 0; r < R; r++)
         for (int t = 0; t < T; t++) {
             float lanes[8] = {0};
-            for (int k = 0; k < K; k++) lanes[k & 7] += w_at(w, is_bf16, r * ldw + k) * x[t * ldx + k];
+            for (int k = 0; k < K; k++)
+                lanes[k & 7] += w_at(w, is_bf16, r * ldw + k) * x[t * ldx + k];
             y[t * ldy + r] = ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) +
                              ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]));
         }
@@ -74,9 +75,10 @@ static inline T512 __m512 load_w512(const void *w, int is_bf16, size_t off, __mm
         if (T > 3) y[3 * ldy + r] = _mm512_reduce_add_ps(a##r##3);                                 \
     } while (0)
 
-static inline T512 __attribute__((always_inline)) void
-kern512(const void *w, size_t ldw, const float *x, size_t ldx, int K, float *y, size_t ldy,
-        const int R, const int T, const int is_bf16) {
+static inline T512 __attribute__((always_inline)) void kern512(const void *w, size_t ldw,
+                                                               const float *x, size_t ldx, int K,
+                                                               float *y, size_t ldy, const int R,
+                                                               const int T, const int is_bf16) {
     const __m512 z = _mm512_setzero_ps();
     __m512 a00 = z, a01 = z, a02 = z, a03 = z, a10 = z, a11 = z, a12 = z, a13 = z;
     __m512 a20 = z, a21 = z, a22 = z, a23 = z, a30 = z, a31 = z, a32 = z, a33 = z;
@@ -124,14 +126,30 @@ kern512(const void *w, size_t ldw, const float *x, size_t ldx, int K, float *y, 
 
 #define DISPATCH_RT(KERN, BF)                                                                      \
     switch (R * 8 + T) {                                                                           \
-    case 4 * 8 + 4: KERN(w, ldw, x, ldx, K, y, ldy, 4, 4, BF); break;                             \
-    case 4 * 8 + 3: KERN(w, ldw, x, ldx, K, y, ldy, 4, 3, BF); break;                             \
-    case 4 * 8 + 2: KERN(w, ldw, x, ldx, K, y, ldy, 4, 2, BF); break;                             \
-    case 4 * 8 + 1: KERN(w, ldw, x, ldx, K, y, ldy, 4, 1, BF); break;                             \
-    case 1 * 8 + 4: KERN(w, ldw, x, ldx, K, y, ldy, 1, 4, BF); break;                             \
-    case 1 * 8 + 3: KERN(w, ldw, x, ldx, K, y, ldy, 1, 3, BF); break;                             \
-    case 1 * 8 + 2: KERN(w, ldw, x, ldx, K, y, ldy, 1, 2, BF); break;                             \
-    default: KERN(w, ldw, x, ldx, K, y, ldy, 1, 1, BF); break;                                    \
+    case 4 * 8 + 4:                                                                                \
+        KERN(w, ldw, x, ldx, K, y, ldy, 4, 4, BF);                                                 \
+        break;                                                                                     \
+    case 4 * 8 + 3:                                                                                \
+        KERN(w, ldw, x, ldx, K, y, ldy, 4, 3, BF);                                                 \
+        break;                                                                                     \
+    case 4 * 8 + 2:                                                                                \
+        KERN(w, ldw, x, ldx, K, y, ldy, 4, 2, BF);                                                 \
+        break;                                                                                     \
+    case 4 * 8 + 1:                                                                                \
+        KERN(w, ldw, x, ldx, K, y, ldy, 4, 1, BF);                                                 \
+        break;                                                                                     \
+    case 1 * 8 + 4:                                                                                \
+        KERN(w, ldw, x, ldx, K, y, ldy, 1, 4, BF);                                                 \
+        break;                                                                                     \
+    case 1 * 8 + 3:                                                                                \
+        KERN(w, ldw, x, ldx, K, y, ldy, 1, 3, BF);                                                 \
+        break;                                                                                     \
+    case 1 * 8 + 2:                                                                                \
+        KERN(w, ldw, x, ldx, K, y, ldy, 1, 2, BF);                                                 \
+        break;                                                                                     \
+    default:                                                                                       \
+        KERN(w, ldw, x, ldx, K, y, ldy, 1, 1, BF);                                                 \
+        break;                                                                                     \
     }
 
 static T512 void tile512_bf16(const void *w, size_t ldw, int R, const float *x, size_t ldx, int T,
@@ -177,9 +195,10 @@ static inline T256 float hsum256(__m256 v) {
         if (T > 3) y[3 * ldy + r] = hsum256(a##r##3);                                              \
     } while (0)
 
-static inline T256 __attribute__((always_inline)) void
-kern256(const void *w, size_t ldw, const float *x, size_t ldx, int K, float *y, size_t ldy,
-        const int R, const int T, const int is_bf16) {
+static inline T256 __attribute__((always_inline)) void kern256(const void *w, size_t ldw,
+                                                               const float *x, size_t ldx, int K,
+                                                               float *y, size_t ldy, const int R,
+                                                               const int T, const int is_bf16) {
     const __m256 z = _mm256_setzero_ps();
     __m256 a00 = z, a01 = z, a02 = z, a03 = z, a10 = z, a11 = z, a12 = z, a13 = z;
     float xb[4][8], wb[2][8]; /* zero-padded tail */
@@ -214,14 +233,30 @@ kern256(const void *w, size_t ldw, const float *x, size_t ldx, int K, float *y, 
 /* AVX2 has 16 registers: use 2-row tiles (8 accumulators). */
 #define DISPATCH_RT2(KERN, BF)                                                                     \
     switch (R * 8 + T) {                                                                           \
-    case 2 * 8 + 4: KERN(w, ldw, x, ldx, K, y, ldy, 2, 4, BF); break;                             \
-    case 2 * 8 + 3: KERN(w, ldw, x, ldx, K, y, ldy, 2, 3, BF); break;                             \
-    case 2 * 8 + 2: KERN(w, ldw, x, ldx, K, y, ldy, 2, 2, BF); break;                             \
-    case 2 * 8 + 1: KERN(w, ldw, x, ldx, K, y, ldy, 2, 1, BF); break;                             \
-    case 1 * 8 + 4: KERN(w, ldw, x, ldx, K, y, ldy, 1, 4, BF); break;                             \
-    case 1 * 8 + 3: KERN(w, ldw, x, ldx, K, y, ldy, 1, 3, BF); break;                             \
-    case 1 * 8 + 2: KERN(w, ldw, x, ldx, K, y, ldy, 1, 2, BF); break;                             \
-    default: KERN(w, ldw, x, ldx, K, y, ldy, 1, 1, BF); break;                                    \
+    case 2 * 8 + 4:                                                                                \
+        KERN(w, ldw, x, ldx, K, y, ldy, 2, 4, BF);                                                 \
+        break;                                                                                     \
+    case 2 * 8 + 3:                                                                                \
+        KERN(w, ldw, x, ldx, K, y, ldy, 2, 3, BF);                                                 \
+        break;                                                                                     \
+    case 2 * 8 + 2:                                                                                \
+        KERN(w, ldw, x, ldx, K, y, ldy, 2, 2, BF);                                                 \
+        break;                                                                                     \
+    case 2 * 8 + 1:                                                                                \
+        KERN(w, ldw, x, ldx, K, y, ldy, 2, 1, BF);                                                 \
+        break;                                                                                     \
+    case 1 * 8 + 4:                                                                                \
+        KERN(w, ldw, x, ldx, K, y, ldy, 1, 4, BF);                                                 \
+        break;                                                                                     \
+    case 1 * 8 + 3:                                                                                \
+        KERN(w, ldw, x, ldx, K, y, ldy, 1, 3, BF);                                                 \
+        break;                                                                                     \
+    case 1 * 8 + 2:                                                                                \
+        KERN(w, ldw, x, ldx, K, y, ldy, 1, 2, BF);                                                 \
+        break;                                                                                     \
+    default:                                                                                       \
+        KERN(w, ldw, x, ldx, K, y, ldy, 1, 1, BF);                                                 \
+        break;                                                                                     \
     }
 
 static T256 void tile256_bf16(const void *w, size_t ldw, int R, const float *x, size_t ldx, int T,
@@ -258,7 +293,9 @@ static isa pick_isa(void) {
 static isa g_isa; /* set once by cpu_gemm_init() before any thread runs */
 
 const char *cpu_gemm_isa(void);
-const char *cpu_gemm_isa(void) { return g_isa.name; }
+const char *cpu_gemm_isa(void) {
+    return g_isa.name;
+}
 void cpu_gemm_init(void);
 void cpu_gemm_init(void) {
     if (!g_isa.bf16) g_isa = pick_isa();

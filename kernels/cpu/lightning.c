@@ -40,8 +40,8 @@ static void load_silu(const float *src, int d, float *dst) {
     for (int i = 0; i < d; i++) dst[i] = cpu_silu(src[i]);
 }
 
-static void prefill_block(cpu_scratch *sc, const mr_lightning_args *a, const float *qkv,
-                          float *out, int head, int m, float s, float *S) {
+static void prefill_block(cpu_scratch *sc, const mr_lightning_args *a, const float *qkv, float *out,
+                          int head, int m, float s, float *S) {
     const int H = a->n_heads, d = a->head_dim;
     const size_t row = (size_t)H * 3 * d, orow = (size_t)H * d;
     float *Q = sc->q, *K = sc->k, *V = sc->v, *dec = sc->vec; /* dec[i] = λ^i, i <= m */

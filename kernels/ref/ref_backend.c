@@ -13,8 +13,12 @@ typedef struct ref_impl {
     size_t tmp_len;
 } ref_impl;
 
-static float silu(float x) { return x / (1.0f + expf(-x)); }
-static float sigmoid(float x) { return 1.0f / (1.0f + expf(-x)); }
+static float silu(float x) {
+    return x / (1.0f + expf(-x));
+}
+static float sigmoid(float x) {
+    return 1.0f / (1.0f + expf(-x));
+}
 
 static void ref_destroy(mr_backend *be) {
     ref_impl *r = be->impl;
@@ -51,7 +55,8 @@ static void ref_linear(mr_backend *be, const mr_matrix *w, const float *x, int n
     for (int t = 0; t < n; t++)
         for (int r = 0; r < w->rows; r++) {
             float acc = 0.0f;
-            for (int c = 0; c < w->cols; c++) acc += x[(size_t)t * w->cols + c] * mr_matrix_at(w, r, c);
+            for (int c = 0; c < w->cols; c++)
+                acc += x[(size_t)t * w->cols + c] * mr_matrix_at(w, r, c);
             y[(size_t)t * w->rows + r] = acc;
         }
 }
@@ -148,8 +153,10 @@ static void ref_attention(mr_backend *be, const mr_attention_args *a) {
         for (int i = 0; i < seg->len; i++) {
             size_t t = (size_t)seg->start + i;
             int64_t pos = seg->pos0 + i;
-            for (int h = 0; h < H; h++) rope(a->q + (t * H + h) * d, a->rotary_dim, a->inv_freq, pos);
-            for (int h = 0; h < KV; h++) rope(a->k + (t * KV + h) * d, a->rotary_dim, a->inv_freq, pos);
+            for (int h = 0; h < H; h++)
+                rope(a->q + (t * H + h) * d, a->rotary_dim, a->inv_freq, pos);
+            for (int h = 0; h < KV; h++)
+                rope(a->k + (t * KV + h) * d, a->rotary_dim, a->inv_freq, pos);
             memcpy(cache_row(a->k_cache, tab, a->block_tokens, KV, d, pos), a->k + t * KV * d,
                    (size_t)KV * d * sizeof(float));
             memcpy(cache_row(a->v_cache, tab, a->block_tokens, KV, d, pos), a->v + t * KV * d,
@@ -164,7 +171,8 @@ static void ref_attention(mr_backend *be, const mr_attention_args *a) {
                 int kvh = h / group;
                 float mx = -INFINITY;
                 for (int64_t p = 0; p <= pos; p++) {
-                    const float *k = cache_row(a->k_cache, tab, a->block_tokens, KV, d, p) + (size_t)kvh * d;
+                    const float *k =
+                        cache_row(a->k_cache, tab, a->block_tokens, KV, d, p) + (size_t)kvh * d;
                     float sc = 0.0f;
                     for (int c = 0; c < d; c++) sc += q[c] * k[c];
                     sc *= scale;
@@ -173,8 +181,10 @@ static void ref_attention(mr_backend *be, const mr_attention_args *a) {
                 float sum = 0.0f;
                 memset(o, 0, (size_t)d * sizeof *o);
                 for (int64_t p = 0; p <= pos; p++) {
-                    const float *k = cache_row(a->k_cache, tab, a->block_tokens, KV, d, p) + (size_t)kvh * d;
-                    const float *v = cache_row(a->v_cache, tab, a->block_tokens, KV, d, p) + (size_t)kvh * d;
+                    const float *k =
+                        cache_row(a->k_cache, tab, a->block_tokens, KV, d, p) + (size_t)kvh * d;
+                    const float *v =
+                        cache_row(a->v_cache, tab, a->block_tokens, KV, d, p) + (size_t)kvh * d;
                     float sc = 0.0f;
                     for (int c = 0; c < d; c++) sc += q[c] * k[c];
                     float e = expf(sc * scale - mx);
@@ -196,7 +206,8 @@ static void ref_route(mr_backend *be, const mr_matrix *gate, const float *x, int
         float mx = -INFINITY, sum = 0.0f;
         for (int e = 0; e < E; e++) {
             float acc = 0.0f;
-            for (int c = 0; c < gate->cols; c++) acc += x[(size_t)t * gate->cols + c] * mr_matrix_at(gate, e, c);
+            for (int c = 0; c < gate->cols; c++)
+                acc += x[(size_t)t * gate->cols + c] * mr_matrix_at(gate, e, c);
             p[e] = acc;
             if (acc > mx) mx = acc;
         }

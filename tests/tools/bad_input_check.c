@@ -66,7 +66,8 @@ static const char *shard_of(const char *dir, const char *tensor, char *out, size
     char p[4096];
     snprintf(p, sizeof p, "%s/model.safetensors.index.json", dir);
     json_t *ix = json_load_file(p, 0, NULL);
-    snprintf(out, cap, "%s", json_string_value(json_object_get(json_object_get(ix, "weight_map"), tensor)));
+    snprintf(out, cap, "%s",
+             json_string_value(json_object_get(json_object_get(ix, "weight_map"), tensor)));
     json_decref(ix);
     return out;
 }
@@ -74,11 +75,12 @@ static const char *shard_of(const char *dir, const char *tensor, char *out, size
 typedef void (*corrupt_fn)(const char *dir);
 
 #define TENSOR_A "model.layers.0.self_attn.qkv_proj.weight"
-#define ROUTER "model.layers.0.block_sparse_moe.gate.weight"
+#define ROUTER   "model.layers.0.block_sparse_moe.gate.weight"
 #define TENSOR_B "model.layers.1.self_attn.out_proj.weight"
 #define TENSOR_C "model.layers.3.post_attention_layernorm.weight"
 
-static void edit_header(const char *dir, const char *tensor, void (*edit)(json_t *hdr, json_t *entry)) {
+static void edit_header(const char *dir, const char *tensor,
+                        void (*edit)(json_t *hdr, json_t *entry)) {
     char shard[512], p[4096];
     shard_of(dir, tensor, shard, sizeof shard);
     snprintf(p, sizeof p, "%s/%s", dir, shard);
@@ -98,7 +100,8 @@ static void edit_header(const char *dir, const char *tensor, void (*edit)(json_t
 static void edit_past_end(json_t *h, json_t *e) {
     (void)h;
     json_t *o = json_object_get(e, "data_offsets");
-    json_int_t b = json_integer_value(json_array_get(o, 0)), en = json_integer_value(json_array_get(o, 1));
+    json_int_t b = json_integer_value(json_array_get(o, 0)),
+               en = json_integer_value(json_array_get(o, 1));
     json_array_set_new(o, 0, json_integer(b + 100000000));
     json_array_set_new(o, 1, json_integer(en + 100000000));
 }
@@ -126,10 +129,18 @@ static void c_truncated(const char *dir) {
     stat(p, &sb);
     if (truncate(p, sb.st_size * 6 / 10) != 0) exit(2);
 }
-static void c_past_end(const char *dir) { edit_header(dir, TENSOR_A, edit_past_end); }
-static void c_dtype(const char *dir) { edit_header(dir, ROUTER, edit_dtype); }
-static void c_shape(const char *dir) { edit_header(dir, TENSOR_B, edit_shape); }
-static void c_not_in_shard(const char *dir) { edit_header(dir, TENSOR_C, edit_remove); }
+static void c_past_end(const char *dir) {
+    edit_header(dir, TENSOR_A, edit_past_end);
+}
+static void c_dtype(const char *dir) {
+    edit_header(dir, ROUTER, edit_dtype);
+}
+static void c_shape(const char *dir) {
+    edit_header(dir, TENSOR_B, edit_shape);
+}
+static void c_not_in_shard(const char *dir) {
+    edit_header(dir, TENSOR_C, edit_remove);
+}
 static void c_missing_shard(const char *dir) {
     char p[4096];
     snprintf(p, sizeof p, "%s/model-00003-of-00004.safetensors", dir);
@@ -147,7 +158,8 @@ static void c_index_bad_shard_name(const char *dir) {
     char p[4096];
     snprintf(p, sizeof p, "%s/model.safetensors.index.json", dir);
     json_t *ix = json_load_file(p, 0, NULL);
-    json_object_set_new(json_object_get(ix, "weight_map"), TENSOR_C, json_string("../../etc/passwd"));
+    json_object_set_new(json_object_get(ix, "weight_map"), TENSOR_C,
+                        json_string("../../etc/passwd"));
     json_dump_file(ix, p, JSON_INDENT(2));
     json_decref(ix);
 }
@@ -159,9 +171,15 @@ static void edit_config(const char *dir, const char *key, json_t *value) {
     json_dump_file(c, p, JSON_INDENT(2));
     json_decref(c);
 }
-static void c_config_rotary(const char *dir) { edit_config(dir, "rotary_dim", json_integer(33)); }
-static void c_config_type(const char *dir) { edit_config(dir, "num_attention_heads", json_string("four")); }
-static void c_config_layers(const char *dir) { edit_config(dir, "num_hidden_layers", json_integer(9)); }
+static void c_config_rotary(const char *dir) {
+    edit_config(dir, "rotary_dim", json_integer(33));
+}
+static void c_config_type(const char *dir) {
+    edit_config(dir, "num_attention_heads", json_string("four"));
+}
+static void c_config_layers(const char *dir) {
+    edit_config(dir, "num_hidden_layers", json_integer(9));
+}
 static void c_config_not_json(const char *dir) {
     char p[4096];
     snprintf(p, sizeof p, "%s/config.json", dir);
@@ -178,16 +196,28 @@ typedef struct bad_case {
 
 static const bad_case cases[] = {
     {"truncated shard", c_truncated, {"model-00001-of-00004.safetensors", "truncated", NULL}},
-    {"offset past end of file", c_past_end, {"model-00001-of-00004.safetensors", TENSOR_A, "past the end"}},
+    {"offset past end of file",
+     c_past_end,
+     {"model-00001-of-00004.safetensors", TENSOR_A, "past the end"}},
     {"wrong dtype", c_dtype, {"model-00001-of-00004.safetensors", ROUTER, "dtype I32"}},
     {"wrong shape", c_shape, {"model-00001-of-00004.safetensors", TENSOR_B, "shape [128, 64]"}},
-    {"tensor missing from its shard", c_not_in_shard, {"model-00002-of-00004.safetensors", TENSOR_C, "not in this shard"}},
-    {"tensor missing from the index", c_index_missing_tensor, {"model.safetensors.index.json", TENSOR_C, "not in the index"}},
+    {"tensor missing from its shard",
+     c_not_in_shard,
+     {"model-00002-of-00004.safetensors", TENSOR_C, "not in this shard"}},
+    {"tensor missing from the index",
+     c_index_missing_tensor,
+     {"model.safetensors.index.json", TENSOR_C, "not in the index"}},
     {"missing shard", c_missing_shard, {"model-00003-of-00004.safetensors", "cannot open", NULL}},
-    {"shard name escaping the directory", c_index_bad_shard_name, {"model.safetensors.index.json", TENSOR_C, "weight_map"}},
+    {"shard name escaping the directory",
+     c_index_bad_shard_name,
+     {"model.safetensors.index.json", TENSOR_C, "weight_map"}},
     {"bad config value", c_config_rotary, {"config.json", "'rotary_dim'", NULL}},
-    {"config value of the wrong type", c_config_type, {"config.json", "'num_attention_heads' must be an integer", NULL}},
-    {"config inconsistent with attn_type_list", c_config_layers, {"config.json", "'attn_type_list' has 8 entries", NULL}},
+    {"config value of the wrong type",
+     c_config_type,
+     {"config.json", "'num_attention_heads' must be an integer", NULL}},
+    {"config inconsistent with attn_type_list",
+     c_config_layers,
+     {"config.json", "'attn_type_list' has 8 entries", NULL}},
     {"config not JSON", c_config_not_json, {"config.json", "invalid JSON", NULL}},
 };
 
@@ -196,7 +226,8 @@ static int run_case(const bad_case *c, int idx) {
     snprintf(dir, sizeof dir, "%s/bad%02d", g_work, idx);
     copy_dir(g_model, dir);
     c->corrupt(dir);
-    snprintf(cmd, sizeof cmd, "'%s' run --model '%s' --ids 1,2,3 --greedy 2 2>&1 >/dev/null", g_bin, dir);
+    snprintf(cmd, sizeof cmd, "'%s' run --model '%s' --ids 1,2,3 --greedy 2 2>&1 >/dev/null", g_bin,
+             dir);
     FILE *pp = popen(cmd, "r");
     char out[65536];
     size_t n = fread(out, 1, sizeof out - 1, pp);
@@ -229,10 +260,14 @@ int main(int argc, char **argv) {
                                          {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        if (o == 'x') g_bin = optarg;
-        else if (o == 'm') g_model = optarg;
-        else if (o == 'w') g_work = optarg;
-        else return 2;
+        if (o == 'x')
+            g_bin = optarg;
+        else if (o == 'm')
+            g_model = optarg;
+        else if (o == 'w')
+            g_work = optarg;
+        else
+            return 2;
     }
     if (!g_bin || !g_model || !g_work) {
         fprintf(stderr, "usage: bad_input_check --moerack BIN --model DIR --work DIR\n");
@@ -240,6 +275,7 @@ int main(int argc, char **argv) {
     }
     mkdir(g_work, 0755);
     int failed = 0;
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) failed += !run_case(&cases[i], (int)i);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        failed += !run_case(&cases[i], (int)i);
     return failed ? 1 : 0;
 }

@@ -56,7 +56,8 @@ static char *run_moerack(const char *bin, const char *model, const char *backend
     if (chunk > 0) p += sprintf(p, " --prefill-chunk %d", chunk);
     p += sprintf(p, " --ids ");
     for (size_t i = 0; i < json_array_size(prompt); i++)
-        p += sprintf(p, "%s%lld", i ? "," : "", (long long)json_integer_value(json_array_get(prompt, i)));
+        p += sprintf(p, "%s%lld", i ? "," : "",
+                     (long long)json_integer_value(json_array_get(prompt, i)));
     FILE *pp = popen(cmd, "r");
     free(cmd);
     if (!pp) return NULL;
@@ -101,16 +102,35 @@ int main(int argc, char **argv) {
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
-        case 'x': bin = optarg; break;
-        case 'g': gdir = optarg; break;
-        case 'm': model = optarg; break;
-        case 'b': backend = optarg; break;
-        case 'c': chunk = atoi(optarg); break;
-        case 't': tol = atof(optarg); break;
-        case 's': split = atoi(optarg); break;
-        case 'w': whole = atoi(optarg); break;
-        case 'k': only = optarg; break;
-        default: return 2;
+        case 'x':
+            bin = optarg;
+            break;
+        case 'g':
+            gdir = optarg;
+            break;
+        case 'm':
+            model = optarg;
+            break;
+        case 'b':
+            backend = optarg;
+            break;
+        case 'c':
+            chunk = atoi(optarg);
+            break;
+        case 't':
+            tol = atof(optarg);
+            break;
+        case 's':
+            split = atoi(optarg);
+            break;
+        case 'w':
+            whole = atoi(optarg);
+            break;
+        case 'k':
+            only = optarg;
+            break;
+        default:
+            return 2;
         }
     }
     if (!bin || !gdir || !model) {
@@ -134,7 +154,8 @@ int main(int argc, char **argv) {
         if (sha256_file(fp, hex) != 0 || strcmp(hex, json_string_value(want)) != 0) {
             fprintf(stderr,
                     "golden_check: %s differs from the file the goldens were made from "
-                    "(gen-tiny output changed? regenerate goldens with tests/reference)\n", fp);
+                    "(gen-tiny output changed? regenerate goldens with tests/reference)\n",
+                    fp);
             return 1;
         }
     }
@@ -157,26 +178,36 @@ int main(int argc, char **argv) {
             char *ib = run_moerack(bin, model, backend, prompt, n_gen, tmp_b, whole);
             size_t na = 0, nb = 0;
             float *la = read_f32(tmp_a, &na), *lb = read_f32(tmp_b, &nb);
-            double e = (la && lb && na == nb && na == rows * vocab) ? max_rel_l2(la, lb, rows, vocab) : INFINITY;
+            double e = (la && lb && na == nb && na == rows * vocab)
+                           ? max_rel_l2(la, lb, rows, vocab)
+                           : INFINITY;
             double t = tol > 0 ? tol : 1e-5;
             int ok = ia && ib && strcmp(ia, ib) == 0 && e <= t;
             printf("%s %s: prefill chunks of %d vs %d: max rel L2 %.3g (tol %.0e), ids %s\n",
-                   ok ? "PASS" : "FAIL", name, split, whole, e, t, ia && ib && !strcmp(ia, ib) ? "equal" : "DIFFER");
+                   ok ? "PASS" : "FAIL", name, split, whole, e, t,
+                   ia && ib && !strcmp(ia, ib) ? "equal" : "DIFFER");
             failures += !ok;
             cases++;
-            free(ia); free(ib); free(la); free(lb);
+            free(ia);
+            free(ib);
+            free(la);
+            free(lb);
             continue;
         }
         char *ids = run_moerack(bin, model, backend, prompt, n_gen, tmp_a, chunk);
         char expect[8192] = "";
         size_t off = 0;
         for (int i = 0; i < n_gen; i++)
-            off += (size_t)snprintf(expect + off, sizeof expect - off, "%s%lld", i ? "," : "",
-                                    (long long)json_integer_value(json_array_get(greedy, (size_t)i)));
-        snprintf(path, sizeof path, "%s/%s", gdir, json_string_value(json_object_get(c, "logits_file")));
+            off +=
+                (size_t)snprintf(expect + off, sizeof expect - off, "%s%lld", i ? "," : "",
+                                 (long long)json_integer_value(json_array_get(greedy, (size_t)i)));
+        snprintf(path, sizeof path, "%s/%s", gdir,
+                 json_string_value(json_object_get(c, "logits_file")));
         size_t ng = 0, nr = 0;
         float *gold = read_f32(path, &ng), *got = read_f32(tmp_a, &nr);
-        double e = (gold && got && ng == nr && ng == rows * vocab) ? max_rel_l2(got, gold, rows, vocab) : INFINITY;
+        double e = (gold && got && ng == nr && ng == rows * vocab)
+                       ? max_rel_l2(got, gold, rows, vocab)
+                       : INFINITY;
         double t = tol > 0 ? tol : 1e-4;
         int ids_ok = ids && strcmp(ids, expect) == 0;
         int ok = ids_ok && e <= t;
@@ -186,7 +217,9 @@ int main(int argc, char **argv) {
         if (!ids_ok) printf("  expected %s\n  got      %s\n", expect, ids ? ids : "(no output)");
         failures += !ok;
         cases++;
-        free(ids); free(gold); free(got);
+        free(ids);
+        free(gold);
+        free(got);
     }
     unlink(tmp_a);
     unlink(tmp_b);

@@ -51,7 +51,8 @@ static void test_f8_e4m3(void **state) {
 
 static void test_names(void **state) {
     (void)state;
-    for (int t = 0; t < MR_DTYPE_COUNT; t++) assert_int_equal(mr_dtype_parse(mr_dtype_name((mr_dtype)t)), t);
+    for (int t = 0; t < MR_DTYPE_COUNT; t++)
+        assert_int_equal(mr_dtype_parse(mr_dtype_name((mr_dtype)t)), t);
     assert_int_equal(mr_dtype_parse("BF17"), -1);
     assert_int_equal(mr_dtype_size(MR_DTYPE_BF16), 2);
 }

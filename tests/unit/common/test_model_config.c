@@ -51,8 +51,10 @@ static void test_real_config(void **state) {
     assert_int_equal(c.eos_token_id, -1); /* null in the release */
     assert_true(c.rope_theta == 1e7);
     /* alpha = (2*80)^(1/4) for all three */
-    assert_true(c.alpha_linear == 3.5565588200778455 && c.alpha_full == c.alpha_linear && c.alpha_mlp == c.alpha_linear);
-    for (int l = 0; l < 80; l++) assert_int_equal(c.attn_type[l], l % 8 == 7 ? MR_ATTN_SOFTMAX : MR_ATTN_LIGHTNING);
+    assert_true(c.alpha_linear == 3.5565588200778455 && c.alpha_full == c.alpha_linear &&
+                c.alpha_mlp == c.alpha_linear);
+    for (int l = 0; l < 80; l++)
+        assert_int_equal(c.attn_type[l], l % 8 == 7 ? MR_ATTN_SOFTMAX : MR_ATTN_LIGHTNING);
     assert_int_equal(mr_model_config_n_lightning(&c), 70);
     assert_int_equal(mr_model_config_type_index(&c, 15), 1);
     assert_int_equal(mr_model_config_type_index(&c, 16), 14);
@@ -63,12 +65,15 @@ static void test_real_index(void **state) {
     mr_model_config c;
     assert_int_equal(mr_model_config_load(MR_SHARED_DIR "/minimax-m1/config.json", &c), MR_OK);
     mr_ckpt_index *ix;
-    assert_int_equal(mr_ckpt_index_load(MR_SHARED_DIR "/minimax-m1/model.safetensors.index.json", &ix), MR_OK);
+    assert_int_equal(
+        mr_ckpt_index_load(MR_SHARED_DIR "/minimax-m1/model.safetensors.index.json", &ix), MR_OK);
     assert_int_equal(mr_ckpt_index_n_tensors(ix), 8243);
     assert_int_equal(mr_ckpt_index_n_shards(ix), 413);
     assert_int_equal(mr_ckpt_index_first_shard(ix), 0); /* zero-based, as released */
-    assert_string_equal(mr_ckpt_index_shard_of(ix, "model.embed_tokens.weight"), "model-00000-of-00413.safetensors");
-    assert_string_equal(mr_ckpt_index_shard_of(ix, "lm_head.weight"), "model-00321-of-00413.safetensors");
+    assert_string_equal(mr_ckpt_index_shard_of(ix, "model.embed_tokens.weight"),
+                        "model-00000-of-00413.safetensors");
+    assert_string_equal(mr_ckpt_index_shard_of(ix, "lm_head.weight"),
+                        "model-00321-of-00413.safetensors");
     assert_int_equal(mr_ckpt_index_check_layout(ix, "index", &c), MR_OK);
     /* the layout's byte count with F32 routers equals the release's total_size exactly */
     int n = mr_layout_count(&c);
@@ -141,10 +146,11 @@ static void test_bad_values(void **state) {
         last_error[0] = '\0';
         assert_int_not_equal(parse_edited(cases[i].key, cases[i].value), MR_OK);
         if (!strstr(last_error, cases[i].mention))
-            fail_msg("case %s=%s: error '%s' lacks '%s'", cases[i].key, cases[i].value ? cases[i].value : "(removed)",
-                     last_error, cases[i].mention);
+            fail_msg("case %s=%s: error '%s' lacks '%s'", cases[i].key,
+                     cases[i].value ? cases[i].value : "(removed)", last_error, cases[i].mention);
         assert_non_null(strstr(last_error, "config.json"));
-        if (n_errors != 1) fail_msg("case %s: %d error lines, last '%s'", cases[i].key, n_errors, last_error);
+        if (n_errors != 1)
+            fail_msg("case %s: %d error lines, last '%s'", cases[i].key, n_errors, last_error);
     }
     /* and the unedited text is accepted */
     assert_int_equal(parse_edited("hidden_size", "6144"), MR_OK);

@@ -100,18 +100,28 @@ static void test_bad_headers(void **state) {
         {"{", 100, "not valid JSON"},
         {"[1,2]", 100, "not a JSON object"},
         {"{\"t\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[0,4]},"
-         "\"t\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[4,8]}}", 100, "duplicate"},
-        {"{\"t\":{\"dtype\":\"Q4\",\"shape\":[2],\"data_offsets\":[0,4]}}", 100, "'t': unsupported dtype 'Q4'"},
-        {"{\"t\":{\"dtype\":\"BF16\",\"shape\":[3],\"data_offsets\":[0,4]}}", 100, "'t': data_offsets [0, 4] hold 4 bytes"},
-        {"{\"t\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[96,100]}}", 99, "'t': data_offsets [96, 100] run past"},
-        {"{\"t\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[8,4]}}", 100, "'t': data_offsets must be"},
-        {"{\"t\":{\"dtype\":\"BF16\",\"shape\":[-2],\"data_offsets\":[0,4]}}", 100, "'t': shape[0]"},
-        {"{\"t\":{\"dtype\":\"BF16\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,2]}}", 100, "'t': 9 dims"},
+         "\"t\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[4,8]}}",
+         100, "duplicate"},
+        {"{\"t\":{\"dtype\":\"Q4\",\"shape\":[2],\"data_offsets\":[0,4]}}", 100,
+         "'t': unsupported dtype 'Q4'"},
+        {"{\"t\":{\"dtype\":\"BF16\",\"shape\":[3],\"data_offsets\":[0,4]}}", 100,
+         "'t': data_offsets [0, 4] hold 4 bytes"},
+        {"{\"t\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[96,100]}}", 99,
+         "'t': data_offsets [96, 100] run past"},
+        {"{\"t\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[8,4]}}", 100,
+         "'t': data_offsets must be"},
+        {"{\"t\":{\"dtype\":\"BF16\",\"shape\":[-2],\"data_offsets\":[0,4]}}", 100,
+         "'t': shape[0]"},
+        {"{\"t\":{\"dtype\":\"BF16\",\"shape\":[1,1,1,1,1,1,1,1,1],\"data_offsets\":[0,2]}}", 100,
+         "'t': 9 dims"},
         {"{\"t\":{\"dtype\":\"BF16\",\"shape\":[2]}}", 100, "'t': header entry needs"},
         {"{\"t\":5}", 100, "'t': header entry is not an object"},
-        {"{\"t\":{\"dtype\":\"F32\",\"shape\":[1099511627776,1099511627776],\"data_offsets\":[0,4]}}", 100, "'t': shape too large"},
+        {"{\"t\":{\"dtype\":\"F32\",\"shape\":[1099511627776,1099511627776],\"data_offsets\":[0,4]}"
+         "}",
+         100, "'t': shape too large"},
         {"{\"a\":{\"dtype\":\"BF16\",\"shape\":[4],\"data_offsets\":[0,8]},"
-         "\"b\":{\"dtype\":\"BF16\",\"shape\":[4],\"data_offsets\":[4,12]}}", 100, "overlap"},
+         "\"b\":{\"dtype\":\"BF16\",\"shape\":[4],\"data_offsets\":[4,12]}}",
+         100, "overlap"},
         {"{\"__metadata__\":{\"k\":1}}", 100, "__metadata__ value 'k'"},
         {"{\"__metadata__\":[]}", 100, "__metadata__ is not an object"},
     };
@@ -122,7 +132,8 @@ static void test_bad_headers(void **state) {
                                           cases[i].data_size, &f);
         if (st == MR_OK) fail_msg("case %zu accepted: %s", i, cases[i].json);
         if (!strstr(last_error, cases[i].must_mention))
-            fail_msg("case %zu: error '%s' does not mention '%s'", i, last_error, cases[i].must_mention);
+            fail_msg("case %zu: error '%s' does not mention '%s'", i, last_error,
+                     cases[i].must_mention);
         assert_non_null(strstr(last_error, "x.safetensors"));
         assert_int_equal(n_errors, 1); /* one clear line, not a cascade */
     }

@@ -45,8 +45,14 @@ static mr_backend *ref_be, *cpu_be;
 
 static int setup(void **state) {
     (void)state;
-    mr_backend_params p = {.n_threads = 3, .max_tokens = MAX_T, .hidden = 96, .inter = 160,
-                           .n_heads = 4, .head_dim = 32, .block_size = 16, .max_experts = 8,
+    mr_backend_params p = {.n_threads = 3,
+                           .max_tokens = MAX_T,
+                           .hidden = 96,
+                           .inter = 160,
+                           .n_heads = 4,
+                           .head_dim = 32,
+                           .block_size = 16,
+                           .max_experts = 8,
                            .top_k = 2};
     if (mr_backend_create("ref", &p, &ref_be) != MR_OK) return -1;
     if (mr_backend_create("cpu", &p, &cpu_be) != MR_OK) return -1;
@@ -70,22 +76,31 @@ static void test_linear(void **state) {
             for (size_t b = 0; b < 7; b++)
                 for (size_t c = 0; c < 6; c++) {
                     int n = ns[a], R = rows[b], K = cols[c];
-                    void *w = dt ? (void *)rnd_bf16((size_t)R * K, 1) : (void *)rnd((size_t)R * K, 1);
+                    void *w =
+                        dt ? (void *)rnd_bf16((size_t)R * K, 1) : (void *)rnd((size_t)R * K, 1);
                     mr_matrix m = {w, dt ? MR_DTYPE_BF16 : MR_DTYPE_F32, R, K};
-                    float *x = rnd((size_t)n * K, 1), *y0 = calloc((size_t)n * R, 4), *y1 = calloc((size_t)n * R, 4);
+                    float *x = rnd((size_t)n * K, 1), *y0 = calloc((size_t)n * R, 4),
+                          *y1 = calloc((size_t)n * R, 4);
                     ref_be->ops->linear(ref_be, &m, x, n, y0);
                     cpu_be->ops->linear(cpu_be, &m, x, n, y1);
                     double e = nerr(y1, y0, (size_t)n * R);
-                    if (e > 1e-5) fail_msg("linear %s n=%d rows=%d cols=%d: error %g", dt ? "bf16" : "f32", n, R, K, e);
+                    if (e > 1e-5)
+                        fail_msg("linear %s n=%d rows=%d cols=%d: error %g", dt ? "bf16" : "f32", n,
+                                 R, K, e);
                     /* batch invariance: each token alone gives the same bits */
                     for (int t = 0; t < n; t++) {
                         float *yt = calloc((size_t)R, 4);
                         cpu_be->ops->linear(cpu_be, &m, x + (size_t)t * K, 1, yt);
                         if (memcmp(yt, y1 + (size_t)t * R, (size_t)R * 4) != 0)
-                            fail_msg("linear n=%d rows=%d cols=%d: token %d differs alone vs batched", n, R, K, t);
+                            fail_msg(
+                                "linear n=%d rows=%d cols=%d: token %d differs alone vs batched", n,
+                                R, K, t);
                         free(yt);
                     }
-                    free(w); free(x); free(y0); free(y1);
+                    free(w);
+                    free(x);
+                    free(y0);
+                    free(y1);
                 }
 }
 
@@ -109,12 +124,17 @@ static void test_norms(void **state) {
     ref_be->ops->embed(ref_be, &emb, ids, 4, a);
     cpu_be->ops->embed(cpu_be, &emb, ids, 4, b);
     assert_memory_equal(a, b, 4 * 96 * 4);
-    free(x); free(w); free(g); free(a); free(b); free(table);
+    free(x);
+    free(w);
+    free(g);
+    free(a);
+    free(b);
+    free(table);
 }
 
 /* Independent double-precision recurrence for one segment, all heads. */
-static void lightning_naive(const float *qkv, int len, int H, int d, const float *slope,
-                            double *S, double *out) {
+static void lightning_naive(const float *qkv, int len, int H, int d, const float *slope, double *S,
+                            double *out) {
     for (int t = 0; t < len; t++)
         for (int h = 0; h < H; h++) {
             const float *base = qkv + ((size_t)t * H * 3 + (size_t)h * 3) * d;
@@ -128,7 +148,8 @@ static void lightning_naive(const float *qkv, int len, int H, int d, const float
                 }
             for (int e = 0; e < d; e++) {
                 double o = 0;
-                for (int c = 0; c < d; c++) o += base[c] / (1.0 + exp(-(double)base[c])) * Sh[(size_t)c * d + e];
+                for (int c = 0; c < d; c++)
+                    o += base[c] / (1.0 + exp(-(double)base[c])) * Sh[(size_t)c * d + e];
                 out[((size_t)t * H + h) * d + e] = o;
             }
         }
@@ -167,7 +188,8 @@ static void test_lightning(void **state) {
     if (eo > 1e-5 || es > 1e-5) fail_msg("lightning cpu vs ref: out %g state %g", eo, es);
     /* both against the double-precision recurrence */
     for (int s = 0; s < nseg; s++) {
-        double *S = malloc(sf * sizeof(double)), *o = malloc((size_t)lens[s] * H * d * sizeof(double));
+        double *S = malloc(sf * sizeof(double)),
+               *o = malloc((size_t)lens[s] * H * d * sizeof(double));
         for (size_t i = 0; i < sf; i++) S[i] = st0[s * sf + i];
         lightning_naive(qkv + (size_t)segs[s].start * H * 3 * d, lens[s], H, d, slope, S, o);
         float *of = malloc((size_t)lens[s] * H * d * 4), *sfl = malloc(sf * 4);
@@ -175,15 +197,20 @@ static void test_lightning(void **state) {
         for (size_t i = 0; i < sf; i++) sfl[i] = (float)S[i];
         double e1 = nerr(or_ + (size_t)segs[s].start * H * d, of, (size_t)lens[s] * H * d);
         double e2 = nerr(pr[s], sfl, sf);
-        if (e1 > 1e-5 || e2 > 1e-5) fail_msg("lightning ref vs recurrence, segment %d (len %d): %g %g", s, lens[s], e1, e2);
-        free(S); free(o); free(of); free(sfl);
+        if (e1 > 1e-5 || e2 > 1e-5)
+            fail_msg("lightning ref vs recurrence, segment %d (len %d): %g %g", s, lens[s], e1, e2);
+        free(S);
+        free(o);
+        free(of);
+        free(sfl);
     }
     /* batch invariance and continuation: segment 4 (len 40) alone, then split 17 + 1 + 22 */
     float *s_alone = malloc(sf * 4), *o_alone = calloc((size_t)40 * H * d, 4);
     memcpy(s_alone, st0 + 4 * sf, sf * 4);
     mr_segment one = {0, 40, 0};
     float *ps = s_alone;
-    mr_lightning_args b = {H, d, B, slope, 1, &one, &ps, qkv + (size_t)segs[4].start * H * 3 * d, o_alone};
+    mr_lightning_args b = {
+        H, d, B, slope, 1, &one, &ps, qkv + (size_t)segs[4].start * H * 3 * d, o_alone};
     cpu_be->ops->lightning(cpu_be, &b);
     assert_memory_equal(o_alone, oc + (size_t)segs[4].start * H * d, (size_t)40 * H * d * 4);
     assert_memory_equal(s_alone, pc[4], sf * 4);
@@ -192,14 +219,28 @@ static void test_lightning(void **state) {
     int parts[3][2] = {{0, 17}, {17, 1}, {18, 22}};
     for (int i = 0; i < 3; i++) {
         mr_segment sg = {0, parts[i][1], 0};
-        mr_lightning_args c = {H, d, B, slope, 1, &sg, &ps,
+        mr_lightning_args c = {H,
+                               d,
+                               B,
+                               slope,
+                               1,
+                               &sg,
+                               &ps,
                                qkv + (size_t)(segs[4].start + parts[i][0]) * H * 3 * d,
                                o_split + (size_t)parts[i][0] * H * d};
         cpu_be->ops->lightning(cpu_be, &c);
     }
     assert_true(nerr(o_split, o_alone, (size_t)40 * H * d) < 1e-5);
     assert_true(nerr(s_alone, pc[4], sf) < 1e-5);
-    free(qkv); free(st0); free(sr); free(sc); free(or_); free(oc); free(s_alone); free(o_alone); free(o_split);
+    free(qkv);
+    free(st0);
+    free(sr);
+    free(sc);
+    free(or_);
+    free(oc);
+    free(s_alone);
+    free(o_alone);
+    free(o_split);
 }
 
 static void test_attention(void **state) {
@@ -212,7 +253,8 @@ static void test_attention(void **state) {
     int32_t tables[3][8];
     int next = 0;
     for (int s = 0; s < 3; s++)
-        for (int b = 0; b < 8; b++) tables[s][b] = (int32_t)((next++ * 37) % nblocks); /* scattered */
+        for (int b = 0; b < 8; b++)
+            tables[s][b] = (int32_t)((next++ * 37) % nblocks); /* scattered */
     const int32_t *tp[3] = {tables[0], tables[1], tables[2]};
     size_t cache_n = (size_t)nblocks * bt * KV * d;
     float *kc_r = rnd(cache_n, 1), *vc_r = rnd(cache_n, 1); /* garbage + earlier positions */
@@ -225,8 +267,10 @@ static void test_attention(void **state) {
         segs[s] = (mr_segment){T, lens[s], past[s]};
         T += lens[s];
     }
-    float *q = rnd((size_t)T * H * d, 1), *k = rnd((size_t)T * KV * d, 1), *v = rnd((size_t)T * KV * d, 1);
-    float *q2 = malloc((size_t)T * H * d * 4), *k2 = malloc((size_t)T * KV * d * 4), *v2 = malloc((size_t)T * KV * d * 4);
+    float *q = rnd((size_t)T * H * d, 1), *k = rnd((size_t)T * KV * d, 1),
+          *v = rnd((size_t)T * KV * d, 1);
+    float *q2 = malloc((size_t)T * H * d * 4), *k2 = malloc((size_t)T * KV * d * 4),
+          *v2 = malloc((size_t)T * KV * d * 4);
     memcpy(q2, q, (size_t)T * H * d * 4);
     memcpy(k2, k, (size_t)T * KV * d * 4);
     memcpy(v2, v, (size_t)T * KV * d * 4);
@@ -241,9 +285,20 @@ static void test_attention(void **state) {
     /* RoPE leaves dims >= rotary_dim alone and rotates the first rotary_dim */
     for (int t = 0; t < T; t++)
         for (int h = 0; h < H; h++)
-            for (int i = rd; i < d; i++) assert_true(q2[((size_t)t * H + h) * d + i] == q[((size_t)t * H + h) * d + i]);
-    free(q); free(k); free(v); free(q2); free(k2); free(v2); free(o_r); free(o_c);
-    free(kc_r); free(vc_r); free(kc_c); free(vc_c);
+            for (int i = rd; i < d; i++)
+                assert_true(q2[((size_t)t * H + h) * d + i] == q[((size_t)t * H + h) * d + i]);
+    free(q);
+    free(k);
+    free(v);
+    free(q2);
+    free(k2);
+    free(v2);
+    free(o_r);
+    free(o_c);
+    free(kc_r);
+    free(vc_r);
+    free(kc_c);
+    free(vc_c);
 }
 
 static void test_route_and_moe(void **state) {
@@ -282,7 +337,10 @@ static void test_route_and_moe(void **state) {
     for (int e = 0; e < E; e++) {
         even[e] = ex[e];
         odd[e] = ex[e];
-        if (e % 2) even[e].w1.data = NULL; else odd[e].w1.data = NULL;
+        if (e % 2)
+            even[e].w1.data = NULL;
+        else
+            odd[e].w1.data = NULL;
     }
     mr_expert_set se = {E, Hd, I, even}, so = {E, Hd, I, odd};
     float *pa = calloc((size_t)n * Hd, 4), *pb = calloc((size_t)n * Hd, 4);
@@ -295,13 +353,18 @@ static void test_route_and_moe(void **state) {
     cpu_be->ops->moe(cpu_be, &all, x + 5 * Hd, 1, k, ids_r + 5 * k, w_r + 5 * k, one);
     assert_memory_equal(one, o_c + 5 * Hd, sizeof one);
     for (int i = 0; i < 24; i++) free(mem[i]);
-    free(gate); free(x); free(o_r); free(o_c); free(pa); free(pb);
+    free(gate);
+    free(x);
+    free(o_r);
+    free(o_c);
+    free(pa);
+    free(pb);
 }
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_linear),      cmocka_unit_test(test_norms),
-        cmocka_unit_test(test_lightning),   cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_linear),        cmocka_unit_test(test_norms),
+        cmocka_unit_test(test_lightning),     cmocka_unit_test(test_attention),
         cmocka_unit_test(test_route_and_moe),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
