@@ -24,6 +24,7 @@ static void usage(FILE *out) {
             "  --backend ref|cpu    compute backend (default cpu)\n"
             "  --threads N          cpu threads (default: all CPUs)\n"
             "  --prefill-chunk N    prompt tokens per forward step (default 512)\n"
+            "  --micro-batches 1|2  split long prefill steps in two (as the cluster does)\n"
             "  --log-level LEVEL    error|warn|info|debug (default warn)\n");
 }
 
@@ -44,10 +45,11 @@ int mr_cmd_run(int argc, char **argv) {
                                          {"prefill-chunk", required_argument, 0, 'c'},
                                          {"log-level", required_argument, 0, 'l'},
                                          {"prompt", required_argument, 0, 'p'},
+                                         {"micro-batches", required_argument, 0, 'M'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *model_dir = NULL, *ids_arg = NULL, *dump = NULL, *backend = "cpu";
-    long long greedy = 8, threads = 0, chunk = 512;
+    long long greedy = 8, threads = 0, chunk = 512, micro = 1;
     mr_log_set_level(MR_LOG_LEVEL_WARN);
     optind = 1;
     int o;
@@ -88,6 +90,10 @@ int mr_cmd_run(int argc, char **argv) {
                 MR_LOG_CLI,
                 "--prompt needs a tokenizer, which this build does not have yet; use --ids");
             return 2;
+        case 'M':
+            if ((micro = mr_cli_parse_int("--micro-batches", optarg, 1, MR_MAX_MICRO_BATCHES)) < 0)
+                return 2;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -122,6 +128,7 @@ int mr_cmd_run(int argc, char **argv) {
     mp.max_batch_tokens = (int)chunk;
     mp.max_seqs = 1;
     mp.max_context = n_ids + greedy + 1;
+    mp.micro_batches = (int)micro;
     double t0 = mr_now_s();
     if (mr_model_create(ck, &mp, &m) != MR_OK) goto out;
     double t_load = mr_now_s() - t0;

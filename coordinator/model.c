@@ -22,6 +22,14 @@ typedef struct layer_weights {
     mr_matrix router;                  /* [experts][H] f32 */
 } layer_weights;
 
+/* Arguments of a local expert call between dispatch and combine. */
+typedef struct local_call {
+    const float *x;
+    const int32_t *ids;
+    const float *wts;
+    int n, k;
+} local_call;
+
 struct mr_model {
     mr_model_config cfg;
     mr_model_params params;
@@ -35,6 +43,7 @@ struct mr_model {
     layer_weights *layers;
     mr_expert_store *experts; /* NULL when experts are remote */
     mr_moe_provider moe;
+    local_call local_calls[MR_MAX_MICRO_BATCHES];
     mr_arena ws; /* per-step scratch */
 };
 
@@ -46,6 +55,7 @@ void mr_model_params_default(mr_model_params *p) {
     p->max_context = 4096;
     p->kv_block_tokens = 16;
     p->load_experts = 1;
+    p->micro_batches = 1;
 }
 
 /* ---- weights --------------------------------------------------------------------------------- */
@@ -153,10 +163,20 @@ static size_t workspace_bytes(const mr_model_config *c, int T, int max_seqs) {
     return floats * sizeof(float) + other + 64 * 32;
 }
 
-static mr_status local_moe(void *ctx, int layer, const float *x, int n, int k, const int32_t *ids,
-                           const float *wts, float *out) {
+/* The experts held in this process: dispatch records the arguments, combine computes. */
+static mr_status local_dispatch(void *ctx, int layer, int mb, const float *x, int n, int k,
+                                const int32_t *ids, const float *wts) {
     mr_model *m = ctx;
-    m->be->ops->moe(m->be, mr_expert_store_layer(m->experts, layer), x, n, k, ids, wts, out);
+    (void)layer;
+    m->local_calls[mb] = (local_call){x, ids, wts, n, k};
+    return MR_OK;
+}
+
+static mr_status local_combine(void *ctx, int layer, int mb, float *out) {
+    mr_model *m = ctx;
+    const local_call *c = &m->local_calls[mb];
+    m->be->ops->moe(m->be, mr_expert_store_layer(m->experts, layer), c->x, c->n, c->k, c->ids,
+                    c->wts, out);
     return MR_OK;
 }
 
@@ -226,7 +246,7 @@ mr_status mr_model_create(mr_ckpt *ck, const mr_model_params *p, mr_model **out)
         st = mr_expert_store_load(ck, all, NULL, NULL, &m->experts);
         free(all);
         if (st != MR_OK) goto err;
-        m->moe = (mr_moe_provider){local_moe, m};
+        m->moe = (mr_moe_provider){local_dispatch, local_combine, m};
     }
 
     mr_backend_params bp = {
@@ -324,11 +344,18 @@ typedef struct step_buffers {
     int32_t *ids;           /* [T][k] */
     float *wts;             /* [T][k] */
     int32_t *tokens;        /* [T] */
-    mr_segment *segs;       /* [n_seqs] */
-    float **states;         /* [n_seqs] lightning states of the current layer */
-    const int32_t **tables; /* [n_seqs] */
-    float *head_rows;       /* [n_logits][hidden] */
+    mr_segment *segs;       /* [n_seqs + 1] pieces, starts relative to their micro-batch */
+    mr_seq **seq_of;        /* [n_seqs + 1] sequence of each piece */
+    float **states;         /* [n_seqs + 1] lightning states of the current layer */
+    const int32_t **tables; /* [n_seqs + 1] */
+    float *head_rows;       /* [n_seqs][hidden] */
 } step_buffers;
+
+/* A contiguous range of the step's tokens that runs as one unit: [base, base + n). */
+typedef struct micro_batch {
+    int base, n;
+    int first_piece, n_pieces;
+} micro_batch;
 
 static mr_status alloc_buffers(mr_model *m, int T, int n_seqs, step_buffers *b) {
     const mr_model_config *c = &m->cfg;
@@ -340,52 +367,104 @@ static mr_status alloc_buffers(mr_model *m, int T, int n_seqs, step_buffers *b) 
     int ok = TAKE(b->x, T * H) && TAKE(b->h, T * H) && TAKE(b->y, T * H) &&
              TAKE(b->big, T * 3 * inner) && TAKE(b->gate, T * inner) && TAKE(b->o, T * inner) &&
              TAKE(b->ids, T * k) && TAKE(b->wts, T * k) && TAKE(b->tokens, T) &&
-             TAKE(b->segs, n_seqs) && TAKE(b->states, n_seqs) && TAKE(b->tables, n_seqs) &&
+             TAKE(b->segs, n_seqs + 1) && TAKE(b->seq_of, n_seqs + 1) &&
+             TAKE(b->states, n_seqs + 1) && TAKE(b->tables, n_seqs + 1) &&
              TAKE(b->head_rows, n_seqs * H);
 #undef TAKE
     return ok ? MR_OK : MR_ERR_INTERNAL;
 }
 
-static void attention_block(mr_model *m, const layer_weights *w, const mr_step_seq *seqs,
-                            int n_seqs, int T, step_buffers *b) {
+/* Cuts the step into micro-batches. Two are used when the provider can overlap and the step has
+ * something to split: between sequences when there are several, else inside a long prefill at a
+ * multiple of the lightning block size (so the blocks, and thus the results, are unchanged).
+ * Fills b->segs / b->seq_of with the pieces; returns the number of micro-batches. */
+static int plan_micro_batches(const mr_model *m, const mr_step_seq *seqs, int n_seqs, int T,
+                              step_buffers *b, micro_batch mb[MR_MAX_MICRO_BATCHES]) {
+    int n_pieces = 0, t = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        b->segs[n_pieces] = (mr_segment){t, seqs[s].n_tokens, seqs[s].seq->n_past};
+        b->seq_of[n_pieces++] = seqs[s].seq;
+        t += seqs[s].n_tokens;
+    }
+    int split_piece = -1; /* micro-batch 1 starts at this piece */
+    if (m->params.micro_batches >= 2 && T > 1) {
+        if (n_seqs >= 2) {
+            int best = 1, best_gap = T;
+            for (int i = 1; i < n_seqs; i++) {
+                int gap = abs(2 * b->segs[i].start - T);
+                if (gap < best_gap) best_gap = gap, best = i;
+            }
+            split_piece = best;
+        } else {
+            const int B = m->cfg.block_size, len = b->segs[0].len;
+            int cut = (len / 2 / B) * B;
+            if (cut == 0) cut = B;
+            if (cut < len) {
+                b->segs[1] = (mr_segment){cut, len - cut, b->segs[0].pos0 + cut};
+                b->seq_of[1] = b->seq_of[0];
+                b->segs[0].len = cut;
+                n_pieces = 2;
+                split_piece = 1;
+            }
+        }
+    }
+    if (split_piece < 0) {
+        mb[0] = (micro_batch){0, T, 0, n_pieces};
+        return 1;
+    }
+    int base1 = b->segs[split_piece].start;
+    mb[0] = (micro_batch){0, base1, 0, split_piece};
+    mb[1] = (micro_batch){base1, T - base1, split_piece, n_pieces - split_piece};
+    for (int i = split_piece; i < n_pieces; i++) b->segs[i].start -= base1; /* relative */
+    return 2;
+}
+
+static void attention_block(mr_model *m, const layer_weights *w, const micro_batch *mb,
+                            step_buffers *b) {
     const mr_model_config *c = &m->cfg;
     mr_backend *be = m->be;
-    const int inner = c->num_attention_heads * c->head_dim;
+    const int inner = c->num_attention_heads * c->head_dim, T = mb->n;
+    const size_t H = (size_t)c->hidden_size;
+    const float *h = b->h + (size_t)mb->base * H;
+    float *y = b->y + (size_t)mb->base * H, *o = b->o + (size_t)mb->base * inner;
+    float *big = b->big + (size_t)mb->base * 3 * inner, *gate = b->gate + (size_t)mb->base * inner;
+    const mr_segment *segs = b->segs + mb->first_piece;
     if (w->type == MR_ATTN_LIGHTNING) {
-        be->ops->linear(be, &w->qkv, b->h, T, b->big);
-        be->ops->linear(be, &w->out_gate, b->h, T, b->gate);
-        for (int s = 0; s < n_seqs; s++)
-            b->states[s] = mr_seq_lightning_state(m->states, seqs[s].seq, w->type_index);
+        be->ops->linear(be, &w->qkv, h, T, big);
+        be->ops->linear(be, &w->out_gate, h, T, gate);
+        for (int s = 0; s < mb->n_pieces; s++)
+            b->states[s] =
+                mr_seq_lightning_state(m->states, b->seq_of[mb->first_piece + s], w->type_index);
         mr_lightning_args la = {
             .n_heads = c->num_attention_heads,
             .head_dim = c->head_dim,
             .block_size = c->block_size,
             .slope = w->slope,
-            .n_segments = n_seqs,
-            .segs = b->segs,
+            .n_segments = mb->n_pieces,
+            .segs = segs,
             .state = b->states,
-            .qkv = b->big,
-            .out = b->o,
+            .qkv = big,
+            .out = o,
         };
         be->ops->lightning(be, &la);
-        be->ops->norm_gate(be, b->o, b->gate, w->attn_norm, T, inner, (float)c->lightning_norm_eps,
-                           b->o);
-        be->ops->linear(be, &w->out_proj, b->o, T, b->y);
+        be->ops->norm_gate(be, o, gate, w->attn_norm, T, inner, (float)c->lightning_norm_eps, o);
+        be->ops->linear(be, &w->out_proj, o, T, y);
     } else {
         const int kvd = c->num_key_value_heads * c->head_dim;
-        float *q = b->big, *k = q + (size_t)T * inner, *v = k + (size_t)T * kvd;
-        be->ops->linear(be, &w->q, b->h, T, q);
-        be->ops->linear(be, &w->k, b->h, T, k);
-        be->ops->linear(be, &w->v, b->h, T, v);
-        for (int s = 0; s < n_seqs; s++) b->tables[s] = seqs[s].seq->blocks;
+        float *q = big, *k = q + (size_t)T * inner, *v = k + (size_t)T * kvd;
+        be->ops->linear(be, &w->q, h, T, q);
+        be->ops->linear(be, &w->k, h, T, k);
+        be->ops->linear(be, &w->v, h, T, v);
+        for (int s = 0; s < mb->n_pieces; s++)
+            b->tables[s] = b->seq_of[mb->first_piece + s]->blocks;
         mr_attention_args aa = {
             .n_heads = c->num_attention_heads,
             .n_kv_heads = c->num_key_value_heads,
             .head_dim = c->head_dim,
             .rotary_dim = c->rotary_dim,
             .inv_freq = m->inv_freq,
-            .n_segments = n_seqs,
-            .segs = b->segs,
+            .n_segments = mb->n_pieces,
+            .segs = segs,
             .block_tables = b->tables,
             .block_tokens = m->states->block_tokens,
             .k_cache = m->states->k_cache[w->type_index],
@@ -393,19 +472,52 @@ static void attention_block(mr_model *m, const layer_weights *w, const mr_step_s
             .q = q,
             .k = k,
             .v = v,
-            .out = b->o,
+            .out = o,
         };
         be->ops->attention(be, &aa);
-        be->ops->linear(be, &w->o, b->o, T, b->y);
+        be->ops->linear(be, &w->o, o, T, y);
     }
+}
+
+/* Attention sub-block of layer `l` for one micro-batch, then the router; ends by dispatching the
+ * experts: x ← α·r + β·Attn(h) with h = RMS(x); h ← RMS(x); route(h). */
+static mr_status attention_half(mr_model *m, int l, const micro_batch *mb, int mb_index,
+                                step_buffers *b) {
+    const mr_model_config *c = &m->cfg;
+    const layer_weights *w = &m->layers[l];
+    mr_backend *be = m->be;
+    const size_t H = (size_t)c->hidden_size, off = (size_t)mb->base * H;
+    const int k = c->num_experts_per_tok;
+    float *x = b->x + off, *h = b->h + off, *y = b->y + off;
+    be->ops->rmsnorm(be, x, w->input_norm, mb->n, (int)H, (float)c->rms_norm_eps, h);
+    attention_block(m, w, mb, b);
+    be->ops->scale_add(be, c->postnorm ? h : x, y, w->alpha_attn, w->beta_attn, (size_t)mb->n * H,
+                       x);
+    be->ops->rmsnorm(be, x, w->post_norm, mb->n, (int)H, (float)c->rms_norm_eps, h);
+    int32_t *ids = b->ids + (size_t)mb->base * k;
+    float *wts = b->wts + (size_t)mb->base * k;
+    be->ops->route(be, &w->router, h, mb->n, k, ids, wts);
+    return m->moe.dispatch(m->moe.ctx, l, mb_index, h, mb->n, k, ids, wts);
+}
+
+/* MoE sub-block after the experts came back: x ← α·g + β·MoE(g). */
+static mr_status moe_half(mr_model *m, int l, int mb_index, const micro_batch *mb,
+                          step_buffers *b) {
+    const mr_model_config *c = &m->cfg;
+    const size_t H = (size_t)c->hidden_size, off = (size_t)mb->base * H;
+    float *x = b->x + off, *h = b->h + off, *y = b->y + off;
+    MR_CHECK(m->moe.combine(m->moe.ctx, l, mb_index, y));
+    m->be->ops->scale_add(m->be, c->postnorm ? h : x, y, (float)c->alpha_mlp, (float)c->beta_mlp,
+                          (size_t)mb->n * H, x);
+    return MR_OK;
 }
 
 mr_status mr_model_step(mr_model *m, const mr_step_seq *seqs, int n_seqs, float *logits) {
     const mr_model_config *c = &m->cfg;
     mr_backend *be = m->be;
-    const int H = c->hidden_size, k = c->num_experts_per_tok;
+    const int H = c->hidden_size, L = c->num_hidden_layers;
     if (n_seqs < 1 || n_seqs > m->params.max_seqs) return MR_ERR_INVALID;
-    if (!m->moe.run) {
+    if (!m->moe.dispatch) {
         MR_LOG_ERROR(MR_LOG_MODEL, "model step: no expert provider installed");
         return MR_ERR_INTERNAL;
     }
@@ -441,30 +553,24 @@ mr_status mr_model_step(mr_model *m, const mr_step_seq *seqs, int n_seqs, float 
     }
     step_buffers b;
     MR_CHECK(alloc_buffers(m, T, n_seqs, &b));
-    for (int s = 0, t = 0; s < n_seqs; t += seqs[s].n_tokens, s++) {
-        b.segs[s] = (mr_segment){t, seqs[s].n_tokens, seqs[s].seq->n_past};
+    for (int s = 0, t = 0; s < n_seqs; t += seqs[s].n_tokens, s++)
         memcpy(b.tokens + t, seqs[s].tokens, (size_t)seqs[s].n_tokens * sizeof(int32_t));
-    }
+    micro_batch mb[MR_MAX_MICRO_BATCHES];
+    const int M = plan_micro_batches(m, seqs, n_seqs, T, &b, mb);
 
+    /* Ping-pong: while one micro-batch's experts are out, the other runs its attention. */
     be->ops->embed(be, &m->embed, b.tokens, T, b.x);
-    for (int l = 0; l < c->num_hidden_layers; l++) {
-        const layer_weights *w = &m->layers[l];
-        /* attention sub-block: y = α·h + β·Attn(h), h = RMS(x); residual h (postnorm) or x */
-        be->ops->rmsnorm(be, b.x, w->input_norm, T, H, (float)c->rms_norm_eps, b.h);
-        attention_block(m, w, seqs, n_seqs, T, &b);
-        be->ops->scale_add(be, c->postnorm ? b.h : b.x, b.y, w->alpha_attn, w->beta_attn,
-                           (size_t)T * H, b.x);
-        /* MoE sub-block: x' = α·g + β·MoE(g), g = RMS(y) */
-        be->ops->rmsnorm(be, b.x, w->post_norm, T, H, (float)c->rms_norm_eps, b.h);
-        be->ops->route(be, &w->router, b.h, T, k, b.ids, b.wts);
-        MR_CHECK(m->moe.run(m->moe.ctx, l, b.h, T, k, b.ids, b.wts, b.y));
-        be->ops->scale_add(be, c->postnorm ? b.h : b.x, b.y, (float)c->alpha_mlp,
-                           (float)c->beta_mlp, (size_t)T * H, b.x);
-    }
+    for (int i = 0; i < M; i++) MR_CHECK(attention_half(m, 0, &mb[i], i, &b));
+    for (int l = 0; l < L; l++)
+        for (int i = 0; i < M; i++) {
+            MR_CHECK(moe_half(m, l, i, &mb[i], &b));
+            if (l + 1 < L) MR_CHECK(attention_half(m, l + 1, &mb[i], i, &b));
+        }
+
     int n_rows = 0;
-    for (int s = 0; s < n_seqs; s++) {
+    for (int s = 0, t = 0; s < n_seqs; t += seqs[s].n_tokens, s++) {
         if (seqs[s].want_logits) {
-            int last = b.segs[s].start + b.segs[s].len - 1;
+            int last = t + seqs[s].n_tokens - 1;
             memcpy(b.head_rows + (size_t)n_rows * H, b.x + (size_t)last * H,
                    (size_t)H * sizeof(float));
             n_rows++;

@@ -31,16 +31,26 @@ typedef struct mr_model_params {
     int kv_block_tokens;  /* positions per KV block */
     int kv_blocks;        /* 0: max_seqs * ceil(max_context / kv_block_tokens) */
     int load_experts;     /* 1: hold every expert in this process */
+    int micro_batches;    /* 1 or 2: split a step to overlap attention with experts */
 } mr_model_params;
 
 void mr_model_params_default(mr_model_params *p);
 
-/* Expert computation for one layer: out[t] = Σ_j wts[t][j] · E_{ids[t][j]}(x[t]). */
+/* Expert computation for one layer of one micro-batch, in two halves so that a remote provider
+ * can overlap the round trip with the other micro-batch's attention:
+ *   dispatch(layer, mb, x, n, k, ids, wts)  starts out[t] = Σ_j wts[t][j] · E_{ids[t][j]}(x[t]);
+ *                                           x, ids, wts stay valid until the matching combine
+ *   combine(layer, mb, out)                 waits and writes out [n][hidden]
+ * Calls alternate: dispatch(l, 0), dispatch(l, 1), combine(l, 0), dispatch(l+1, 0), combine(l,
+ * 1)... A failed call fails the step (the provider logs why). */
 typedef struct mr_moe_provider {
-    mr_status (*run)(void *ctx, int layer, const float *x, int n, int k, const int32_t *ids,
-                     const float *wts, float *out);
+    mr_status (*dispatch)(void *ctx, int layer, int mb, const float *x, int n, int k,
+                          const int32_t *ids, const float *wts);
+    mr_status (*combine)(void *ctx, int layer, int mb, float *out);
     void *ctx;
 } mr_moe_provider;
+
+#define MR_MAX_MICRO_BATCHES 2
 
 typedef struct mr_step_seq {
     mr_seq *seq;

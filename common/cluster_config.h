@@ -1,0 +1,82 @@
+/* cluster_config.h — the cluster configuration file (libconfig), read by every process.
+ *
+ * One file describes the whole cluster; each process validates all of it (so a typo anywhere is
+ * caught by whichever process starts first) and then uses its own part:
+ *
+ *   cluster     = { name; model; transport; weight_format; };
+ *   coordinator = { listen; address; backend; threads; max_batch_tokens; ... };
+ *   workers     = ( { name; data_listen; backend; threads; ... }, ... );
+ *   placement   = ( { worker; layers; experts; }, ... );   # optional, overrides the default
+ *
+ * Every key, its type, default, bounds and meaning are in the option tables in cluster_config.c,
+ * which also generate docs/config.md (`moerack config-doc`). Errors carry file:line. */
+#ifndef MR_CLUSTER_CONFIG_H
+#define MR_CLUSTER_CONFIG_H
+
+#include <stdio.h>
+
+#include "common/status.h"
+
+typedef struct mr_cluster_conf {
+    char name[64];
+    char model[1024];        /* checkpoint directory (config.json + shards) */
+    char transport[16];      /* data plane: "tcp" | "rdma" */
+    char weight_format[16];  /* experts: "bf16" | "int8" | "int4" */
+} mr_cluster_conf;
+
+typedef struct mr_coord_conf {
+    char listen[128];        /* control endpoint "host:port" (workers, status, clients) */
+    char address[128];       /* endpoint workers connect to; "" = listen */
+    char backend[16];
+    int threads;
+    int max_batch_tokens;
+    int max_seqs;
+    long long max_context;
+    int kv_block_tokens;
+    int micro_batches;       /* ping-pong micro-batches per step (1 = no overlap) */
+    int replicas;            /* holders per expert in the default placement */
+    int expert_timeout_ms;   /* a worker that does not answer a batch within this is down */
+    int heartbeat_interval_ms;
+    int worker_timeout_ms;   /* no heartbeat for this long: down */
+    int max_frame_mb;        /* largest control frame */
+    char http_listen[128];   /* OpenAI-compatible API endpoint; "" = off */
+} mr_coord_conf;
+
+typedef struct mr_worker_conf {
+    char name[64];
+    char data_listen[128];   /* data-plane endpoint "host:port" this worker listens on */
+    char backend[16];
+    int threads;
+    long long memory_limit_mb; /* 0 = no limit */
+    int connect_retry_ms;    /* between attempts to reach the coordinator */
+} mr_worker_conf;
+
+typedef struct mr_placement_conf {
+    char worker[64];
+    char layers[256];        /* "all" or ranges "0-39,41" */
+    char experts[256];       /* "all" or ranges "0-15" */
+    int line;                /* for messages */
+} mr_placement_conf;
+
+typedef struct mr_cluster_config {
+    char path[1024];
+    mr_cluster_conf cluster;
+    mr_coord_conf coord;
+    mr_worker_conf *workers;
+    int n_workers;
+    mr_placement_conf *placement;
+    int n_placement;
+} mr_cluster_config;
+
+mr_status mr_cluster_config_load(const char *path, mr_cluster_config *out);
+void mr_cluster_config_free(mr_cluster_config *c);
+int mr_cluster_config_worker_index(const mr_cluster_config *c, const char *name);
+void mr_cluster_config_dump(const mr_cluster_config *c, FILE *out);
+void mr_cluster_config_markdown(FILE *out);
+
+/* Parses "all" or "a-b,c,..." into mask[0..n) (1 = selected). Returns -1 on a bad list. */
+int mr_parse_ranges(const char *s, int n, unsigned char *mask);
+
+#define MR_MAX_WORKERS 256
+
+#endif

@@ -1,0 +1,270 @@
+/* xport_tcp.c — the TCP implementation of the data-plane transport. One message = the 40-byte
+ * header and its payload written back to back (writev); TCP_NODELAY on. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "common/check.h"
+#include "common/log.h"
+#include "common/timeutil.h"
+#include "proto/xport.h"
+
+struct mr_xport_conn {
+    int fd;
+    char peer[96];
+};
+
+struct mr_xport_listener {
+    int fd;
+};
+
+static uint64_t deadline_of(int timeout_ms) {
+    return timeout_ms < 0 ? 0 : mr_now_ns() + (uint64_t)timeout_ms * 1000000ull;
+}
+
+static mr_status wait_fd(int fd, short events, uint64_t deadline) {
+    for (;;) {
+        int ms = -1;
+        if (deadline) {
+            uint64_t now = mr_now_ns();
+            if (now >= deadline) return MR_ERR_TIMEOUT;
+            ms = (int)((deadline - now + 999999) / 1000000);
+        }
+        struct pollfd p = {fd, events, 0};
+        int rc = poll(&p, 1, ms);
+        if (rc > 0) return MR_OK;
+        if (rc == 0) return MR_ERR_TIMEOUT;
+        if (errno != EINTR) return MR_ERR_IO;
+    }
+}
+
+static void set_sock_opts(int fd) {
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    int flags = fcntl(fd, F_GETFL);
+    fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
+
+static void describe_peer(int fd, char *out, size_t cap) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    char host[64] = "?";
+    int port = 0;
+    if (getpeername(fd, (struct sockaddr *)&ss, &len) == 0) {
+        if (ss.ss_family == AF_INET) {
+            struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+            inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+            port = ntohs(a->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+            inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+            port = ntohs(a->sin6_port);
+        }
+    }
+    snprintf(out, cap, "%s:%d", host, port);
+}
+
+/* Resolves host:port (numeric or name) to the first usable address. */
+static mr_status resolve(const char *host, int port, int passive, struct addrinfo **out) {
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    struct addrinfo hints = {0};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = passive ? AI_PASSIVE : 0;
+    int rc = getaddrinfo(host, ps, &hints, out);
+    if (rc != 0) {
+        MR_LOG_ERROR(MR_LOG_NET, "cannot resolve '%s': %s", host, gai_strerror(rc));
+        return MR_ERR_INVALID;
+    }
+    return MR_OK;
+}
+
+static mr_status tcp_listen(const mr_xport_params *p, const char *host, int port,
+                            mr_xport_listener **out, int *bound_port) {
+    struct addrinfo *ai;
+    MR_CHECK(resolve(host, port, 1, &ai));
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 64) != 0) {
+        MR_LOG_ERROR(MR_LOG_NET, "cannot listen on %s:%d: %s", host, port, strerror(errno));
+        if (fd >= 0) close(fd);
+        freeaddrinfo(ai);
+        return MR_ERR_IO;
+    }
+    freeaddrinfo(ai);
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    getsockname(fd, (struct sockaddr *)&ss, &len);
+    if (bound_port)
+        *bound_port = ss.ss_family == AF_INET ? ntohs(((struct sockaddr_in *)&ss)->sin_port)
+                                              : ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+    mr_xport_listener *l = calloc(1, sizeof *l);
+    if (!l) {
+        close(fd);
+        return MR_ERR_NOMEM;
+    }
+    l->fd = fd;
+    *out = l;
+    return MR_OK;
+}
+
+static mr_status tcp_accept(mr_xport_listener *l, int timeout_ms, mr_xport_conn **out) {
+    uint64_t deadline = deadline_of(timeout_ms);
+    for (;;) {
+        int fd = accept4(l->fd, NULL, NULL, SOCK_CLOEXEC);
+        if (fd >= 0) {
+            set_sock_opts(fd);
+            mr_xport_conn *c = calloc(1, sizeof *c);
+            if (!c) {
+                close(fd);
+                return MR_ERR_NOMEM;
+            }
+            c->fd = fd;
+            describe_peer(fd, c->peer, sizeof c->peer);
+            *out = c;
+            return MR_OK;
+        }
+        if (errno == EINTR || errno == ECONNABORTED) continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) return MR_ERR_IO;
+        MR_CHECK(wait_fd(l->fd, POLLIN, deadline));
+    }
+}
+
+static void tcp_listener_close(mr_xport_listener *l) {
+    if (!l) return;
+    close(l->fd);
+    free(l);
+}
+
+static int tcp_listener_fd(mr_xport_listener *l) { return l->fd; }
+
+static mr_status tcp_connect(const mr_xport_params *p, const char *host, int port, int timeout_ms,
+                             mr_xport_conn **out) {
+    struct addrinfo *ai;
+    MR_CHECK(resolve(host, port, 0, &ai));
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        freeaddrinfo(ai);
+        return MR_ERR_IO;
+    }
+    set_sock_opts(fd);
+    int rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
+    freeaddrinfo(ai);
+    if (rc != 0 && errno != EINPROGRESS) {
+        close(fd);
+        return MR_ERR_CLOSED;
+    }
+    if (rc != 0) {
+        mr_status st = wait_fd(fd, POLLOUT, deadline_of(timeout_ms));
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (st == MR_OK) getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (st != MR_OK || err != 0) {
+            close(fd);
+            return st != MR_OK ? st : MR_ERR_CLOSED;
+        }
+    }
+    mr_xport_conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        close(fd);
+        return MR_ERR_NOMEM;
+    }
+    c->fd = fd;
+    snprintf(c->peer, sizeof c->peer, "%s:%d", host, port);
+    *out = c;
+    return MR_OK;
+}
+
+static mr_status tcp_send(mr_xport_conn *c, const mr_dp_header *h, const void *payload) {
+    struct iovec iov[2] = {{(void *)h, sizeof *h}, {(void *)payload, (size_t)h->payload_bytes}};
+    int niov = h->payload_bytes ? 2 : 1;
+    size_t left = sizeof *h + (size_t)h->payload_bytes;
+    while (left > 0) {
+        ssize_t w = writev(c->fd, iov, niov);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                MR_CHECK(wait_fd(c->fd, POLLOUT, 0));
+                continue;
+            }
+            return errno == EPIPE || errno == ECONNRESET ? MR_ERR_CLOSED : MR_ERR_IO;
+        }
+        left -= (size_t)w;
+        for (int i = 0; i < niov && w > 0; i++) {
+            size_t take = (size_t)w < iov[i].iov_len ? (size_t)w : iov[i].iov_len;
+            iov[i].iov_base = (char *)iov[i].iov_base + take;
+            iov[i].iov_len -= take;
+            w -= (ssize_t)take;
+        }
+    }
+    return MR_OK;
+}
+
+static mr_status read_all(int fd, void *buf, size_t n, uint64_t deadline) {
+    char *p = buf;
+    while (n > 0) {
+        ssize_t r = recv(fd, p, n, 0);
+        if (r > 0) {
+            p += r;
+            n -= (size_t)r;
+            continue;
+        }
+        if (r == 0) return MR_ERR_CLOSED;
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            MR_CHECK(wait_fd(fd, POLLIN, deadline));
+            continue;
+        }
+        return errno == ECONNRESET ? MR_ERR_CLOSED : MR_ERR_IO;
+    }
+    return MR_OK;
+}
+
+static mr_status tcp_recv(mr_xport_conn *c, mr_dp_header *h, void *buf, size_t cap,
+                          int timeout_ms) {
+    uint64_t deadline = deadline_of(timeout_ms);
+    MR_CHECK(read_all(c->fd, h, sizeof *h, deadline));
+    if (h->magic != MR_DP_MAGIC || h->version != MR_DP_VERSION) return MR_ERR_PROTO;
+    if (h->payload_bytes > cap) return MR_ERR_PROTO;
+    if (h->payload_bytes) MR_CHECK(read_all(c->fd, buf, (size_t)h->payload_bytes, deadline));
+    return MR_OK;
+}
+
+static void tcp_close(mr_xport_conn *c) {
+    if (!c) return;
+    close(c->fd);
+    free(c);
+}
+
+static const char *tcp_peer(mr_xport_conn *c) { return c->peer; }
+
+const mr_xport_ops mr_xport_tcp_ops = {
+    .name = "tcp",
+    .listen = tcp_listen,
+    .accept = tcp_accept,
+    .listener_close = tcp_listener_close,
+    .listener_fd = tcp_listener_fd,
+    .connect = tcp_connect,
+    .send = tcp_send,
+    .recv = tcp_recv,
+    .close = tcp_close,
+    .peer = tcp_peer,
+};
+
+const mr_xport_ops *mr_xport_find(const char *name) {
+    if (strcmp(name, "tcp") == 0) return &mr_xport_tcp_ops;
+    return NULL;
+}
