@@ -7,6 +7,8 @@
 int mr_cmd_run(int argc, char **argv);
 int mr_cmd_model(int argc, char **argv);
 int mr_cmd_bench(int argc, char **argv);
+int mr_cmd_status(int argc, char **argv);
+int mr_cmd_config_doc(int argc, char **argv);
 
 /* Parses a non-negative integer option value; logs "--name: ..." and returns -1 if invalid. */
 long long mr_cli_parse_int(const char *opt, const char *s, long long lo, long long hi);

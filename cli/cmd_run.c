@@ -4,11 +4,14 @@
  * little-endian rows of vocab_size logits: row 0 after the prompt, then one row after each
  * generated token is fed back (N + 1 rows for --greedy N). */
 #include <getopt.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/cluster_client.h"
 #include "common/checkpoint.h"
 #include "common/log.h"
 #include "common/timeutil.h"
@@ -25,7 +28,8 @@ static void usage(FILE *out) {
             "  --threads N          cpu threads (default: all CPUs)\n"
             "  --prefill-chunk N    prompt tokens per forward step (default 512)\n"
             "  --micro-batches 1|2  split long prefill steps in two (as the cluster does)\n"
-            "  --log-level LEVEL    error|warn|info|debug (default warn)\n");
+            "  --log-level LEVEL    error|warn|info|debug (default warn)\n"
+            "  --coordinator H:P    run on a cluster instead (or --config CLUSTER.cfg)\n");
 }
 
 static int argmax(const float *v, int n) {
@@ -33,6 +37,61 @@ static int argmax(const float *v, int n) {
     for (int i = 1; i < n; i++)
         if (v[i] > v[best]) best = i;
     return best;
+}
+
+/* --coordinator / --config: the same generation, run by a cluster. */
+static int run_remote(const char *endpoint, const char *config, const char *ids_arg, int greedy,
+                      const char *dump) {
+    char host[128];
+    int port;
+    if (mr_client_endpoint(endpoint, config, host, sizeof host, &port) != MR_OK) return 2;
+    int32_t *ids = NULL;
+    int n_ids = mr_cli_parse_ids(ids_arg, INT32_MAX, &ids);
+    if (n_ids < 0) return 2;
+    int fd = mr_client_open(host, port, MOERACK__ROLE__ROLE_CLIENT, 5000);
+    if (fd < 0) {
+        MR_LOG_ERROR(MR_LOG_CLI, "coordinator %s:%d is unreachable", host, port);
+        free(ids);
+        return 1;
+    }
+    Moerack__GenerateRequest rq = MOERACK__GENERATE_REQUEST__INIT;
+    rq.n_prompt = (size_t)n_ids;
+    rq.prompt = ids;
+    rq.max_tokens = (uint32_t)greedy;
+    rq.want_logits = dump != NULL;
+    Moerack__Envelope env = MOERACK__ENVELOPE__INIT;
+    env.msg_case = MOERACK__ENVELOPE__MSG_GENERATE_REQUEST;
+    env.generate_request = &rq;
+    Moerack__Envelope *rep = NULL;
+    int rc = 1;
+    if (mr_frame_send(fd, &env, 10000) != MR_OK || mr_frame_recv(fd, 1u << 30, -1, &rep) != MR_OK ||
+        rep->msg_case != MOERACK__ENVELOPE__MSG_GENERATE_REPLY) {
+        MR_LOG_ERROR(MR_LOG_CLI, "coordinator %s:%d closed the connection without a reply", host,
+                     port);
+        goto out;
+    }
+    const Moerack__GenerateReply *r = rep->generate_reply;
+    if (r->error) {
+        MR_LOG_ERROR(MR_LOG_CLI, "cluster: %s", r->error->message);
+        goto out;
+    }
+    for (size_t i = 0; i < r->n_tokens; i++) printf("%s%d", i ? "," : "", r->tokens[i]);
+    printf("\n");
+    if (dump) {
+        FILE *f = fopen(dump, "wb");
+        if (!f || fwrite(r->logits.data, 1, r->logits.len, f) != r->logits.len) {
+            MR_LOG_ERROR(MR_LOG_CLI, "%s: cannot write logits", dump);
+            if (f) fclose(f);
+            goto out;
+        }
+        fclose(f);
+    }
+    rc = 0;
+out:
+    mr_frame_free(rep);
+    close(fd);
+    free(ids);
+    return rc;
 }
 
 int mr_cmd_run(int argc, char **argv) {
@@ -46,9 +105,12 @@ int mr_cmd_run(int argc, char **argv) {
                                          {"log-level", required_argument, 0, 'l'},
                                          {"prompt", required_argument, 0, 'p'},
                                          {"micro-batches", required_argument, 0, 'M'},
+                                         {"coordinator", required_argument, 0, 'C'},
+                                         {"config", required_argument, 0, 'F'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *model_dir = NULL, *ids_arg = NULL, *dump = NULL, *backend = "cpu";
+    const char *coordinator = NULL, *cluster_config = NULL;
     long long greedy = 8, threads = 0, chunk = 512, micro = 1;
     mr_log_set_level(MR_LOG_LEVEL_WARN);
     optind = 1;
@@ -90,6 +152,12 @@ int mr_cmd_run(int argc, char **argv) {
                 MR_LOG_CLI,
                 "--prompt needs a tokenizer, which this build does not have yet; use --ids");
             return 2;
+        case 'C':
+            coordinator = optarg;
+            break;
+        case 'F':
+            cluster_config = optarg;
+            break;
         case 'M':
             if ((micro = mr_cli_parse_int("--micro-batches", optarg, 1, MR_MAX_MICRO_BATCHES)) < 0)
                 return 2;
@@ -102,6 +170,8 @@ int mr_cmd_run(int argc, char **argv) {
             return 2;
         }
     }
+    if (ids_arg && (coordinator || cluster_config))
+        return run_remote(coordinator, cluster_config, ids_arg, (int)greedy, dump);
     if (!model_dir || !ids_arg) {
         MR_LOG_ERROR(MR_LOG_CLI, "run: --model and --ids are required");
         usage(stderr);

@@ -11,7 +11,10 @@ static void usage(FILE *out) {
                  "commands:\n"
                  "  run      run the model on token ids (greedy), single process\n"
                  "  model    gen-tiny | inspect: make or check a checkpoint\n"
-                 "  bench    forward | membw: measure speed\n"
+                 "  bench    forward | membw | cluster: measure speed\n"
+                 "  status   health of a running cluster (exit 0 healthy, 1 degraded, 2 down, 3 "
+                 "unreachable)\n"
+                 "  config-doc  print the configuration reference (docs/config.md)\n"
                  "run `moerack <command> --help` for a command's options\n");
 }
 
@@ -25,6 +28,8 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "run") == 0) return mr_cmd_run(argc - 1, argv + 1);
     if (strcmp(cmd, "model") == 0) return mr_cmd_model(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0) return mr_cmd_bench(argc - 1, argv + 1);
+    if (strcmp(cmd, "status") == 0) return mr_cmd_status(argc - 1, argv + 1);
+    if (strcmp(cmd, "config-doc") == 0) return mr_cmd_config_doc(argc - 1, argv + 1);
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         usage(stdout);
         return 0;

@@ -383,6 +383,7 @@ mr_status mr_ckpt_load(mr_ckpt *ck, const mr_tensor_spec *spec, void *dst, mr_dt
     const mr_st_tensor *t;
     MR_CHECK(mr_ckpt_find(ck, spec->name, &f, &t));
     MR_CHECK(check_tensor(f, t, spec));
+    mr_st_prefetch(f, t);
     const void *src = mr_st_data(f, t);
     uint64_t n = mr_st_nelems(t);
     if (dst_dtype == t->dtype) {

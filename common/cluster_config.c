@@ -18,7 +18,8 @@ static const mr_opt cluster_opts[] = {
                    "checkpoint directory (config.json, model.safetensors.index.json, shards); "
                    "relative paths are relative to the config file"),
     MR_OPT_ENUM_(mr_cluster_conf, transport, transports, "tcp", "data-plane transport"),
-    MR_OPT_ENUM_(mr_cluster_conf, weight_format, formats, "bf16", "expert weight format on workers"),
+    MR_OPT_ENUM_(mr_cluster_conf, weight_format, formats, "bf16",
+                 "expert weight format on workers"),
 };
 
 static const mr_opt coord_opts[] = {
@@ -33,10 +34,12 @@ static const mr_opt coord_opts[] = {
     MR_OPT_INT_(mr_coord_conf, kv_block_tokens, 1, 4096, "16", "positions per KV cache block"),
     MR_OPT_INT_(mr_coord_conf, micro_batches, 1, 2, "2",
                 "micro-batches per step; 2 overlaps attention with the expert round trip"),
-    MR_OPT_INT_(mr_coord_conf, replicas, 1, 16, "1", "workers holding each expert (default placement)"),
+    MR_OPT_INT_(mr_coord_conf, replicas, 1, 16, "1",
+                "workers holding each expert (default placement)"),
     MR_OPT_INT_(mr_coord_conf, expert_timeout_ms, 1, 3600000, "10000",
                 "a worker that does not answer an expert batch within this is declared down"),
-    MR_OPT_INT_(mr_coord_conf, heartbeat_interval_ms, 10, 600000, "1000", "worker heartbeat period"),
+    MR_OPT_INT_(mr_coord_conf, heartbeat_interval_ms, 10, 600000, "1000",
+                "worker heartbeat period"),
     MR_OPT_INT_(mr_coord_conf, worker_timeout_ms, 10, 3600000, "5000",
                 "no message from a worker for this long: down"),
     MR_OPT_INT_(mr_coord_conf, max_frame_mb, 1, 1024, "64", "largest control-plane frame"),
@@ -60,18 +63,19 @@ static const mr_opt placement_opts[] = {
     MR_OPT_STRING_(mr_placement_conf, experts, NULL, "experts: \"all\" or ranges like \"0-15\""),
 };
 
-#define TABLE(g, o, d) {g, o, (int)(sizeof o / sizeof o[0]), d}
+#define TABLE(g, o, d)                                                                             \
+    { g, o, (int)(sizeof o / sizeof o[0]), d }
 static const mr_opt_table cluster_table =
     TABLE("cluster", cluster_opts, "What is served and how the processes talk.");
-static const mr_opt_table coord_table =
-    TABLE("coordinator", coord_opts, "The coordinator process (`moerack-coordinator --config FILE`).");
+static const mr_opt_table coord_table = TABLE(
+    "coordinator", coord_opts, "The coordinator process (`moerack-coordinator --config FILE`).");
 static const mr_opt_table worker_table =
     TABLE("workers[]", worker_opts,
           "One entry per worker process (`moerack-worker --config FILE --name NAME`).");
-static const mr_opt_table placement_table =
-    TABLE("placement[]", placement_opts,
-          "Optional explicit expert placement; when present it replaces the default (every worker a "
-          "balanced slice of every layer, `replicas` holders per expert).");
+static const mr_opt_table placement_table = TABLE(
+    "placement[]", placement_opts,
+    "Optional explicit expert placement; when present it replaces the default (every worker a "
+    "balanced slice of every layer, `replicas` holders per expert).");
 
 static const char *const top_groups[] = {"cluster", "coordinator", "workers", "placement", NULL};
 
@@ -107,8 +111,10 @@ int mr_parse_ranges(const char *s, int n, unsigned char *mask) {
         }
         if (a < 0 || b < a || b >= n) return -1;
         for (long i = a; i <= b; i++) mask[i] = 1;
-        if (*end == ',') end++;
-        else if (*end) return -1;
+        if (*end == ',')
+            end++;
+        else if (*end)
+            return -1;
         p = end;
     }
     return 0;
@@ -119,7 +125,8 @@ static int check_endpoint(const char *file, int line, const char *where, const c
     char host[128];
     int port;
     if (mr_parse_endpoint(v, host, sizeof host, &port) != MR_OK) {
-        MR_LOG_ERROR(MR_LOG_CONF, "%s:%d: %s.%s = \"%s\" is not host:port", file, line, where, key, v);
+        MR_LOG_ERROR(MR_LOG_CONF, "%s:%d: %s.%s = \"%s\" is not host:port", file, line, where, key,
+                     v);
         return 1;
     }
     return 0;
@@ -138,7 +145,8 @@ static int load_list(config_t *cf, const char *name, const mr_opt_table *t, size
     }
     int n = config_setting_length(list), errors = 0;
     if (n > MR_MAX_WORKERS * 4) {
-        MR_LOG_ERROR(MR_LOG_CONF, "%s: %s has %d entries (max %d)", file, name, n, MR_MAX_WORKERS * 4);
+        MR_LOG_ERROR(MR_LOG_CONF, "%s: %s has %d entries (max %d)", file, name, n,
+                     MR_MAX_WORKERS * 4);
         return 1;
     }
     char *arr = calloc((size_t)(n ? n : 1), item_size);
@@ -163,7 +171,8 @@ mr_status mr_cluster_config_load(const char *path, mr_cluster_config *out) {
         if (config_error_type(&cf) == CONFIG_ERR_FILE_IO)
             MR_LOG_ERROR(MR_LOG_CONF, "%s: cannot read config file", path);
         else
-            MR_LOG_ERROR(MR_LOG_CONF, "%s:%d: %s", path, config_error_line(&cf), config_error_text(&cf));
+            MR_LOG_ERROR(MR_LOG_CONF, "%s:%d: %s", path, config_error_line(&cf),
+                         config_error_text(&cf));
         config_destroy(&cf);
         return MR_ERR_INVALID;
     }
@@ -172,11 +181,13 @@ mr_status mr_cluster_config_load(const char *path, mr_cluster_config *out) {
     for (int i = 0; i < config_setting_length(root); i++) {
         config_setting_t *s = config_setting_get_elem(root, (unsigned)i);
         int known = 0;
-        for (const char *const *g = top_groups; *g; g++) known |= strcmp(*g, config_setting_name(s)) == 0;
+        for (const char *const *g = top_groups; *g; g++)
+            known |= strcmp(*g, config_setting_name(s)) == 0;
         if (!known) {
-            MR_LOG_ERROR(MR_LOG_CONF, "%s:%d: unknown top-level key '%s' (expected cluster, "
-                         "coordinator, workers, placement)", path, config_setting_source_line(s),
-                         config_setting_name(s));
+            MR_LOG_ERROR(MR_LOG_CONF,
+                         "%s:%d: unknown top-level key '%s' (expected cluster, "
+                         "coordinator, workers, placement)",
+                         path, config_setting_source_line(s), config_setting_name(s));
             errors++;
         }
     }
@@ -185,7 +196,8 @@ mr_status mr_cluster_config_load(const char *path, mr_cluster_config *out) {
     errors += mr_opt_apply(&coord_table, config_lookup(&cf, "coordinator"), path, "coordinator",
                            &out->coord) != MR_OK;
     void *items;
-    errors += load_list(&cf, "workers", &worker_table, sizeof(mr_worker_conf), path, &items, &out->n_workers);
+    errors += load_list(&cf, "workers", &worker_table, sizeof(mr_worker_conf), path, &items,
+                        &out->n_workers);
     out->workers = items;
     errors += load_list(&cf, "placement", &placement_table, sizeof(mr_placement_conf), path, &items,
                         &out->n_placement);
@@ -204,7 +216,8 @@ mr_status mr_cluster_config_load(const char *path, mr_cluster_config *out) {
                 *slash = '\0';
                 char joined[2100];
                 snprintf(joined, sizeof joined, "%s/%s", dir, out->cluster.model);
-                if (strlen(joined) < sizeof out->cluster.model) snprintf(out->cluster.model, sizeof out->cluster.model, "%s", joined);
+                if (strlen(joined) < sizeof out->cluster.model)
+                    snprintf(out->cluster.model, sizeof out->cluster.model, "%s", joined);
             }
         }
         struct stat sb;
@@ -221,22 +234,26 @@ mr_status mr_cluster_config_load(const char *path, mr_cluster_config *out) {
             errors++;
         }
         if (out->n_workers > MR_MAX_WORKERS) {
-            MR_LOG_ERROR(MR_LOG_CONF, "%s: %d workers (max %d)", path, out->n_workers, MR_MAX_WORKERS);
+            MR_LOG_ERROR(MR_LOG_CONF, "%s: %d workers (max %d)", path, out->n_workers,
+                         MR_MAX_WORKERS);
             errors++;
         }
         for (int i = 0; i < out->n_workers; i++) {
             int wline = config_setting_source_line(config_setting_get_elem(wl, (unsigned)i));
             char where[32];
             snprintf(where, sizeof where, "workers[%d]", i);
-            errors += check_endpoint(path, wline, where, "data_listen", out->workers[i].data_listen);
+            errors +=
+                check_endpoint(path, wline, where, "data_listen", out->workers[i].data_listen);
             for (int j = 0; j < i; j++) {
                 if (strcmp(out->workers[i].name, out->workers[j].name) == 0) {
-                    MR_LOG_ERROR(MR_LOG_CONF, "%s:%d: duplicate worker name \"%s\" (also workers[%d])",
-                                 path, wline, out->workers[i].name, j);
+                    MR_LOG_ERROR(MR_LOG_CONF,
+                                 "%s:%d: duplicate worker name \"%s\" (also workers[%d])", path,
+                                 wline, out->workers[i].name, j);
                     errors++;
                 } else if (strcmp(out->workers[i].data_listen, out->workers[j].data_listen) == 0) {
-                    MR_LOG_ERROR(MR_LOG_CONF, "%s:%d: workers[%d] and workers[%d] share data_listen %s",
-                                 path, wline, i, j, out->workers[i].data_listen);
+                    MR_LOG_ERROR(MR_LOG_CONF,
+                                 "%s:%d: workers[%d] and workers[%d] share data_listen %s", path,
+                                 wline, i, j, out->workers[i].data_listen);
                     errors++;
                 }
             }
@@ -250,8 +267,8 @@ mr_status mr_cluster_config_load(const char *path, mr_cluster_config *out) {
             mr_placement_conf *p = &out->placement[i];
             p->line = config_setting_source_line(config_setting_get_elem(pl, (unsigned)i));
             if (mr_cluster_config_worker_index(out, p->worker) < 0) {
-                MR_LOG_ERROR(MR_LOG_CONF, "%s:%d: placement[%d].worker \"%s\" is not in workers", path,
-                             p->line, i, p->worker);
+                MR_LOG_ERROR(MR_LOG_CONF, "%s:%d: placement[%d].worker \"%s\" is not in workers",
+                             path, p->line, i, p->worker);
                 errors++;
             }
         }
@@ -288,12 +305,13 @@ void mr_cluster_config_dump(const mr_cluster_config *c, FILE *out) {
 }
 
 void mr_cluster_config_markdown(FILE *out) {
-    fprintf(out, "# Configuration reference\n\n"
-                 "Generated by `moerack config-doc` from the option tables in "
-                 "`common/cluster_config.c`; a test keeps this file and the tables identical.\n\n"
-                 "One libconfig file describes the whole cluster; every process reads and validates "
-                 "all of it. Unknown keys, wrong types and out-of-range values are errors reported "
-                 "with file:line. Examples: `configs/local.cfg`, `configs/rack-example.cfg`.\n\n");
+    fprintf(out,
+            "# Configuration reference\n\n"
+            "Generated by `moerack config-doc` from the option tables in "
+            "`common/cluster_config.c`; a test keeps this file and the tables identical.\n\n"
+            "One libconfig file describes the whole cluster; every process reads and validates "
+            "all of it. Unknown keys, wrong types and out-of-range values are errors reported "
+            "with file:line. Examples: `configs/local.cfg`, `configs/rack-example.cfg`.\n\n");
     mr_opt_markdown(&cluster_table, out);
     mr_opt_markdown(&coord_table, out);
     mr_opt_markdown(&worker_table, out);

@@ -19,43 +19,43 @@
 
 typedef struct mr_cluster_conf {
     char name[64];
-    char model[1024];        /* checkpoint directory (config.json + shards) */
-    char transport[16];      /* data plane: "tcp" | "rdma" */
-    char weight_format[16];  /* experts: "bf16" | "int8" | "int4" */
+    char model[1024];       /* checkpoint directory (config.json + shards) */
+    char transport[16];     /* data plane: "tcp" | "rdma" */
+    char weight_format[16]; /* experts: "bf16" | "int8" | "int4" */
 } mr_cluster_conf;
 
 typedef struct mr_coord_conf {
-    char listen[128];        /* control endpoint "host:port" (workers, status, clients) */
-    char address[128];       /* endpoint workers connect to; "" = listen */
+    char listen[128];  /* control endpoint "host:port" (workers, status, clients) */
+    char address[128]; /* endpoint workers connect to; "" = listen */
     char backend[16];
     int threads;
     int max_batch_tokens;
     int max_seqs;
     long long max_context;
     int kv_block_tokens;
-    int micro_batches;       /* ping-pong micro-batches per step (1 = no overlap) */
-    int replicas;            /* holders per expert in the default placement */
-    int expert_timeout_ms;   /* a worker that does not answer a batch within this is down */
+    int micro_batches;     /* ping-pong micro-batches per step (1 = no overlap) */
+    int replicas;          /* holders per expert in the default placement */
+    int expert_timeout_ms; /* a worker that does not answer a batch within this is down */
     int heartbeat_interval_ms;
-    int worker_timeout_ms;   /* no heartbeat for this long: down */
-    int max_frame_mb;        /* largest control frame */
-    char http_listen[128];   /* OpenAI-compatible API endpoint; "" = off */
+    int worker_timeout_ms; /* no heartbeat for this long: down */
+    int max_frame_mb;      /* largest control frame */
+    char http_listen[128]; /* OpenAI-compatible API endpoint; "" = off */
 } mr_coord_conf;
 
 typedef struct mr_worker_conf {
     char name[64];
-    char data_listen[128];   /* data-plane endpoint "host:port" this worker listens on */
+    char data_listen[128]; /* data-plane endpoint "host:port" this worker listens on */
     char backend[16];
     int threads;
     long long memory_limit_mb; /* 0 = no limit */
-    int connect_retry_ms;    /* between attempts to reach the coordinator */
+    int connect_retry_ms;      /* between attempts to reach the coordinator */
 } mr_worker_conf;
 
 typedef struct mr_placement_conf {
     char worker[64];
-    char layers[256];        /* "all" or ranges "0-39,41" */
-    char experts[256];       /* "all" or ranges "0-15" */
-    int line;                /* for messages */
+    char layers[256];  /* "all" or ranges "0-39,41" */
+    char experts[256]; /* "all" or ranges "0-15" */
+    int line;          /* for messages */
 } mr_placement_conf;
 
 typedef struct mr_cluster_config {

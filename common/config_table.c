@@ -16,12 +16,22 @@ static const mr_opt *find_opt(const mr_opt_table *t, const char *name) {
 static int set_text(const mr_opt *o, const char *text, void *target) {
     char *dst = (char *)target + o->offset;
     switch (o->type) {
-    case MR_OPT_INT: *(int *)dst = (int)strtol(text, NULL, 10); return 0;
-    case MR_OPT_INT64: *(long long *)dst = strtoll(text, NULL, 10); return 0;
-    case MR_OPT_DOUBLE: *(double *)dst = strtod(text, NULL); return 0;
-    case MR_OPT_BOOL: *(int *)dst = strcmp(text, "true") == 0; return 0;
+    case MR_OPT_INT:
+        *(int *)dst = (int)strtol(text, NULL, 10);
+        return 0;
+    case MR_OPT_INT64:
+        *(long long *)dst = strtoll(text, NULL, 10);
+        return 0;
+    case MR_OPT_DOUBLE:
+        *(double *)dst = strtod(text, NULL);
+        return 0;
+    case MR_OPT_BOOL:
+        *(int *)dst = strcmp(text, "true") == 0;
+        return 0;
     case MR_OPT_STRING:
-    case MR_OPT_ENUM: snprintf(dst, o->size, "%s", text); return 0;
+    case MR_OPT_ENUM:
+        snprintf(dst, o->size, "%s", text);
+        return 0;
     }
     return -1;
 }
@@ -37,11 +47,16 @@ void mr_opt_defaults(const mr_opt_table *t, void *target) {
 static const char *type_name(mr_opt_type t) {
     switch (t) {
     case MR_OPT_INT:
-    case MR_OPT_INT64: return "integer";
-    case MR_OPT_DOUBLE: return "number";
-    case MR_OPT_BOOL: return "boolean";
-    case MR_OPT_STRING: return "string";
-    case MR_OPT_ENUM: return "string";
+    case MR_OPT_INT64:
+        return "integer";
+    case MR_OPT_DOUBLE:
+        return "number";
+    case MR_OPT_BOOL:
+        return "boolean";
+    case MR_OPT_STRING:
+        return "string";
+    case MR_OPT_ENUM:
+        return "string";
     }
     return "?";
 }
@@ -68,9 +83,12 @@ static int apply_one(const mr_opt *o, const config_setting_t *s, const char *fil
                          where, o->name, v, o->min, o->max);
             return -1;
         }
-        if (o->type == MR_OPT_INT) *(int *)dst = (int)v;
-        else if (o->type == MR_OPT_INT64) *(long long *)dst = config_setting_get_int64(s);
-        else *(double *)dst = v;
+        if (o->type == MR_OPT_INT)
+            *(int *)dst = (int)v;
+        else if (o->type == MR_OPT_INT64)
+            *(long long *)dst = config_setting_get_int64(s);
+        else
+            *(double *)dst = v;
         return 0;
     }
     case MR_OPT_BOOL:
@@ -149,19 +167,30 @@ void mr_opt_dump(const mr_opt_table *t, const void *target, FILE *out, int inden
         const char *src = (const char *)target + o->offset;
         fprintf(out, "%*s%s = ", indent, "", o->name);
         switch (o->type) {
-        case MR_OPT_INT: fprintf(out, "%d", *(const int *)src); break;
-        case MR_OPT_INT64: fprintf(out, "%lldL", *(const long long *)src); break;
-        case MR_OPT_DOUBLE: fprintf(out, "%.17g", *(const double *)src); break;
-        case MR_OPT_BOOL: fprintf(out, "%s", *(const int *)src ? "true" : "false"); break;
+        case MR_OPT_INT:
+            fprintf(out, "%d", *(const int *)src);
+            break;
+        case MR_OPT_INT64:
+            fprintf(out, "%lldL", *(const long long *)src);
+            break;
+        case MR_OPT_DOUBLE:
+            fprintf(out, "%.17g", *(const double *)src);
+            break;
+        case MR_OPT_BOOL:
+            fprintf(out, "%s", *(const int *)src ? "true" : "false");
+            break;
         case MR_OPT_STRING:
-        case MR_OPT_ENUM: fprintf(out, "\"%s\"", src); break;
+        case MR_OPT_ENUM:
+            fprintf(out, "\"%s\"", src);
+            break;
         }
         fprintf(out, ";\n");
     }
 }
 
 void mr_opt_markdown(const mr_opt_table *t, FILE *out) {
-    fprintf(out, "### `%s`\n\n%s\n\n| key | type | default | range | meaning |\n|---|---|---|---|---|\n",
+    fprintf(out,
+            "### `%s`\n\n%s\n\n| key | type | default | range | meaning |\n|---|---|---|---|---|\n",
             t->group, t->doc);
     for (int i = 0; i < t->n_opts; i++) {
         const mr_opt *o = &t->opts[i];

@@ -32,24 +32,25 @@ typedef struct mr_opt {
     const char *name;
     mr_opt_type type;
     size_t offset;
-    size_t size;               /* strings: capacity of the char array */
-    const char *dflt;          /* default as text; NULL means required */
-    double min, max;           /* numbers: inclusive bounds */
+    size_t size;                /* strings: capacity of the char array */
+    const char *dflt;           /* default as text; NULL means required */
+    double min, max;            /* numbers: inclusive bounds */
     const char *const *choices; /* enums: NULL-terminated */
     const char *doc;
 } mr_opt;
 
 #define MR_OPT_INT_(T, f, lo, hi, d, doc)                                                          \
-    {#f, MR_OPT_INT, offsetof(T, f), sizeof(((T *)0)->f), d, lo, hi, NULL, doc}
+    { #f, MR_OPT_INT, offsetof(T, f), sizeof(((T *)0)->f), d, lo, hi, NULL, doc }
 #define MR_OPT_INT64_(T, f, lo, hi, d, doc)                                                        \
-    {#f, MR_OPT_INT64, offsetof(T, f), sizeof(((T *)0)->f), d, lo, hi, NULL, doc}
+    { #f, MR_OPT_INT64, offsetof(T, f), sizeof(((T *)0)->f), d, lo, hi, NULL, doc }
 #define MR_OPT_DOUBLE_(T, f, lo, hi, d, doc)                                                       \
-    {#f, MR_OPT_DOUBLE, offsetof(T, f), sizeof(((T *)0)->f), d, lo, hi, NULL, doc}
-#define MR_OPT_BOOL_(T, f, d, doc) {#f, MR_OPT_BOOL, offsetof(T, f), sizeof(int), d, 0, 1, NULL, doc}
+    { #f, MR_OPT_DOUBLE, offsetof(T, f), sizeof(((T *)0)->f), d, lo, hi, NULL, doc }
+#define MR_OPT_BOOL_(T, f, d, doc)                                                                 \
+    { #f, MR_OPT_BOOL, offsetof(T, f), sizeof(int), d, 0, 1, NULL, doc }
 #define MR_OPT_STRING_(T, f, d, doc)                                                               \
-    {#f, MR_OPT_STRING, offsetof(T, f), sizeof(((T *)0)->f), d, 0, 0, NULL, doc}
+    { #f, MR_OPT_STRING, offsetof(T, f), sizeof(((T *)0)->f), d, 0, 0, NULL, doc }
 #define MR_OPT_ENUM_(T, f, choices, d, doc)                                                        \
-    {#f, MR_OPT_ENUM, offsetof(T, f), sizeof(((T *)0)->f), d, 0, 0, choices, doc}
+    { #f, MR_OPT_ENUM, offsetof(T, f), sizeof(((T *)0)->f), d, 0, 0, choices, doc }
 
 typedef struct mr_opt_table {
     const char *group; /* "coordinator", "workers[]", ... (for messages and docs) */

@@ -232,6 +232,10 @@ mr_status mr_st_open(const char *path, mr_st_file **out) {
         st = MR_ERR_IO;
         goto err_close;
     }
+    /* No readahead around faults: a process reads exactly the tensors it loads (a worker holding
+     * a few experts must not pull its neighbours' bytes off a shared disk). mr_st_prefetch()
+     * asks for a tensor's whole range at once. */
+    madvise(map, size, MADV_RANDOM);
     uint64_t hlen = 0;
     for (int i = 7; i >= 0; i--) hlen = (hlen << 8) | map[i];
     if (hlen > MR_ST_MAX_HEADER || hlen > size - 8) {
@@ -381,4 +385,12 @@ out:
     free(hdr);
     json_decref(root);
     return st;
+}
+
+void mr_st_prefetch(const mr_st_file *f, const mr_st_tensor *t) {
+    if (!f->map || t->end == t->begin) return;
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)(f->map + f->data_start + t->begin) & ~(page - 1);
+    uintptr_t b = (uintptr_t)(f->map + f->data_start + t->end);
+    madvise((void *)a, b - a, MADV_WILLNEED);
 }

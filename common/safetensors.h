@@ -47,6 +47,9 @@ int mr_st_count(const mr_st_file *f);
 const mr_st_tensor *mr_st_at(const mr_st_file *f, int i);
 const mr_st_tensor *mr_st_find(const mr_st_file *f, const char *name);
 const void *mr_st_data(const mr_st_file *f, const mr_st_tensor *t);
+/* Asks the kernel to read a tensor's byte range ahead of use (files are mapped without
+ * readahead, so only the tensors used are ever read). */
+void mr_st_prefetch(const mr_st_file *f, const mr_st_tensor *t);
 /* Value of a "__metadata__" entry, or NULL. */
 const char *mr_st_metadata(const mr_st_file *f, const char *key);
 uint64_t mr_st_nelems(const mr_st_tensor *t);

@@ -282,6 +282,10 @@ err:
     return st;
 }
 
+const mr_model_params *mr_model_params_of(const mr_model *m) {
+    return &m->params;
+}
+
 const mr_model_config *mr_model_config_of(const mr_model *m) {
     return &m->cfg;
 }

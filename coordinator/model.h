@@ -63,6 +63,7 @@ mr_status mr_model_create(mr_ckpt *ck, const mr_model_params *p, mr_model **out)
 void mr_model_destroy(mr_model *m);
 
 const mr_model_config *mr_model_config_of(const mr_model *m);
+const mr_model_params *mr_model_params_of(const mr_model *m);
 mr_backend *mr_model_backend(mr_model *m);
 mr_state_pool *mr_model_states(mr_model *m);
 void mr_model_set_moe_provider(mr_model *m, mr_moe_provider p);

@@ -34,14 +34,16 @@ mr_status mr_dp_header_check(const mr_dp_header *h, const mr_dp_limits *lim, uns
         FAIL("unexpected message kind %u", h->kind);
     if (h->reserved != 0) FAIL("reserved field is %u, must be 0", h->reserved);
     if (h->payload_bytes > lim->max_payload)
-        FAIL("payload of %llu bytes exceeds the limit of %llu", (unsigned long long)h->payload_bytes,
-             (unsigned long long)lim->max_payload);
+        FAIL("payload of %llu bytes exceeds the limit of %llu",
+             (unsigned long long)h->payload_bytes, (unsigned long long)lim->max_payload);
     switch (h->kind) {
     case MR_DP_HELLO:
         if (h->payload_bytes != 0) FAIL("hello carries a payload");
         return MR_OK;
-    case MR_DP_ERROR: return MR_OK;
-    default: break;
+    case MR_DP_ERROR:
+        return MR_OK;
+    default:
+        break;
     }
     if (h->layer >= lim->n_layers) FAIL("layer %u out of range [0, %u)", h->layer, lim->n_layers);
     if (h->n_tokens == 0 || h->n_tokens > lim->max_tokens)
@@ -50,10 +52,11 @@ mr_status mr_dp_header_check(const mr_dp_header *h, const mr_dp_limits *lim, uns
     if (h->kind == MR_DP_REQUEST) {
         if (h->top_k != lim->top_k) FAIL("top_k %u, expected %u", h->top_k, lim->top_k);
         if (h->dtype != MR_DP_F32 && h->dtype != MR_DP_BF16) FAIL("unknown dtype %u", h->dtype);
-        uint64_t want = mr_dp_request_bytes(h->n_tokens, h->top_k, h->hidden, (mr_dp_dtype)h->dtype);
+        uint64_t want =
+            mr_dp_request_bytes(h->n_tokens, h->top_k, h->hidden, (mr_dp_dtype)h->dtype);
         if (h->payload_bytes != want)
-            FAIL("request payload of %llu bytes, expected %llu", (unsigned long long)h->payload_bytes,
-                 (unsigned long long)want);
+            FAIL("request payload of %llu bytes, expected %llu",
+                 (unsigned long long)h->payload_bytes, (unsigned long long)want);
     } else {
         uint64_t want = mr_dp_reply_bytes(h->n_tokens, h->hidden);
         if (h->payload_bytes != want)

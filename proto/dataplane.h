@@ -6,10 +6,10 @@
  *                  assignment epoch the worker received on its control connection; no payload.
  *   MR_DP_REQUEST  coordinator -> worker: ids int32 [n][k] (expert id, or -1 for a slot this worker
  *                  does not serve), weights f32 [n][k], activations `dtype` [n][hidden].
- *   MR_DP_REPLY    worker -> coordinator: f32 [n][hidden], Σ over served slots of weight · expert(x),
- *                  summed in slot order; `seq`, `layer` and `micro_batch` echo the request.
- *   MR_DP_ERROR    either way: payload is a UTF-8 message; the connection is closed after it.
- * Hosts are little-endian (x86-64, aarch64); the build refuses big-endian targets. */
+ *   MR_DP_REPLY    worker -> coordinator: f32 [n][hidden], Σ over served slots of weight ·
+ * expert(x), summed in slot order; `seq`, `layer` and `micro_batch` echo the request. MR_DP_ERROR
+ * either way: payload is a UTF-8 message; the connection is closed after it. Hosts are
+ * little-endian (x86-64, aarch64); the build refuses big-endian targets. */
 #ifndef MR_DATAPLANE_H
 #define MR_DATAPLANE_H
 

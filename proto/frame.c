@@ -111,7 +111,8 @@ mr_status mr_frame_recv(int fd, size_t max_frame, int timeout_ms, Moerack__Envel
     uint64_t deadline = deadline_of(timeout_ms);
     uint8_t hdr[4];
     MR_CHECK(read_all(fd, hdr, 4, deadline));
-    uint32_t n = (uint32_t)hdr[0] | (uint32_t)hdr[1] << 8 | (uint32_t)hdr[2] << 16 | (uint32_t)hdr[3] << 24;
+    uint32_t n =
+        (uint32_t)hdr[0] | (uint32_t)hdr[1] << 8 | (uint32_t)hdr[2] << 16 | (uint32_t)hdr[3] << 24;
     if (n == 0 || n > max_frame) {
         MR_LOG_ERROR(MR_LOG_NET, "control frame of %u bytes is outside [1, %zu]", n, max_frame);
         return MR_ERR_PROTO;
@@ -174,20 +175,34 @@ mr_status mr_frame_reader_next(mr_frame_reader *r, Moerack__Envelope **out) {
 
 const char *mr_frame_msg_name(const Moerack__Envelope *env) {
     switch (env->msg_case) {
-    case MOERACK__ENVELOPE__MSG_HELLO: return "hello";
-    case MOERACK__ENVELOPE__MSG_WELCOME: return "welcome";
-    case MOERACK__ENVELOPE__MSG_ASSIGN: return "assign";
-    case MOERACK__ENVELOPE__MSG_LOAD_PROGRESS: return "load_progress";
-    case MOERACK__ENVELOPE__MSG_READY: return "ready";
-    case MOERACK__ENVELOPE__MSG_HEARTBEAT: return "heartbeat";
-    case MOERACK__ENVELOPE__MSG_DRAIN: return "drain";
-    case MOERACK__ENVELOPE__MSG_SHUTDOWN: return "shutdown";
-    case MOERACK__ENVELOPE__MSG_ERROR: return "error";
-    case MOERACK__ENVELOPE__MSG_STATUS_REQUEST: return "status_request";
-    case MOERACK__ENVELOPE__MSG_STATUS_REPLY: return "status_reply";
-    case MOERACK__ENVELOPE__MSG_GENERATE_REQUEST: return "generate_request";
-    case MOERACK__ENVELOPE__MSG_GENERATE_REPLY: return "generate_reply";
-    default: return "unknown";
+    case MOERACK__ENVELOPE__MSG_HELLO:
+        return "hello";
+    case MOERACK__ENVELOPE__MSG_WELCOME:
+        return "welcome";
+    case MOERACK__ENVELOPE__MSG_ASSIGN:
+        return "assign";
+    case MOERACK__ENVELOPE__MSG_LOAD_PROGRESS:
+        return "load_progress";
+    case MOERACK__ENVELOPE__MSG_READY:
+        return "ready";
+    case MOERACK__ENVELOPE__MSG_HEARTBEAT:
+        return "heartbeat";
+    case MOERACK__ENVELOPE__MSG_DRAIN:
+        return "drain";
+    case MOERACK__ENVELOPE__MSG_SHUTDOWN:
+        return "shutdown";
+    case MOERACK__ENVELOPE__MSG_ERROR:
+        return "error";
+    case MOERACK__ENVELOPE__MSG_STATUS_REQUEST:
+        return "status_request";
+    case MOERACK__ENVELOPE__MSG_STATUS_REPLY:
+        return "status_reply";
+    case MOERACK__ENVELOPE__MSG_GENERATE_REQUEST:
+        return "generate_request";
+    case MOERACK__ENVELOPE__MSG_GENERATE_REPLY:
+        return "generate_reply";
+    default:
+        return "unknown";
     }
 }
 

@@ -14,8 +14,8 @@
 #include "common/status.h"
 #include "proto/moerack.pb-c.h"
 
-#define MR_PROTO_MAJOR 1
-#define MR_PROTO_MINOR 0
+#define MR_PROTO_MAJOR       1
+#define MR_PROTO_MINOR       0
 #define MR_FRAME_MAX_DEFAULT (32u << 20)
 
 /* Decodes one envelope from `len` bytes; NULL-safe free with mr_frame_free. */

@@ -18,6 +18,9 @@
 #include "common/status.h"
 #include "proto/dataplane.h"
 
+/* Once a message has started arriving, the rest must arrive within this. */
+#define MR_XPORT_BODY_TIMEOUT_MS 30000
+
 typedef struct mr_xport_conn mr_xport_conn;
 typedef struct mr_xport_listener mr_xport_listener;
 
@@ -41,6 +44,7 @@ typedef struct mr_xport_ops {
     mr_status (*connect)(const mr_xport_params *p, const char *host, int port, int timeout_ms,
                          mr_xport_conn **out);
     mr_status (*send)(mr_xport_conn *c, const mr_dp_header *h, const void *payload);
+    /* timeout_ms bounds the wait for a message to start (MR_ERR_TIMEOUT: nothing consumed). */
     mr_status (*recv)(mr_xport_conn *c, mr_dp_header *h, void *buf, size_t cap, int timeout_ms);
     void (*close)(mr_xport_conn *c);
     /* Peer address as "host:port", for logs and status. */

@@ -149,7 +149,9 @@ static void tcp_listener_close(mr_xport_listener *l) {
     free(l);
 }
 
-static int tcp_listener_fd(mr_xport_listener *l) { return l->fd; }
+static int tcp_listener_fd(mr_xport_listener *l) {
+    return l->fd;
+}
 
 static mr_status tcp_connect(const mr_xport_params *p, const char *host, int port, int timeout_ms,
                              mr_xport_conn **out) {
@@ -235,11 +237,19 @@ static mr_status read_all(int fd, void *buf, size_t n, uint64_t deadline) {
 
 static mr_status tcp_recv(mr_xport_conn *c, mr_dp_header *h, void *buf, size_t cap,
                           int timeout_ms) {
-    uint64_t deadline = deadline_of(timeout_ms);
-    MR_CHECK(read_all(c->fd, h, sizeof *h, deadline));
+    /* timeout_ms bounds the wait for a message to start; once its first byte is here, the rest
+     * must follow within MR_XPORT_BODY_TIMEOUT_MS or the connection is broken. A timeout before
+     * the start consumes nothing, so the caller may simply call again. */
+    MR_CHECK(wait_fd(c->fd, POLLIN, deadline_of(timeout_ms)));
+    uint64_t deadline = deadline_of(MR_XPORT_BODY_TIMEOUT_MS);
+    mr_status st = read_all(c->fd, h, sizeof *h, deadline);
+    if (st != MR_OK) return st == MR_ERR_TIMEOUT ? MR_ERR_PROTO : st;
     if (h->magic != MR_DP_MAGIC || h->version != MR_DP_VERSION) return MR_ERR_PROTO;
     if (h->payload_bytes > cap) return MR_ERR_PROTO;
-    if (h->payload_bytes) MR_CHECK(read_all(c->fd, buf, (size_t)h->payload_bytes, deadline));
+    if (h->payload_bytes) {
+        st = read_all(c->fd, buf, (size_t)h->payload_bytes, deadline);
+        if (st != MR_OK) return st == MR_ERR_TIMEOUT ? MR_ERR_PROTO : st;
+    }
     return MR_OK;
 }
 
@@ -249,7 +259,9 @@ static void tcp_close(mr_xport_conn *c) {
     free(c);
 }
 
-static const char *tcp_peer(mr_xport_conn *c) { return c->peer; }
+static const char *tcp_peer(mr_xport_conn *c) {
+    return c->peer;
+}
 
 const mr_xport_ops mr_xport_tcp_ops = {
     .name = "tcp",

@@ -1,0 +1,59 @@
+#include "cli/cluster_client.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/cluster_config.h"
+#include "common/config_table.h"
+#include "common/log.h"
+#include "proto/sock.h"
+
+mr_status mr_client_endpoint(const char *endpoint, const char *config, char *host, size_t cap,
+                             int *port) {
+    if (endpoint) {
+        if (mr_parse_endpoint(endpoint, host, cap, port) != MR_OK) {
+            MR_LOG_ERROR(MR_LOG_CLI, "--coordinator: '%s' is not host:port", endpoint);
+            return MR_ERR_INVALID;
+        }
+        return MR_OK;
+    }
+    if (!config) {
+        MR_LOG_ERROR(MR_LOG_CLI, "give --coordinator HOST:PORT or --config FILE");
+        return MR_ERR_INVALID;
+    }
+    mr_cluster_config cc;
+    if (mr_cluster_config_load(config, &cc) != MR_OK) return MR_ERR_INVALID;
+    const char *addr = cc.coord.address[0] ? cc.coord.address : cc.coord.listen;
+    mr_status st = mr_parse_endpoint(addr, host, cap, port);
+    mr_cluster_config_free(&cc);
+    return st;
+}
+
+int mr_client_open(const char *host, int port, Moerack__Role role, int timeout_ms) {
+    int fd = mr_sock_connect(host, port, timeout_ms);
+    if (fd < 0) return -1;
+    Moerack__Hello hello = MOERACK__HELLO__INIT;
+    hello.proto_major = MR_PROTO_MAJOR;
+    hello.proto_minor = MR_PROTO_MINOR;
+    hello.role = role;
+    hello.node_name = "moerack-cli";
+    Moerack__Envelope env = MOERACK__ENVELOPE__INIT;
+    env.msg_case = MOERACK__ENVELOPE__MSG_HELLO;
+    env.hello = &hello;
+    Moerack__Envelope *rep = NULL;
+    if (mr_frame_send(fd, &env, timeout_ms) != MR_OK ||
+        mr_frame_recv(fd, MR_FRAME_MAX_DEFAULT, timeout_ms, &rep) != MR_OK) {
+        close(fd);
+        return -1;
+    }
+    int ok = rep->msg_case == MOERACK__ENVELOPE__MSG_WELCOME;
+    if (!ok && rep->msg_case == MOERACK__ENVELOPE__MSG_ERROR)
+        MR_LOG_ERROR(MR_LOG_CLI, "coordinator refused: %s", rep->error->message);
+    mr_frame_free(rep);
+    if (!ok) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}

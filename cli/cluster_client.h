@@ -1,0 +1,15 @@
+/* cluster_client.h — the CLI side of the coordinator's control port (status and generation). */
+#ifndef MR_CLUSTER_CLIENT_H
+#define MR_CLUSTER_CLIENT_H
+
+#include "common/status.h"
+#include "proto/frame.h"
+
+/* Resolves the coordinator endpoint from --coordinator HOST:PORT or a cluster --config file
+ * (coordinator.address, else listen). Logs and fails when neither gives one. */
+mr_status mr_client_endpoint(const char *endpoint, const char *config, char *host, size_t cap,
+                             int *port);
+/* Connects and exchanges Hello (with `role`) / Welcome; returns the socket or -1. */
+int mr_client_open(const char *host, int port, Moerack__Role role, int timeout_ms);
+
+#endif

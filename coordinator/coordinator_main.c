@@ -1,0 +1,115 @@
+/* coordinator_main.c — `moerack-coordinator --config FILE`.
+ *
+ * Loads the non-expert weights, computes the placement, accepts workers and serves requests until
+ * SIGINT/SIGTERM. */
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/checkpoint.h"
+#include "common/cluster_config.h"
+#include "common/log.h"
+#include "coordinator/cluster.h"
+#include "coordinator/dispatcher.h"
+#include "coordinator/engine.h"
+#include "coordinator/model.h"
+#include "coordinator/placement.h"
+
+static mr_cluster *g_cluster; /* for the signal handler only */
+
+static void on_signal(int sig) {
+    (void)sig;
+    if (g_cluster) mr_cluster_stop(g_cluster);
+}
+
+static void usage(FILE *out) {
+    fprintf(out, "usage: moerack-coordinator --config FILE [--log-level LEVEL] [--dump-config]\n");
+}
+
+int main(int argc, char **argv) {
+    static const struct option opts[] = {{"config", required_argument, 0, 'c'},
+                                         {"log-level", required_argument, 0, 'l'},
+                                         {"dump-config", no_argument, 0, 'd'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    const char *config = NULL;
+    int dump = 0, o;
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (o) {
+        case 'c': config = optarg; break;
+        case 'd': dump = 1; break;
+        case 'l': {
+            int lv = mr_log_level_parse(optarg);
+            if (lv < 0) {
+                fprintf(stderr, "error: --log-level: unknown level '%s'\n", optarg);
+                return 2;
+            }
+            mr_log_set_level((mr_log_level)lv);
+            break;
+        }
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (!config) {
+        usage(stderr);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    mr_cluster_config cc;
+    if (mr_cluster_config_load(config, &cc) != MR_OK) return 1;
+    if (dump) {
+        mr_cluster_config_dump(&cc, stdout);
+        mr_cluster_config_free(&cc);
+        return 0;
+    }
+    int rc = 1;
+    mr_ckpt *ck = NULL;
+    mr_model *m = NULL;
+    mr_placement pl = {0};
+    mr_cluster *cl = NULL;
+    mr_dispatcher *d = NULL;
+    mr_engine *e = NULL;
+    if (mr_ckpt_open(cc.cluster.model, &ck) != MR_OK) goto out;
+    const mr_model_config *mc = mr_ckpt_config(ck);
+    if (mr_placement_build(&cc, mc, &pl) != MR_OK) goto out;
+    mr_model_params mp;
+    mr_model_params_default(&mp);
+    mp.backend = cc.coord.backend;
+    mp.n_threads = cc.coord.threads;
+    mp.max_batch_tokens = cc.coord.max_batch_tokens;
+    mp.max_seqs = cc.coord.max_seqs;
+    mp.max_context = cc.coord.max_context;
+    mp.kv_block_tokens = cc.coord.kv_block_tokens;
+    mp.load_experts = 0;
+    mp.micro_batches = cc.coord.micro_batches;
+    if (mr_model_create(ck, &mp, &m) != MR_OK) goto out;
+    size_t nonexpert = mr_model_weight_bytes(m, NULL);
+    MR_LOG_INFO(MR_LOG_CORE, "coordinator %s: %.1f MB of non-expert weights, %d workers expected, %s data plane",
+                cc.cluster.name, (double)nonexpert / 1e6, cc.n_workers, cc.cluster.transport);
+    if (mr_cluster_create(&cc, mc, &pl, &cl) != MR_OK) goto out;
+    if (mr_dispatcher_create(cl, &pl, mc, cc.coord.max_batch_tokens, cc.coord.expert_timeout_ms, &d) != MR_OK)
+        goto out;
+    mr_model_set_moe_provider(m, mr_dispatcher_provider(d));
+    if (mr_engine_create(m, cl, d, &e) != MR_OK) goto out;
+    mr_cluster_set_job_handler(cl, mr_engine_submit, e);
+    g_cluster = cl;
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    MR_LOG_INFO(MR_LOG_CORE, "listening on %s", cc.coord.listen);
+    rc = mr_cluster_run(cl) == MR_OK ? 0 : 1;
+    MR_LOG_INFO(MR_LOG_CORE, "shutting down");
+out:
+    mr_engine_destroy(e);
+    g_cluster = NULL;
+    mr_dispatcher_destroy(d);
+    mr_cluster_destroy(cl);
+    mr_model_destroy(m);
+    mr_placement_free(&pl);
+    mr_ckpt_close(ck);
+    mr_cluster_config_free(&cc);
+    return rc;
+}

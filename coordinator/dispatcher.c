@@ -1,0 +1,282 @@
+#include "coordinator/dispatcher.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/arena.h"
+#include "common/check.h"
+#include "common/log.h"
+#include "common/timeutil.h"
+
+/* What was sent to one worker for one micro-batch. */
+typedef struct sent {
+    int active;       /* a request is in flight */
+    int n;            /* tokens in it */
+    int32_t *tokens;  /* [max_tokens] token index (within the micro-batch) of each row */
+    uint32_t seq;
+    uint64_t t_sent;
+} sent;
+
+typedef struct wconn {
+    mr_xport_conn *conn;
+    void *req;        /* request payload buffer */
+    float *reply;     /* [max_tokens][hidden] */
+    sent mb[MR_MAX_MICRO_BATCHES];
+} wconn;
+
+/* The arguments of a micro-batch between dispatch and combine. */
+typedef struct mb_call {
+    int layer, n, k;
+    const float *x;
+    const int32_t *ids;
+    const float *wts;
+    int32_t *holder; /* [n][k] worker serving each slot, -1 if none */
+} mb_call;
+
+struct mr_dispatcher {
+    mr_cluster *cl;
+    const mr_placement *pl;
+    const mr_xport_ops *x;
+    int W, hidden, top_k, max_tokens, timeout_ms;
+    wconn *w;
+    mb_call calls[MR_MAX_MICRO_BATCHES];
+    uint32_t next_seq;
+    char last_error[512];
+};
+
+static int live(mr_dispatcher *d, int w) { return d->w[w].conn != NULL && mr_cluster_worker_ready(d->cl, w); }
+
+static void drop(mr_dispatcher *d, int w, const char *why) {
+    if (d->w[w].conn) d->x->close(d->w[w].conn);
+    d->w[w].conn = NULL;
+    for (int i = 0; i < MR_MAX_MICRO_BATCHES; i++) d->w[w].mb[i].active = 0;
+    mr_cluster_worker_failed(d->cl, w, why);
+}
+
+int mr_dispatcher_refresh(mr_dispatcher *d) {
+    for (int w = 0; w < d->W; w++) {
+        mr_xport_conn *p = mr_cluster_take_pending(d->cl, w);
+        if (p) {
+            if (d->w[w].conn) d->x->close(d->w[w].conn);
+            d->w[w].conn = p;
+            for (int i = 0; i < MR_MAX_MICRO_BATCHES; i++) d->w[w].mb[i].active = 0;
+        }
+    }
+    int uncovered = 0;
+    for (int l = 0; l < d->pl->n_layers; l++)
+        for (int e = 0; e < d->pl->n_experts; e++) {
+            int ok = 0;
+            for (int w = 0; w < d->W && !ok; w++) ok = mr_placement_holds(d->pl, w, l, e) && live(d, w);
+            uncovered += !ok;
+        }
+    return uncovered;
+}
+
+/* Chooses a live holder for (layer, expert), skipping `exclude`; -1 if none. */
+static int pick_holder(mr_dispatcher *d, int layer, int e, int exclude) {
+    for (int w = 0; w < d->W; w++)
+        if (w != exclude && mr_placement_holds(d->pl, w, layer, e) && live(d, w)) return w;
+    return -1;
+}
+
+/* Sends worker w the slots of `call` whose holder is w. */
+static mr_status send_to(mr_dispatcher *d, int w, int mbi, const mb_call *call) {
+    wconn *wc = &d->w[w];
+    sent *s = &wc->mb[mbi];
+    const int k = call->k, H = d->hidden;
+    int n = 0;
+    for (int t = 0; t < call->n; t++) {
+        int any = 0;
+        for (int j = 0; j < k; j++) any |= call->holder[t * k + j] == w;
+        if (any) s->tokens[n++] = t;
+    }
+    s->active = 0;
+    if (n == 0) return MR_OK;
+    int32_t *ids = wc->req;
+    float *wts = (float *)(ids + (size_t)n * k), *x = wts + (size_t)n * k;
+    for (int i = 0; i < n; i++) {
+        int t = s->tokens[i];
+        for (int j = 0; j < k; j++) {
+            int mine = call->holder[t * k + j] == w;
+            ids[i * k + j] = mine ? call->ids[t * k + j] : -1;
+            wts[i * k + j] = mine ? call->wts[t * k + j] : 0.0f;
+        }
+        memcpy(x + (size_t)i * H, call->x + (size_t)t * H, (size_t)H * sizeof(float));
+    }
+    mr_dp_header h;
+    mr_dp_header_init(&h, MR_DP_REQUEST);
+    h.layer = (uint16_t)call->layer;
+    h.micro_batch = (uint16_t)mbi;
+    h.seq = s->seq = ++d->next_seq;
+    h.n_tokens = (uint32_t)n;
+    h.top_k = (uint16_t)k;
+    h.dtype = MR_DP_F32;
+    h.hidden = (uint32_t)H;
+    h.payload_bytes = mr_dp_request_bytes((uint32_t)n, (uint32_t)k, (uint32_t)H, MR_DP_F32);
+    s->t_sent = mr_now_ns();
+    mr_status st = d->x->send(wc->conn, &h, wc->req);
+    if (st != MR_OK) return st;
+    s->active = 1;
+    s->n = n;
+    return MR_OK;
+}
+
+/* Receives worker w's reply for micro-batch mbi and adds it into out. */
+static mr_status recv_from(mr_dispatcher *d, int w, int mbi, const mb_call *call, float *out,
+                           char *why, size_t cap) {
+    wconn *wc = &d->w[w];
+    sent *s = &wc->mb[mbi];
+    mr_dp_header h;
+    mr_status st = d->x->recv(wc->conn, &h, wc->reply, (size_t)d->max_tokens * d->hidden * 4, d->timeout_ms);
+    if (st != MR_OK) {
+        snprintf(why, cap, "%s", st == MR_ERR_TIMEOUT ? "no answer within expert_timeout_ms"
+                                 : st == MR_ERR_PROTO ? "malformed reply" : "connection lost");
+        return st;
+    }
+    if (h.kind == MR_DP_ERROR) {
+        snprintf(why, cap, "worker reported an error");
+        return MR_ERR_PROTO;
+    }
+    mr_dp_limits lim = {(uint32_t)d->pl->n_layers, (uint32_t)d->max_tokens, (uint32_t)d->top_k,
+                        (uint32_t)d->hidden, (uint64_t)d->max_tokens * d->hidden * 4};
+    char hwhy[120] = "fields differ";
+    if (mr_dp_header_check(&h, &lim, 1u << MR_DP_REPLY, hwhy, sizeof hwhy) != MR_OK ||
+        h.seq != s->seq || h.micro_batch != mbi || h.layer != call->layer || (int)h.n_tokens != s->n) {
+        snprintf(why, cap, "reply does not match its request (%.120s)", hwhy);
+        return MR_ERR_PROTO;
+    }
+    mr_cluster_record_rtt(d->cl, w, (double)(mr_now_ns() - s->t_sent) / 1000.0);
+    const int H = d->hidden;
+    for (int i = 0; i < s->n; i++) {
+        float *o = out + (size_t)s->tokens[i] * H;
+        const float *r = wc->reply + (size_t)i * H;
+        for (int c = 0; c < H; c++) o[c] += r[c];
+    }
+    s->active = 0;
+    return MR_OK;
+}
+
+#define SLOT_DONE (-2) /* holder value of a slot whose contribution is already in `out` */
+
+/* Gives every pending slot whose holder is gone a live holder; fails if one has none. */
+static mr_status assign_pending(mr_dispatcher *d, mb_call *call) {
+    for (int i = 0; i < call->n * call->k; i++) {
+        int h = call->holder[i];
+        if (h == SLOT_DONE || (h >= 0 && live(d, h))) continue;
+        int w = pick_holder(d, call->layer, call->ids[i], -1);
+        if (w < 0) {
+            snprintf(d->last_error, sizeof d->last_error,
+                     "layer %d expert %d has no live holder (its workers are down)", call->layer,
+                     call->ids[i]);
+            MR_LOG_ERROR(MR_LOG_SCHED, "%s", d->last_error);
+            return MR_ERR_CLOSED;
+        }
+        call->holder[i] = w;
+    }
+    return MR_OK;
+}
+
+/* Sends each live worker its pending slots; a worker whose send fails is dropped and its slots
+ * stay pending (assign_pending moves them). */
+static void send_round(mr_dispatcher *d, int mbi, const mb_call *call) {
+    for (int w = 0; w < d->W; w++) {
+        d->w[w].mb[mbi].active = 0;
+        if (!d->w[w].conn) continue;
+        if (send_to(d, w, mbi, call) != MR_OK) drop(d, w, "sending an expert batch failed");
+    }
+}
+
+static mr_status do_dispatch(void *ctx, int layer, int mbi, const float *x, int n, int k,
+                             const int32_t *ids, const float *wts) {
+    mr_dispatcher *d = ctx;
+    mb_call *call = &d->calls[mbi];
+    *call = (mb_call){layer, n, k, x, ids, wts, call->holder};
+    for (int i = 0; i < n * k; i++) call->holder[i] = -1;
+    MR_CHECK(assign_pending(d, call));
+    send_round(d, mbi, call);
+    return MR_OK;
+}
+
+/* Collects the replies; slots of a worker that failed are redone on other holders, in rounds,
+ * until every slot is in `out` or one has no live holder left. */
+static mr_status do_combine(void *ctx, int layer, int mbi, float *out) {
+    mr_dispatcher *d = ctx;
+    mb_call *call = &d->calls[mbi];
+    const int k = call->k;
+    memset(out, 0, (size_t)call->n * d->hidden * sizeof(float));
+    for (int round = 0; round <= d->W; round++) {
+        for (int w = 0; w < d->W; w++) {
+            sent *s = &d->w[w].mb[mbi];
+            if (!s->active) continue;
+            char why[200] = "";
+            if (!d->w[w].conn || recv_from(d, w, mbi, call, out, why, sizeof why) != MR_OK) {
+                char msg[300];
+                snprintf(msg, sizeof msg, "expert batch for layer %d: %s", layer,
+                         why[0] ? why : "connection lost");
+                drop(d, w, msg);
+                continue;
+            }
+            for (int i = 0; i < s->n; i++)
+                for (int j = 0; j < k; j++)
+                    if (call->holder[s->tokens[i] * k + j] == w) call->holder[s->tokens[i] * k + j] = SLOT_DONE;
+        }
+        int pending = 0;
+        for (int i = 0; i < call->n * k; i++) pending += call->holder[i] != SLOT_DONE;
+        if (!pending) return MR_OK;
+        MR_CHECK(assign_pending(d, call));
+        MR_LOG_WARN(MR_LOG_SCHED, "layer %d: redoing %d expert slots on other holders", layer, pending);
+        send_round(d, mbi, call);
+    }
+    snprintf(d->last_error, sizeof d->last_error, "layer %d: expert batch failed on every holder", layer);
+    return MR_ERR_CLOSED;
+}
+
+const char *mr_dispatcher_last_error(const mr_dispatcher *d) { return d->last_error; }
+
+mr_moe_provider mr_dispatcher_provider(mr_dispatcher *d) {
+    return (mr_moe_provider){do_dispatch, do_combine, d};
+}
+
+void mr_dispatcher_destroy(mr_dispatcher *d) {
+    if (!d) return;
+    for (int w = 0; d->w && w < d->W; w++) {
+        if (d->w[w].conn) d->x->close(d->w[w].conn);
+        mr_free_aligned(d->w[w].req);
+        mr_free_aligned(d->w[w].reply);
+        for (int i = 0; i < MR_MAX_MICRO_BATCHES; i++) free(d->w[w].mb[i].tokens);
+    }
+    for (int i = 0; i < MR_MAX_MICRO_BATCHES; i++) free(d->calls[i].holder);
+    free(d->w);
+    free(d);
+}
+
+mr_status mr_dispatcher_create(mr_cluster *cl, const mr_placement *pl, const mr_model_config *mc,
+                               int max_tokens, int expert_timeout_ms, mr_dispatcher **out) {
+    mr_dispatcher *d = calloc(1, sizeof *d);
+    if (!d) return MR_ERR_NOMEM;
+    d->cl = cl;
+    d->pl = pl;
+    d->x = mr_cluster_xport(cl);
+    d->W = mr_cluster_n_workers(cl);
+    d->hidden = mc->hidden_size;
+    d->top_k = mc->num_experts_per_tok;
+    d->max_tokens = max_tokens;
+    d->timeout_ms = expert_timeout_ms;
+    int ok = (d->w = calloc((size_t)d->W, sizeof *d->w)) != NULL;
+    size_t req = (size_t)mr_dp_request_bytes((uint32_t)max_tokens, (uint32_t)d->top_k, (uint32_t)d->hidden, MR_DP_F32);
+    for (int w = 0; ok && w < d->W; w++) {
+        ok = (d->w[w].req = mr_alloc_aligned(req)) &&
+             (d->w[w].reply = mr_alloc_aligned((size_t)max_tokens * d->hidden * 4));
+        for (int i = 0; ok && i < MR_MAX_MICRO_BATCHES; i++)
+            ok = (d->w[w].mb[i].tokens = malloc((size_t)max_tokens * sizeof(int32_t))) != NULL;
+    }
+    for (int i = 0; ok && i < MR_MAX_MICRO_BATCHES; i++)
+        ok = (d->calls[i].holder = malloc((size_t)max_tokens * d->top_k * sizeof(int32_t))) != NULL;
+    if (!ok) {
+        mr_dispatcher_destroy(d);
+        return MR_ERR_NOMEM;
+    }
+    *out = d;
+    return MR_OK;
+}

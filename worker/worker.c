@@ -1,0 +1,514 @@
+#include "worker/worker.h"
+
+#include <errno.h>
+#include <math.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "common/arena.h"
+#include "common/check.h"
+#include "common/checkpoint.h"
+#include "common/config_table.h"
+#include "common/log.h"
+#include "common/timeutil.h"
+#include "kernels/backend.h"
+#include "proto/frame.h"
+#include "proto/sock.h"
+#include "proto/xport.h"
+#include "worker/expert_store.h"
+
+#define DATA_POLL_MS 200
+
+/* The assignment being served. Replaced as a whole under `lock` (write) by the control thread;
+ * read by the data thread under `lock` (read) for the length of one batch. */
+typedef struct serving {
+    mr_ckpt *ck;
+    mr_expert_store *store;
+    mr_backend *be;
+    unsigned char *held; /* [layers][experts] */
+    int n_layers, n_experts, hidden, inter, top_k, max_tokens;
+    uint32_t epoch;      /* the coordinator's data connection must present this */
+    void *req_buf, *reply_buf;
+    size_t req_cap, reply_cap;
+} serving;
+
+struct mr_worker {
+    const mr_cluster_config *cc;
+    const mr_worker_conf *conf;
+    char coord_host[128];
+    int coord_port;
+    const mr_xport_ops *xport;
+    mr_xport_listener *listener;
+    char data_endpoint[160];
+    pthread_t data_thread;
+    int data_thread_started;
+    atomic_int stop;
+    pthread_rwlock_t lock;
+    serving *cur;         /* NULL until assigned */
+    /* stats, written by the data thread */
+    atomic_ullong batches, tokens, busy_ns;
+};
+
+static void serving_free(serving *s) {
+    if (!s) return;
+    mr_backend_destroy(s->be);
+    mr_expert_store_free(s->store);
+    mr_ckpt_close(s->ck);
+    free(s->held);
+    mr_free_aligned(s->req_buf);
+    mr_free_aligned(s->reply_buf);
+    free(s);
+}
+
+/* ---- data plane ------------------------------------------------------------------------------ */
+
+static void send_dp_error(mr_worker *w, mr_xport_conn *c, const char *msg) {
+    mr_dp_header h;
+    mr_dp_header_init(&h, MR_DP_ERROR);
+    h.payload_bytes = strlen(msg);
+    (void)w->xport->send(c, &h, msg);
+}
+
+/* Validates one request's expert ids and weights against what this worker holds. */
+static int check_routes(const serving *s, const mr_dp_header *h, const int32_t *ids,
+                        const float *wts, char *why, size_t cap) {
+    const size_t n = (size_t)h->n_tokens * h->top_k;
+    for (size_t i = 0; i < n; i++) {
+        int e = ids[i];
+        if (e == -1) continue;
+        if (e < 0 || e >= s->n_experts) {
+            snprintf(why, cap, "expert id %d out of range [0, %d) at slot %zu", e, s->n_experts, i);
+            return -1;
+        }
+        if (!s->held[(size_t)h->layer * s->n_experts + (size_t)e]) {
+            snprintf(why, cap, "layer %u expert %d is not held by this worker", h->layer, e);
+            return -1;
+        }
+        if (!isfinite(wts[i])) {
+            snprintf(why, cap, "gate weight at slot %zu is not finite", i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Serves one data connection until it closes or breaks the protocol. */
+static void serve_connection(mr_worker *w, mr_xport_conn *c) {
+    const char *peer = w->xport->peer(c);
+    mr_dp_header h;
+    char why[256];
+    /* first message: HELLO carrying the current assignment epoch */
+    pthread_rwlock_rdlock(&w->lock);
+    serving *s = w->cur;
+    uint32_t epoch = s ? s->epoch : 0;
+    pthread_rwlock_unlock(&w->lock);
+    mr_status st = w->xport->recv(c, &h, NULL, 0, 10000);
+    mr_dp_limits hello_lim = {1, 1, 1, 1, 0};
+    if (st != MR_OK || mr_dp_header_check(&h, &hello_lim, 1u << MR_DP_HELLO, why, sizeof why) != MR_OK ||
+        !s || h.seq != epoch) {
+        if (st == MR_OK && s && h.kind == MR_DP_HELLO && h.seq != epoch)
+            snprintf(why, sizeof why, "hello for assignment epoch %u, current is %u", h.seq, epoch);
+        else if (st != MR_OK)
+            snprintf(why, sizeof why, "no valid hello (%s)", mr_status_str(st));
+        else if (!s)
+            snprintf(why, sizeof why, "no assignment yet");
+        MR_LOG_ERROR(MR_LOG_NET, "data connection from %s: protocol error: %s; closing", peer, why);
+        send_dp_error(w, c, why);
+        return;
+    }
+    MR_LOG_INFO(MR_LOG_NET, "data connection from %s (epoch %u)", peer, epoch);
+    while (!atomic_load(&w->stop)) {
+        pthread_rwlock_rdlock(&w->lock);
+        s = w->cur;
+        if (!s || s->epoch != epoch) {
+            pthread_rwlock_unlock(&w->lock);
+            MR_LOG_INFO(MR_LOG_NET, "assignment changed; closing data connection from %s", peer);
+            return;
+        }
+        st = w->xport->recv(c, &h, s->req_buf, s->req_cap, DATA_POLL_MS);
+        if (st == MR_ERR_TIMEOUT) {
+            pthread_rwlock_unlock(&w->lock);
+            continue;
+        }
+        if (st != MR_OK) {
+            pthread_rwlock_unlock(&w->lock);
+            if (st == MR_ERR_PROTO)
+                MR_LOG_ERROR(MR_LOG_NET, "data connection from %s: protocol error: bad header or oversized payload; closing", peer);
+            else
+                MR_LOG_INFO(MR_LOG_NET, "data connection from %s ended (%s)", peer, mr_status_str(st));
+            return;
+        }
+        mr_dp_limits lim = {(uint32_t)s->n_layers, (uint32_t)s->max_tokens, (uint32_t)s->top_k,
+                            (uint32_t)s->hidden, s->req_cap};
+        const int32_t *ids = s->req_buf;
+        const float *wts = (const float *)(ids + (size_t)h.n_tokens * h.top_k);
+        if (mr_dp_header_check(&h, &lim, 1u << MR_DP_REQUEST, why, sizeof why) != MR_OK ||
+            check_routes(s, &h, ids, wts, why, sizeof why) != 0) {
+            pthread_rwlock_unlock(&w->lock);
+            MR_LOG_ERROR(MR_LOG_NET, "data connection from %s: protocol error: %s; closing", peer, why);
+            send_dp_error(w, c, why);
+            return;
+        }
+        const void *xin = wts + (size_t)h.n_tokens * h.top_k;
+        const float *x = xin;
+        if (h.dtype == MR_DP_BF16) { /* widen into the second half of the reply buffer */
+            float *xf = (float *)s->reply_buf + (size_t)h.n_tokens * s->hidden;
+            mr_convert_to_f32(MR_DTYPE_BF16, xin, xf, (size_t)h.n_tokens * s->hidden);
+            x = xf;
+        }
+        uint64_t t0 = mr_now_ns();
+        s->be->ops->moe(s->be, mr_expert_store_layer(s->store, h.layer), x, (int)h.n_tokens,
+                        (int)h.top_k, ids, wts, s->reply_buf);
+        atomic_fetch_add(&w->busy_ns, mr_now_ns() - t0);
+        mr_dp_header r;
+        mr_dp_header_init(&r, MR_DP_REPLY);
+        r.layer = h.layer;
+        r.micro_batch = h.micro_batch;
+        r.seq = h.seq;
+        r.n_tokens = h.n_tokens;
+        r.top_k = h.top_k;
+        r.hidden = h.hidden;
+        r.payload_bytes = mr_dp_reply_bytes(h.n_tokens, h.hidden);
+        st = w->xport->send(c, &r, s->reply_buf);
+        pthread_rwlock_unlock(&w->lock);
+        if (st != MR_OK) {
+            MR_LOG_INFO(MR_LOG_NET, "data connection from %s: reply failed (%s)", peer, mr_status_str(st));
+            return;
+        }
+        atomic_fetch_add(&w->batches, 1);
+        atomic_fetch_add(&w->tokens, h.n_tokens);
+    }
+}
+
+static void *data_main(void *arg) {
+    mr_worker *w = arg;
+    while (!atomic_load(&w->stop)) {
+        mr_xport_conn *c;
+        mr_status st = w->xport->accept(w->listener, DATA_POLL_MS, &c);
+        if (st == MR_ERR_TIMEOUT) continue;
+        if (st != MR_OK) {
+            MR_LOG_WARN(MR_LOG_NET, "data listener: accept failed (%s)", mr_status_str(st));
+            usleep(100000);
+            continue;
+        }
+        serve_connection(w, c);
+        w->xport->close(c);
+    }
+    return NULL;
+}
+
+/* ---- control plane --------------------------------------------------------------------------- */
+
+static mr_status send_env(int fd, Moerack__Envelope *env) { return mr_frame_send(fd, env, 5000); }
+
+static mr_status send_hello(mr_worker *w, int fd) {
+    Moerack__Capabilities caps = MOERACK__CAPABILITIES__INIT;
+    char *backends[] = {"cpu", "ref"};
+    char *transports[] = {"tcp"};
+    char device[64];
+    long threads = w->conf->threads > 0 ? w->conf->threads : sysconf(_SC_NPROCESSORS_ONLN);
+    snprintf(device, sizeof device, "cpu: %ld threads", threads);
+    char *devices[] = {device};
+    caps.n_backends = 2;
+    caps.backends = backends;
+    caps.n_devices = 1;
+    caps.devices = devices;
+    caps.n_transports = 1;
+    caps.transports = transports;
+    caps.memory_bytes = (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
+    if (w->conf->memory_limit_mb) caps.memory_bytes = (uint64_t)w->conf->memory_limit_mb << 20;
+    Moerack__Hello hello = MOERACK__HELLO__INIT;
+    hello.proto_major = MR_PROTO_MAJOR;
+    hello.proto_minor = MR_PROTO_MINOR;
+    hello.role = MOERACK__ROLE__ROLE_WORKER;
+    hello.node_name = (char *)w->conf->name;
+    hello.caps = &caps;
+    hello.data_endpoint = w->data_endpoint;
+    Moerack__Envelope env = MOERACK__ENVELOPE__INIT;
+    env.msg_case = MOERACK__ENVELOPE__MSG_HELLO;
+    env.hello = &hello;
+    return send_env(fd, &env);
+}
+
+typedef struct progress_ctx {
+    int fd;
+    double last;
+} progress_ctx;
+
+static void on_progress(void *user, int done, int total, size_t bytes) {
+    progress_ctx *p = user;
+    double now = mr_now_s();
+    if (done != total && now - p->last < 0.2) return;
+    p->last = now;
+    Moerack__LoadProgress lp = MOERACK__LOAD_PROGRESS__INIT;
+    lp.experts_loaded = (uint32_t)done;
+    lp.experts_total = (uint32_t)total;
+    lp.bytes_loaded = bytes;
+    Moerack__Envelope env = MOERACK__ENVELOPE__INIT;
+    env.msg_case = MOERACK__ENVELOPE__MSG_LOAD_PROGRESS;
+    env.load_progress = &lp;
+    (void)send_env(p->fd, &env);
+}
+
+/* Builds a serving object for an Assign: opens the checkpoint, checks the experts' memory need
+ * against the limit, loads exactly the assigned experts, creates the backend and buffers. */
+static mr_status build_serving(mr_worker *w, const Moerack__Assign *a, int fd, uint32_t epoch,
+                               serving **out, char *why, size_t cap) {
+    serving *s = calloc(1, sizeof *s);
+    if (!s) return MR_ERR_NOMEM;
+    mr_status st = mr_ckpt_open(a->model_path, &s->ck);
+    if (st != MR_OK) {
+        snprintf(why, cap, "cannot open model %s (%s)", a->model_path, mr_status_str(st));
+        goto err;
+    }
+    const mr_model_config *mc = mr_ckpt_config(s->ck);
+    s->n_layers = mc->num_hidden_layers;
+    s->n_experts = mc->num_local_experts;
+    s->hidden = mc->hidden_size;
+    s->inter = mc->intermediate_size;
+    s->top_k = mc->num_experts_per_tok;
+    s->max_tokens = (int)a->max_tokens;
+    s->epoch = epoch;
+    if (a->max_tokens < 1 || a->max_tokens > (1u << 20) || a->n_experts == 0) {
+        snprintf(why, cap, "assignment with %zu experts and max_tokens %u", a->n_experts, a->max_tokens);
+        st = MR_ERR_PROTO;
+        goto err;
+    }
+    s->held = calloc((size_t)s->n_layers * s->n_experts, 1);
+    if (!s->held) {
+        st = MR_ERR_NOMEM;
+        goto err;
+    }
+    for (size_t i = 0; i < a->n_experts; i++) {
+        const Moerack__ExpertRef *r = a->experts[i];
+        if (r->layer >= (uint32_t)s->n_layers || r->expert >= (uint32_t)s->n_experts) {
+            snprintf(why, cap, "assigned layer %u expert %u is outside the model (%d layers, %d experts)",
+                     r->layer, r->expert, s->n_layers, s->n_experts);
+            st = MR_ERR_PROTO;
+            goto err;
+        }
+        s->held[(size_t)r->layer * s->n_experts + r->expert] = 1;
+    }
+    size_t count = 0;
+    for (size_t i = 0; i < (size_t)s->n_layers * s->n_experts; i++) count += s->held[i];
+    size_t need = count * 3 * (size_t)s->hidden * s->inter * 2; /* bf16 */
+    size_t slots = (size_t)s->max_tokens * s->top_k;
+    s->req_cap = (size_t)mr_dp_request_bytes((uint32_t)s->max_tokens, (uint32_t)s->top_k, (uint32_t)s->hidden, MR_DP_F32);
+    s->reply_cap = 2 * (size_t)s->max_tokens * s->hidden * 4; /* reply + widened bf16 input */
+    size_t buffers = s->req_cap + s->reply_cap + slots * (2 * (size_t)s->hidden + 2 * (size_t)s->inter) * 4;
+    if (w->conf->memory_limit_mb && need + buffers > (size_t)w->conf->memory_limit_mb << 20) {
+        snprintf(why, cap,
+                 "assignment of %zu experts needs %zu MB (%zu MB weights + %zu MB buffers) but "
+                 "memory_limit_mb is %lld",
+                 count, (need + buffers) >> 20, need >> 20, buffers >> 20, w->conf->memory_limit_mb);
+        st = MR_ERR_FULL;
+        goto err;
+    }
+    progress_ctx pc = {fd, 0};
+    double t0 = mr_now_s();
+    st = mr_expert_store_load(s->ck, s->held, on_progress, &pc, &s->store);
+    if (st != MR_OK) {
+        snprintf(why, cap, "loading experts from %s failed (%s)", a->model_path, mr_status_str(st));
+        goto err;
+    }
+    MR_LOG_INFO(MR_LOG_CKPT, "loaded %zu experts in %.2f s: %llu bytes of tensor data read from the checkpoint",
+                count, mr_now_s() - t0, (unsigned long long)mr_ckpt_bytes_read(s->ck));
+    mr_backend_params bp = {.n_threads = w->conf->threads, .max_tokens = s->max_tokens,
+                            .hidden = s->hidden, .inter = s->inter,
+                            .n_heads = mc->num_attention_heads, .head_dim = mc->head_dim,
+                            .block_size = mc->block_size, .max_experts = s->n_experts,
+                            .top_k = s->top_k};
+    if ((st = mr_backend_create(w->conf->backend, &bp, &s->be)) != MR_OK) {
+        snprintf(why, cap, "backend %s unavailable", w->conf->backend);
+        goto err;
+    }
+    if (!(s->req_buf = mr_alloc_aligned(s->req_cap)) || !(s->reply_buf = mr_alloc_aligned(s->reply_cap))) {
+        st = MR_ERR_NOMEM;
+        snprintf(why, cap, "out of memory for buffers");
+        goto err;
+    }
+    *out = s;
+    return MR_OK;
+err:
+    serving_free(s);
+    return st;
+}
+
+static mr_status handle_assign(mr_worker *w, int fd, const Moerack__Assign *a) {
+    char why[512] = "";
+    uint32_t epoch = a->epoch;
+    serving *s = NULL;
+    MR_LOG_INFO(MR_LOG_CORE, "assigned %zu experts of %s", a->n_experts, a->model_path);
+    mr_status st = build_serving(w, a, fd, epoch, &s, why, sizeof why);
+    if (st != MR_OK) {
+        MR_LOG_ERROR(MR_LOG_CORE, "cannot serve the assignment: %s", why);
+        mr_frame_send_error(fd, st, "worker %s: %s", w->conf->name, why);
+        return MR_OK; /* the connection stays; the coordinator decides */
+    }
+    pthread_rwlock_wrlock(&w->lock);
+    serving *old = w->cur;
+    w->cur = s;
+    pthread_rwlock_unlock(&w->lock);
+    serving_free(old);
+    Moerack__Ready r = MOERACK__READY__INIT;
+    r.bytes_held = mr_expert_store_bytes(s->store);
+    r.memory_used = r.bytes_held + s->req_cap + s->reply_cap;
+    r.backend = (char *)w->conf->backend;
+    Moerack__Envelope env = MOERACK__ENVELOPE__INIT;
+    env.msg_case = MOERACK__ENVELOPE__MSG_READY;
+    env.ready = &r;
+    return send_env(fd, &env);
+}
+
+static void send_heartbeat(mr_worker *w, int fd) {
+    Moerack__Heartbeat hb = MOERACK__HEARTBEAT__INIT;
+    hb.batches_served = atomic_load(&w->batches);
+    hb.tokens_served = atomic_load(&w->tokens);
+    hb.busy_ns = atomic_load(&w->busy_ns);
+    pthread_rwlock_rdlock(&w->lock);
+    hb.memory_used = w->cur ? mr_expert_store_bytes(w->cur->store) : 0;
+    pthread_rwlock_unlock(&w->lock);
+    Moerack__Envelope env = MOERACK__ENVELOPE__INIT;
+    env.msg_case = MOERACK__ENVELOPE__MSG_HEARTBEAT;
+    env.heartbeat = &hb;
+    (void)send_env(fd, &env);
+}
+
+/* One control session: Hello, Welcome, then messages until the connection ends.
+ * Returns MR_OK on Shutdown, MR_ERR_CLOSED to reconnect, other errors are fatal. */
+static mr_status control_session(mr_worker *w, int fd) {
+    MR_CHECK(send_hello(w, fd));
+    Moerack__Envelope *env = NULL;
+    size_t max_frame = MR_FRAME_MAX_DEFAULT;
+    mr_status st = mr_frame_recv(fd, max_frame, 10000, &env);
+    if (st != MR_OK) return MR_ERR_CLOSED;
+    if (env->msg_case == MOERACK__ENVELOPE__MSG_ERROR) {
+        MR_LOG_ERROR(MR_LOG_NET, "coordinator refused this worker: %s", env->error->message);
+        mr_frame_free(env);
+        return MR_ERR_PROTO;
+    }
+    if (env->msg_case != MOERACK__ENVELOPE__MSG_WELCOME || env->welcome->proto_major != MR_PROTO_MAJOR) {
+        MR_LOG_ERROR(MR_LOG_NET, "coordinator answered %s with protocol %u.x; this worker speaks %d.%d",
+                     mr_frame_msg_name(env),
+                     env->msg_case == MOERACK__ENVELOPE__MSG_WELCOME ? env->welcome->proto_major : 0,
+                     MR_PROTO_MAJOR, MR_PROTO_MINOR);
+        mr_frame_free(env);
+        return MR_ERR_PROTO;
+    }
+    MR_LOG_INFO(MR_LOG_NET, "joined coordinator %s as worker %u", env->welcome->coordinator_name,
+                env->welcome->worker_id);
+    int hb_ms = env->welcome->heartbeat_interval_ms ? (int)env->welcome->heartbeat_interval_ms : 1000;
+    mr_frame_free(env);
+    double next_hb = mr_now_s();
+    for (;;) {
+        double now = mr_now_s();
+        if (now >= next_hb) {
+            send_heartbeat(w, fd);
+            next_hb = now + hb_ms / 1000.0;
+        }
+        struct pollfd p = {fd, POLLIN, 0};
+        int rc = poll(&p, 1, (int)((next_hb - now) * 1000) + 1);
+        if (rc < 0 && errno != EINTR) return MR_ERR_CLOSED;
+        if (rc <= 0) continue;
+        st = mr_frame_recv(fd, max_frame, 10000, &env);
+        if (st != MR_OK) {
+            MR_LOG_WARN(MR_LOG_NET, "control connection to the coordinator ended (%s)", mr_status_str(st));
+            return MR_ERR_CLOSED;
+        }
+        switch (env->msg_case) {
+        case MOERACK__ENVELOPE__MSG_ASSIGN: st = handle_assign(w, fd, env->assign); break;
+        case MOERACK__ENVELOPE__MSG_HEARTBEAT: break;
+        case MOERACK__ENVELOPE__MSG_DRAIN:
+            MR_LOG_INFO(MR_LOG_CORE, "draining: finishing in-flight batches");
+            break;
+        case MOERACK__ENVELOPE__MSG_SHUTDOWN:
+            MR_LOG_INFO(MR_LOG_CORE, "shutdown requested: %s", env->shutdown->reason);
+            mr_frame_free(env);
+            return MR_OK;
+        case MOERACK__ENVELOPE__MSG_ERROR:
+            MR_LOG_ERROR(MR_LOG_NET, "coordinator reports: %s", env->error->message);
+            break;
+        default:
+            MR_LOG_ERROR(MR_LOG_NET, "coordinator sent %s, which a worker does not accept; reconnecting",
+                         mr_frame_msg_name(env));
+            st = MR_ERR_CLOSED;
+            break;
+        }
+        mr_frame_free(env);
+        if (st != MR_OK) return st;
+    }
+}
+
+mr_status mr_worker_run(mr_worker *w) {
+    while (!atomic_load(&w->stop)) {
+        int fd = mr_sock_connect(w->coord_host, w->coord_port, 2000);
+        if (fd < 0) {
+            usleep((useconds_t)w->conf->connect_retry_ms * 1000);
+            continue;
+        }
+        mr_status st = control_session(w, fd);
+        close(fd);
+        if (st == MR_OK) return MR_OK;
+        if (st != MR_ERR_CLOSED) return st;
+        usleep((useconds_t)w->conf->connect_retry_ms * 1000);
+    }
+    return MR_OK;
+}
+
+mr_status mr_worker_create(const mr_cluster_config *cc, const char *name, mr_worker **out) {
+    int idx = mr_cluster_config_worker_index(cc, name);
+    if (idx < 0) {
+        MR_LOG_ERROR(MR_LOG_CONF, "%s: no worker named \"%s\" in workers", cc->path, name);
+        return MR_ERR_INVALID;
+    }
+    mr_worker *w = calloc(1, sizeof *w);
+    if (!w) return MR_ERR_NOMEM;
+    w->cc = cc;
+    w->conf = &cc->workers[idx];
+    pthread_rwlock_init(&w->lock, NULL);
+    const char *addr = cc->coord.address[0] ? cc->coord.address : cc->coord.listen;
+    mr_parse_endpoint(addr, w->coord_host, sizeof w->coord_host, &w->coord_port);
+    w->xport = mr_xport_find(cc->cluster.transport);
+    if (!w->xport) {
+        MR_LOG_ERROR(MR_LOG_CONF, "%s: transport \"%s\" is not built into this binary", cc->path,
+                     cc->cluster.transport);
+        free(w);
+        return MR_ERR_UNSUPPORTED;
+    }
+    char host[128];
+    int port, bound;
+    mr_parse_endpoint(w->conf->data_listen, host, sizeof host, &port);
+    mr_xport_params xp = {.max_message = 1u << 30};
+    mr_status st = w->xport->listen(&xp, host, port, &w->listener, &bound);
+    if (st != MR_OK) {
+        free(w);
+        return st;
+    }
+    snprintf(w->data_endpoint, sizeof w->data_endpoint, "%s:%d", host, bound);
+    if (pthread_create(&w->data_thread, NULL, data_main, w) != 0) {
+        w->xport->listener_close(w->listener);
+        free(w);
+        return MR_ERR_NOMEM;
+    }
+    w->data_thread_started = 1;
+    MR_LOG_INFO(MR_LOG_CORE, "worker %s: data plane on %s (%s), coordinator at %s", w->conf->name,
+                w->data_endpoint, w->xport->name, addr);
+    *out = w;
+    return MR_OK;
+}
+
+void mr_worker_destroy(mr_worker *w) {
+    if (!w) return;
+    atomic_store(&w->stop, 1);
+    if (w->data_thread_started) pthread_join(w->data_thread, NULL);
+    w->xport->listener_close(w->listener);
+    serving_free(w->cur);
+    pthread_rwlock_destroy(&w->lock);
+    free(w);
+}
