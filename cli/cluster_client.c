@@ -57,3 +57,22 @@ int mr_client_open(const char *host, int port, Moerack__Role role, int timeout_m
     }
     return fd;
 }
+
+mr_status mr_client_status(const char *host, int port, Moerack__Envelope **out) {
+    int fd = mr_client_open(host, port, MOERACK__ROLE__ROLE_STATUS, 3000);
+    if (fd < 0) return MR_ERR_CLOSED;
+    Moerack__StatusRequest rq = MOERACK__STATUS_REQUEST__INIT;
+    Moerack__Envelope env = MOERACK__ENVELOPE__INIT;
+    env.msg_case = MOERACK__ENVELOPE__MSG_STATUS_REQUEST;
+    env.status_request = &rq;
+    Moerack__Envelope *rep = NULL;
+    mr_status st = mr_frame_send(fd, &env, 3000);
+    if (st == MR_OK) st = mr_frame_recv(fd, MR_FRAME_MAX_DEFAULT, 5000, &rep);
+    close(fd);
+    if (st == MR_OK && rep->msg_case != MOERACK__ENVELOPE__MSG_STATUS_REPLY) {
+        mr_frame_free(rep);
+        st = MR_ERR_PROTO;
+    }
+    if (st == MR_OK) *out = rep;
+    return st;
+}

@@ -12,4 +12,6 @@ mr_status mr_client_endpoint(const char *endpoint, const char *config, char *hos
 /* Connects and exchanges Hello (with `role`) / Welcome; returns the socket or -1. */
 int mr_client_open(const char *host, int port, Moerack__Role role, int timeout_ms);
 
+/* One status poll; *out owns the decoded envelope (mr_frame_free). */
+mr_status mr_client_status(const char *host, int port, Moerack__Envelope **out);
 #endif

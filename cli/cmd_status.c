@@ -20,23 +20,28 @@ static int verdict_code(const char *v) {
 }
 
 static void human_bytes(uint64_t b, char *out, size_t cap) {
-    if (b >= (1ull << 30)) snprintf(out, cap, "%.1fG", (double)b / (1ull << 30));
-    else if (b >= (1ull << 20)) snprintf(out, cap, "%.1fM", (double)b / (1ull << 20));
-    else snprintf(out, cap, "%.1fK", (double)b / 1024);
+    if (b >= (1ull << 30))
+        snprintf(out, cap, "%.1fG", (double)b / (1ull << 30));
+    else if (b >= (1ull << 20))
+        snprintf(out, cap, "%.1fM", (double)b / (1ull << 20));
+    else
+        snprintf(out, cap, "%.1fK", (double)b / 1024);
 }
 
 static void print_table(const Moerack__StatusReply *r) {
     printf("%s  model %s (%u layers x %u experts), %llu requests served\n", r->verdict, r->model,
            r->n_layers, r->n_experts, (unsigned long long)r->requests_served);
-    printf("%-3s %-12s %-22s %-5s %-8s %-9s %-8s %-9s %-9s %-9s %s\n", "ID", "NAME", "HOST", "XPORT",
-           "STATE", "EXPERTS", "MEMORY", "BATCHES", "RTT_P50", "RTT_P99", "HEARTBEAT");
+    printf("%-3s %-12s %-22s %-5s %-8s %-9s %-8s %-9s %-9s %-9s %s\n", "ID", "NAME", "HOST",
+           "XPORT", "STATE", "EXPERTS", "MEMORY", "BATCHES", "RTT_P50", "RTT_P99", "HEARTBEAT");
     for (size_t i = 0; i < r->n_workers; i++) {
         const Moerack__WorkerStatus *w = r->workers[i];
         char mem[16], experts[24], age[24];
         human_bytes(w->memory_used, mem, sizeof mem);
         snprintf(experts, sizeof experts, "%u/%u", w->experts_loaded, w->experts_held);
-        if (w->heartbeat_age_s < 0) snprintf(age, sizeof age, "never");
-        else snprintf(age, sizeof age, "%.1fs ago", w->heartbeat_age_s);
+        if (w->heartbeat_age_s < 0)
+            snprintf(age, sizeof age, "never");
+        else
+            snprintf(age, sizeof age, "%.1fs ago", w->heartbeat_age_s);
         printf("%-3u %-12s %-22s %-5s %-8s %-9s %-8s %-9llu %-9.0f %-9.0f %s\n", w->id, w->name,
                w->host, w->transport, w->state, experts, mem, (unsigned long long)w->batches_served,
                w->rtt_p50_us, w->rtt_p99_us, age);
@@ -59,13 +64,14 @@ static void print_json(const Moerack__StatusReply *r) {
             workers,
             json_pack("{s:i,s:s,s:s,s:s,s:s,s:i,s:i,s:I,s:I,s:f,s:f,s:f}", "id", (int)w->id, "name",
                       w->name, "host", w->host, "transport", w->transport, "state", w->state,
-                      "experts_held", (int)w->experts_held, "experts_loaded", (int)w->experts_loaded,
-                      "memory_used", (json_int_t)w->memory_used, "batches_served",
-                      (json_int_t)w->batches_served, "rtt_p50_us", w->rtt_p50_us, "rtt_p99_us",
-                      w->rtt_p99_us, "heartbeat_age_s", w->heartbeat_age_s));
+                      "experts_held", (int)w->experts_held, "experts_loaded",
+                      (int)w->experts_loaded, "memory_used", (json_int_t)w->memory_used,
+                      "batches_served", (json_int_t)w->batches_served, "rtt_p50_us", w->rtt_p50_us,
+                      "rtt_p99_us", w->rtt_p99_us, "heartbeat_age_s", w->heartbeat_age_s));
     }
     for (size_t i = 0; i < r->n_uncovered; i++)
-        json_array_append_new(unc, json_pack("[i,i]", (int)r->uncovered[i]->layer, (int)r->uncovered[i]->expert));
+        json_array_append_new(
+            unc, json_pack("[i,i]", (int)r->uncovered[i]->layer, (int)r->uncovered[i]->expert));
     json_t *o = json_pack("{s:i,s:s,s:s,s:i,s:i,s:I,s:o,s:o}", "schema", 1, "verdict", r->verdict,
                           "model", r->model, "layers", (int)r->n_layers, "experts",
                           (int)r->n_experts, "requests_served", (json_int_t)r->requests_served,
@@ -81,7 +87,8 @@ static int poll_once(const char *host, int port, int as_json) {
     int fd = mr_client_open(host, port, MOERACK__ROLE__ROLE_STATUS, 3000);
     if (fd < 0) {
         if (as_json)
-            printf("{\"schema\":1,\"verdict\":\"UNREACHABLE\",\"coordinator\":\"%s:%d\"}\n", host, port);
+            printf("{\"schema\":1,\"verdict\":\"UNREACHABLE\",\"coordinator\":\"%s:%d\"}\n", host,
+                   port);
         else
             printf("UNREACHABLE  coordinator %s:%d does not answer\n", host, port);
         return 3;
@@ -95,8 +102,10 @@ static int poll_once(const char *host, int port, int as_json) {
     if (mr_frame_send(fd, &env, 3000) == MR_OK &&
         mr_frame_recv(fd, MR_FRAME_MAX_DEFAULT, 5000, &rep) == MR_OK &&
         rep->msg_case == MOERACK__ENVELOPE__MSG_STATUS_REPLY) {
-        if (as_json) print_json(rep->status_reply);
-        else print_table(rep->status_reply);
+        if (as_json)
+            print_json(rep->status_reply);
+        else
+            print_table(rep->status_reply);
         code = verdict_code(rep->status_reply->verdict);
     } else {
         printf("UNREACHABLE  coordinator %s:%d gave no status\n", host, port);
@@ -120,17 +129,25 @@ int mr_cmd_status(int argc, char **argv) {
     optind = 1;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
-        case 'j': as_json = 1; break;
+        case 'j':
+            as_json = 1;
+            break;
         case 'w':
             if ((watch = mr_cli_parse_int("--watch", optarg, 1, 86400)) < 0) return 64;
             break;
-        case 'c': endpoint = optarg; break;
-        case 'f': config = optarg; break;
+        case 'c':
+            endpoint = optarg;
+            break;
+        case 'f':
+            config = optarg;
+            break;
         case 'h':
-            printf("usage: moerack status (--coordinator HOST:PORT | --config FILE) [--json] [--watch S]\n"
+            printf("usage: moerack status (--coordinator HOST:PORT | --config FILE) [--json] "
+                   "[--watch S]\n"
                    "exit: 0 healthy, 1 degraded, 2 down, 3 unreachable\n");
             return 0;
-        default: return 64;
+        default:
+            return 64;
         }
     }
     char host[128];

@@ -15,18 +15,18 @@
 #include "proto/sock.h"
 
 #define HELLO_TIMEOUT_S 5.0
-#define TICK_MS 100
+#define TICK_MS         100
 
 /* One control connection. Owned by the event loop; an engine job holds a reference while it
  * prepares a reply. `fd` and `closed` change under `wlock`. */
 typedef struct mr_conn {
     int fd;
-    int refs;       /* under the cluster mutex */
+    int refs; /* under the cluster mutex */
     int closed;
     pthread_mutex_t wlock;
     mr_frame_reader rd;
-    int role;       /* Moerack__Role; 0 until Hello */
-    int worker;     /* worker index for ROLE_WORKER, else -1 */
+    int role;   /* Moerack__Role; 0 until Hello */
+    int worker; /* worker index for ROLE_WORKER, else -1 */
     double opened;
     char peer[96];
     struct mr_conn *next;
@@ -51,11 +51,16 @@ struct mr_cluster {
 
 const char *mr_worker_state_name(mr_worker_state s) {
     switch (s) {
-    case MR_WS_DOWN: return "down";
-    case MR_WS_JOINING: return "joining";
-    case MR_WS_LOADING: return "loading";
-    case MR_WS_READY: return "ready";
-    case MR_WS_DRAINING: return "draining";
+    case MR_WS_DOWN:
+        return "down";
+    case MR_WS_JOINING:
+        return "joining";
+    case MR_WS_LOADING:
+        return "loading";
+    case MR_WS_READY:
+        return "ready";
+    case MR_WS_DRAINING:
+        return "draining";
     }
     return "?";
 }
@@ -109,7 +114,8 @@ static mr_status conn_send(mr_conn *k, const Moerack__Envelope *env) {
 
 /* Logs a protocol violation, tells the peer why, and closes the connection. */
 static void conn_violation(mr_cluster *c, mr_conn *k, const char *why) {
-    MR_LOG_ERROR(MR_LOG_NET, "control connection from %s: protocol error: %s; closing", k->peer, why);
+    MR_LOG_ERROR(MR_LOG_NET, "control connection from %s: protocol error: %s; closing", k->peer,
+                 why);
     pthread_mutex_lock(&k->wlock);
     if (!k->closed) mr_frame_send_error(k->fd, MR_ERR_PROTO, "%s", why);
     pthread_mutex_unlock(&k->wlock);
@@ -243,14 +249,17 @@ static void handle_worker_hello(mr_cluster *c, mr_conn *k, const Moerack__Hello 
 static void handle_hello(mr_cluster *c, mr_conn *k, const Moerack__Hello *h) {
     if (h->proto_major != MR_PROTO_MAJOR) {
         char why[160];
-        snprintf(why, sizeof why, "protocol version %u.%u is not supported; this coordinator speaks %d.%d",
+        snprintf(why, sizeof why,
+                 "protocol version %u.%u is not supported; this coordinator speaks %d.%d",
                  h->proto_major, h->proto_minor, MR_PROTO_MAJOR, MR_PROTO_MINOR);
         conn_violation(c, k, why);
         return;
     }
     k->role = h->role;
     switch (h->role) {
-    case MOERACK__ROLE__ROLE_WORKER: handle_worker_hello(c, k, h); return;
+    case MOERACK__ROLE__ROLE_WORKER:
+        handle_worker_hello(c, k, h);
+        return;
     case MOERACK__ROLE__ROLE_STATUS:
     case MOERACK__ROLE__ROLE_CLIENT: {
         Moerack__Welcome wel = MOERACK__WELCOME__INIT;
@@ -263,7 +272,9 @@ static void handle_hello(mr_cluster *c, mr_conn *k, const Moerack__Hello *h) {
         if (conn_send(k, &env) != MR_OK) conn_close(c, k, "send failed");
         return;
     }
-    default: conn_violation(c, k, "hello with an unknown role"); return;
+    default:
+        conn_violation(c, k, "hello with an unknown role");
+        return;
     }
 }
 
@@ -292,7 +303,7 @@ static void send_status(mr_cluster *c, mr_conn *k) {
     Moerack__WorkerStatus **wp = calloc((size_t)W, sizeof *wp);
     Moerack__ExpertRef *un = calloc((size_t)L * E, sizeof *un);
     Moerack__ExpertRef **up = calloc((size_t)L * E, sizeof *up);
-    char (*transport)[16] = calloc((size_t)W, 16);
+    char(*transport)[16] = calloc((size_t)W, 16);
     if (!ws || !wp || !un || !up || !transport) goto out;
     double now = mr_now_s();
     pthread_mutex_lock(&c->mu);
@@ -358,7 +369,8 @@ static void handle_message(mr_cluster *c, mr_conn *k, Moerack__Envelope *env) {
     char why[160];
     if (!k->role) {
         if (env->msg_case != MOERACK__ENVELOPE__MSG_HELLO) {
-            snprintf(why, sizeof why, "first message must be hello, got %s", mr_frame_msg_name(env));
+            snprintf(why, sizeof why, "first message must be hello, got %s",
+                     mr_frame_msg_name(env));
             conn_violation(c, k, why);
         } else {
             handle_hello(c, k, env->hello);
@@ -409,7 +421,8 @@ static void handle_message(mr_cluster *c, mr_conn *k, Moerack__Envelope *env) {
         mr_frame_free(env);
         return;
     }
-    if (k->role == MOERACK__ROLE__ROLE_STATUS && env->msg_case == MOERACK__ENVELOPE__MSG_STATUS_REQUEST) {
+    if (k->role == MOERACK__ROLE__ROLE_STATUS &&
+        env->msg_case == MOERACK__ENVELOPE__MSG_STATUS_REQUEST) {
         send_status(c, k);
         mr_frame_free(env);
         return;
@@ -459,8 +472,10 @@ static void on_readable(mr_cluster *c, mr_conn *k) {
         handle_message(c, k, env);
         if (k->closed) break;
     }
-    if (!k->closed && st == MR_ERR_CLOSED) conn_close(c, k, "connection closed by peer");
-    else if (!k->closed && st != MR_OK) conn_close(c, k, "read error");
+    if (!k->closed && st == MR_ERR_CLOSED)
+        conn_close(c, k, "connection closed by peer");
+    else if (!k->closed && st != MR_OK)
+        conn_close(c, k, "read error");
     conn_release(c, k);
 }
 
@@ -526,7 +541,8 @@ static void on_tick(mr_cluster *c) {
             }
         pthread_mutex_unlock(&c->mu);
         if (!victim) break;
-        if (!victim->role) MR_LOG_WARN(MR_LOG_NET, "connection from %s: %s; closing", victim->peer, why);
+        if (!victim->role)
+            MR_LOG_WARN(MR_LOG_NET, "connection from %s: %s; closing", victim->peer, why);
         conn_close(c, victim, why);
     }
 }
@@ -538,9 +554,12 @@ mr_status mr_cluster_run(mr_cluster *c) {
         if (n < 0 && errno != EINTR) return MR_ERR_IO;
         for (int i = 0; i < n; i++) {
             void *p = evs[i].data.ptr;
-            if (p == &c->listen_fd) on_accept(c);
-            else if (p == &c->stop_fd) c->stopping = 1;
-            else on_readable(c, p);
+            if (p == &c->listen_fd)
+                on_accept(c);
+            else if (p == &c->stop_fd)
+                c->stopping = 1;
+            else
+                on_readable(c, p);
         }
         on_tick(c);
     }
@@ -568,8 +587,8 @@ mr_status mr_cluster_create(const mr_cluster_config *cc, const mr_model_config *
     c->worker_conn = calloc((size_t)cc->n_workers, sizeof *c->worker_conn);
     if (!c->xport || !c->workers || !c->worker_conn) {
         if (!c->xport)
-            MR_LOG_ERROR(MR_LOG_CONF, "%s: transport \"%s\" is not built into this binary", cc->path,
-                         cc->cluster.transport);
+            MR_LOG_ERROR(MR_LOG_CONF, "%s: transport \"%s\" is not built into this binary",
+                         cc->path, cc->cluster.transport);
         mr_cluster_destroy(c);
         return c->xport ? MR_ERR_NOMEM : MR_ERR_UNSUPPORTED;
     }
@@ -612,8 +631,12 @@ void mr_cluster_set_job_handler(mr_cluster *c, mr_job_fn fn, void *user) {
     c->job_user = user;
 }
 
-int mr_cluster_n_workers(const mr_cluster *c) { return c->cc->n_workers; }
-const mr_xport_ops *mr_cluster_xport(const mr_cluster *c) { return c->xport; }
+int mr_cluster_n_workers(const mr_cluster *c) {
+    return c->cc->n_workers;
+}
+const mr_xport_ops *mr_cluster_xport(const mr_cluster *c) {
+    return c->xport;
+}
 
 mr_xport_conn *mr_cluster_take_pending(mr_cluster *c, int w) {
     pthread_mutex_lock(&c->mu);

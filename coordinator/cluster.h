@@ -37,14 +37,14 @@ const char *mr_worker_state_name(mr_worker_state s);
 typedef struct mr_worker_slot {
     const mr_worker_conf *conf;
     mr_worker_state state;
-    char host[128];            /* peer address of the control connection */
-    char data_endpoint[160];   /* from Hello */
-    uint32_t epoch;            /* of the current assignment */
+    char host[128];          /* peer address of the control connection */
+    char data_endpoint[160]; /* from Hello */
+    uint32_t epoch;          /* of the current assignment */
     uint32_t experts_loaded, experts_total;
     uint64_t bytes_held, memory_used, batches_served;
-    double last_heard;         /* mr_now_s() of the last message; 0 = never */
-    mr_xport_conn *pending;    /* data connection waiting for the dispatcher */
-    int failed;                /* set by the dispatcher when a batch failed */
+    double last_heard;      /* mr_now_s() of the last message; 0 = never */
+    mr_xport_conn *pending; /* data connection waiting for the dispatcher */
+    int failed;             /* set by the dispatcher when a batch failed */
     double rtt_us[MR_RTT_SAMPLES];
     int rtt_n, rtt_next;
 } mr_worker_slot;

@@ -37,8 +37,12 @@ int main(int argc, char **argv) {
     int dump = 0, o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
-        case 'c': config = optarg; break;
-        case 'd': dump = 1; break;
+        case 'c':
+            config = optarg;
+            break;
+        case 'd':
+            dump = 1;
+            break;
         case 'l': {
             int lv = mr_log_level_parse(optarg);
             if (lv < 0) {
@@ -48,8 +52,12 @@ int main(int argc, char **argv) {
             mr_log_set_level((mr_log_level)lv);
             break;
         }
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (!config) {
@@ -86,10 +94,12 @@ int main(int argc, char **argv) {
     mp.micro_batches = cc.coord.micro_batches;
     if (mr_model_create(ck, &mp, &m) != MR_OK) goto out;
     size_t nonexpert = mr_model_weight_bytes(m, NULL);
-    MR_LOG_INFO(MR_LOG_CORE, "coordinator %s: %.1f MB of non-expert weights, %d workers expected, %s data plane",
+    MR_LOG_INFO(MR_LOG_CORE,
+                "coordinator %s: %.1f MB of non-expert weights, %d workers expected, %s data plane",
                 cc.cluster.name, (double)nonexpert / 1e6, cc.n_workers, cc.cluster.transport);
     if (mr_cluster_create(&cc, mc, &pl, &cl) != MR_OK) goto out;
-    if (mr_dispatcher_create(cl, &pl, mc, cc.coord.max_batch_tokens, cc.coord.expert_timeout_ms, &d) != MR_OK)
+    if (mr_dispatcher_create(cl, &pl, mc, cc.coord.max_batch_tokens, cc.coord.expert_timeout_ms,
+                             &d) != MR_OK)
         goto out;
     mr_model_set_moe_provider(m, mr_dispatcher_provider(d));
     if (mr_engine_create(m, cl, d, &e) != MR_OK) goto out;

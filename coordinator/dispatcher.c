@@ -11,17 +11,17 @@
 
 /* What was sent to one worker for one micro-batch. */
 typedef struct sent {
-    int active;       /* a request is in flight */
-    int n;            /* tokens in it */
-    int32_t *tokens;  /* [max_tokens] token index (within the micro-batch) of each row */
+    int active;      /* a request is in flight */
+    int n;           /* tokens in it */
+    int32_t *tokens; /* [max_tokens] token index (within the micro-batch) of each row */
     uint32_t seq;
     uint64_t t_sent;
 } sent;
 
 typedef struct wconn {
     mr_xport_conn *conn;
-    void *req;        /* request payload buffer */
-    float *reply;     /* [max_tokens][hidden] */
+    void *req;    /* request payload buffer */
+    float *reply; /* [max_tokens][hidden] */
     sent mb[MR_MAX_MICRO_BATCHES];
 } wconn;
 
@@ -45,7 +45,9 @@ struct mr_dispatcher {
     char last_error[512];
 };
 
-static int live(mr_dispatcher *d, int w) { return d->w[w].conn != NULL && mr_cluster_worker_ready(d->cl, w); }
+static int live(mr_dispatcher *d, int w) {
+    return d->w[w].conn != NULL && mr_cluster_worker_ready(d->cl, w);
+}
 
 static void drop(mr_dispatcher *d, int w, const char *why) {
     if (d->w[w].conn) d->x->close(d->w[w].conn);
@@ -67,7 +69,8 @@ int mr_dispatcher_refresh(mr_dispatcher *d) {
     for (int l = 0; l < d->pl->n_layers; l++)
         for (int e = 0; e < d->pl->n_experts; e++) {
             int ok = 0;
-            for (int w = 0; w < d->W && !ok; w++) ok = mr_placement_holds(d->pl, w, l, e) && live(d, w);
+            for (int w = 0; w < d->W && !ok; w++)
+                ok = mr_placement_holds(d->pl, w, l, e) && live(d, w);
             uncovered += !ok;
         }
     return uncovered;
@@ -128,10 +131,13 @@ static mr_status recv_from(mr_dispatcher *d, int w, int mbi, const mb_call *call
     wconn *wc = &d->w[w];
     sent *s = &wc->mb[mbi];
     mr_dp_header h;
-    mr_status st = d->x->recv(wc->conn, &h, wc->reply, (size_t)d->max_tokens * d->hidden * 4, d->timeout_ms);
+    mr_status st =
+        d->x->recv(wc->conn, &h, wc->reply, (size_t)d->max_tokens * d->hidden * 4, d->timeout_ms);
     if (st != MR_OK) {
-        snprintf(why, cap, "%s", st == MR_ERR_TIMEOUT ? "no answer within expert_timeout_ms"
-                                 : st == MR_ERR_PROTO ? "malformed reply" : "connection lost");
+        snprintf(why, cap, "%s",
+                 st == MR_ERR_TIMEOUT ? "no answer within expert_timeout_ms"
+                 : st == MR_ERR_PROTO ? "malformed reply"
+                                      : "connection lost");
         return st;
     }
     if (h.kind == MR_DP_ERROR) {
@@ -142,7 +148,8 @@ static mr_status recv_from(mr_dispatcher *d, int w, int mbi, const mb_call *call
                         (uint32_t)d->hidden, (uint64_t)d->max_tokens * d->hidden * 4};
     char hwhy[120] = "fields differ";
     if (mr_dp_header_check(&h, &lim, 1u << MR_DP_REPLY, hwhy, sizeof hwhy) != MR_OK ||
-        h.seq != s->seq || h.micro_batch != mbi || h.layer != call->layer || (int)h.n_tokens != s->n) {
+        h.seq != s->seq || h.micro_batch != mbi || h.layer != call->layer ||
+        (int)h.n_tokens != s->n) {
         snprintf(why, cap, "reply does not match its request (%.120s)", hwhy);
         return MR_ERR_PROTO;
     }
@@ -219,20 +226,25 @@ static mr_status do_combine(void *ctx, int layer, int mbi, float *out) {
             }
             for (int i = 0; i < s->n; i++)
                 for (int j = 0; j < k; j++)
-                    if (call->holder[s->tokens[i] * k + j] == w) call->holder[s->tokens[i] * k + j] = SLOT_DONE;
+                    if (call->holder[s->tokens[i] * k + j] == w)
+                        call->holder[s->tokens[i] * k + j] = SLOT_DONE;
         }
         int pending = 0;
         for (int i = 0; i < call->n * k; i++) pending += call->holder[i] != SLOT_DONE;
         if (!pending) return MR_OK;
         MR_CHECK(assign_pending(d, call));
-        MR_LOG_WARN(MR_LOG_SCHED, "layer %d: redoing %d expert slots on other holders", layer, pending);
+        MR_LOG_WARN(MR_LOG_SCHED, "layer %d: redoing %d expert slots on other holders", layer,
+                    pending);
         send_round(d, mbi, call);
     }
-    snprintf(d->last_error, sizeof d->last_error, "layer %d: expert batch failed on every holder", layer);
+    snprintf(d->last_error, sizeof d->last_error, "layer %d: expert batch failed on every holder",
+             layer);
     return MR_ERR_CLOSED;
 }
 
-const char *mr_dispatcher_last_error(const mr_dispatcher *d) { return d->last_error; }
+const char *mr_dispatcher_last_error(const mr_dispatcher *d) {
+    return d->last_error;
+}
 
 mr_moe_provider mr_dispatcher_provider(mr_dispatcher *d) {
     return (mr_moe_provider){do_dispatch, do_combine, d};
@@ -264,7 +276,8 @@ mr_status mr_dispatcher_create(mr_cluster *cl, const mr_placement *pl, const mr_
     d->max_tokens = max_tokens;
     d->timeout_ms = expert_timeout_ms;
     int ok = (d->w = calloc((size_t)d->W, sizeof *d->w)) != NULL;
-    size_t req = (size_t)mr_dp_request_bytes((uint32_t)max_tokens, (uint32_t)d->top_k, (uint32_t)d->hidden, MR_DP_F32);
+    size_t req = (size_t)mr_dp_request_bytes((uint32_t)max_tokens, (uint32_t)d->top_k,
+                                             (uint32_t)d->hidden, MR_DP_F32);
     for (int w = 0; ok && w < d->W; w++) {
         ok = (d->w[w].req = mr_alloc_aligned(req)) &&
              (d->w[w].reply = mr_alloc_aligned((size_t)max_tokens * d->hidden * 4));

@@ -62,14 +62,16 @@ static void run_job(mr_engine *e, mr_client_job *job) {
         }
     int64_t total = (int64_t)rq->n_prompt + rq->max_tokens + 1;
     if (rq->max_tokens > (1u << 20) || total > mp->max_context) {
-        snprintf(msg, sizeof msg, "prompt of %zu tokens + %u new tokens exceeds the context limit of %lld",
+        snprintf(msg, sizeof msg,
+                 "prompt of %zu tokens + %u new tokens exceeds the context limit of %lld",
                  rq->n_prompt, rq->max_tokens, (long long)mp->max_context);
         reply_error(e, job, MR_ERR_INVALID, msg);
         return;
     }
     int uncovered = mr_dispatcher_refresh(e->d);
     if (uncovered) {
-        snprintf(msg, sizeof msg, "%d experts have no live worker; the cluster cannot serve (see moerack status)",
+        snprintf(msg, sizeof msg,
+                 "%d experts have no live worker; the cluster cannot serve (see moerack status)",
                  uncovered);
         reply_error(e, job, MR_ERR_CLOSED, msg);
         return;
@@ -114,8 +116,8 @@ static void run_job(mr_engine *e, mr_client_job *job) {
         Moerack__Envelope env = MOERACK__ENVELOPE__INIT;
         env.msg_case = MOERACK__ENVELOPE__MSG_GENERATE_REPLY;
         env.generate_reply = &rep;
-        MR_LOG_INFO(MR_LOG_SCHED, "request: %zu prompt tokens, %u generated in %.3f s", rq->n_prompt,
-                    rq->max_tokens, mr_now_s() - t0);
+        MR_LOG_INFO(MR_LOG_SCHED, "request: %zu prompt tokens, %u generated in %.3f s",
+                    rq->n_prompt, rq->max_tokens, mr_now_s() - t0);
         mr_cluster_count_request(e->cl);
         mr_cluster_reply(e->cl, job, &env);
     }
@@ -151,8 +153,10 @@ void mr_engine_submit(void *engine, mr_client_job *job) {
     n->job = job;
     n->next = NULL;
     pthread_mutex_lock(&e->mu);
-    if (e->tail) e->tail->next = n;
-    else e->head = n;
+    if (e->tail)
+        e->tail->next = n;
+    else
+        e->head = n;
     e->tail = n;
     pthread_cond_signal(&e->cv);
     pthread_mutex_unlock(&e->mu);

@@ -42,14 +42,18 @@ mr_status mr_placement_build(const mr_cluster_config *cc, const mr_model_config 
     for (int i = 0; i < cc->n_placement; i++) {
         const mr_placement_conf *pc = &cc->placement[i];
         if (mr_parse_ranges(pc->layers, L, lmask) != 0) {
-            MR_LOG_ERROR(MR_LOG_CONF, "%s:%d: placement[%d].layers \"%s\" is not \"all\" or ranges within [0, %d)",
-                         cc->path, pc->line, i, pc->layers, L);
+            MR_LOG_ERROR(
+                MR_LOG_CONF,
+                "%s:%d: placement[%d].layers \"%s\" is not \"all\" or ranges within [0, %d)",
+                cc->path, pc->line, i, pc->layers, L);
             st = MR_ERR_INVALID;
             continue;
         }
         if (mr_parse_ranges(pc->experts, E, emask) != 0) {
-            MR_LOG_ERROR(MR_LOG_CONF, "%s:%d: placement[%d].experts \"%s\" is not \"all\" or ranges within [0, %d)",
-                         cc->path, pc->line, i, pc->experts, E);
+            MR_LOG_ERROR(
+                MR_LOG_CONF,
+                "%s:%d: placement[%d].experts \"%s\" is not \"all\" or ranges within [0, %d)",
+                cc->path, pc->line, i, pc->experts, E);
             st = MR_ERR_INVALID;
             continue;
         }

@@ -43,11 +43,10 @@ mr_status mr_frame_encode(const Moerack__Envelope *env, uint8_t **buf, size_t *l
 /* Waits for `events` on fd until the deadline (ns, 0 = none). */
 static mr_status wait_fd(int fd, short events, uint64_t deadline) {
     for (;;) {
-        int ms = -1;
+        int ms = -1; /* a passed deadline still polls once, so a ready fd is never missed */
         if (deadline) {
             uint64_t now = mr_now_ns();
-            if (now >= deadline) return MR_ERR_TIMEOUT;
-            ms = (int)((deadline - now + 999999) / 1000000);
+            ms = now >= deadline ? 0 : (int)((deadline - now + 999999) / 1000000);
         }
         struct pollfd p = {fd, events, 0};
         int rc = poll(&p, 1, ms);

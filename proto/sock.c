@@ -35,7 +35,8 @@ int mr_sock_connect(const char *host, int port, int timeout_ms) {
         struct pollfd p = {fd, POLLOUT, 0};
         int err = 0;
         socklen_t len = sizeof err;
-        if (poll(&p, 1, timeout_ms) == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0)
+        if (poll(&p, 1, timeout_ms) == 1 && getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 &&
+            err == 0)
             rc = 0;
         else
             errno = err ? err : ETIMEDOUT;

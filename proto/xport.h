@@ -19,7 +19,7 @@
 #include "proto/dataplane.h"
 
 /* Once a message has started arriving, the rest must arrive within this. */
-#define MR_XPORT_BODY_TIMEOUT_MS 30000
+#define MR_XPORT_BODY_TIMEOUT_MS 5000
 
 typedef struct mr_xport_conn mr_xport_conn;
 typedef struct mr_xport_listener mr_xport_listener;
@@ -47,6 +47,8 @@ typedef struct mr_xport_ops {
     /* timeout_ms bounds the wait for a message to start (MR_ERR_TIMEOUT: nothing consumed). */
     mr_status (*recv)(mr_xport_conn *c, mr_dp_header *h, void *buf, size_t cap, int timeout_ms);
     void (*close)(mr_xport_conn *c);
+    /* fd that becomes readable when a message starts arriving (poll/epoll), or -1. */
+    int (*conn_fd)(mr_xport_conn *c);
     /* Peer address as "host:port", for logs and status. */
     const char *(*peer)(mr_xport_conn *c);
 } mr_xport_ops;

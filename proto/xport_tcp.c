@@ -34,11 +34,10 @@ static uint64_t deadline_of(int timeout_ms) {
 
 static mr_status wait_fd(int fd, short events, uint64_t deadline) {
     for (;;) {
-        int ms = -1;
+        int ms = -1; /* a passed deadline still polls once, so a ready fd is never missed */
         if (deadline) {
             uint64_t now = mr_now_ns();
-            if (now >= deadline) return MR_ERR_TIMEOUT;
-            ms = (int)((deadline - now + 999999) / 1000000);
+            ms = now >= deadline ? 0 : (int)((deadline - now + 999999) / 1000000);
         }
         struct pollfd p = {fd, events, 0};
         int rc = poll(&p, 1, ms);
@@ -263,6 +262,10 @@ static const char *tcp_peer(mr_xport_conn *c) {
     return c->peer;
 }
 
+static int tcp_conn_fd(mr_xport_conn *c) {
+    return c->fd;
+}
+
 const mr_xport_ops mr_xport_tcp_ops = {
     .name = "tcp",
     .listen = tcp_listen,
@@ -273,6 +276,7 @@ const mr_xport_ops mr_xport_tcp_ops = {
     .send = tcp_send,
     .recv = tcp_recv,
     .close = tcp_close,
+    .conn_fd = tcp_conn_fd,
     .peer = tcp_peer,
 };
 

@@ -33,7 +33,7 @@ typedef struct serving {
     mr_backend *be;
     unsigned char *held; /* [layers][experts] */
     int n_layers, n_experts, hidden, inter, top_k, max_tokens;
-    uint32_t epoch;      /* the coordinator's data connection must present this */
+    uint32_t epoch; /* the coordinator's data connection must present this */
     void *req_buf, *reply_buf;
     size_t req_cap, reply_cap;
 } serving;
@@ -50,7 +50,7 @@ struct mr_worker {
     int data_thread_started;
     atomic_int stop;
     pthread_rwlock_t lock;
-    serving *cur;         /* NULL until assigned */
+    serving *cur; /* NULL until assigned */
     /* stats, written by the data thread */
     atomic_ullong batches, tokens, busy_ns;
 };
@@ -98,114 +98,184 @@ static int check_routes(const serving *s, const mr_dp_header *h, const int32_t *
     return 0;
 }
 
-/* Serves one data connection until it closes or breaks the protocol. */
-static void serve_connection(mr_worker *w, mr_xport_conn *c) {
-    const char *peer = w->xport->peer(c);
-    mr_dp_header h;
-    char why[256];
-    /* first message: HELLO carrying the current assignment epoch */
-    pthread_rwlock_rdlock(&w->lock);
-    serving *s = w->cur;
-    uint32_t epoch = s ? s->epoch : 0;
-    pthread_rwlock_unlock(&w->lock);
-    mr_status st = w->xport->recv(c, &h, NULL, 0, 10000);
-    mr_dp_limits hello_lim = {1, 1, 1, 1, 0};
-    if (st != MR_OK || mr_dp_header_check(&h, &hello_lim, 1u << MR_DP_HELLO, why, sizeof why) != MR_OK ||
-        !s || h.seq != epoch) {
-        if (st == MR_OK && s && h.kind == MR_DP_HELLO && h.seq != epoch)
-            snprintf(why, sizeof why, "hello for assignment epoch %u, current is %u", h.seq, epoch);
-        else if (st != MR_OK)
-            snprintf(why, sizeof why, "no valid hello (%s)", mr_status_str(st));
-        else if (!s)
-            snprintf(why, sizeof why, "no assignment yet");
-        MR_LOG_ERROR(MR_LOG_NET, "data connection from %s: protocol error: %s; closing", peer, why);
-        send_dp_error(w, c, why);
-        return;
-    }
-    MR_LOG_INFO(MR_LOG_NET, "data connection from %s (epoch %u)", peer, epoch);
-    while (!atomic_load(&w->stop)) {
-        pthread_rwlock_rdlock(&w->lock);
-        s = w->cur;
-        if (!s || s->epoch != epoch) {
-            pthread_rwlock_unlock(&w->lock);
-            MR_LOG_INFO(MR_LOG_NET, "assignment changed; closing data connection from %s", peer);
-            return;
-        }
-        st = w->xport->recv(c, &h, s->req_buf, s->req_cap, DATA_POLL_MS);
-        if (st == MR_ERR_TIMEOUT) {
-            pthread_rwlock_unlock(&w->lock);
-            continue;
-        }
-        if (st != MR_OK) {
-            pthread_rwlock_unlock(&w->lock);
-            if (st == MR_ERR_PROTO)
-                MR_LOG_ERROR(MR_LOG_NET, "data connection from %s: protocol error: bad header or oversized payload; closing", peer);
-            else
-                MR_LOG_INFO(MR_LOG_NET, "data connection from %s ended (%s)", peer, mr_status_str(st));
-            return;
-        }
-        mr_dp_limits lim = {(uint32_t)s->n_layers, (uint32_t)s->max_tokens, (uint32_t)s->top_k,
-                            (uint32_t)s->hidden, s->req_cap};
-        const int32_t *ids = s->req_buf;
-        const float *wts = (const float *)(ids + (size_t)h.n_tokens * h.top_k);
-        if (mr_dp_header_check(&h, &lim, 1u << MR_DP_REQUEST, why, sizeof why) != MR_OK ||
-            check_routes(s, &h, ids, wts, why, sizeof why) != 0) {
-            pthread_rwlock_unlock(&w->lock);
-            MR_LOG_ERROR(MR_LOG_NET, "data connection from %s: protocol error: %s; closing", peer, why);
-            send_dp_error(w, c, why);
-            return;
-        }
-        const void *xin = wts + (size_t)h.n_tokens * h.top_k;
-        const float *x = xin;
-        if (h.dtype == MR_DP_BF16) { /* widen into the second half of the reply buffer */
-            float *xf = (float *)s->reply_buf + (size_t)h.n_tokens * s->hidden;
-            mr_convert_to_f32(MR_DTYPE_BF16, xin, xf, (size_t)h.n_tokens * s->hidden);
-            x = xf;
-        }
-        uint64_t t0 = mr_now_ns();
-        s->be->ops->moe(s->be, mr_expert_store_layer(s->store, h.layer), x, (int)h.n_tokens,
-                        (int)h.top_k, ids, wts, s->reply_buf);
-        atomic_fetch_add(&w->busy_ns, mr_now_ns() - t0);
-        mr_dp_header r;
-        mr_dp_header_init(&r, MR_DP_REPLY);
-        r.layer = h.layer;
-        r.micro_batch = h.micro_batch;
-        r.seq = h.seq;
-        r.n_tokens = h.n_tokens;
-        r.top_k = h.top_k;
-        r.hidden = h.hidden;
-        r.payload_bytes = mr_dp_reply_bytes(h.n_tokens, h.hidden);
-        st = w->xport->send(c, &r, s->reply_buf);
-        pthread_rwlock_unlock(&w->lock);
-        if (st != MR_OK) {
-            MR_LOG_INFO(MR_LOG_NET, "data connection from %s: reply failed (%s)", peer, mr_status_str(st));
-            return;
-        }
-        atomic_fetch_add(&w->batches, 1);
-        atomic_fetch_add(&w->tokens, h.n_tokens);
-    }
+#define MAX_DATA_CONNS 8
+#define HELLO_WAIT_MS  2000
+
+/* A data connection: authenticated once its hello presented the current epoch. */
+typedef struct data_conn {
+    mr_xport_conn *c;
+    uint32_t epoch; /* 0 until the hello */
+    double opened;
+} data_conn;
+
+static void reject(mr_worker *w, data_conn *d, const char *why) {
+    MR_LOG_ERROR(MR_LOG_NET, "data connection from %s: protocol error: %s; closing",
+                 w->xport->peer(d->c), why);
+    send_dp_error(w, d->c, why);
+    w->xport->close(d->c);
+    d->c = NULL;
 }
 
+/* The first message of a connection must be HELLO with the current assignment's epoch. */
+static void serve_hello(mr_worker *w, data_conn *d) {
+    mr_dp_header h;
+    char why[256];
+    mr_status st = w->xport->recv(d->c, &h, NULL, 0, 0);
+    if (st == MR_ERR_TIMEOUT) return;
+    if (st != MR_OK) {
+        reject(w, d,
+               st == MR_ERR_PROTO ? "bad header before hello" : "connection closed before hello");
+        return;
+    }
+    mr_dp_limits lim = {1, 1, 1, 1, 0};
+    if (mr_dp_header_check(&h, &lim, 1u << MR_DP_HELLO, why, sizeof why) != MR_OK) {
+        reject(w, d, why);
+        return;
+    }
+    pthread_rwlock_rdlock(&w->lock);
+    uint32_t epoch = w->cur ? w->cur->epoch : 0;
+    pthread_rwlock_unlock(&w->lock);
+    if (!epoch || h.seq != epoch) {
+        snprintf(why, sizeof why, "hello for assignment epoch %u, current is %u", h.seq, epoch);
+        reject(w, d, why);
+        return;
+    }
+    d->epoch = epoch;
+    MR_LOG_INFO(MR_LOG_NET, "data connection from %s (epoch %u)", w->xport->peer(d->c), epoch);
+}
+
+/* One request on an authenticated connection: validate, compute, reply. */
+static void serve_request(mr_worker *w, data_conn *d) {
+    const char *peer = w->xport->peer(d->c);
+    mr_dp_header h;
+    char why[256];
+    pthread_rwlock_rdlock(&w->lock);
+    serving *s = w->cur;
+    if (!s || s->epoch != d->epoch) {
+        pthread_rwlock_unlock(&w->lock);
+        MR_LOG_INFO(MR_LOG_NET, "assignment changed; closing the data connection from %s", peer);
+        w->xport->close(d->c);
+        d->c = NULL;
+        return;
+    }
+    mr_status st = w->xport->recv(d->c, &h, s->req_buf, s->req_cap, 0);
+    if (st == MR_ERR_TIMEOUT) {
+        pthread_rwlock_unlock(&w->lock);
+        return;
+    }
+    if (st != MR_OK) {
+        pthread_rwlock_unlock(&w->lock);
+        if (st == MR_ERR_PROTO) {
+            reject(w, d, "bad header, oversized or truncated payload");
+        } else {
+            MR_LOG_INFO(MR_LOG_NET, "data connection from %s ended (%s)", peer, mr_status_str(st));
+            w->xport->close(d->c);
+            d->c = NULL;
+        }
+        return;
+    }
+    mr_dp_limits lim = {(uint32_t)s->n_layers, (uint32_t)s->max_tokens, (uint32_t)s->top_k,
+                        (uint32_t)s->hidden, s->req_cap};
+    const int32_t *ids = s->req_buf;
+    const float *wts = (const float *)(ids + (size_t)h.n_tokens * h.top_k);
+    if (mr_dp_header_check(&h, &lim, 1u << MR_DP_REQUEST, why, sizeof why) != MR_OK ||
+        check_routes(s, &h, ids, wts, why, sizeof why) != 0) {
+        pthread_rwlock_unlock(&w->lock);
+        reject(w, d, why);
+        return;
+    }
+    const void *xin = wts + (size_t)h.n_tokens * h.top_k;
+    const float *x = xin;
+    if (h.dtype == MR_DP_BF16) { /* widen into the second half of the reply buffer */
+        float *xf = (float *)s->reply_buf + (size_t)h.n_tokens * s->hidden;
+        mr_convert_to_f32(MR_DTYPE_BF16, xin, xf, (size_t)h.n_tokens * s->hidden);
+        x = xf;
+    }
+    uint64_t t0 = mr_now_ns();
+    s->be->ops->moe(s->be, mr_expert_store_layer(s->store, h.layer), x, (int)h.n_tokens,
+                    (int)h.top_k, ids, wts, s->reply_buf);
+    atomic_fetch_add(&w->busy_ns, mr_now_ns() - t0);
+    mr_dp_header r;
+    mr_dp_header_init(&r, MR_DP_REPLY);
+    r.layer = h.layer;
+    r.micro_batch = h.micro_batch;
+    r.seq = h.seq;
+    r.n_tokens = h.n_tokens;
+    r.top_k = h.top_k;
+    r.hidden = h.hidden;
+    r.payload_bytes = mr_dp_reply_bytes(h.n_tokens, h.hidden);
+    st = w->xport->send(d->c, &r, s->reply_buf);
+    pthread_rwlock_unlock(&w->lock);
+    if (st != MR_OK) {
+        MR_LOG_INFO(MR_LOG_NET, "data connection from %s: reply failed (%s)", peer,
+                    mr_status_str(st));
+        w->xport->close(d->c);
+        d->c = NULL;
+        return;
+    }
+    atomic_fetch_add(&w->batches, 1);
+    atomic_fetch_add(&w->tokens, h.n_tokens);
+}
+
+/* The data thread: accepts connections and serves whichever has a message, so a misbehaving
+ * peer costs only its own connection (a hello must come within HELLO_WAIT_MS). */
 static void *data_main(void *arg) {
     mr_worker *w = arg;
+    data_conn conns[MAX_DATA_CONNS] = {{0}};
     while (!atomic_load(&w->stop)) {
-        mr_xport_conn *c;
-        mr_status st = w->xport->accept(w->listener, DATA_POLL_MS, &c);
-        if (st == MR_ERR_TIMEOUT) continue;
-        if (st != MR_OK) {
-            MR_LOG_WARN(MR_LOG_NET, "data listener: accept failed (%s)", mr_status_str(st));
-            usleep(100000);
-            continue;
+        struct pollfd pf[MAX_DATA_CONNS + 1];
+        int map[MAX_DATA_CONNS + 1], n = 0;
+        pf[n] = (struct pollfd){w->xport->listener_fd(w->listener), POLLIN, 0};
+        map[n++] = -1;
+        double now = mr_now_s();
+        for (int i = 0; i < MAX_DATA_CONNS; i++) {
+            if (!conns[i].c) continue;
+            if (!conns[i].epoch && now - conns[i].opened > HELLO_WAIT_MS / 1000.0) {
+                reject(w, &conns[i], "no hello in time");
+                continue;
+            }
+            pf[n] = (struct pollfd){w->xport->conn_fd(conns[i].c), POLLIN, 0};
+            map[n++] = i;
         }
-        serve_connection(w, c);
-        w->xport->close(c);
+        if (poll(pf, (nfds_t)n, DATA_POLL_MS) <= 0) continue;
+        for (int j = 1; j < n; j++) {
+            if (!(pf[j].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            data_conn *d = &conns[map[j]];
+            if (!d->epoch)
+                serve_hello(w, d);
+            else
+                serve_request(w, d);
+        }
+        if (pf[0].revents & POLLIN) {
+            mr_xport_conn *c;
+            if (w->xport->accept(w->listener, 0, &c) != MR_OK) continue;
+            int slot = -1;
+            for (int i = 0; i < MAX_DATA_CONNS && slot < 0; i++)
+                if (!conns[i].c) slot = i;
+            if (slot < 0) { /* full: the oldest unauthenticated one goes, else the newcomer */
+                for (int i = 0; i < MAX_DATA_CONNS && slot < 0; i++)
+                    if (!conns[i].epoch) slot = i;
+                if (slot >= 0) reject(w, &conns[slot], "too many data connections");
+            }
+            if (slot < 0) {
+                MR_LOG_WARN(MR_LOG_NET, "data listener: too many connections; refusing %s",
+                            w->xport->peer(c));
+                w->xport->close(c);
+                continue;
+            }
+            conns[slot] = (data_conn){c, 0, mr_now_s()};
+        }
     }
+    for (int i = 0; i < MAX_DATA_CONNS; i++)
+        if (conns[i].c) w->xport->close(conns[i].c);
     return NULL;
 }
 
 /* ---- control plane --------------------------------------------------------------------------- */
 
-static mr_status send_env(int fd, Moerack__Envelope *env) { return mr_frame_send(fd, env, 5000); }
+static mr_status send_env(int fd, Moerack__Envelope *env) {
+    return mr_frame_send(fd, env, 5000);
+}
 
 static mr_status send_hello(mr_worker *w, int fd) {
     Moerack__Capabilities caps = MOERACK__CAPABILITIES__INIT;
@@ -276,7 +346,8 @@ static mr_status build_serving(mr_worker *w, const Moerack__Assign *a, int fd, u
     s->max_tokens = (int)a->max_tokens;
     s->epoch = epoch;
     if (a->max_tokens < 1 || a->max_tokens > (1u << 20) || a->n_experts == 0) {
-        snprintf(why, cap, "assignment with %zu experts and max_tokens %u", a->n_experts, a->max_tokens);
+        snprintf(why, cap, "assignment with %zu experts and max_tokens %u", a->n_experts,
+                 a->max_tokens);
         st = MR_ERR_PROTO;
         goto err;
     }
@@ -288,7 +359,8 @@ static mr_status build_serving(mr_worker *w, const Moerack__Assign *a, int fd, u
     for (size_t i = 0; i < a->n_experts; i++) {
         const Moerack__ExpertRef *r = a->experts[i];
         if (r->layer >= (uint32_t)s->n_layers || r->expert >= (uint32_t)s->n_experts) {
-            snprintf(why, cap, "assigned layer %u expert %u is outside the model (%d layers, %d experts)",
+            snprintf(why, cap,
+                     "assigned layer %u expert %u is outside the model (%d layers, %d experts)",
                      r->layer, r->expert, s->n_layers, s->n_experts);
             st = MR_ERR_PROTO;
             goto err;
@@ -299,14 +371,17 @@ static mr_status build_serving(mr_worker *w, const Moerack__Assign *a, int fd, u
     for (size_t i = 0; i < (size_t)s->n_layers * s->n_experts; i++) count += s->held[i];
     size_t need = count * 3 * (size_t)s->hidden * s->inter * 2; /* bf16 */
     size_t slots = (size_t)s->max_tokens * s->top_k;
-    s->req_cap = (size_t)mr_dp_request_bytes((uint32_t)s->max_tokens, (uint32_t)s->top_k, (uint32_t)s->hidden, MR_DP_F32);
+    s->req_cap = (size_t)mr_dp_request_bytes((uint32_t)s->max_tokens, (uint32_t)s->top_k,
+                                             (uint32_t)s->hidden, MR_DP_F32);
     s->reply_cap = 2 * (size_t)s->max_tokens * s->hidden * 4; /* reply + widened bf16 input */
-    size_t buffers = s->req_cap + s->reply_cap + slots * (2 * (size_t)s->hidden + 2 * (size_t)s->inter) * 4;
+    size_t buffers =
+        s->req_cap + s->reply_cap + slots * (2 * (size_t)s->hidden + 2 * (size_t)s->inter) * 4;
     if (w->conf->memory_limit_mb && need + buffers > (size_t)w->conf->memory_limit_mb << 20) {
         snprintf(why, cap,
                  "assignment of %zu experts needs %zu MB (%zu MB weights + %zu MB buffers) but "
                  "memory_limit_mb is %lld",
-                 count, (need + buffers) >> 20, need >> 20, buffers >> 20, w->conf->memory_limit_mb);
+                 count, (need + buffers) >> 20, need >> 20, buffers >> 20,
+                 w->conf->memory_limit_mb);
         st = MR_ERR_FULL;
         goto err;
     }
@@ -317,18 +392,24 @@ static mr_status build_serving(mr_worker *w, const Moerack__Assign *a, int fd, u
         snprintf(why, cap, "loading experts from %s failed (%s)", a->model_path, mr_status_str(st));
         goto err;
     }
-    MR_LOG_INFO(MR_LOG_CKPT, "loaded %zu experts in %.2f s: %llu bytes of tensor data read from the checkpoint",
+    MR_LOG_INFO(MR_LOG_CKPT,
+                "loaded %zu experts in %.2f s: %llu bytes of tensor data read from the checkpoint",
                 count, mr_now_s() - t0, (unsigned long long)mr_ckpt_bytes_read(s->ck));
-    mr_backend_params bp = {.n_threads = w->conf->threads, .max_tokens = s->max_tokens,
-                            .hidden = s->hidden, .inter = s->inter,
-                            .n_heads = mc->num_attention_heads, .head_dim = mc->head_dim,
-                            .block_size = mc->block_size, .max_experts = s->n_experts,
+    mr_backend_params bp = {.n_threads = w->conf->threads,
+                            .max_tokens = s->max_tokens,
+                            .hidden = s->hidden,
+                            .inter = s->inter,
+                            .n_heads = mc->num_attention_heads,
+                            .head_dim = mc->head_dim,
+                            .block_size = mc->block_size,
+                            .max_experts = s->n_experts,
                             .top_k = s->top_k};
     if ((st = mr_backend_create(w->conf->backend, &bp, &s->be)) != MR_OK) {
         snprintf(why, cap, "backend %s unavailable", w->conf->backend);
         goto err;
     }
-    if (!(s->req_buf = mr_alloc_aligned(s->req_cap)) || !(s->reply_buf = mr_alloc_aligned(s->reply_cap))) {
+    if (!(s->req_buf = mr_alloc_aligned(s->req_cap)) ||
+        !(s->reply_buf = mr_alloc_aligned(s->reply_cap))) {
         st = MR_ERR_NOMEM;
         snprintf(why, cap, "out of memory for buffers");
         goto err;
@@ -393,17 +474,20 @@ static mr_status control_session(mr_worker *w, int fd) {
         mr_frame_free(env);
         return MR_ERR_PROTO;
     }
-    if (env->msg_case != MOERACK__ENVELOPE__MSG_WELCOME || env->welcome->proto_major != MR_PROTO_MAJOR) {
-        MR_LOG_ERROR(MR_LOG_NET, "coordinator answered %s with protocol %u.x; this worker speaks %d.%d",
-                     mr_frame_msg_name(env),
-                     env->msg_case == MOERACK__ENVELOPE__MSG_WELCOME ? env->welcome->proto_major : 0,
-                     MR_PROTO_MAJOR, MR_PROTO_MINOR);
+    if (env->msg_case != MOERACK__ENVELOPE__MSG_WELCOME ||
+        env->welcome->proto_major != MR_PROTO_MAJOR) {
+        MR_LOG_ERROR(
+            MR_LOG_NET, "coordinator answered %s with protocol %u.x; this worker speaks %d.%d",
+            mr_frame_msg_name(env),
+            env->msg_case == MOERACK__ENVELOPE__MSG_WELCOME ? env->welcome->proto_major : 0,
+            MR_PROTO_MAJOR, MR_PROTO_MINOR);
         mr_frame_free(env);
         return MR_ERR_PROTO;
     }
     MR_LOG_INFO(MR_LOG_NET, "joined coordinator %s as worker %u", env->welcome->coordinator_name,
                 env->welcome->worker_id);
-    int hb_ms = env->welcome->heartbeat_interval_ms ? (int)env->welcome->heartbeat_interval_ms : 1000;
+    int hb_ms =
+        env->welcome->heartbeat_interval_ms ? (int)env->welcome->heartbeat_interval_ms : 1000;
     mr_frame_free(env);
     double next_hb = mr_now_s();
     for (;;) {
@@ -418,12 +502,16 @@ static mr_status control_session(mr_worker *w, int fd) {
         if (rc <= 0) continue;
         st = mr_frame_recv(fd, max_frame, 10000, &env);
         if (st != MR_OK) {
-            MR_LOG_WARN(MR_LOG_NET, "control connection to the coordinator ended (%s)", mr_status_str(st));
+            MR_LOG_WARN(MR_LOG_NET, "control connection to the coordinator ended (%s)",
+                        mr_status_str(st));
             return MR_ERR_CLOSED;
         }
         switch (env->msg_case) {
-        case MOERACK__ENVELOPE__MSG_ASSIGN: st = handle_assign(w, fd, env->assign); break;
-        case MOERACK__ENVELOPE__MSG_HEARTBEAT: break;
+        case MOERACK__ENVELOPE__MSG_ASSIGN:
+            st = handle_assign(w, fd, env->assign);
+            break;
+        case MOERACK__ENVELOPE__MSG_HEARTBEAT:
+            break;
         case MOERACK__ENVELOPE__MSG_DRAIN:
             MR_LOG_INFO(MR_LOG_CORE, "draining: finishing in-flight batches");
             break;
@@ -435,7 +523,8 @@ static mr_status control_session(mr_worker *w, int fd) {
             MR_LOG_ERROR(MR_LOG_NET, "coordinator reports: %s", env->error->message);
             break;
         default:
-            MR_LOG_ERROR(MR_LOG_NET, "coordinator sent %s, which a worker does not accept; reconnecting",
+            MR_LOG_ERROR(MR_LOG_NET,
+                         "coordinator sent %s, which a worker does not accept; reconnecting",
                          mr_frame_msg_name(env));
             st = MR_ERR_CLOSED;
             break;

@@ -9,8 +9,9 @@
 #include "worker/worker.h"
 
 static void usage(FILE *out) {
-    fprintf(out, "usage: moerack-worker --config FILE --name NAME [--log-level LEVEL] [--dump-config]\n"
-                 "  serves the experts the coordinator assigns to worker NAME of the cluster config\n");
+    fprintf(out,
+            "usage: moerack-worker --config FILE --name NAME [--log-level LEVEL] [--dump-config]\n"
+            "  serves the experts the coordinator assigns to worker NAME of the cluster config\n");
 }
 
 int main(int argc, char **argv) {
@@ -24,9 +25,15 @@ int main(int argc, char **argv) {
     int dump = 0, o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
-        case 'c': config = optarg; break;
-        case 'n': name = optarg; break;
-        case 'd': dump = 1; break;
+        case 'c':
+            config = optarg;
+            break;
+        case 'n':
+            name = optarg;
+            break;
+        case 'd':
+            dump = 1;
+            break;
         case 'l': {
             int lv = mr_log_level_parse(optarg);
             if (lv < 0) {
@@ -36,8 +43,12 @@ int main(int argc, char **argv) {
             mr_log_set_level((mr_log_level)lv);
             break;
         }
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (!config || (!name && !dump)) {
