@@ -62,8 +62,14 @@ mr_status mr_launch_worker(mr_launch *l, int i) {
     if (access(bin, X_OK) != 0) snprintf(bin, sizeof bin, "%s/moerack-worker", l->p.bin_dir);
     snprintf(name, sizeof name, "w%d", i);
     snprintf(log, sizeof log, "%s/%s.log", l->p.work_dir, name);
-    char *argv[] = {bin, "--config", l->config, "--name", name, "--log-level",
-                    (char *)(l->p.log_level ? l->p.log_level : "info"), NULL};
+    char *argv[] = {bin,
+                    "--config",
+                    l->config,
+                    "--name",
+                    name,
+                    "--log-level",
+                    (char *)(l->p.log_level ? l->p.log_level : "info"),
+                    NULL};
     l->workers[i] = spawn(bin, argv, log);
     return l->workers[i] > 0 ? MR_OK : MR_ERR_IO;
 }
@@ -100,8 +106,9 @@ mr_status mr_launch_start(const mr_launch_params *p, mr_launch *out) {
     snprintf(bin, sizeof bin, "%s/../coordinator/moerack-coordinator", p->bin_dir);
     if (access(bin, X_OK) != 0) snprintf(bin, sizeof bin, "%s/moerack-coordinator", p->bin_dir);
     snprintf(log, sizeof log, "%s/coordinator.log", p->work_dir);
-    char *argv[] = {bin, "--config", out->config, "--log-level",
-                    (char *)(p->log_level ? p->log_level : "info"), NULL};
+    char *argv[] = {
+        bin, "--config", out->config, "--log-level", (char *)(p->log_level ? p->log_level : "info"),
+        NULL};
     out->coord = spawn(bin, argv, log);
     if (out->coord <= 0) return MR_ERR_IO;
     for (int i = 0; i < p->n_workers; i++)
@@ -120,7 +127,8 @@ mr_status mr_launch_wait(mr_launch *l, const char *verdict, int timeout_ms) {
         }
         int st;
         if (l->coord > 0 && waitpid(l->coord, &st, WNOHANG) == l->coord) {
-            MR_LOG_ERROR(MR_LOG_CLI, "the coordinator exited (see %s/coordinator.log)", l->p.work_dir);
+            MR_LOG_ERROR(MR_LOG_CLI, "the coordinator exited (see %s/coordinator.log)",
+                         l->p.work_dir);
             l->coord = 0;
             return MR_ERR_CLOSED;
         }

@@ -13,17 +13,17 @@
 #define MR_LAUNCH_MAX_WORKERS 16
 
 typedef struct mr_launch_params {
-    const char *bin_dir;   /* directory holding moerack-coordinator and moerack-worker */
-    const char *model;     /* checkpoint directory (absolute) */
-    const char *work_dir;  /* config and logs go here */
+    const char *bin_dir;  /* directory holding moerack-coordinator and moerack-worker */
+    const char *model;    /* checkpoint directory (absolute) */
+    const char *work_dir; /* config and logs go here */
     int n_workers;
-    int replicas;          /* 0 = 1 */
-    int micro_batches;     /* 0 = 2 */
+    int replicas;                      /* 0 = 1 */
+    int micro_batches;                 /* 0 = 2 */
     int coord_threads, worker_threads; /* 0 = all CPUs */
-    int max_batch_tokens;  /* 0 = 512 */
-    int expert_timeout_ms; /* 0 = 10000 */
+    int max_batch_tokens;              /* 0 = 512 */
+    int expert_timeout_ms;             /* 0 = 10000 */
     const char *extra_coordinator; /* extra libconfig lines for the coordinator group, or NULL */
-    const char *log_level; /* NULL = info */
+    const char *log_level;         /* NULL = info */
 } mr_launch_params;
 
 typedef struct mr_launch {

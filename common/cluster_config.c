@@ -220,17 +220,13 @@ mr_status mr_cluster_config_load(const char *path, mr_cluster_config *out) {
                     snprintf(out->cluster.model, sizeof out->cluster.model, "%s", joined);
             }
         }
-        struct stat sb;
-        if (stat(out->cluster.model, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
-            MR_LOG_ERROR(MR_LOG_CONF, "%s:%d: cluster.model \"%s\" is not a directory", path, line,
-                         out->cluster.model);
-            errors++;
-        }
+        out->cluster_line = line;
         errors += check_endpoint(path, line, "coordinator", "listen", out->coord.listen);
         if (out->coord.address[0])
             errors += check_endpoint(path, line, "coordinator", "address", out->coord.address);
         if (out->n_workers == 0) {
-            MR_LOG_ERROR(MR_LOG_CONF, "%s: workers: at least one worker is required", path);
+            MR_LOG_ERROR(MR_LOG_CONF, "%s:%d: workers: at least one worker is required", path,
+                         wl ? (int)config_setting_source_line(wl) : line);
             errors++;
         }
         if (out->n_workers > MR_MAX_WORKERS) {
@@ -316,4 +312,14 @@ void mr_cluster_config_markdown(FILE *out) {
     mr_opt_markdown(&coord_table, out);
     mr_opt_markdown(&worker_table, out);
     mr_opt_markdown(&placement_table, out);
+}
+
+mr_status mr_cluster_config_check_paths(const mr_cluster_config *c) {
+    struct stat sb;
+    if (stat(c->cluster.model, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        MR_LOG_ERROR(MR_LOG_CONF, "%s:%d: cluster.model \"%s\" is not a directory", c->path,
+                     c->cluster_line, c->cluster.model);
+        return MR_ERR_NOT_FOUND;
+    }
+    return MR_OK;
 }

@@ -66,10 +66,14 @@ typedef struct mr_cluster_config {
     int n_workers;
     mr_placement_conf *placement;
     int n_placement;
+    int cluster_line; /* line of the cluster group, for messages */
 } mr_cluster_config;
 
 mr_status mr_cluster_config_load(const char *path, mr_cluster_config *out);
 void mr_cluster_config_free(mr_cluster_config *c);
+/* Checks what the file names on this machine (the model directory); done at start-up, not by
+ * --dump-config, so example configs can be checked anywhere. */
+mr_status mr_cluster_config_check_paths(const mr_cluster_config *c);
 int mr_cluster_config_worker_index(const mr_cluster_config *c, const char *name);
 void mr_cluster_config_dump(const mr_cluster_config *c, FILE *out);
 void mr_cluster_config_markdown(FILE *out);

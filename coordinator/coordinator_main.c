@@ -72,6 +72,10 @@ int main(int argc, char **argv) {
         mr_cluster_config_free(&cc);
         return 0;
     }
+    if (mr_cluster_config_check_paths(&cc) != MR_OK) {
+        mr_cluster_config_free(&cc);
+        return 1;
+    }
     int rc = 1;
     mr_ckpt *ck = NULL;
     mr_model *m = NULL;
@@ -80,7 +84,8 @@ int main(int argc, char **argv) {
     mr_dispatcher *d = NULL;
     mr_engine *e = NULL;
     if (mr_ckpt_open(cc.cluster.model, &ck) != MR_OK) goto out;
-    const mr_model_config *mc = mr_ckpt_config(ck);
+    mr_model_config mcv = *mr_ckpt_config(ck);
+    const mr_model_config *mc = &mcv;
     if (mr_placement_build(&cc, mc, &pl) != MR_OK) goto out;
     mr_model_params mp;
     mr_model_params_default(&mp);
@@ -93,6 +98,9 @@ int main(int argc, char **argv) {
     mp.load_experts = 0;
     mp.micro_batches = cc.coord.micro_batches;
     if (mr_model_create(ck, &mp, &m) != MR_OK) goto out;
+    /* the weights are copied: unmap the shards (their page cache can go; workers read theirs) */
+    mr_ckpt_close(ck);
+    ck = NULL;
     size_t nonexpert = mr_model_weight_bytes(m, NULL);
     MR_LOG_INFO(MR_LOG_CORE,
                 "coordinator %s: %.1f MB of non-expert weights, %d workers expected, %s data plane",

@@ -63,6 +63,10 @@ int main(int argc, char **argv) {
         mr_cluster_config_free(&cc);
         return 0;
     }
+    if (mr_cluster_config_check_paths(&cc) != MR_OK) {
+        mr_cluster_config_free(&cc);
+        return 1;
+    }
     mr_worker *w;
     mr_status st = mr_worker_create(&cc, name, &w);
     if (st == MR_OK) {

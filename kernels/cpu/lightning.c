@@ -81,6 +81,8 @@ static void lightning_task(void *ctx, int task, int thread) {
     const size_t row = (size_t)H * 3 * d, orow = (size_t)H * d;
     float *S = a->state[sg] + (size_t)head * d * d;
     const float s = a->slope[head];
+    /* A lone token, whether a decode step or the 1-token tail block of a prefill, always takes
+     * the recurrence path: the same token gives the same bits however its prompt was chunked. */
     if (seg->len == 1) {
         const float *src = a->qkv + (size_t)seg->start * row + (size_t)head * 3 * d;
         load_silu(src, d, sc->q);
@@ -92,6 +94,15 @@ static void lightning_task(void *ctx, int task, int thread) {
     }
     for (int b0 = 0; b0 < seg->len; b0 += a->block_size) {
         int m = seg->len - b0 < a->block_size ? seg->len - b0 : a->block_size;
+        if (m == 1) {
+            const float *src = a->qkv + (size_t)(seg->start + b0) * row + (size_t)head * 3 * d;
+            load_silu(src, d, sc->q);
+            load_silu(src + d, d, sc->k);
+            load_silu(src + 2 * d, d, sc->v);
+            decode_head(S, sc->q, sc->k, sc->v, expf(-s), d,
+                        a->out + (size_t)(seg->start + b0) * orow + (size_t)head * d);
+            continue;
+        }
         prefill_block(sc, a, a->qkv + (size_t)(seg->start + b0) * row,
                       a->out + (size_t)(seg->start + b0) * orow, head, m, s, S);
     }
