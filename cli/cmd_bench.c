@@ -8,9 +8,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
+#include <limits.h>
 
 #include "cli/cli.h"
+#include "cli/cluster_client.h"
+#include "cli/launch.h"
 #include "common/arena.h"
 #include "common/checkpoint.h"
 #include "common/log.h"
@@ -220,9 +224,193 @@ out:
     return rc;
 }
 
+/* ---- bench cluster --------------------------------------------------------------------------- */
+
+/* One generation through the cluster; returns seconds or -1. */
+static double cluster_generate(const char *host, int port, const int32_t *ids, int n,
+                               int max_tokens) {
+    int fd = mr_client_open(host, port, MOERACK__ROLE__ROLE_CLIENT, 5000);
+    if (fd < 0) return -1;
+    Moerack__GenerateRequest rq = MOERACK__GENERATE_REQUEST__INIT;
+    rq.n_prompt = (size_t)n;
+    rq.prompt = (int32_t *)ids;
+    rq.max_tokens = (uint32_t)max_tokens;
+    Moerack__Envelope env = MOERACK__ENVELOPE__INIT;
+    env.msg_case = MOERACK__ENVELOPE__MSG_GENERATE_REQUEST;
+    env.generate_request = &rq;
+    Moerack__Envelope *rep = NULL;
+    double t0 = mr_now_s(), dt = -1;
+    if (mr_frame_send(fd, &env, 10000) == MR_OK && mr_frame_recv(fd, 1u << 30, -1, &rep) == MR_OK &&
+        rep->msg_case == MOERACK__ENVELOPE__MSG_GENERATE_REPLY && !rep->generate_reply->error)
+        dt = mr_now_s() - t0;
+    else if (rep && rep->msg_case == MOERACK__ENVELOPE__MSG_GENERATE_REPLY &&
+             rep->generate_reply->error)
+        MR_LOG_ERROR(MR_LOG_CLI, "cluster: %s", rep->generate_reply->error->message);
+    mr_frame_free(rep);
+    close(fd);
+    return dt;
+}
+
+static double best_of(double a, double b) {
+    return a < 0 ? b : (b < 0 ? a : (a < b ? a : b));
+}
+
+static int bench_cluster(int argc, char **argv) {
+    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
+                                         {"workers", required_argument, 0, 'w'},
+                                         {"prompt-len", required_argument, 0, 'p'},
+                                         {"decode", required_argument, 0, 'd'},
+                                         {"work", required_argument, 0, 'o'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
+    const char *model = NULL, *work = "/tmp/moerack-bench-cluster", *workers_arg = "1,2,4";
+    long long plen = 512, ndec = 32;
+    optind = 1;
+    int o;
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (o) {
+        case 'm':
+            model = optarg;
+            break;
+        case 'w':
+            workers_arg = optarg;
+            break;
+        case 'o':
+            work = optarg;
+            break;
+        case 'p':
+            if ((plen = mr_cli_parse_int("--prompt-len", optarg, 1, 1 << 16)) < 0) return 2;
+            break;
+        case 'd':
+            if ((ndec = mr_cli_parse_int("--decode", optarg, 1, 1 << 16)) < 0) return 2;
+            break;
+        case 'h':
+            printf("usage: moerack bench cluster --model DIR [--workers 1,2,4] [--prompt-len 512] "
+                   "[--decode 32] [--work DIR]\n");
+            return 0;
+        default:
+            return 2;
+        }
+    }
+    if (!model) {
+        MR_LOG_ERROR(MR_LOG_CLI, "bench cluster: --model is required");
+        return 2;
+    }
+    char model_abs[4096], bin[4096];
+    if (!realpath(model, model_abs)) {
+        MR_LOG_ERROR(MR_LOG_CLI, "%s: no such model directory", model);
+        return 2;
+    }
+    mr_launch_self_dir(bin, sizeof bin);
+    mr_log_set_level(MR_LOG_LEVEL_WARN);
+    mr_ckpt *ck;
+    if (mr_ckpt_open(model_abs, &ck) != MR_OK) return 1;
+    const mr_model_config c = *mr_ckpt_config(ck);
+    int32_t *ids = malloc((size_t)plen * sizeof *ids);
+    uint64_t rs = 7;
+    for (long long i = 0; i < plen; i++)
+        ids[i] = (int32_t)(mr_splitmix64(&rs) % (uint64_t)c.vocab_size);
+
+    /* single process, same thread budget as the cluster's coordinator + workers together */
+    mr_model_params mp;
+    mr_model_params_default(&mp);
+    mp.max_batch_tokens = (int)plen;
+    mp.max_context = plen + ndec + 2;
+    mp.max_seqs = 1;
+    mr_model *m;
+    if (mr_model_create(ck, &mp, &m) != MR_OK) {
+        mr_ckpt_close(ck);
+        return 1;
+    }
+    float *logits = malloc((size_t)c.vocab_size * sizeof(float));
+    double sp_prefill = -1, sp_decode = -1;
+    for (int rep = 0; rep < 3; rep++) {
+        mr_seq *seq;
+        mr_model_seq_open(m, mp.max_context, &seq);
+        double t0 = mr_now_s();
+        mr_step_seq in = {seq, ids, (int)plen, 1};
+        mr_model_step(m, &in, 1, logits);
+        sp_prefill = best_of(sp_prefill, mr_now_s() - t0);
+        t0 = mr_now_s();
+        for (long long g = 0; g < ndec; g++) {
+            int32_t t = (int32_t)(g % c.vocab_size);
+            mr_step_seq d = {seq, &t, 1, 1};
+            mr_model_step(m, &d, 1, logits);
+        }
+        sp_decode = best_of(sp_decode, mr_now_s() - t0);
+        mr_model_seq_close(m, seq);
+    }
+    mr_model_destroy(m);
+    mr_ckpt_close(ck);
+    free(logits);
+    printf(
+        "model %s: %d layers, hidden %d, %d experts x %d; prompt %lld tokens, decode %lld tokens\n",
+        model, c.num_hidden_layers, c.hidden_size, c.num_local_experts, c.intermediate_size, plen,
+        ndec);
+    printf("%-16s %14s %14s %14s %14s\n", "setup", "prefill tok/s", "decode tok/s", "rtt p50 us",
+           "rtt p99 us");
+    printf("%-16s %14.1f %14.2f %14s %14s\n", "single process", (double)plen / sp_prefill,
+           (double)ndec / sp_decode, "-", "-");
+    int rc = 0;
+    for (const char *p = workers_arg; *p;) {
+        int W = atoi(p);
+        p = strchr(p, ',') ? strchr(p, ',') + 1 : p + strlen(p);
+        if (W < 1 || W > MR_LAUNCH_MAX_WORKERS) continue;
+        char dir[4200];
+        snprintf(dir, sizeof dir, "%s/%dw", work, W);
+        mkdir(work, 0755);
+        mkdir(dir, 0755);
+        mr_launch_params lp = {.bin_dir = bin,
+                               .model = model_abs,
+                               .work_dir = dir,
+                               .n_workers = W,
+                               .coord_threads = 1,
+                               .worker_threads = 1,
+                               .max_batch_tokens = (int)plen,
+                               .log_level = "warn"};
+        mr_launch l;
+        if (mr_launch_start(&lp, &l) != MR_OK || mr_launch_wait(&l, "HEALTHY", 120000) != MR_OK) {
+            MR_LOG_ERROR(MR_LOG_CLI, "cluster with %d workers did not start (logs in %s)", W, dir);
+            mr_launch_stop(&l);
+            rc = 1;
+            continue;
+        }
+        double t_pre = -1, t_dec = -1;
+        for (int rep = 0; rep < 3; rep++) {
+            double a = cluster_generate(l.host, l.port, ids, (int)plen, 1);
+            double b = cluster_generate(l.host, l.port, ids, 1, (int)ndec);
+            t_pre = best_of(t_pre, a);
+            t_dec = best_of(t_dec, b);
+        }
+        double p50 = 0, p99 = 0;
+        Moerack__Envelope *env;
+        if (mr_client_status(l.host, l.port, &env) == MR_OK) {
+            for (size_t i = 0; i < env->status_reply->n_workers; i++) {
+                if (env->status_reply->workers[i]->rtt_p50_us > p50)
+                    p50 = env->status_reply->workers[i]->rtt_p50_us;
+                if (env->status_reply->workers[i]->rtt_p99_us > p99)
+                    p99 = env->status_reply->workers[i]->rtt_p99_us;
+            }
+            mr_frame_free(env);
+        }
+        char label[32];
+        snprintf(label, sizeof label, "%d worker%s", W, W > 1 ? "s" : "");
+        printf("%-16s %14.1f %14.2f %14.0f %14.0f\n", label, t_pre > 0 ? (double)plen / t_pre : 0,
+               t_dec > 0 ? (double)ndec / t_dec : 0, p50, p99);
+        fflush(stdout);
+        mr_launch_stop(&l);
+    }
+    printf(
+        "(rtt: per-layer expert round trip, send to reply, slowest worker; decode measured with a "
+        "1-token prompt, prefill with 1 generated token)\n");
+    free(ids);
+    return rc;
+}
+
 int mr_cmd_bench(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "forward") == 0) return bench_forward(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "membw") == 0) return bench_membw(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "cluster") == 0) return bench_cluster(argc - 1, argv + 1);
     fprintf(stderr, "usage: moerack bench forward --model DIR [...]\n"
                     "       moerack bench membw [THREADS]\n");
     return 2;

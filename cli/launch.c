@@ -44,6 +44,8 @@ static int free_port(void) {
 }
 
 static pid_t spawn(const char *bin, char *const argv[], const char *log_path) {
+    fflush(stdout); /* or the child's freopen would write our buffered output a second time */
+    fflush(stderr);
     pid_t pid = fork();
     if (pid == 0) {
         FILE *f = freopen(log_path, "a", stderr);

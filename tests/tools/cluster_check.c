@@ -57,7 +57,9 @@ static void msleep(int ms) {
     nanosleep(&ts, NULL);
 }
 
-static void moerack_path(char *out, size_t cap) { snprintf(out, cap, "%s/moerack", g_bin); }
+static void moerack_path(char *out, size_t cap) {
+    snprintf(out, cap, "%s/moerack", g_bin);
+}
 
 /* Runs a command, captures stdout (first line) and stderr, returns the exit status. */
 static int run_cmd(const char *cmd, char *out, size_t cap, char *err, size_t ecap) {
@@ -89,7 +91,8 @@ static char *ids_csv(json_t *arr) {
     char *s = malloc(n * 8 + 1), *p = s;
     *p = '\0';
     for (size_t i = 0; i < n; i++)
-        p += sprintf(p, "%s%lld", i ? "," : "", (long long)json_integer_value(json_array_get(arr, i)));
+        p += sprintf(p, "%s%lld", i ? "," : "",
+                     (long long)json_integer_value(json_array_get(arr, i)));
     return s;
 }
 
@@ -132,9 +135,14 @@ static mr_status launch(mr_launch *l, int workers, int replicas, int timeout_ms,
     snprintf(dir, sizeof dir, "%s/%s", g_work, sub);
     mkdir(g_work, 0755);
     mkdir(dir, 0755);
-    mr_launch_params p = {.bin_dir = g_bin, .model = g_model, .work_dir = strdup(dir),
-                          .n_workers = workers, .replicas = replicas, .coord_threads = 1,
-                          .worker_threads = 1, .expert_timeout_ms = timeout_ms};
+    mr_launch_params p = {.bin_dir = g_bin,
+                          .model = g_model,
+                          .work_dir = strdup(dir),
+                          .n_workers = workers,
+                          .replicas = replicas,
+                          .coord_threads = 1,
+                          .worker_threads = 1,
+                          .expert_timeout_ms = timeout_ms};
     mr_status st = mr_launch_start(&p, l);
     if (st == MR_OK) st = mr_launch_wait(l, "HEALTHY", 30000);
     if (st != MR_OK) printf("cluster did not become HEALTHY (logs in %s)\n", dir);
@@ -202,7 +210,8 @@ static void scenario_equivalence(int workers, int replicas) {
         int ok = ra == 0 && rb == 0 && strcmp(ida, idb) == 0 && worst <= 1e-6;
         printf("%s %s: %d workers vs single process: max rel L2 %.3g (tol 1e-6)%s, greedy %s\n",
                ok ? "PASS" : "FAIL", json_string_value(json_object_get(c, "name")), workers, worst,
-               bitwise ? " [bitwise identical]" : "", strcmp(ida, idb) == 0 ? "identical" : "DIFFERENT");
+               bitwise ? " [bitwise identical]" : "",
+               strcmp(ida, idb) == 0 ? "identical" : "DIFFERENT");
         if (!ok) g_failures++;
         free(la);
         free(lb);
@@ -274,8 +283,12 @@ static void scenario_residency(void) {
     snprintf(dir, sizeof dir, "%s/residency", g_work);
     mkdir(g_work, 0755);
     mkdir(dir, 0755);
-    mr_launch_params p = {.bin_dir = g_bin, .model = g_model, .work_dir = dir, .n_workers = 2,
-                          .coord_threads = 1, .worker_threads = 1};
+    mr_launch_params p = {.bin_dir = g_bin,
+                          .model = g_model,
+                          .work_dir = dir,
+                          .n_workers = 2,
+                          .coord_threads = 1,
+                          .worker_threads = 1};
     /* start only the coordinator: launch all, then kill the workers at once */
     if (mr_launch_start(&p, &l) != MR_OK) {
         g_failures++;
@@ -286,7 +299,8 @@ static void scenario_residency(void) {
     char vb[32];
     for (int t = 0; t < 200 && strcmp(verdict(&l, vb, sizeof vb), "DOWN") != 0; t++) msleep(50);
     if (drop_cache(sh, n) != 0) {
-        printf("SKIP residency: this filesystem keeps the shards cached after POSIX_FADV_DONTNEED\n");
+        printf(
+            "SKIP residency: this filesystem keeps the shards cached after POSIX_FADV_DONTNEED\n");
         mr_launch_stop(&l);
         exit(77);
     }
@@ -325,7 +339,8 @@ static void scenario_residency(void) {
             const mr_st_tensor *tt = mr_st_at(f, t);
             int layer, expert, mat;
             if (sscanf(tt->name, "model.layers.%d.block_sparse_moe.experts.%d.w%d.weight", &layer,
-                       &expert, &mat) == 3 && expert % 2 == 0) {
+                       &expert, &mat) == 3 &&
+                expert % 2 == 0) {
                 expected_bytes += tt->end - tt->begin;
                 for (uint64_t a = (data_start + tt->begin) / (uint64_t)page;
                      a <= (data_start + tt->end - 1) / (uint64_t)page; a++)
@@ -355,17 +370,20 @@ static void scenario_residency(void) {
     while (lf && fgets(line, sizeof line, lf)) {
         char *q = strstr(line, "s: ");
         unsigned long long v;
-        if (strstr(line, "bytes of tensor data read") && q && sscanf(q + 3, "%llu", &v) == 1) reported = v;
+        if (strstr(line, "bytes of tensor data read") && q && sscanf(q + 3, "%llu", &v) == 1)
+            reported = v;
     }
     if (lf) fclose(lf);
-    printf("%s residency: pages of other tensors brought in by w0: %llu (must be 0); its own expert "
-           "pages resident: %llu of %llu\n",
-           outside == 0 ? "PASS" : "FAIL", (unsigned long long)outside,
-           (unsigned long long)inside_resident, (unsigned long long)inside_pages);
+    printf(
+        "%s residency: pages of other tensors brought in by w0: %llu (must be 0); its own expert "
+        "pages resident: %llu of %llu\n",
+        outside == 0 ? "PASS" : "FAIL", (unsigned long long)outside,
+        (unsigned long long)inside_resident, (unsigned long long)inside_pages);
     CHECK(outside == 0, "the worker read pages outside its experts");
     CHECK(inside_resident == inside_pages, "the worker's expert pages are not all resident");
     printf("%s bytes: w0 reports %llu bytes read; its experts hold %llu\n",
-           reported == expected_bytes ? "PASS" : "FAIL", reported, (unsigned long long)expected_bytes);
+           reported == expected_bytes ? "PASS" : "FAIL", reported,
+           (unsigned long long)expected_bytes);
     CHECK(reported == expected_bytes, "reported bytes differ from the assignment");
     mr_launch_stop(&l);
 }
@@ -458,13 +476,15 @@ static void scenario_faults(void) {
     mr_launch_worker(&l, 1);
     double t0 = mr_now_s();
     st = mr_launch_wait(&l, "HEALTHY", 20000);
-    printf("%s restarted worker rejoined: HEALTHY after %.2f s\n", st == MR_OK ? "PASS" : "FAIL", mr_now_s() - t0);
+    printf("%s restarted worker rejoined: HEALTHY after %.2f s\n", st == MR_OK ? "PASS" : "FAIL",
+           mr_now_s() - t0);
     CHECK(st == MR_OK, "cluster did not recover");
     char ref[65536], local[2100];
     snprintf(local, sizeof local, "--model '%s'", g_model);
     generate(local, prompt, 16, NULL, ref, sizeof ref, err, sizeof err);
     rc = generate(target, prompt, 16, NULL, ids_out, sizeof ids_out, err, sizeof err);
-    CHECK(rc == 0 && strcmp(ids_out, ref) == 0, "after recovery the cluster answers %s (expected %s)", ids_out, ref);
+    CHECK(rc == 0 && strcmp(ids_out, ref) == 0,
+          "after recovery the cluster answers %s (expected %s)", ids_out, ref);
     rc = run_cmd(cmd, out, sizeof out, err, sizeof err);
     CHECK(rc == 0, "moerack status should exit 0 (HEALTHY), got %d", rc);
     /* 4. a worker that never answers (SIGSTOP) is timed out; the coordinator does not hang */
@@ -483,7 +503,8 @@ static void scenario_faults(void) {
     CHECK(st == MR_OK, "the resumed worker did not rejoin");
     rc = generate(target, prompt, 16, NULL, ids_out, sizeof ids_out, err, sizeof err);
     CHECK(rc == 0 && strcmp(ids_out, ref) == 0, "after the stall the cluster answers %s", ids_out);
-    printf("%s resumed worker rejoined and the cluster serves again\n", st == MR_OK && rc == 0 ? "PASS" : "FAIL");
+    printf("%s resumed worker rejoined and the cluster serves again\n",
+           st == MR_OK && rc == 0 ? "PASS" : "FAIL");
     (void)vb;
     free(prompt);
     mr_launch_stop(&l);
@@ -513,7 +534,8 @@ static void scenario_replica_failover(void) {
            rc == 0 && same ? "PASS" : "FAIL", rc, same ? "identical" : "DIFFERENT");
     CHECK(rc == 0 && same, "replica failover: %s", err);
     const char *v = verdict(&l, vb, sizeof vb);
-    printf("%s status with one worker of three down: %s\n", strcmp(v, "DEGRADED") == 0 ? "PASS" : "FAIL", v);
+    printf("%s status with one worker of three down: %s\n",
+           strcmp(v, "DEGRADED") == 0 ? "PASS" : "FAIL", v);
     CHECK(strcmp(v, "DEGRADED") == 0, "expected DEGRADED");
     mr_launch_worker(&l, 1);
     CHECK(mr_launch_wait(&l, "HEALTHY", 20000) == MR_OK, "no recovery to HEALTHY");
@@ -590,24 +612,57 @@ static void hostile_control(mr_launch *l) {
     struct {
         const char *name;
         int wait_ms;
-    } names[] = {{"garbage bytes", 3000},        {"length 0xffffffff", 3000},
-                 {"zero length", 3000},          {"undecodable protobuf", 3000},
-                 {"truncated frame", 7000},      {"protocol version 99", 3000},
-                 {"unknown worker name", 3000},  {"message before hello", 3000},
-                 {"generate from a status role", 3000}, {"bad data endpoint", 3000},
-                 {"envelope without a message", 3000}, {"silent connection", 7000}};
+    } names[] = {{"garbage bytes", 3000},
+                 {"length 0xffffffff", 3000},
+                 {"zero length", 3000},
+                 {"undecodable protobuf", 3000},
+                 {"truncated frame", 7000},
+                 {"protocol version 99", 3000},
+                 {"unknown worker name", 3000},
+                 {"message before hello", 3000},
+                 {"generate from a status role", 3000},
+                 {"bad data endpoint", 3000},
+                 {"envelope without a message", 3000},
+                 {"silent connection", 7000}};
     for (int c = 0; c < 12; c++) {
         n = 0;
         switch (c) {
         case 0:
-            for (n = 0; n < 1000; n++) buf[n] = (unsigned char)((rng = rng * 6364136223846793005ull + 1) >> 56);
+            for (n = 0; n < 1000; n++)
+                buf[n] = (unsigned char)((rng = rng * 6364136223846793005ull + 1) >> 56);
             break;
-        case 1: memcpy(buf, "\xff\xff\xff\xff" "abcd", 8); n = 8; break;
-        case 2: memcpy(buf, "\0\0\0\0", 4); n = 4; break;
-        case 3: memcpy(buf, "\x0a\0\0\0" "\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff", 14); n = 14; break;
-        case 4: memcpy(buf, "\x64\0\0\0" "0123456789", 14); n = 14; break;
-        case 5: n = hello_frame(buf, sizeof buf, 99, MOERACK__ROLE__ROLE_WORKER, "w0", "127.0.0.1:1"); break;
-        case 6: n = hello_frame(buf, sizeof buf, 1, MOERACK__ROLE__ROLE_WORKER, "intruder", "127.0.0.1:1"); break;
+        case 1:
+            memcpy(buf,
+                   "\xff\xff\xff\xff"
+                   "abcd",
+                   8);
+            n = 8;
+            break;
+        case 2:
+            memcpy(buf, "\0\0\0\0", 4);
+            n = 4;
+            break;
+        case 3:
+            memcpy(buf,
+                   "\x0a\0\0\0"
+                   "\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff",
+                   14);
+            n = 14;
+            break;
+        case 4:
+            memcpy(buf,
+                   "\x64\0\0\0"
+                   "0123456789",
+                   14);
+            n = 14;
+            break;
+        case 5:
+            n = hello_frame(buf, sizeof buf, 99, MOERACK__ROLE__ROLE_WORKER, "w0", "127.0.0.1:1");
+            break;
+        case 6:
+            n = hello_frame(buf, sizeof buf, 1, MOERACK__ROLE__ROLE_WORKER, "intruder",
+                            "127.0.0.1:1");
+            break;
         case 7: {
             Moerack__StatusRequest sr = MOERACK__STATUS_REQUEST__INIT;
             Moerack__Envelope env = MOERACK__ENVELOPE__INIT;
@@ -628,11 +683,19 @@ static void hostile_control(mr_launch *l) {
             n += frame_of(&env, buf + n, sizeof buf - n);
             break;
         }
-        case 9: n = hello_frame(buf, sizeof buf, 1, MOERACK__ROLE__ROLE_WORKER, "w0", "no-port-here"); break;
-        case 10: memcpy(buf, "\x00\0\0\0", 4); n = hello_frame(buf, sizeof buf, 1, 0, "", ""); break;
-        case 11: n = 0; break;
+        case 9:
+            n = hello_frame(buf, sizeof buf, 1, MOERACK__ROLE__ROLE_WORKER, "w0", "no-port-here");
+            break;
+        case 10:
+            memcpy(buf, "\x00\0\0\0", 4);
+            n = hello_frame(buf, sizeof buf, 1, 0, "", "");
+            break;
+        case 11:
+            n = 0;
+            break;
         }
-        if (c == 10) { /* an Envelope with nothing set: encode an empty message (length 0) + 1 byte */
+        if (c ==
+            10) { /* an Envelope with nothing set: encode an empty message (length 0) + 1 byte */
             memcpy(buf, "\x02\0\0\0\x08\x01", 6);
             n = 6;
         }
@@ -641,15 +704,18 @@ static void hostile_control(mr_launch *l) {
         printf("%s coordinator, %s: connection closed after %.2f s\n", closed ? "PASS" : "FAIL",
                names[c].name, mr_now_s() - t0);
         CHECK(closed, "coordinator kept a hostile connection open");
-        if (c == 5) CHECK(memmem(reply, sizeof reply, "protocol version", 16) != NULL,
-                          "version mismatch reply lacks a clear message");
+        if (c == 5)
+            CHECK(memmem(reply, sizeof reply, "protocol version", 16) != NULL,
+                  "version mismatch reply lacks a clear message");
     }
     /* a client asking for tokens outside the vocabulary gets an error reply */
     char mo[1024], cmd[2048], out[256], err[4096];
     moerack_path(mo, sizeof mo);
-    snprintf(cmd, sizeof cmd, "'%s' run --coordinator %s:%d --greedy 2 --ids 1,2,99999999", mo, l->host, l->port);
+    snprintf(cmd, sizeof cmd, "'%s' run --coordinator %s:%d --greedy 2 --ids 1,2,99999999", mo,
+             l->host, l->port);
     int rc = run_cmd(cmd, out, sizeof out, err, sizeof err);
-    CHECK(rc == 1 && strstr(err, "outside the vocabulary"), "out-of-vocabulary request: rc %d, %s", rc, err);
+    CHECK(rc == 1 && strstr(err, "outside the vocabulary"), "out-of-vocabulary request: rc %d, %s",
+          rc, err);
     printf("%s coordinator, out-of-vocabulary prompt: %s", rc == 1 ? "PASS" : "FAIL", err);
 }
 
@@ -712,23 +778,73 @@ static void hostile_data(mr_launch *l) {
         int authed = c >= 5;
         if (authed) n = dp_header(buf, MR_DP_HELLO, (uint32_t)epoch, 0, 0, 0, MR_DP_VERSION);
         switch (c) {
-        case 0: name = "garbage"; memset(buf, 0x5a, 40); n = 40; break;
-        case 1: name = "wrong data-plane version"; n = dp_header(buf, MR_DP_HELLO, (uint32_t)epoch, 0, 0, 0, 7); break;
-        case 2: name = "hello with a wrong epoch"; n = dp_header(buf, MR_DP_HELLO, 0xfffffff0u, 0, 0, 0, MR_DP_VERSION); break;
-        case 3: name = "request before hello"; n = dp_header(buf, MR_DP_REQUEST, 1, 0, 1, req, MR_DP_VERSION); memcpy(buf + n, payload, req); n += req; break;
-        case 4: name = "no hello at all"; n = 0; break;
-        case 5: name = "layer out of range"; n += dp_header(buf + n, MR_DP_REQUEST, 1, 999, 1, req, MR_DP_VERSION); memcpy(buf + n, payload, req); n += req; break;
-        case 6: name = "expert id out of range"; ids[1] = 77; n += dp_header(buf + n, MR_DP_REQUEST, 1, 0, 1, req, MR_DP_VERSION); memcpy(buf + n, payload, req); n += req; break;
-        case 7: name = "expert not held by this worker"; ids[1] = 1; n += dp_header(buf + n, MR_DP_REQUEST, 1, 0, 1, req, MR_DP_VERSION); memcpy(buf + n, payload, req); n += req; break;
-        case 8: name = "payload size mismatch"; n += dp_header(buf + n, MR_DP_REQUEST, 1, 0, 1, req + 8, MR_DP_VERSION); memcpy(buf + n, payload, req); memset(buf + n + req, 0, 8); n += req + 8; break;
-        case 9: name = "oversized payload"; n += dp_header(buf + n, MR_DP_REQUEST, 1, 0, 1, 1ull << 40, MR_DP_VERSION); break;
-        case 10: name = "truncated payload"; wait_ms = 8000; n += dp_header(buf + n, MR_DP_REQUEST, 1, 0, 1, req, MR_DP_VERSION); memcpy(buf + n, payload, 10); n += 10; break;
+        case 0:
+            name = "garbage";
+            memset(buf, 0x5a, 40);
+            n = 40;
+            break;
+        case 1:
+            name = "wrong data-plane version";
+            n = dp_header(buf, MR_DP_HELLO, (uint32_t)epoch, 0, 0, 0, 7);
+            break;
+        case 2:
+            name = "hello with a wrong epoch";
+            n = dp_header(buf, MR_DP_HELLO, 0xfffffff0u, 0, 0, 0, MR_DP_VERSION);
+            break;
+        case 3:
+            name = "request before hello";
+            n = dp_header(buf, MR_DP_REQUEST, 1, 0, 1, req, MR_DP_VERSION);
+            memcpy(buf + n, payload, req);
+            n += req;
+            break;
+        case 4:
+            name = "no hello at all";
+            n = 0;
+            break;
+        case 5:
+            name = "layer out of range";
+            n += dp_header(buf + n, MR_DP_REQUEST, 1, 999, 1, req, MR_DP_VERSION);
+            memcpy(buf + n, payload, req);
+            n += req;
+            break;
+        case 6:
+            name = "expert id out of range";
+            ids[1] = 77;
+            n += dp_header(buf + n, MR_DP_REQUEST, 1, 0, 1, req, MR_DP_VERSION);
+            memcpy(buf + n, payload, req);
+            n += req;
+            break;
+        case 7:
+            name = "expert not held by this worker";
+            ids[1] = 1;
+            n += dp_header(buf + n, MR_DP_REQUEST, 1, 0, 1, req, MR_DP_VERSION);
+            memcpy(buf + n, payload, req);
+            n += req;
+            break;
+        case 8:
+            name = "payload size mismatch";
+            n += dp_header(buf + n, MR_DP_REQUEST, 1, 0, 1, req + 8, MR_DP_VERSION);
+            memcpy(buf + n, payload, req);
+            memset(buf + n + req, 0, 8);
+            n += req + 8;
+            break;
+        case 9:
+            name = "oversized payload";
+            n += dp_header(buf + n, MR_DP_REQUEST, 1, 0, 1, 1ull << 40, MR_DP_VERSION);
+            break;
+        case 10:
+            name = "truncated payload";
+            wait_ms = 8000;
+            n += dp_header(buf + n, MR_DP_REQUEST, 1, 0, 1, req, MR_DP_VERSION);
+            memcpy(buf + n, payload, 10);
+            n += 10;
+            break;
         }
         if (c == 6 || c == 7) wts[0] = 0.6f;
         double t0 = mr_now_s();
         int closed = expect_closed(host, port, buf, n, wait_ms, NULL, 0);
-        printf("%s worker data port, %s: connection closed after %.2f s\n", closed ? "PASS" : "FAIL", name,
-               mr_now_s() - t0);
+        printf("%s worker data port, %s: connection closed after %.2f s\n",
+               closed ? "PASS" : "FAIL", name, mr_now_s() - t0);
         CHECK(closed, "worker kept a hostile data connection open");
     }
     /* NaN gate weight */
@@ -744,7 +860,8 @@ static void hostile_data(mr_launch *l) {
         memset(b2 + n + 16, 0, req - 16);
         n += req;
         int closed = expect_closed(host, port, b2, n, 3000, NULL, 0);
-        printf("%s worker data port, NaN gate weight: connection closed\n", closed ? "PASS" : "FAIL");
+        printf("%s worker data port, NaN gate weight: connection closed\n",
+               closed ? "PASS" : "FAIL");
         CHECK(closed, "NaN weight accepted");
     }
 }
@@ -794,22 +911,38 @@ static void scenario_bad_configs(void) {
     static const struct {
         const char *name, *body, *mention;
     } cases[] = {
-        {"unknown key", "cluster = { model = \"@M\"; };\ncoordinator = {\n  bogus = 1;\n};\nworkers = ({ name = \"w0\"; data_listen = \"127.0.0.1:1\"; });\n",
+        {"unknown key",
+         "cluster = { model = \"@M\"; };\ncoordinator = {\n  bogus = 1;\n};\nworkers = ({ name = "
+         "\"w0\"; data_listen = \"127.0.0.1:1\"; });\n",
          "cfg:3: unknown key 'bogus' in coordinator"},
-        {"wrong type", "cluster = { model = \"@M\"; };\ncoordinator = { max_seqs = \"eight\"; };\nworkers = ({ name = \"w0\"; data_listen = \"127.0.0.1:1\"; });\n",
+        {"wrong type",
+         "cluster = { model = \"@M\"; };\ncoordinator = { max_seqs = \"eight\"; };\nworkers = ({ "
+         "name = \"w0\"; data_listen = \"127.0.0.1:1\"; });\n",
          "cfg:2: coordinator.max_seqs must be a integer"},
-        {"out of range", "cluster = { model = \"@M\"; };\ncoordinator = { max_batch_tokens = 0; };\nworkers = ({ name = \"w0\"; data_listen = \"127.0.0.1:1\"; });\n",
+        {"out of range",
+         "cluster = { model = \"@M\"; };\ncoordinator = { max_batch_tokens = 0; };\nworkers = ({ "
+         "name = \"w0\"; data_listen = \"127.0.0.1:1\"; });\n",
          "cfg:2: coordinator.max_batch_tokens = 0 is out of range"},
-        {"missing model path", "cluster = { name = \"x\"; };\nworkers = ({ name = \"w0\"; data_listen = \"127.0.0.1:1\"; });\n",
+        {"missing model path",
+         "cluster = { name = \"x\"; };\nworkers = ({ name = \"w0\"; data_listen = \"127.0.0.1:1\"; "
+         "});\n",
          "cfg:1: cluster.model is required"},
-        {"model path not a directory", "cluster = { model = \"/nonexistent/model\"; };\nworkers = ({ name = \"w0\"; data_listen = \"127.0.0.1:1\"; });\n",
+        {"model path not a directory",
+         "cluster = { model = \"/nonexistent/model\"; };\nworkers = ({ name = \"w0\"; data_listen "
+         "= \"127.0.0.1:1\"; });\n",
          "cfg:1: cluster.model \"/nonexistent/model\" is not a directory"},
-        {"duplicate worker", "cluster = { model = \"@M\"; };\nworkers = (\n { name = \"w0\"; data_listen = \"127.0.0.1:1\"; },\n { name = \"w0\"; data_listen = \"127.0.0.1:2\"; }\n);\n",
+        {"duplicate worker",
+         "cluster = { model = \"@M\"; };\nworkers = (\n { name = \"w0\"; data_listen = "
+         "\"127.0.0.1:1\"; },\n { name = \"w0\"; data_listen = \"127.0.0.1:2\"; }\n);\n",
          "cfg:4: duplicate worker name \"w0\""},
-        {"experts left uncovered", "cluster = { model = \"@M\"; };\nworkers = ({ name = \"w0\"; data_listen = \"127.0.0.1:1\"; });\nplacement = (\n { worker = \"w0\"; experts = \"0-1\"; }\n);\n",
+        {"experts left uncovered",
+         "cluster = { model = \"@M\"; };\nworkers = ({ name = \"w0\"; data_listen = "
+         "\"127.0.0.1:1\"; });\nplacement = (\n { worker = \"w0\"; experts = \"0-1\"; }\n);\n",
          "cfg:4: placement leaves"},
         {"syntax error", "cluster = { model = = ; };\n", "cfg:1: syntax error"},
-        {"bad endpoint", "cluster = { model = \"@M\"; };\nworkers = ({ name = \"w0\"; data_listen = \"nowhere\"; });\n",
+        {"bad endpoint",
+         "cluster = { model = \"@M\"; };\nworkers = ({ name = \"w0\"; data_listen = \"nowhere\"; "
+         "});\n",
          "cfg:2: workers[0].data_listen = \"nowhere\" is not host:port"},
     };
     char dir[2048];
@@ -821,19 +954,21 @@ static void scenario_bad_configs(void) {
         snprintf(path, sizeof path, "%s/bad%zu.cfg", dir, i);
         const char *at = strstr(cases[i].body, "@M");
         if (at)
-            snprintf(body, sizeof body, "%.*s%s%s", (int)(at - cases[i].body), cases[i].body, g_model, at + 2);
+            snprintf(body, sizeof body, "%.*s%s%s", (int)(at - cases[i].body), cases[i].body,
+                     g_model, at + 2);
         else
             snprintf(body, sizeof body, "%s", cases[i].body);
         FILE *f = fopen(path, "w");
         fputs(body, f);
         fclose(f);
-        snprintf(cmd, sizeof cmd, "'%s/../coordinator/moerack-coordinator' --config '%s'", g_bin, path);
+        snprintf(cmd, sizeof cmd, "'%s/../coordinator/moerack-coordinator' --config '%s'", g_bin,
+                 path);
         int rc = run_cmd(cmd, NULL, 0, err, sizeof err);
         int lines = 0;
         for (char *p = err; (p = strstr(p, " E ")) != NULL; p += 3) lines++;
         int ok = rc == 1 && lines == 1 && strstr(err, cases[i].mention) != NULL;
-        printf("%s bad config, %s: exit %d, %d error line(s): %s", ok ? "PASS" : "FAIL", cases[i].name, rc,
-               lines, err);
+        printf("%s bad config, %s: exit %d, %d error line(s): %s", ok ? "PASS" : "FAIL",
+               cases[i].name, rc, lines, err);
         if (!ok) printf("   expected mention: %s\n", cases[i].mention);
         CHECK(ok, "bad config not reported as expected");
     }
@@ -850,28 +985,49 @@ int main(int argc, char **argv) {
     int workers = 2, replicas = 1, o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
-        case 'b': g_bin = optarg; break;
-        case 'm': g_model = optarg; break;
-        case 'g': g_golden = optarg; break;
-        case 'w': g_work = optarg; break;
-        case 'n': workers = atoi(optarg); break;
-        case 'r': replicas = atoi(optarg); break;
-        default: return 2;
+        case 'b':
+            g_bin = optarg;
+            break;
+        case 'm':
+            g_model = optarg;
+            break;
+        case 'g':
+            g_golden = optarg;
+            break;
+        case 'w':
+            g_work = optarg;
+            break;
+        case 'n':
+            workers = atoi(optarg);
+            break;
+        case 'r':
+            replicas = atoi(optarg);
+            break;
+        default:
+            return 2;
         }
     }
     if (!g_bin || !g_model || !g_work || optind != argc - 1) {
-        fprintf(stderr, "usage: cluster_check --bin-dir DIR --model DIR --golden DIR --work DIR SCENARIO\n");
+        fprintf(
+            stderr,
+            "usage: cluster_check --bin-dir DIR --model DIR --golden DIR --work DIR SCENARIO\n");
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
     mr_log_set_short(1);
     const char *sc = argv[optind];
-    if (strcmp(sc, "equivalence") == 0) scenario_equivalence(workers, replicas);
-    else if (strcmp(sc, "residency") == 0) scenario_residency();
-    else if (strcmp(sc, "faults") == 0) scenario_faults();
-    else if (strcmp(sc, "replica-failover") == 0) scenario_replica_failover();
-    else if (strcmp(sc, "hostile") == 0) scenario_hostile();
-    else if (strcmp(sc, "bad-configs") == 0) scenario_bad_configs();
+    if (strcmp(sc, "equivalence") == 0)
+        scenario_equivalence(workers, replicas);
+    else if (strcmp(sc, "residency") == 0)
+        scenario_residency();
+    else if (strcmp(sc, "faults") == 0)
+        scenario_faults();
+    else if (strcmp(sc, "replica-failover") == 0)
+        scenario_replica_failover();
+    else if (strcmp(sc, "hostile") == 0)
+        scenario_hostile();
+    else if (strcmp(sc, "bad-configs") == 0)
+        scenario_bad_configs();
     else {
         fprintf(stderr, "unknown scenario %s\n", sc);
         return 2;
