@@ -26,8 +26,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (int i = 0; i < 64; i++) {
         env = NULL;
         mr_status st = mr_frame_reader_next(&r, &env);
-        if (st == MR_OK) mr_frame_free(env);
-        else break;
+        if (st == MR_OK)
+            mr_frame_free(env);
+        else
+            break;
     }
     mr_frame_reader_fini(&r);
     return 0;
