@@ -215,9 +215,9 @@ mr_status mr_cluster_config_load(const char *path, mr_cluster_config *out) {
             if (slash) {
                 *slash = '\0';
                 char joined[2100];
-                snprintf(joined, sizeof joined, "%s/%s", dir, out->cluster.model);
-                if (strlen(joined) < sizeof out->cluster.model)
-                    snprintf(out->cluster.model, sizeof out->cluster.model, "%s", joined);
+                int n = snprintf(joined, sizeof joined, "%s/%s", dir, out->cluster.model);
+                if (n > 0 && (size_t)n < sizeof out->cluster.model)
+                    memcpy(out->cluster.model, joined, (size_t)n + 1);
             }
         }
         out->cluster_line = line;
