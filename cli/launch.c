@@ -79,6 +79,8 @@ mr_status mr_launch_worker(mr_launch *l, int i) {
 mr_status mr_launch_start(const mr_launch_params *p, mr_launch *out) {
     memset(out, 0, sizeof *out);
     out->p = *p;
+    snprintf(out->work_dir, sizeof out->work_dir, "%s", p->work_dir);
+    out->p.work_dir = out->work_dir;
     if (p->n_workers < 1 || p->n_workers > MR_LAUNCH_MAX_WORKERS) return MR_ERR_INVALID;
     snprintf(out->config, sizeof out->config, "%s/cluster.cfg", p->work_dir);
     snprintf(out->host, sizeof out->host, "127.0.0.1");

@@ -137,7 +137,7 @@ static mr_status launch(mr_launch *l, int workers, int replicas, int timeout_ms,
     mkdir(dir, 0755);
     mr_launch_params p = {.bin_dir = g_bin,
                           .model = g_model,
-                          .work_dir = strdup(dir),
+                          .work_dir = dir,
                           .n_workers = workers,
                           .replicas = replicas,
                           .coord_threads = 1,
@@ -1031,6 +1031,13 @@ int main(int argc, char **argv) {
     else {
         fprintf(stderr, "unknown scenario %s\n", sc);
         return 2;
+    }
+    /* no process of the cluster may have reported a sanitizer error */
+    char cmd[2200], out[256];
+    snprintf(cmd, sizeof cmd, "grep -l -E 'Sanitizer|runtime error:' '%s'/*/*.log", g_work);
+    if (run_cmd(cmd, out, sizeof out, NULL, 0) == 0) {
+        printf("FAIL sanitizer report in %s\n", out);
+        g_failures++;
     }
     printf("%s: %d failure(s)\n", sc, g_failures);
     return g_failures ? 1 : 0;
