@@ -27,7 +27,7 @@ typedef struct mr_launch_params {
 } mr_launch_params;
 
 typedef struct mr_launch {
-    mr_launch_params p;     /* p.work_dir points at work_dir below */
+    mr_launch_params p; /* p.work_dir points at work_dir below */
     char work_dir[1024];
     char config[1024];
     char host[64];

@@ -15,12 +15,34 @@
 #include "coordinator/engine.h"
 #include "coordinator/model.h"
 #include "coordinator/placement.h"
+#include "coordinator/scheduler.h"
+#include "common/metrics.h"
 
 static mr_cluster *g_cluster; /* for the signal handler only */
 
 static void on_signal(int sig) {
     (void)sig;
     if (g_cluster) mr_cluster_stop(g_cluster);
+}
+
+/* Before each step: adopt new workers; fail the step when an expert has no live holder. */
+static mr_status dispatcher_pre_step(void *user, char *why, size_t cap) {
+    mr_dispatcher *d = user;
+    if (why[0]) { /* called after a failed step: give the dispatcher's reason if it has one */
+        const char *last = mr_dispatcher_last_error(d);
+        if (last[0]) snprintf(why, cap, "%s", last);
+        return MR_OK;
+    }
+    int uncovered = mr_dispatcher_refresh(d);
+    if (uncovered) {
+        snprintf(
+            why, cap,
+            "%d experts have no live holder (their workers are down); the cluster cannot serve "
+            "until they return (see moerack status)",
+            uncovered);
+        return MR_ERR_CLOSED;
+    }
+    return MR_OK;
 }
 
 static void usage(FILE *out) {
@@ -83,6 +105,8 @@ int main(int argc, char **argv) {
     mr_cluster *cl = NULL;
     mr_dispatcher *d = NULL;
     mr_engine *e = NULL;
+    mr_scheduler *sched = NULL;
+    mr_metrics *metrics = mr_metrics_create();
     if (mr_ckpt_open(cc.cluster.model, &ck) != MR_OK) goto out;
     mr_model_config mcv = *mr_ckpt_config(ck);
     const mr_model_config *mc = &mcv;
@@ -110,7 +134,14 @@ int main(int argc, char **argv) {
                              &d) != MR_OK)
         goto out;
     mr_model_set_moe_provider(m, mr_dispatcher_provider(d));
-    if (mr_engine_create(m, cl, d, &e) != MR_OK) goto out;
+    mr_scheduler_params sp = {.max_num_seqs = cc.coord.max_seqs,
+                              .max_batched_tokens = cc.coord.max_batch_tokens,
+                              .max_waiting = 1024,
+                              .metrics = metrics,
+                              .pre_step = dispatcher_pre_step,
+                              .pre_step_user = d};
+    if (mr_scheduler_create(m, &sp, &sched) != MR_OK) goto out;
+    if (mr_engine_create(m, cl, sched, &e) != MR_OK) goto out;
     mr_cluster_set_job_handler(cl, mr_engine_submit, e);
     g_cluster = cl;
     struct sigaction sa = {0};
@@ -121,7 +152,9 @@ int main(int argc, char **argv) {
     rc = mr_cluster_run(cl) == MR_OK ? 0 : 1;
     MR_LOG_INFO(MR_LOG_CORE, "shutting down");
 out:
+    mr_scheduler_destroy(sched); /* before the engine: its callbacks use the engine */
     mr_engine_destroy(e);
+    mr_metrics_destroy(metrics);
     g_cluster = NULL;
     mr_dispatcher_destroy(d);
     mr_cluster_destroy(cl);

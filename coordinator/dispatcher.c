@@ -57,6 +57,7 @@ static void drop(mr_dispatcher *d, int w, const char *why) {
 }
 
 int mr_dispatcher_refresh(mr_dispatcher *d) {
+    d->last_error[0] = '\0';
     for (int w = 0; w < d->W; w++) {
         mr_xport_conn *p = mr_cluster_take_pending(d->cl, w);
         if (p) {
