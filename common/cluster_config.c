@@ -44,6 +44,26 @@ static const mr_opt coord_opts[] = {
                 "no message from a worker for this long: down"),
     MR_OPT_INT_(mr_coord_conf, max_frame_mb, 1, 1024, "64", "largest control-plane frame"),
     MR_OPT_STRING_(mr_coord_conf, http_listen, "", "OpenAI-compatible HTTP endpoint (\"\" = off)"),
+    MR_OPT_STRING_(mr_coord_conf, served_model_name, "MiniMax-M1",
+                   "model id clients must name (`model` in requests, `GET /v1/models`)"),
+    MR_OPT_STRING_(mr_coord_conf, tokenizer, "",
+                   "tokenizer.json (or a directory with vocab.json + merges.txt); \"\" = the model "
+                   "directory's"),
+    MR_OPT_INT_(mr_coord_conf, max_waiting, 0, 1 << 20, "256",
+                "requests queued for a sequence slot before new ones get 429"),
+    MR_OPT_INT_(mr_coord_conf, max_body_kb, 1, 1 << 20, "4096", "largest request body (413 above)"),
+    MR_OPT_INT_(mr_coord_conf, max_header_kb, 4, 1024, "32",
+                "header space per connection (431 above)"),
+    MR_OPT_INT_(mr_coord_conf, max_connections, 1, 65536, "512", "concurrent HTTP connections"),
+    MR_OPT_INT_(mr_coord_conf, idle_timeout_s, 1, 86400, "60",
+                "close a connection idle (or sending a request this slowly) for this long"),
+    MR_OPT_INT_(mr_coord_conf, keepalive_ms, 100, 600000, "5000",
+                "send an SSE keep-alive comment when a stream is silent this long"),
+    MR_OPT_STRING_(mr_coord_conf, test_forced_output, "",
+                   "TEST ONLY: every generation outputs this text (the model still runs); for "
+                   "end-to-end tests of the API with synthetic weights"),
+    MR_OPT_STRING_(mr_coord_conf, test_forced_answer, "",
+                   "TEST ONLY: the output of requests whose last message is a tool result"),
 };
 
 static const mr_opt worker_opts[] = {

@@ -40,6 +40,12 @@ typedef struct mr_coord_conf {
     int worker_timeout_ms; /* no heartbeat for this long: down */
     int max_frame_mb;      /* largest control frame */
     char http_listen[128]; /* OpenAI-compatible API endpoint; "" = off */
+    char served_model_name[128];
+    char tokenizer[1024]; /* tokenizer.json; "" = <model>/tokenizer.json */
+    int max_waiting;      /* queued requests before 429 */
+    int max_body_kb, max_header_kb, max_connections, idle_timeout_s, keepalive_ms;
+    char test_forced_output[1024]; /* test mode: every request's output is this text */
+    char test_forced_answer[1024]; /* test mode: the output after a tool result */
 } mr_coord_conf;
 
 typedef struct mr_worker_conf {

@@ -677,3 +677,60 @@ void mr_cluster_count_request(mr_cluster *c) {
     c->requests++;
     pthread_mutex_unlock(&c->mu);
 }
+
+int mr_cluster_uncovered(mr_cluster *c) {
+    int n = 0;
+    pthread_mutex_lock(&c->mu);
+    for (int l = 0; l < c->pl->n_layers; l++)
+        for (int e = 0; e < c->pl->n_experts; e++) {
+            int live = 0;
+            for (int w = 0; w < c->cc->n_workers && !live; w++)
+                live = mr_placement_holds(c->pl, w, l, e) && c->workers[w].state == MR_WS_READY;
+            n += !live;
+        }
+    pthread_mutex_unlock(&c->mu);
+    return n;
+}
+
+static void append(char **text, size_t *len, const char *s) {
+    size_t n = strlen(s);
+    char *t = realloc(*text, *len + n + 1);
+    if (!t) return;
+    memcpy(t + *len, s, n + 1);
+    *text = t;
+    *len += n;
+}
+
+void mr_cluster_metrics(mr_cluster *c, char **text, size_t *len) {
+    char line[512];
+    append(text, len,
+           "# HELP moerack_worker_up 1 if the worker is ready\n# TYPE moerack_worker_up gauge\n");
+    pthread_mutex_lock(&c->mu);
+    for (int i = 0; i < c->cc->n_workers; i++) {
+        snprintf(line, sizeof line, "moerack_worker_up{worker=\"%s\"} %d\n",
+                 c->workers[i].conf->name, c->workers[i].state == MR_WS_READY);
+        append(text, len, line);
+    }
+    append(
+        text, len,
+        "# HELP moerack_worker_round_trip_seconds Per-layer expert round trip (last 1024 batches)\n"
+        "# TYPE moerack_worker_round_trip_seconds gauge\n");
+    for (int i = 0; i < c->cc->n_workers; i++) {
+        mr_worker_slot *w = &c->workers[i];
+        snprintf(line, sizeof line,
+                 "moerack_worker_round_trip_seconds{worker=\"%s\",quantile=\"0.5\"} %.9g\n"
+                 "moerack_worker_round_trip_seconds{worker=\"%s\",quantile=\"0.99\"} %.9g\n",
+                 w->conf->name, percentile(w->rtt_us, w->rtt_n, 0.5) * 1e-6, w->conf->name,
+                 percentile(w->rtt_us, w->rtt_n, 0.99) * 1e-6);
+        append(text, len, line);
+    }
+    append(text, len,
+           "# HELP moerack_worker_batches_total Expert batches served\n"
+           "# TYPE moerack_worker_batches_total counter\n");
+    for (int i = 0; i < c->cc->n_workers; i++) {
+        snprintf(line, sizeof line, "moerack_worker_batches_total{worker=\"%s\"} %llu\n",
+                 c->workers[i].conf->name, (unsigned long long)c->workers[i].batches_served);
+        append(text, len, line);
+    }
+    pthread_mutex_unlock(&c->mu);
+}

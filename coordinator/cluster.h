@@ -82,5 +82,9 @@ int mr_cluster_worker_ready(mr_cluster *c, int w);
 void mr_cluster_worker_failed(mr_cluster *c, int w, const char *why);
 void mr_cluster_record_rtt(mr_cluster *c, int w, double us);
 void mr_cluster_count_request(mr_cluster *c);
+/* (layer, expert) pairs with no ready holder right now (0 = every expert is served). */
+int mr_cluster_uncovered(mr_cluster *c);
+/* Appends Prometheus lines for every worker (state, RTT, batches) to *text. */
+void mr_cluster_metrics(mr_cluster *c, char **text, size_t *len);
 
 #endif

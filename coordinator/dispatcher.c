@@ -1,5 +1,6 @@
 #include "coordinator/dispatcher.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,7 @@ struct mr_dispatcher {
     mb_call calls[MR_MAX_MICRO_BATCHES];
     uint32_t next_seq;
     char last_error[512];
+    _Atomic uint64_t *expert_tokens; /* [layers][experts] slots routed, read by /metrics */
 };
 
 static int live(mr_dispatcher *d, int w) {
@@ -200,7 +202,12 @@ static mr_status do_dispatch(void *ctx, int layer, int mbi, const float *x, int 
     mr_dispatcher *d = ctx;
     mb_call *call = &d->calls[mbi];
     *call = (mb_call){layer, n, k, x, ids, wts, call->holder};
-    for (int i = 0; i < n * k; i++) call->holder[i] = -1;
+    for (int i = 0; i < n * k; i++) {
+        call->holder[i] = -1;
+        if (ids[i] >= 0 && ids[i] < d->pl->n_experts)
+            atomic_fetch_add_explicit(&d->expert_tokens[(size_t)layer * d->pl->n_experts + ids[i]],
+                                      1, memory_order_relaxed);
+    }
     MR_CHECK(assign_pending(d, call));
     send_round(d, mbi, call);
     return MR_OK;
@@ -261,6 +268,7 @@ void mr_dispatcher_destroy(mr_dispatcher *d) {
     }
     for (int i = 0; i < MR_MAX_MICRO_BATCHES; i++) free(d->calls[i].holder);
     free(d->w);
+    free((void *)d->expert_tokens);
     free(d);
 }
 
@@ -276,7 +284,9 @@ mr_status mr_dispatcher_create(mr_cluster *cl, const mr_placement *pl, const mr_
     d->top_k = mc->num_experts_per_tok;
     d->max_tokens = max_tokens;
     d->timeout_ms = expert_timeout_ms;
-    int ok = (d->w = calloc((size_t)d->W, sizeof *d->w)) != NULL;
+    int ok =
+        (d->w = calloc((size_t)d->W, sizeof *d->w)) != NULL &&
+        (d->expert_tokens = calloc((size_t)pl->n_layers * pl->n_experts, sizeof(uint64_t))) != NULL;
     size_t req = (size_t)mr_dp_request_bytes((uint32_t)max_tokens, (uint32_t)d->top_k,
                                              (uint32_t)d->hidden, MR_DP_F32);
     for (int w = 0; ok && w < d->W; w++) {
@@ -293,4 +303,23 @@ mr_status mr_dispatcher_create(mr_cluster *cl, const mr_placement *pl, const mr_
     }
     *out = d;
     return MR_OK;
+}
+
+void mr_dispatcher_metrics(mr_dispatcher *d, char **text, size_t *len) {
+    size_t n = (size_t)d->pl->n_layers * d->pl->n_experts;
+    size_t cap = *len + 128 + n * 72;
+    char *t = realloc(*text, cap);
+    if (!t) return;
+    *text = t;
+    *len +=
+        (size_t)snprintf(t + *len, cap - *len,
+                         "# HELP moerack_expert_tokens_total Token slots routed to each expert\n"
+                         "# TYPE moerack_expert_tokens_total counter\n");
+    for (int l = 0; l < d->pl->n_layers; l++)
+        for (int e = 0; e < d->pl->n_experts; e++)
+            *len += (size_t)snprintf(
+                t + *len, cap - *len,
+                "moerack_expert_tokens_total{layer=\"%d\",expert=\"%d\"} %llu\n", l, e,
+                (unsigned long long)atomic_load_explicit(
+                    &d->expert_tokens[(size_t)l * d->pl->n_experts + e], memory_order_relaxed));
 }

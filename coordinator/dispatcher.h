@@ -23,6 +23,8 @@ mr_moe_provider mr_dispatcher_provider(mr_dispatcher *d);
 /* Adopts newly connected workers; call before each step. Returns the number of (layer, expert)
  * pairs without a ready holder (the step would fail). */
 int mr_dispatcher_refresh(mr_dispatcher *d);
+/* Appends moerack_expert_tokens_total{layer,expert} lines (tokens routed to each expert). */
+void mr_dispatcher_metrics(mr_dispatcher *d, char **text, size_t *len);
 /* The error of the last failed dispatch/combine, for the client. */
 const char *mr_dispatcher_last_error(const mr_dispatcher *d);
 

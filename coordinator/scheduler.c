@@ -12,6 +12,7 @@ typedef struct req {
     uint64_t id;
     mr_gen_request r;
     int32_t *tokens; /* prompt then generated: [n_prompt + max_tokens] */
+    int32_t *forced; /* test mode: forced output tokens, or NULL */
     int n_generated;
     int prefilled; /* prompt tokens already in the model */
     mr_seq *seq;
@@ -64,6 +65,7 @@ const char *mr_finish_reason_name(mr_finish_reason r) {
 static void req_free(mr_scheduler *s, req *q) {
     if (q->seq) mr_model_seq_close(s->m, q->seq);
     free(q->tokens);
+    free(q->forced);
     free(q);
 }
 
@@ -100,6 +102,16 @@ mr_status mr_scheduler_submit(mr_scheduler *s, const mr_gen_request *r, mr_gen_c
     }
     memcpy(q->tokens, r->prompt, (size_t)r->n_prompt * sizeof(int32_t));
     q->r.prompt = q->tokens;
+    if (r->n_forced > 0) {
+        q->forced = malloc((size_t)r->n_forced * sizeof(int32_t));
+        if (!q->forced) {
+            free(q->tokens);
+            free(q);
+            return MR_ERR_NOMEM;
+        }
+        memcpy(q->forced, r->forced, (size_t)r->n_forced * sizeof(int32_t));
+        q->r.forced = q->forced;
+    }
     q->cb = cb;
     q->user = user;
     q->t_arrival = mr_now_s();
@@ -281,6 +293,11 @@ static int step(mr_scheduler *s) {
             mr_histogram_observe(s->h_itl, now - q->t_last);
         q->t_last = now;
         int is_stop = 0;
+        if (q->forced) { /* test mode: replace the sample, end after the last forced token */
+            tok = q->forced[q->n_generated - 1];
+            q->tokens[q->r.n_prompt + q->n_generated - 1] = tok;
+            is_stop = q->n_generated == q->r.n_forced;
+        }
         for (int j = 0; j < q->r.n_stop_ids; j++) is_stop |= tok == q->r.stop_ids[j];
         mr_finish_reason fin = is_stop                             ? MR_FINISH_STOP
                                : q->n_generated >= q->r.max_tokens ? MR_FINISH_LENGTH

@@ -44,6 +44,11 @@ typedef struct mr_gen_request {
     int n_stop_ids;
     int n_top_logprobs; /* -1: none; 0..MR_MAX_TOP_LOGPROBS */
     int want_logits;    /* events carry the raw logits row */
+    /* Test mode only (config `test_forced_output`): when set, the i-th generated token is
+     * forced[i] instead of a sample (the model still runs every step); after the last forced
+     * token the request ends as if it had produced a stop token. Copied by submit. */
+    const int32_t *forced;
+    int n_forced;
 } mr_gen_request;
 
 typedef struct mr_gen_event {
