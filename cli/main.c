@@ -12,6 +12,8 @@ static void usage(FILE *out) {
                  "  run      run the model on token ids (greedy), single process\n"
                  "  model    gen-tiny | inspect: make or check a checkpoint\n"
                  "  bench    forward | membw: measure speed\n"
+                 "  tokenize text <-> token ids (--decode), tokenizer.json export\n"
+                 "  chat-template  render a conversation with the MiniMax-M1 template\n"
                  "run `moerack <command> --help` for a command's options\n");
 }
 
@@ -25,6 +27,8 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "run") == 0) return mr_cmd_run(argc - 1, argv + 1);
     if (strcmp(cmd, "model") == 0) return mr_cmd_model(argc - 1, argv + 1);
     if (strcmp(cmd, "bench") == 0) return mr_cmd_bench(argc - 1, argv + 1);
+    if (strcmp(cmd, "tokenize") == 0) return mr_cmd_tokenize(argc - 1, argv + 1);
+    if (strcmp(cmd, "chat-template") == 0) return mr_cmd_chat_template(argc - 1, argv + 1);
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         usage(stdout);
         return 0;
