@@ -369,6 +369,10 @@ static mr_status normalize_fn(const mr_tokenizer *t, tok_scratch *s, const char 
 
 mr_status mr_tokenizer_encode(mr_tokenizer *t, const char *text, size_t len, unsigned flags,
                               int32_t **ids, size_t *n_ids) {
+    if (len > INT32_MAX) { /* symbol positions of the merge loop are 31-bit */
+        MR_LOG_ERROR(LOG_T, "encode: text of %zu bytes is over the 2 GiB limit", len);
+        return MR_ERR_INVALID;
+    }
     size_t bad = mr_utf8_check(text, len);
     if (bad != len) {
         MR_LOG_ERROR(LOG_T, "encode: text is not valid UTF-8 at byte %zu (0x%02x)", bad,

@@ -4,9 +4,10 @@
  * lowest merge rank, the leftmost one among equal ranks, until no adjacent pair has a merge. HF
  * keeps a heap of candidate merges and skips stale entries by comparing the merged id; since
  * symbols only grow, an entry whose pair changed always names a longer, different token, so that
- * check is exactly "the pair is unchanged" and the rule above is what it computes. Short pieces
- * (almost all of them) use an O(n^2) array scan, which is fastest for a few symbols; longer ones
- * use HF's heap over a linked list, O(n log n), so a megabyte-long word is not quadratic. */
+ * check is exactly "the pair is unchanged" and the rule above is what it computes (merge ranks
+ * are at most 2^32 - 2 and positions below 2^31, so an entry packs into one 64-bit key). Short
+ * pieces (almost all of them) use an O(n^2) array scan, which is fastest for a few symbols; longer
+ * ones use HF's heap over a linked list, O(n log n), so a megabyte-long word is not quadratic. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -223,7 +224,7 @@ static mr_status scratch_reserve(tok_scratch *s, size_t n) {
     uint32_t *r = realloc(s->pair_rank, nc * sizeof *r);
     if (!r) return MR_ERR_NOMEM;
     s->pair_rank = r;
-    tok_heap_item *h = realloc(s->heap, nc * sizeof *h);
+    uint64_t *h = realloc(s->heap, nc * sizeof *h);
     if (!h) return MR_ERR_NOMEM;
     s->heap = h;
     s->heap_cap = nc;
@@ -262,29 +263,26 @@ static size_t merge_scan(const mr_tokenizer *t, tok_scratch *s, int32_t *ids, si
     return k;
 }
 
-static inline int heap_less(const tok_heap_item *a, const tok_heap_item *b) {
-    return a->rank != b->rank ? a->rank < b->rank : a->pos < b->pos;
-}
-
-static void heap_push(tok_heap_item *h, size_t *n, tok_heap_item it) {
+/* Heap entries are rank << 32 | position: one compare orders by rank, then leftmost. */
+static void heap_push(uint64_t *h, size_t *n, uint64_t it) {
     size_t i = (*n)++;
     while (i > 0) {
         size_t p = (i - 1) / 2;
-        if (!heap_less(&it, &h[p])) break;
+        if (it >= h[p]) break;
         h[i] = h[p];
         i = p;
     }
     h[i] = it;
 }
 
-static tok_heap_item heap_pop(tok_heap_item *h, size_t *n) {
-    tok_heap_item top = h[0], last = h[--(*n)];
+static uint64_t heap_pop(uint64_t *h, size_t *n) {
+    uint64_t top = h[0], last = h[--(*n)];
     size_t i = 0;
     for (;;) {
         size_t c = 2 * i + 1;
         if (c >= *n) break;
-        if (c + 1 < *n && heap_less(&h[c + 1], &h[c])) c++;
-        if (!heap_less(&h[c], &last)) break;
+        if (c + 1 < *n && h[c + 1] < h[c]) c++;
+        if (h[c] >= last) break;
         h[i] = h[c];
         i = c;
     }
@@ -292,19 +290,22 @@ static tok_heap_item heap_pop(tok_heap_item *h, size_t *n) {
     return top;
 }
 
-/* HF's Word::merge_all: a heap of (rank, position) over a doubly linked list of symbols. The heap
- * never holds more than one entry per live adjacent pair plus stale ones, at most 3n in all. */
+#define HEAP_ITEM(rank, pos) (((uint64_t)(rank) << 32) | (uint32_t)(pos))
+
+/* HF's Word::merge_all: a heap of (rank, position) over a doubly linked list of symbols. An entry
+ * is stale when the pair at its position no longer has its rank (a rank names one pair, so this
+ * is HF's "merged id differs" check). At most one push per initial pair and two per merge: 3n. */
 static mr_status merge_heap(const mr_tokenizer *t, tok_scratch *s, int32_t *ids, size_t *kp) {
     size_t k = *kp;
-    if (k > SIZE_MAX / 4 / sizeof(tok_heap_item)) return MR_ERR_NOMEM;
+    if (k > SIZE_MAX / 4 / sizeof(uint64_t)) return MR_ERR_NOMEM;
     if (s->heap_cap < 3 * k) {
-        tok_heap_item *h = realloc(s->heap, 3 * k * sizeof *h);
+        uint64_t *h = realloc(s->heap, 3 * k * sizeof *h);
         if (!h) return MR_ERR_NOMEM;
         s->heap = h;
         s->heap_cap = 3 * k;
     }
     int32_t *sym = s->sym_id, *prev = s->sym_prev, *next = s->sym_next;
-    tok_heap_item *h = s->heap;
+    uint64_t *h = s->heap;
     size_t hn = 0;
     for (size_t i = 0; i < k; i++) {
         sym[i] = ids[i];
@@ -312,31 +313,27 @@ static mr_status merge_heap(const mr_tokenizer *t, tok_scratch *s, int32_t *ids,
         next[i] = i + 1 < k ? (int32_t)i + 1 : -1;
     }
     for (size_t i = 0; i + 1 < k; i++) {
-        uint32_t r;
-        int32_t nid;
-        pair_lookup(t, sym[i], sym[i + 1], &r, &nid);
-        if (r != NO_RANK) heap_push(h, &hn, (tok_heap_item){r, (int32_t)i, nid});
+        const struct tok_pair_slot *ps = tok_pairmap_get(&t->merges, sym[i], sym[i + 1]);
+        if (ps) heap_push(h, &hn, HEAP_ITEM(ps->rank, i));
     }
     while (hn > 0) {
-        tok_heap_item top = heap_pop(h, &hn);
-        int32_t p = top.pos;
+        uint64_t top = heap_pop(h, &hn);
+        int32_t p = (int32_t)(uint32_t)top;
         if (sym[p] < 0 || next[p] < 0) continue; /* removed, or now last */
         int32_t q = next[p];
         const struct tok_pair_slot *ps = tok_pairmap_get(&t->merges, sym[p], sym[q]);
-        if (!ps || ps->new_id != top.new_id) continue; /* stale */
-        sym[p] = top.new_id;
+        if (!ps || ps->rank != (uint32_t)(top >> 32)) continue; /* stale */
+        sym[p] = ps->new_id;
         sym[q] = -1;
         next[p] = next[q];
         if (next[q] >= 0) prev[next[q]] = p;
-        uint32_t r;
-        int32_t nid;
         if (prev[p] >= 0) {
-            pair_lookup(t, sym[prev[p]], sym[p], &r, &nid);
-            if (r != NO_RANK) heap_push(h, &hn, (tok_heap_item){r, prev[p], nid});
+            ps = tok_pairmap_get(&t->merges, sym[prev[p]], sym[p]);
+            if (ps) heap_push(h, &hn, HEAP_ITEM(ps->rank, prev[p]));
         }
         if (next[p] >= 0) {
-            pair_lookup(t, sym[p], sym[next[p]], &r, &nid);
-            if (r != NO_RANK) heap_push(h, &hn, (tok_heap_item){r, p, nid});
+            ps = tok_pairmap_get(&t->merges, sym[p], sym[next[p]]);
+            if (ps) heap_push(h, &hn, HEAP_ITEM(ps->rank, p));
         }
     }
     size_t out = 0;

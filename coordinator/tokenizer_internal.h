@@ -102,12 +102,6 @@ typedef struct tok_trie {
 /* ---- per-encode scratch ------------------------------------------------------------------------
  */
 
-typedef struct tok_heap_item {
-    uint32_t rank;
-    int32_t pos;
-    int32_t new_id;
-} tok_heap_item;
-
 /* Cached BPE results of pre-tokens: map value = offset into ids, where ids[off] is the count. */
 typedef struct tok_cache {
     tok_strmap map;
@@ -131,7 +125,7 @@ typedef struct tok_scratch {
     uint32_t *pair_rank;
     int32_t *pair_new;
     size_t sym_cap;
-    tok_heap_item *heap;
+    uint64_t *heap; /* rank << 32 | position */
     size_t heap_cap;
     /* ByteLevel add_prefix_space copies, one per pipeline depth */
     char *prefix_buf[TOK_MAX_PRE_STEPS];

@@ -166,7 +166,7 @@ static mr_status compile_regex(const char *name, const char *field, const char *
                                int literal, tok_pre *p) {
     int err;
     PCRE2_SIZE eoff;
-    uint32_t opts = PCRE2_UTF | PCRE2_UCP | (literal ? PCRE2_LITERAL : 0);
+    uint32_t opts = PCRE2_UTF | (literal ? PCRE2_LITERAL : PCRE2_UCP);
     if (mr_utf8_check(pat, len) != len) {
         MR_LOG_ERROR(LOG_T, "%s: %s: pattern is not valid UTF-8", name, field);
         return MR_ERR_FORMAT;

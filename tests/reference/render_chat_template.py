@@ -12,7 +12,10 @@ through unchanged, so those cases are the template alone.
   /usr/bin/python3 tests/reference/render_chat_template.py   # Debian python3-jinja2
 """
 import json
+import math
 import os
+import random
+import struct
 import sys
 
 import jinja2
@@ -106,6 +109,18 @@ def main():
         json.dump({"meta": meta, "cases": goldens}, f, ensure_ascii=False, indent=1)
         f.write("\n")
     print(f"{len(goldens)} cases rendered with jinja2 {jinja2.__version__}")
+    # Python's repr of doubles, which `tojson` writes: edge values and random bit patterns
+    rng = random.Random(5)
+    vals = [0.0, -0.0, 1.0, -1.5, 0.1, 1e-05, 0.0001, 1e16, 1e15, 123456789.125, 5e-324,
+            1.7976931348623157e308, 2.2250738585072014e-308, 1 / 3, 2 / 3, 100.0, 1e22, 1e-7]
+    while len(vals) < 2000:
+        x = struct.unpack("<d", struct.pack("<Q", rng.getrandbits(64)))[0]
+        if math.isfinite(x):
+            vals.append(x)
+        vals.append(round(rng.uniform(-1e6, 1e6), rng.randrange(0, 8)))
+    with open(os.path.join(DATA, "float_repr.json"), "w") as f:
+        json.dump([repr(v) for v in vals], f, indent=0)
+        f.write("\n")
 
 
 if __name__ == "__main__":
