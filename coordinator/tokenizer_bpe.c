@@ -429,6 +429,7 @@ mr_status tok_bpe_piece(const mr_tokenizer *t, tok_scratch *s, const char *p, si
     }
     if (unk >= 0) MR_CHECK(tok_ids_push(out, unk));
     size_t k = out->n - base;
+    if (k == 0) return MR_OK; /* every byte unknown and no unk token: nothing (HF drops them) */
     MR_CHECK(tok_bpe_merge(t, s, out->v + base, &k, 0));
     out->n = base + k;
     if (cacheable) cache_put(s->cache, p, n, out->v + base, k);

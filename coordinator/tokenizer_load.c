@@ -344,42 +344,102 @@ static int get_id(json_t *v, int32_t *id) {
     return 1;
 }
 
-static mr_status parse_added(mr_tokenizer *t, json_t *arr, int32_t *max_id) {
+/* The added tokens, with the ids HF gives them when it loads the file (AddedVocabulary::
+ * add_tokens), which need not be the file's "id" fields: a token whose content is already an added
+ * token or a vocab entry takes that id (and an earlier token of that content takes this one's
+ * flags); any other gets the vocab size, or one more than the largest added id once that is at
+ * least the vocab size. Empty contents and exact repeats are skipped, as HF does. */
+static mr_status parse_added(mr_tokenizer *t, json_t *arr, json_t *vocab, int32_t *max_id) {
     if (!arr || json_is_null(arr)) return MR_OK;
     if (!json_is_array(arr)) {
         MR_LOG_ERROR(LOG_T, "%s: added_tokens must be an array", t->name);
         return MR_ERR_FORMAT;
     }
-    size_t n = json_array_size(arr), i;
+    size_t n = json_array_size(arr), i, n_moved = 0;
+    int64_t vocab_size = (int64_t)json_object_size(vocab), max_added = -1;
     json_t *o;
+    tok_strmap by_content; /* content -> index in t->added */
     if (!(t->added = calloc(n ? n : 1, sizeof *t->added))) return MR_ERR_NOMEM;
+    MR_CHECK(tok_strmap_init(&by_content, n, t->seed));
+    mr_status st = MR_OK;
     json_array_foreach(arr, i, o) {
-        tok_added *a = &t->added[t->n_added];
         json_t *c = json_object_get(o, "content");
+        int32_t file_id;
         int sp, nz, ls, rs, sw;
-        if (!json_is_object(o) || !get_id(json_object_get(o, "id"), &a->id) || !json_is_string(c) ||
-            json_string_length(c) == 0 || json_string_length(c) > TOK_MAX_ADDED_LEN ||
+        if (!json_is_object(o) || !get_id(json_object_get(o, "id"), &file_id) ||
+            !json_is_string(c) || json_string_length(c) > TOK_MAX_ADDED_LEN ||
             !json_bool_field(o, "special", 0, &sp) || !json_bool_field(o, "normalized", 1, &nz) ||
             !json_bool_field(o, "lstrip", 0, &ls) || !json_bool_field(o, "rstrip", 0, &rs) ||
             !json_bool_field(o, "single_word", 0, &sw)) {
             MR_LOG_ERROR(LOG_T,
-                         "%s: added_tokens[%zu]: needs an id in [0, %d), a content of "
-                         "1..%d bytes and boolean flags",
+                         "%s: added_tokens[%zu]: needs an id in [0, %d), a content of at most "
+                         "%d bytes and boolean flags",
                          t->name, i, TOK_MAX_ID, TOK_MAX_ADDED_LEN);
-            return MR_ERR_FORMAT;
+            st = MR_ERR_FORMAT;
+            break;
         }
-        a->len = json_string_length(c);
-        if (!(a->content = malloc(a->len + 1))) return MR_ERR_NOMEM;
-        memcpy(a->content, json_string_value(c), a->len + 1);
-        a->special = (uint8_t)sp;
-        a->normalized = (uint8_t)nz;
-        a->lstrip = (uint8_t)ls;
-        a->rstrip = (uint8_t)rs;
-        a->single_word = (uint8_t)sw;
-        if (a->id > *max_id) *max_id = a->id;
-        t->n_added++;
+        const char *cs = json_string_value(c);
+        size_t cl = json_string_length(c);
+        char *norm = NULL; /* HF keeps a normalized token's content normalized (decode too) */
+        if (cl == 0) continue;
+        if (nz && t->nfc) {
+            if ((st = tok_nfc(cs, cl, &norm, &cl)) != MR_OK) break;
+            cs = norm;
+        }
+        tok_added nt = {.special = (uint8_t)sp,
+                        .normalized = (uint8_t)nz,
+                        .lstrip = (uint8_t)ls,
+                        .rstrip = (uint8_t)rs,
+                        .single_word = (uint8_t)sw};
+        int32_t at = tok_strmap_get(&by_content, cs, cl);
+        json_t *vid = json_object_getn(vocab, cs, cl);
+        if (at >= 0) {
+            nt.id = t->added[at].id;
+        } else if (json_is_integer(vid)) {
+            nt.id = (int32_t)json_integer_value(vid); /* checked by build_vocab's first pass */
+        } else {
+            int64_t next = max_added < 0 || (max_added < vocab_size && vocab_size > 0)
+                               ? vocab_size
+                               : max_added + 1;
+            if (next >= TOK_MAX_ID) {
+                MR_LOG_ERROR(LOG_T, "%s: added_tokens[%zu]: id %lld is out of range", t->name, i,
+                             (long long)next);
+                st = MR_ERR_FORMAT;
+                break;
+            }
+            nt.id = (int32_t)next;
+        }
+        if (nt.id != file_id && n_moved++ == 0)
+            MR_LOG_WARN(LOG_T,
+                        "%s: added_tokens[%zu] '%.64s' gets id %d as HF assigns it, not "
+                        "the file's %d",
+                        t->name, i, cs, nt.id, file_id);
+        if (at < 0) {
+            at = (int32_t)t->n_added++;
+            nt.content = norm ? norm : malloc(cl + 1);
+            norm = NULL;
+            if (!nt.content) {
+                st = MR_ERR_NOMEM;
+                break;
+            }
+            if (nt.content != cs) memcpy(nt.content, cs, cl + 1);
+            nt.len = cl;
+            if ((st = tok_strmap_put(&by_content, nt.content, cl, at)) != MR_OK) break;
+        } else {
+            nt.content = t->added[at].content;
+            nt.len = t->added[at].len;
+            nt.special |= t->added[at].special; /* HF's special set only grows */
+        }
+        free(norm);
+        t->added[at] = nt;
+        if (nt.id > max_added) max_added = nt.id;
+        if (nt.id > *max_id) *max_id = nt.id;
     }
-    return MR_OK;
+    if (n_moved > 1)
+        MR_LOG_WARN(LOG_T, "%s: %zu added tokens in all get other ids than the file's", t->name,
+                    n_moved);
+    tok_strmap_free(&by_content);
+    return st;
 }
 
 static mr_status trie_init(tok_trie *tr) {
@@ -432,7 +492,7 @@ static mr_status set_decode(mr_tokenizer *t, const int16_t *cp_to_byte, int32_t 
     return MR_OK;
 }
 
-static mr_status build_vocab(mr_tokenizer *t, json_t *model, json_t *added_arr) {
+static mr_status build_vocab(mr_tokenizer *t, json_t *model, json_t *root) {
     json_t *vocab = json_object_get(model, "vocab");
     int16_t cp_to_byte[512];
     make_cp_to_byte(cp_to_byte);
@@ -457,7 +517,7 @@ static mr_status build_vocab(mr_tokenizer *t, json_t *model, json_t *added_arr) 
         }
         if (id > max_id) max_id = id;
     }
-    MR_CHECK(parse_added(t, json_object_get(added_arr, "added_tokens"), &max_id));
+    MR_CHECK(parse_added(t, json_object_get(root, "added_tokens"), vocab, &max_id));
     t->n_ids = max_id + 1;
     size_t nid = (size_t)t->n_ids ? (size_t)t->n_ids : 1;
     t->dec_off = malloc(nid * sizeof *t->dec_off);
@@ -522,19 +582,10 @@ out:
 static mr_status build_added_tries(mr_tokenizer *t) {
     MR_CHECK(trie_init(&t->trie_raw));
     MR_CHECK(trie_init(&t->trie_norm));
-    for (size_t i = 0; i < t->n_added; i++) {
+    for (size_t i = 0; i < t->n_added; i++) { /* normalized contents are NFC already */
         tok_added *a = &t->added[i];
-        if (!a->normalized || !t->nfc) {
-            MR_CHECK(trie_insert(a->normalized ? &t->trie_norm : &t->trie_raw, a->content, a->len,
-                                 (int32_t)i));
-            continue;
-        }
-        char *nc;
-        size_t nl;
-        MR_CHECK(tok_nfc(a->content, a->len, &nc, &nl));
-        mr_status st = trie_insert(&t->trie_norm, nc, nl, (int32_t)i);
-        free(nc);
-        MR_CHECK(st);
+        MR_CHECK(trie_insert(a->normalized ? &t->trie_norm : &t->trie_raw, a->content, a->len,
+                             (int32_t)i));
     }
     return MR_OK;
 }

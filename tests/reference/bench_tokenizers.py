@@ -23,11 +23,15 @@ def main():
     ap.add_argument("--text", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--lines-only", action="store_true",
+                    help="only encode_batch over the lines (run with RAYON_NUM_THREADS=1 for one "
+                         "thread), REPS times")
     ap.add_argument("tokenizers", nargs="+")
     a = ap.parse_args()
     data = open(a.text, "rb").read()
     text = data.decode("utf-8")
-    lines = text.splitlines(keepends=True)
+    parts = text.split("\n")  # each line with its "\n", as `moerack tokenize --bench --lines`
+    lines = [p + "\n" for p in parts[:-1]] + ([parts[-1]] if parts[-1] else [])
     print(f"tokenizers {tokenizers.__version__}, text {len(data)} bytes, {os.cpu_count()} cpus, "
           f"RAYON_NUM_THREADS={os.environ.get('RAYON_NUM_THREADS')}")
     for spec in a.tokenizers:
@@ -35,6 +39,16 @@ def main():
         t0 = time.perf_counter()
         tok = Tokenizer.from_file(path)
         load = time.perf_counter() - t0
+        if a.lines_only:
+            best = 1e30
+            for _ in range(a.reps):
+                t0 = time.perf_counter()
+                batch = tok.encode_batch(lines, add_special_tokens=False)
+                best = min(best, time.perf_counter() - t0)
+            nb = sum(len(e.ids) for e in batch)
+            print(f"hf {name}: encode_batch {len(lines)} lines: best {best:.3f} s "
+                  f"{len(data) / best / 1e6:.2f} MB/s {nb / best:.0f} tokens/s ({nb} tokens)")
+            continue
         best, ids = 1e30, None
         for _ in range(a.reps):
             t0 = time.perf_counter()

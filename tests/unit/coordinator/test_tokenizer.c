@@ -93,6 +93,46 @@ static void test_gpt2_pair_goldens(void **state) {
     mr_tokenizer_destroy(t);
 }
 
+/* Small tokenizers built to exercise what the real ones do not (make_synthetic_tokenizers.py):
+ * every Split behaviour with empty matches, added-token options under NFC, HF's id assignment
+ * for added tokens, unk with and without fuse_unk, ignore_merges. */
+static void test_synthetic_goldens(void **state) {
+    (void)state;
+    static const char *const names[] = {"added_nfc_prefix_space",
+                                        "ignore_merges",
+                                        "split_Contiguous_inv",
+                                        "split_Contiguous_plain",
+                                        "split_Isolated_inv",
+                                        "split_Isolated_plain",
+                                        "split_MergedWithNext_inv",
+                                        "split_MergedWithNext_plain",
+                                        "split_MergedWithPrevious_inv",
+                                        "split_MergedWithPrevious_plain",
+                                        "split_Removed_inv",
+                                        "split_Removed_plain",
+                                        "string_split_merged_next",
+                                        "unk_fuse_false",
+                                        "unk_fuse_true"};
+    int total = 0, same = 0;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        char path[512], golden[512];
+        snprintf(path, sizeof path, TOK_DATA "/synthetic/%s.json", names[i]);
+        snprintf(golden, sizeof golden, TOK_DATA "/synthetic_goldens/golden_%s.json", names[i]);
+        mr_tokenizer *t;
+        assert_int_equal(mr_tokenizer_load(path, &t), MR_OK);
+        tg_result r = tg_compare_corpus(t, TOK_DATA "/synthetic_corpus.json", golden);
+        if (r.failed) tg_print(names[i], r);
+        assert_false(r.failed);
+        assert_int_equal(r.same_ids, r.n);
+        assert_int_equal(r.same_decode, r.n);
+        total += r.n;
+        same += r.same_ids;
+        mr_tokenizer_destroy(t);
+    }
+    printf("  %zu synthetic tokenizers: %d/%d strings with HF's ids and decodings\n",
+           sizeof names / sizeof names[0], same, total);
+}
+
 /* Spec §6.3 / §7: ids quoted from vLLM's reasoning parser and the released added tokens. */
 static void test_minimax_spec_ids(void **state) {
     (void)state;
@@ -422,7 +462,7 @@ static void test_hostile_json(void **state) {
         {"{" TJ_MODEL ", " TJ_PRE ", \"decoder\": {\"type\": \"WordPiece\"}}", MR_ERR_UNSUPPORTED,
          "type 'WordPiece' is not supported"},
         {"{" TJ_MODEL ", " TJ_PRE ", " TJ_DEC ", \"added_tokens\": [{\"id\": 9, \"content\": "
-         "\"\"}]}",
+         "5}]}",
          MR_ERR_FORMAT, "added_tokens[0]"},
         {"{" TJ_MODEL ", " TJ_PRE ", " TJ_DEC ", \"added_tokens\": [{\"id\": 99999999, "
          "\"content\": \"x\"}]}",
@@ -550,7 +590,7 @@ int main(void) {
         cmocka_unit_test(test_merge_strategies), cmocka_unit_test(test_long_word_not_quadratic),
         cmocka_unit_test(test_nfc_fast_path),    cmocka_unit_test(test_minimal_json),
         cmocka_unit_test(test_hostile_json),     cmocka_unit_test(test_catastrophic_regex),
-        cmocka_unit_test(test_split_behaviors),
+        cmocka_unit_test(test_split_behaviors),  cmocka_unit_test(test_synthetic_goldens),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
