@@ -109,7 +109,7 @@ static void expect_chunks(const mr_outparse_params *pp, const char *text, size_t
 
 /* The case under every chunking family of the file comment. */
 static void check_case(const mr_outparse_params *pp, const char *text, size_t n, const char *want) {
-    size_t *cuts = malloc((n + 1) * sizeof *cuts);
+    size_t *cuts = malloc((n + 2) * sizeof *cuts); /* the 3-chunk splits write cuts[1] */
     expect_chunks(pp, text, n, want, NULL, 0);
     for (size_t i = 0; i + 1 < n; i++) cuts[i] = i + 1; /* one byte at a time */
     expect_chunks(pp, text, n, want, cuts, n ? n - 1 : 0);
