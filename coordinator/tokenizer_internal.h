@@ -5,6 +5,7 @@
 #define MR_TOKENIZER_INTERNAL_H
 
 #define PCRE2_CODE_UNIT_WIDTH 8
+#include <jansson.h>
 #include <pcre2.h>
 #include <pthread.h>
 #include <stddef.h>
@@ -185,6 +186,14 @@ mr_status tok_nfc(const char *s, size_t n, char **out, size_t *out_len);
 
 /* tokenizer_load.c */
 extern const char tok_gpt2_regex[];
+/* Builds a tokenizer from a parsed tokenizer.json document; NAME is used in messages. */
+mr_status tok_build_from_json(json_t *root, const char *name, mr_tokenizer **out);
+/* Reads a regular file of at most 1 GiB into a NUL-terminated buffer (logs failures). */
+mr_status tok_read_file(const char *path, char **buf, size_t *len);
+/* Parses JSON text (NULs allowed in strings); logs file:line:column on failure. */
+json_t *tok_parse_json(const char *buf, size_t len, const char *name);
+
+/* tokenizer_sources.c */
 extern const char tok_minimax_regex[];
 /* The 256 byte-level characters: UTF-8 of the character byte b maps to. */
 void tok_byte_char(unsigned b, char out[3], size_t *len);
