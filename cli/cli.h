@@ -2,6 +2,7 @@
 #ifndef MR_CLI_H
 #define MR_CLI_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 int mr_cmd_run(int argc, char **argv);
@@ -9,6 +10,10 @@ int mr_cmd_model(int argc, char **argv);
 int mr_cmd_bench(int argc, char **argv);
 int mr_cmd_status(int argc, char **argv);
 int mr_cmd_config_doc(int argc, char **argv);
+int mr_cmd_tokenize(int argc, char **argv);
+int mr_cmd_chat_template(int argc, char **argv);
+/* Reads all of stdin into a new NUL-terminated buffer; logs and returns -1 on failure. */
+int mr_cli_read_stdin(char **out, size_t *len);
 
 /* Parses a non-negative integer option value; logs "--name: ..." and returns -1 if invalid. */
 long long mr_cli_parse_int(const char *opt, const char *s, long long lo, long long hi);

@@ -1,9 +1,11 @@
 /* cmd_run.c — `moerack run`: greedy generation from token ids in one process.
  *
- * Prints the generated ids as one comma-separated line on stdout. --dump-logits writes float32
- * little-endian rows of vocab_size logits: row 0 after the prompt, then one row after each
- * generated token is fed back (N + 1 rows for --greedy N). */
+ * Prints the generated ids as one comma-separated line on stdout; with --prompt (text, encoded by
+ * the model directory's tokenizer or --tokenizer) a second line follows with the generated ids
+ * decoded. --dump-logits writes float32 little-endian rows of vocab_size logits: row 0 after the
+ * prompt, then one row after each generated token is fed back (N + 1 rows for --greedy N). */
 #include <getopt.h>
+#include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,13 +17,21 @@
 #include "common/checkpoint.h"
 #include "common/log.h"
 #include "common/timeutil.h"
+#include "coordinator/chat_template.h"
 #include "coordinator/model.h"
+#include "coordinator/tokenizer.h"
+#include "coordinator/utf8.h"
 
 static void usage(FILE *out) {
     fprintf(out,
-            "usage: moerack run --model DIR --ids 1,2,3 [--greedy N] [options]\n"
+            "usage: moerack run --model DIR (--ids 1,2,3 | --prompt TEXT) [--greedy N] [options]\n"
             "  --model DIR          checkpoint directory (config.json + safetensors)\n"
             "  --ids LIST           prompt token ids, comma-separated\n"
+            "  --prompt TEXT        prompt text, encoded with DIR's tokenizer.json (or\n"
+            "                       vocab.json + merges.txt); the output gets a decoded line\n"
+            "  --tokenizer PATH     tokenizer for --prompt instead of the model directory's\n"
+            "  --chat               with --prompt: send TEXT as a user message through the\n"
+            "                       chat template (with the assistant header at the end)\n"
             "  --greedy N           generate N tokens by argmax (default 8)\n"
             "  --dump-logits FILE   write float32 logits rows (prompt, then each fed-back token)\n"
             "  --backend ref|cpu    compute backend (default cpu)\n"
@@ -94,6 +104,51 @@ out:
     return rc;
 }
 
+/* Encodes the prompt (through the chat template with --chat); returns the id count, -1 on a
+ * failure already logged, -2 on bad input. */
+static int encode_prompt(const char *tok_path, const char *prompt, int chat, int vocab,
+                         mr_tokenizer **tok, int32_t **ids) {
+    if (mr_tokenizer_load(tok_path, tok) != MR_OK) return -1;
+    char *text = NULL;
+    size_t len = strlen(prompt), n = 0;
+    if (chat) {
+        json_t *msgs = json_pack("[{s:s, s:s}]", "role", "user", "content", prompt);
+        mr_status st = msgs ? mr_chat_template_render(msgs, NULL, 1, &text, &len) : MR_ERR_NOMEM;
+        json_decref(msgs);
+        if (st != MR_OK) return -2;
+    }
+    mr_status st = mr_tokenizer_encode(*tok, text ? text : prompt, len, 0, ids, &n);
+    free(text);
+    if (st != MR_OK) return -2;
+    if (n == 0 || n > INT32_MAX / 2) {
+        MR_LOG_ERROR(MR_LOG_CLI, "--prompt: encodes to %zu tokens", n);
+        return -2;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if ((*ids)[i] >= vocab) {
+            MR_LOG_ERROR(MR_LOG_CLI,
+                         "--prompt: token id %d is outside the model's vocabulary "
+                         "(%d): the tokenizer does not belong to this model",
+                         (*ids)[i], vocab);
+            return -2;
+        }
+    }
+    return (int)n;
+}
+
+/* The generated ids as text, on one more stdout line (invalid UTF-8 shown as U+FFFD). */
+static int print_decoded(const mr_tokenizer *tok, const int32_t *gen, size_t n) {
+    char *raw, *text;
+    size_t rl, tl;
+    if (mr_tokenizer_decode(tok, gen, n, 0, &raw, &rl) != MR_OK) return -1;
+    mr_status st = mr_utf8_lossy(raw, rl, &text, &tl);
+    free(raw);
+    if (st != MR_OK) return -1;
+    int ok = fwrite(text, 1, tl, stdout) == tl && putchar('\n') != EOF;
+    free(text);
+    return ok ? 0 : -1;
+}
+
 int mr_cmd_run(int argc, char **argv) {
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
                                          {"ids", required_argument, 0, 'i'},
@@ -105,12 +160,16 @@ int mr_cmd_run(int argc, char **argv) {
                                          {"log-level", required_argument, 0, 'l'},
                                          {"prompt", required_argument, 0, 'p'},
                                          {"micro-batches", required_argument, 0, 'M'},
-                                         {"coordinator", required_argument, 0, 'C'},
+                                         {"coordinator", required_argument, 0, 'K'},
                                          {"config", required_argument, 0, 'F'},
+                                         {"tokenizer", required_argument, 0, 'T'},
+                                         {"chat", no_argument, 0, 'C'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *model_dir = NULL, *ids_arg = NULL, *dump = NULL, *backend = "cpu";
     const char *coordinator = NULL, *cluster_config = NULL;
+    const char *prompt = NULL, *tok_path = NULL;
+    int chat = 0;
     long long greedy = 8, threads = 0, chunk = 512, micro = 1;
     mr_log_set_level(MR_LOG_LEVEL_WARN);
     optind = 1;
@@ -148,11 +207,15 @@ int mr_cmd_run(int argc, char **argv) {
             break;
         }
         case 'p':
-            MR_LOG_ERROR(
-                MR_LOG_CLI,
-                "--prompt needs a tokenizer, which this build does not have yet; use --ids");
-            return 2;
+            prompt = optarg;
+            break;
+        case 'T':
+            tok_path = optarg;
+            break;
         case 'C':
+            chat = 1;
+            break;
+        case 'K':
             coordinator = optarg;
             break;
         case 'F':
@@ -172,25 +235,38 @@ int mr_cmd_run(int argc, char **argv) {
     }
     if (ids_arg && (coordinator || cluster_config))
         return run_remote(coordinator, cluster_config, ids_arg, (int)greedy, dump);
-    if (!model_dir || !ids_arg) {
-        MR_LOG_ERROR(MR_LOG_CLI, "run: --model and --ids are required");
+    if (!model_dir || !ids_arg == !prompt) {
+        MR_LOG_ERROR(MR_LOG_CLI, "run: --model and one of --ids, --prompt are required");
         usage(stderr);
+        return 2;
+    }
+    if ((tok_path || chat) && !prompt) {
+        MR_LOG_ERROR(MR_LOG_CLI, "run: --tokenizer and --chat go with --prompt");
         return 2;
     }
     int rc = 1;
     mr_ckpt *ck = NULL;
     mr_model *m = NULL;
     mr_seq *seq = NULL;
-    int32_t *ids = NULL;
+    int32_t *ids = NULL, *gen = NULL;
     float *logits = NULL;
     FILE *df = NULL;
+    mr_tokenizer *tok = NULL;
     if (mr_ckpt_open(model_dir, &ck) != MR_OK) goto out;
     const mr_model_config *c = mr_ckpt_config(ck);
-    int n_ids = mr_cli_parse_ids(ids_arg, c->vocab_size, &ids);
-    if (n_ids < 0) {
+    int n_ids;
+    if (prompt) {
+        n_ids =
+            encode_prompt(tok_path ? tok_path : model_dir, prompt, chat, c->vocab_size, &tok, &ids);
+        if (n_ids < 0) {
+            rc = n_ids == -2 ? 2 : 1;
+            goto out;
+        }
+    } else if ((n_ids = mr_cli_parse_ids(ids_arg, c->vocab_size, &ids)) < 0) {
         rc = 2;
         goto out;
     }
+    if (prompt && !(gen = malloc((size_t)(greedy ? greedy : 1) * sizeof *gen))) goto out;
     mr_model_params mp;
     mr_model_params_default(&mp);
     mp.backend = backend;
@@ -225,11 +301,13 @@ int mr_cmd_run(int argc, char **argv) {
         if (g == greedy) break;
         int32_t next = argmax(logits, c->vocab_size);
         printf("%s%d", g ? "," : "", next);
+        if (gen) gen[g] = next;
         mr_step_seq in = {seq, &next, 1, 1};
         if (mr_model_step(m, &in, 1, logits) != MR_OK) goto out;
     }
     printf("\n");
     double t_decode = mr_now_s() - t0;
+    if (gen && print_decoded(tok, gen, (size_t)greedy) != 0) goto out;
     MR_LOG_INFO(MR_LOG_CLI,
                 "backend %s: load %.3f s, prefill %d tokens %.3f s, decode %lld tokens %.3f s",
                 backend, t_load, n_ids, t_prefill, greedy, t_decode);
@@ -243,6 +321,8 @@ out:
     mr_model_destroy(m);
     mr_ckpt_close(ck);
     free(ids);
+    free(gen);
     free(logits);
+    mr_tokenizer_destroy(tok);
     return rc;
 }

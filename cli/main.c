@@ -15,6 +15,8 @@ static void usage(FILE *out) {
                  "  status   health of a running cluster (exit 0 healthy, 1 degraded, 2 down, 3 "
                  "unreachable)\n"
                  "  config-doc  print the configuration reference (docs/config.md)\n"
+                 "  tokenize text <-> token ids (--decode), tokenizer.json export\n"
+                 "  chat-template  render a conversation with the MiniMax-M1 template\n"
                  "run `moerack <command> --help` for a command's options\n");
 }
 
@@ -30,6 +32,8 @@ int main(int argc, char **argv) {
     if (strcmp(cmd, "bench") == 0) return mr_cmd_bench(argc - 1, argv + 1);
     if (strcmp(cmd, "status") == 0) return mr_cmd_status(argc - 1, argv + 1);
     if (strcmp(cmd, "config-doc") == 0) return mr_cmd_config_doc(argc - 1, argv + 1);
+    if (strcmp(cmd, "tokenize") == 0) return mr_cmd_tokenize(argc - 1, argv + 1);
+    if (strcmp(cmd, "chat-template") == 0) return mr_cmd_chat_template(argc - 1, argv + 1);
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
         usage(stdout);
         return 0;

@@ -41,8 +41,8 @@ int mr_log_level_parse(const char *s) {
 }
 
 static const char *subsys_name(unsigned subsys) {
-    static const char *const names[] = {"core",  "ckpt", "model", "kern", "net",
-                                        "sched", "gpu",  "http",  "conf", "cli"};
+    static const char *const names[] = {"core", "ckpt", "model", "kern", "net", "sched",
+                                        "gpu",  "http", "conf",  "cli",  "text"};
     for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (subsys & (1u << i)) return names[i];
     return "-";

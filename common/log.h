@@ -30,6 +30,7 @@ enum {
     MR_LOG_HTTP = 1u << 7,
     MR_LOG_CONF = 1u << 8,
     MR_LOG_CLI = 1u << 9,
+    MR_LOG_TEXT = 1u << 10, /* tokenizer, chat template, output parser */
     MR_LOG_ALL = 0xffffffffu,
 };
 

