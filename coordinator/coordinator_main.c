@@ -16,6 +16,8 @@
 #include "coordinator/model.h"
 #include "coordinator/placement.h"
 #include "coordinator/scheduler.h"
+#include "coordinator/http_server.h"
+#include "coordinator/tokenizer.h"
 #include "common/metrics.h"
 
 static mr_cluster *g_cluster; /* for the signal handler only */
@@ -43,6 +45,39 @@ static mr_status dispatcher_pre_step(void *user, char *why, size_t cap) {
         return MR_ERR_CLOSED;
     }
     return MR_OK;
+}
+
+typedef struct serving_ctx {
+    mr_cluster *cl;
+    mr_dispatcher *d;
+} serving_ctx;
+
+static int http_ready(void *user, char *why, size_t cap) {
+    serving_ctx *sc = user;
+    int uncovered = mr_cluster_uncovered(sc->cl);
+    if (uncovered) {
+        snprintf(why, cap, "%d experts have no live worker (see moerack status)", uncovered);
+        return 0;
+    }
+    return 1;
+}
+
+static void http_metrics(void *user, char **text, size_t *len) {
+    serving_ctx *sc = user;
+    mr_cluster_metrics(sc->cl, text, len);
+    mr_dispatcher_metrics(sc->d, text, len);
+}
+
+/* Token ids of a test-mode forced output (config text), or NULL. */
+static int32_t *forced_ids(mr_tokenizer *tok, const char *text, int *n) {
+    *n = 0;
+    if (!text[0]) return NULL;
+    int32_t *ids = NULL;
+    size_t cnt = 0;
+    if (mr_tokenizer_encode(tok, text, strlen(text), 0, &ids, &cnt) != MR_OK) return NULL;
+    *n = (int)cnt;
+    MR_LOG_WARN(MR_LOG_CORE, "TEST MODE: generations are forced to a configured text (%d tokens)", *n);
+    return ids;
 }
 
 static void usage(FILE *out) {
@@ -106,6 +141,10 @@ int main(int argc, char **argv) {
     mr_dispatcher *d = NULL;
     mr_engine *e = NULL;
     mr_scheduler *sched = NULL;
+    mr_http_server *http = NULL;
+    mr_tokenizer *tok = NULL;
+    int32_t *forced_out = NULL, *forced_ans = NULL;
+    serving_ctx sctx = {0};
     mr_metrics *metrics = mr_metrics_create();
     if (mr_ckpt_open(cc.cluster.model, &ck) != MR_OK) goto out;
     mr_model_config mcv = *mr_ckpt_config(ck);
@@ -136,23 +175,62 @@ int main(int argc, char **argv) {
     mr_model_set_moe_provider(m, mr_dispatcher_provider(d));
     mr_scheduler_params sp = {.max_num_seqs = cc.coord.max_seqs,
                               .max_batched_tokens = cc.coord.max_batch_tokens,
-                              .max_waiting = 1024,
+                              .max_waiting = cc.coord.max_waiting,
                               .metrics = metrics,
                               .pre_step = dispatcher_pre_step,
                               .pre_step_user = d};
     if (mr_scheduler_create(m, &sp, &sched) != MR_OK) goto out;
     if (mr_engine_create(m, cl, sched, &e) != MR_OK) goto out;
+    sctx = (serving_ctx){cl, d};
     mr_cluster_set_job_handler(cl, mr_engine_submit, e);
     g_cluster = cl;
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    if (cc.coord.http_listen[0]) {
+        char tpath[2100];
+        snprintf(tpath, sizeof tpath, "%s", cc.coord.tokenizer[0] ? cc.coord.tokenizer : cc.cluster.model);
+        if (mr_tokenizer_load(tpath, &tok) != MR_OK) {
+            MR_LOG_ERROR(MR_LOG_CONF, "%s: coordinator.http_listen needs a tokenizer: none at %s "
+                         "(set coordinator.tokenizer)", cc.path, tpath);
+            goto out;
+        }
+        mr_http_params hp = {.listen = cc.coord.http_listen,
+                             .max_body_bytes = (size_t)cc.coord.max_body_kb << 10,
+                             .max_header_bytes = (size_t)cc.coord.max_header_kb << 10,
+                             .max_connections = cc.coord.max_connections,
+                             .idle_timeout_s = cc.coord.idle_timeout_s,
+                             .metrics = metrics,
+                             .ready = http_ready,
+                             .ready_user = &sctx,
+                             .extra_metrics = http_metrics,
+                             .extra_user = &sctx};
+        hp.serve = (mr_serve_config){.sched = sched,
+                                     .tok = tok,
+                                     .model_id = cc.coord.served_model_name,
+                                     .vocab = mc->vocab_size,
+                                     .vocab_limit = mr_tokenizer_n_ids(tok) < mc->vocab_size
+                                                        ? mr_tokenizer_n_ids(tok)
+                                                        : mc->vocab_size,
+                                     .max_context = cc.coord.max_context,
+                                     .eos_id = mr_tokenizer_token_id(tok, "<end_of_sentence>", 17),
+                                     .keepalive_ms = cc.coord.keepalive_ms};
+        forced_out = forced_ids(tok, cc.coord.test_forced_output, &hp.serve.n_forced_output);
+        forced_ans = forced_ids(tok, cc.coord.test_forced_answer, &hp.serve.n_forced_answer);
+        hp.serve.forced_output = forced_out;
+        hp.serve.forced_answer = forced_ans;
+        if (mr_http_server_start(&hp, &http) != MR_OK) goto out;
+    }
     MR_LOG_INFO(MR_LOG_CORE, "listening on %s", cc.coord.listen);
     rc = mr_cluster_run(cl) == MR_OK ? 0 : 1;
     MR_LOG_INFO(MR_LOG_CORE, "shutting down");
 out:
+    mr_http_server_stop(http); /* first: its sessions wait for the scheduler's last callbacks */
     mr_scheduler_destroy(sched); /* before the engine: its callbacks use the engine */
+    mr_tokenizer_destroy(tok);
+    free(forced_out);
+    free(forced_ans);
     mr_engine_destroy(e);
     mr_metrics_destroy(metrics);
     g_cluster = NULL;

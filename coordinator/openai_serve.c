@@ -666,7 +666,8 @@ mr_status mr_serve_session_start(const mr_serve_config *cfg, mr_oai_kind kind, c
                         .n_prompt = s->n_prompt,
                         .max_tokens = max_tokens,
                         .sampling = s->req.sampling,
-                        .n_top_logprobs = s->req.want_logprobs ? s->req.top_logprobs : -1};
+                        .n_top_logprobs = s->req.want_logprobs ? s->req.top_logprobs : -1,
+                        .vocab_limit = cfg->vocab_limit};
     if (cfg->eos_id >= 0) r.stop_ids[r.n_stop_ids++] = cfg->eos_id;
     if (cfg->n_forced_output) { /* test mode */
         json_t *last = s->kind == MR_OAI_CHAT

@@ -28,6 +28,7 @@ struct mr_scheduler {
     mr_model *m;
     mr_scheduler_params p;
     int vocab;
+    int block; /* lightning block size: prefill chunks end on its multiples */
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -115,7 +116,7 @@ mr_status mr_scheduler_submit(mr_scheduler *s, const mr_gen_request *r, mr_gen_c
     q->cb = cb;
     q->user = user;
     q->t_arrival = mr_now_s();
-    mr_sampler_init(&q->sampler, &r->sampling, s->p.vocab_limit);
+    mr_sampler_init(&q->sampler, &r->sampling, r->vocab_limit);
     pthread_mutex_lock(&s->mu);
     if (s->n_waiting >= s->p.max_waiting || s->stop) {
         pthread_mutex_unlock(&s->mu);
@@ -246,6 +247,15 @@ static int step(mr_scheduler *s) {
         int left = q->r.n_prompt - q->prefilled;
         if (left <= 0) continue;
         int chunk = left < budget ? left : budget;
+        if (chunk < left) {
+            /* end a partial prefill on a lightning block boundary: then however the prompt is
+             * cut into steps (which depends on what else is running), every block is the same
+             * and so are the results, bit for bit */
+            int end = q->prefilled + chunk;
+            end -= end % s->block;
+            if (end > q->prefilled) chunk = end - q->prefilled;
+            else if (nb > 0) continue; /* wait for a step with room for a whole block */
+        }
         s->batch[nb] = (mr_step_seq){q->seq, q->tokens + q->prefilled, chunk, chunk == left};
         s->batch_req[nb++] = q;
         budget -= chunk;
@@ -292,14 +302,14 @@ static int step(mr_scheduler *s) {
         else
             mr_histogram_observe(s->h_itl, now - q->t_last);
         q->t_last = now;
-        int is_stop = 0;
+        int is_stop = 0, forced_end = 0;
         if (q->forced) { /* test mode: replace the sample, end after the last forced token */
             tok = q->forced[q->n_generated - 1];
             q->tokens[q->r.n_prompt + q->n_generated - 1] = tok;
-            is_stop = q->n_generated == q->r.n_forced;
+            forced_end = q->n_generated == q->r.n_forced;
         }
         for (int j = 0; j < q->r.n_stop_ids; j++) is_stop |= tok == q->r.stop_ids[j];
-        mr_finish_reason fin = is_stop                             ? MR_FINISH_STOP
+        mr_finish_reason fin = is_stop || forced_end                             ? MR_FINISH_STOP
                                : q->n_generated >= q->r.max_tokens ? MR_FINISH_LENGTH
                                                                    : MR_FINISH_NONE;
         mr_gen_event ev = {.id = q->id,
@@ -373,6 +383,7 @@ mr_status mr_scheduler_create(mr_model *m, const mr_scheduler_params *p, mr_sche
     s->m = m;
     s->p = *p;
     s->vocab = c->vocab_size;
+    s->block = c->block_size;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     s->batch = calloc((size_t)p->max_num_seqs, sizeof *s->batch);

@@ -49,6 +49,7 @@ typedef struct mr_gen_request {
      * token the request ends as if it had produced a stop token. Copied by submit. */
     const int32_t *forced;
     int n_forced;
+    int vocab_limit; /* ids >= this are never sampled (rows with no token); 0 = every row */
 } mr_gen_request;
 
 typedef struct mr_gen_event {
@@ -70,7 +71,6 @@ typedef struct mr_scheduler_params {
     int max_num_seqs;       /* <= the model's max_seqs */
     int max_batched_tokens; /* <= the model's max_batch_tokens */
     int max_waiting;        /* queued requests beyond which submit fails with MR_ERR_FULL */
-    int vocab_limit;        /* ids >= this are never sampled (0 = all rows) */
     mr_metrics *metrics;    /* may be NULL */
     /* called before each step; a non-OK status fails the step's requests with `why` */
     mr_status (*pre_step)(void *user, char *why, size_t cap);

@@ -53,14 +53,20 @@ int http_request(http_conn *c, const char *host, int port, const char *method, c
     c->chunk_left = -1;
     c->fd = mr_sock_connect(host, port, timeout_ms);
     if (c->fd < 0) return -1;
-    char head[4096];
-    int n = snprintf(head, sizeof head,
+    size_t hcap = 4096 + (extra_headers ? strlen(extra_headers) : 0);
+    char *head = malloc(hcap);
+    int n = snprintf(head, hcap,
                      "%s %s HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n%s%s%s",
                      method, path, host, port, content_type ? "Content-Type: " : "",
                      content_type ? content_type : "", content_type ? "\r\n" : "");
-    if (body) n += snprintf(head + n, sizeof head - (size_t)n, "Content-Length: %zu\r\n", body_len);
-    n += snprintf(head + n, sizeof head - (size_t)n, "%s\r\n", extra_headers ? extra_headers : "");
-    if (write(c->fd, head, (size_t)n) != n) return -1;
+    if (body) n += snprintf(head + n, hcap - (size_t)n, "Content-Length: %zu\r\n", body_len);
+    n += snprintf(head + n, hcap - (size_t)n, "%s\r\n", extra_headers ? extra_headers : "");
+    for (int off = 0; off < n;) { /* the server may answer and close early: stop writing then */
+        ssize_t w = write(c->fd, head + off, (size_t)(n - off));
+        if (w <= 0) break;
+        off += (int)w;
+    }
+    free(head);
     for (size_t off = 0; body && off < body_len;) {
         ssize_t w = write(c->fd, body + off, body_len - off);
         if (w <= 0) return -1;
