@@ -76,7 +76,8 @@ static int32_t *forced_ids(mr_tokenizer *tok, const char *text, int *n) {
     size_t cnt = 0;
     if (mr_tokenizer_encode(tok, text, strlen(text), 0, &ids, &cnt) != MR_OK) return NULL;
     *n = (int)cnt;
-    MR_LOG_WARN(MR_LOG_CORE, "TEST MODE: generations are forced to a configured text (%d tokens)", *n);
+    MR_LOG_WARN(MR_LOG_CORE, "TEST MODE: generations are forced to a configured text (%d tokens)",
+                *n);
     return ids;
 }
 
@@ -190,10 +191,13 @@ int main(int argc, char **argv) {
     sigaction(SIGTERM, &sa, NULL);
     if (cc.coord.http_listen[0]) {
         char tpath[2100];
-        snprintf(tpath, sizeof tpath, "%s", cc.coord.tokenizer[0] ? cc.coord.tokenizer : cc.cluster.model);
+        snprintf(tpath, sizeof tpath, "%s",
+                 cc.coord.tokenizer[0] ? cc.coord.tokenizer : cc.cluster.model);
         if (mr_tokenizer_load(tpath, &tok) != MR_OK) {
-            MR_LOG_ERROR(MR_LOG_CONF, "%s: coordinator.http_listen needs a tokenizer: none at %s "
-                         "(set coordinator.tokenizer)", cc.path, tpath);
+            MR_LOG_ERROR(MR_LOG_CONF,
+                         "%s: coordinator.http_listen needs a tokenizer: none at %s "
+                         "(set coordinator.tokenizer)",
+                         cc.path, tpath);
             goto out;
         }
         mr_http_params hp = {.listen = cc.coord.http_listen,
@@ -226,7 +230,7 @@ int main(int argc, char **argv) {
     rc = mr_cluster_run(cl) == MR_OK ? 0 : 1;
     MR_LOG_INFO(MR_LOG_CORE, "shutting down");
 out:
-    mr_http_server_stop(http); /* first: its sessions wait for the scheduler's last callbacks */
+    mr_http_server_stop(http);   /* first: its sessions wait for the scheduler's last callbacks */
     mr_scheduler_destroy(sched); /* before the engine: its callbacks use the engine */
     mr_tokenizer_destroy(tok);
     free(forced_out);

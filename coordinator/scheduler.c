@@ -253,8 +253,10 @@ static int step(mr_scheduler *s) {
              * and so are the results, bit for bit */
             int end = q->prefilled + chunk;
             end -= end % s->block;
-            if (end > q->prefilled) chunk = end - q->prefilled;
-            else if (nb > 0) continue; /* wait for a step with room for a whole block */
+            if (end > q->prefilled)
+                chunk = end - q->prefilled;
+            else if (nb > 0)
+                continue; /* wait for a step with room for a whole block */
         }
         s->batch[nb] = (mr_step_seq){q->seq, q->tokens + q->prefilled, chunk, chunk == left};
         s->batch_req[nb++] = q;
@@ -309,7 +311,7 @@ static int step(mr_scheduler *s) {
             forced_end = q->n_generated == q->r.n_forced;
         }
         for (int j = 0; j < q->r.n_stop_ids; j++) is_stop |= tok == q->r.stop_ids[j];
-        mr_finish_reason fin = is_stop || forced_end                             ? MR_FINISH_STOP
+        mr_finish_reason fin = is_stop || forced_end               ? MR_FINISH_STOP
                                : q->n_generated >= q->r.max_tokens ? MR_FINISH_LENGTH
                                                                    : MR_FINISH_NONE;
         mr_gen_event ev = {.id = q->id,

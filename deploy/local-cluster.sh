@@ -37,8 +37,17 @@ for i in $(seq 1 300); do
   sleep 0.2
 done
 "$bin/cli/moerack" status --config "$cfg" >/dev/null || { echo "cluster not healthy; logs in $logs" >&2; exit 1; }
-echo "== request: greedy continuation of token ids 200019,1,2,3 (16 tokens) through the cluster"
-"$bin/cli/moerack" run --config "$cfg" --ids 200019,1,2,3 --greedy 16
+http=$("$bin/worker/moerack-worker" --config "$cfg" --dump-config | awk '/^  http_listen = /{gsub(/[";]/,"",$3); print $3}')
+if [[ -n "$http" ]]; then
+  for i in $(seq 1 50); do curl -sf "http://$http/health/ready" >/dev/null && break; sleep 0.2; done
+  echo "== request: POST http://$http/v1/chat/completions (the demo model has random weights: expect noise)"
+  curl -sS "http://$http/v1/chat/completions" -H 'Content-Type: application/json' \
+    -d '{"model": "MiniMax-M1", "messages": [{"role": "user", "content": "Hello! Who are you?"}], "max_tokens": 24, "temperature": 0.7, "seed": 1}'
+  echo
+else
+  echo "== request: greedy continuation of token ids 200019,1,2,3 (16 tokens) through the cluster"
+  "$bin/cli/moerack" run --config "$cfg" --ids 200019,1,2,3 --greedy 16
+fi
 echo "== moerack status"
 "$bin/cli/moerack" status --config "$cfg"
 if [[ $keep == 1 ]]; then echo "cluster left running: pids ${pids[*]}"; fi

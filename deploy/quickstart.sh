@@ -10,5 +10,8 @@ deploy/build.sh
 model=build/models/demo   # configs/local.cfg serves this directory
 mkdir -p "$(dirname "$model")"
 [ -f "$model/config.json" ] || build/cli/moerack model gen-tiny "$model" --preset demo --seed 1
+# the MiniMax-M1 tokenizer, rebuilt from the official release's merges.txt
+[ -f "$model/tokenizer.json" ] || build/cli/moerack tokenize \
+    --minimax-merges ../shared/minimax-m1/merges.txt --write-tokenizer-json "$model/tokenizer.json"
 build/cli/moerack model inspect "$model"
 deploy/local-cluster.sh configs/local.cfg

@@ -63,8 +63,13 @@ static mr_status start(mr_launch *l, const char *sub, const char *extra) {
              "  http_listen = \"127.0.0.1:%d\";\n  max_body_kb = 256;\n  idle_timeout_s = 3;\n"
              "  keepalive_ms = 1000;\n%s",
              g_port, extra ? extra : "");
-    mr_launch_params p = {.bin_dir = g_bin, .model = g_model, .work_dir = dir, .n_workers = 2,
-                          .coord_threads = 1, .worker_threads = 1, .max_batch_tokens = 512,
+    mr_launch_params p = {.bin_dir = g_bin,
+                          .model = g_model,
+                          .work_dir = dir,
+                          .n_workers = 2,
+                          .coord_threads = 1,
+                          .worker_threads = 1,
+                          .max_batch_tokens = 512,
                           .extra_coordinator = coord_extra};
     mr_status st = mr_launch_start(&p, l);
     if (st == MR_OK) st = mr_launch_wait(l, "HEALTHY", 60000);
@@ -98,7 +103,9 @@ static int post(const char *path, const char *ctype, const char *body, size_t le
 static const char *error_type(const char *body) {
     static char t[64];
     json_t *j = json_loads(body ? body : "", 0, NULL);
-    snprintf(t, sizeof t, "%s", j ? json_string_value(json_object_get(json_object_get(j, "error"), "type")) ?: "" : "");
+    snprintf(t, sizeof t, "%s",
+             j ? json_string_value(json_object_get(json_object_get(j, "error"), "type")) ?: ""
+               : "");
     json_decref(j);
     return t;
 }
@@ -107,7 +114,8 @@ static const char *error_type(const char *body) {
 
 static void expect(const char *name, int status, int want, const char *body) {
     int ok = status == want && (want < 400 || error_type(body)[0]);
-    printf("%s %s: %d (want %d) %.160s\n", ok ? "PASS" : "FAIL", name, status, want, body ? body : "");
+    printf("%s %s: %d (want %d) %.160s\n", ok ? "PASS" : "FAIL", name, status, want,
+           body ? body : "");
     CHECK(ok, "%s", name);
 }
 
@@ -121,7 +129,8 @@ static void scenario_hostile(void) {
     char *r = NULL;
     int st;
     const char *good = "{\"model\":\"MiniMax-M1\",\"prompt\":[1,2,3],\"max_tokens\":2}";
-    st = post("/v1/completions", "application/json", "{\"model\": \"MiniMax-M1\", \"prompt\": [1,2,", 38, &r);
+    st = post("/v1/completions", "application/json",
+              "{\"model\": \"MiniMax-M1\", \"prompt\": [1,2,", 38, &r);
     expect("malformed JSON", st, 400, r);
     free(r);
     st = post("/v1/completions", "text/plain", good, strlen(good), &r);
@@ -145,7 +154,8 @@ static void scenario_hostile(void) {
     st = post("/v1/completions", "application/json", neg, strlen(neg), &r);
     expect("negative max_tokens", st, 400, r);
     free(r);
-    const char *huge_mt = "{\"model\":\"MiniMax-M1\",\"prompt\":[1,2,3],\"max_tokens\":99999999999}";
+    const char *huge_mt =
+        "{\"model\":\"MiniMax-M1\",\"prompt\":[1,2,3],\"max_tokens\":99999999999}";
     st = post("/v1/completions", "application/json", huge_mt, strlen(huge_mt), &r);
     expect("huge max_tokens", st, 400, r);
     free(r);
@@ -165,7 +175,8 @@ static void scenario_hostile(void) {
     size_t cap = 64 * 1024, n = 0;
     char *many = malloc(cap);
     n += (size_t)snprintf(many, cap, "{\"model\":\"MiniMax-M1\",\"prompt\":[1,2],\"stop\":[");
-    for (int i = 0; i < 3000; i++) n += (size_t)snprintf(many + n, cap - n, "%s\"s%d\"", i ? "," : "", i);
+    for (int i = 0; i < 3000; i++)
+        n += (size_t)snprintf(many + n, cap - n, "%s\"s%d\"", i ? "," : "", i);
     n += (size_t)snprintf(many + n, cap - n, "]}");
     st = post("/v1/completions", "application/json", many, n, &r);
     expect("3000 stop strings", st, 400, r);
@@ -204,8 +215,8 @@ static void scenario_hostile(void) {
         closed = closed && mr_now_s() - t0 < 9.0;
     }
     if (fd >= 0) close(fd);
-    printf("%s slowloris, stalled headers: dropped after %.1f s (idle_timeout_s 3)\n", closed ? "PASS" : "FAIL",
-           mr_now_s() - t0);
+    printf("%s slowloris, stalled headers: dropped after %.1f s (idle_timeout_s 3)\n",
+           closed ? "PASS" : "FAIL", mr_now_s() - t0);
     CHECK(closed, "a stalled partial request was not dropped");
     /* slowloris (b): 40 connections trickling header bytes; real requests are still served */
     int slow[40];
@@ -236,9 +247,12 @@ static void scenario_hostile(void) {
     /* a header block larger than max_header_kb */
     char *hdrs = malloc(100 * 1024);
     size_t hn = 0;
-    for (int i = 0; i < 1000; i++) hn += (size_t)snprintf(hdrs + hn, 100 * 1024 - hn, "X-H%d: %090d\r\n", i, i);
+    for (int i = 0; i < 1000; i++)
+        hn += (size_t)snprintf(hdrs + hn, 100 * 1024 - hn, "X-H%d: %090d\r\n", i, i);
     http_conn c;
-    st = http_request(&c, g_host, g_port, "GET", "/health", NULL, NULL, 0, hdrs, 5000) == 0 ? c.status : -1;
+    st = http_request(&c, g_host, g_port, "GET", "/health", NULL, NULL, 0, hdrs, 5000) == 0
+             ? c.status
+             : -1;
     http_close(&c);
     free(hdrs);
     printf("%s oversized headers: %d\n", st == 431 || st == 413 || st < 0 ? "PASS" : "FAIL", st);
@@ -255,12 +269,14 @@ static void scenario_hostile(void) {
 static char *completion_body(int plen, int seed, int max_tokens, int stream) {
     size_t cap = (size_t)plen * 8 + 512, n = 0;
     char *b = malloc(cap);
-    n += (size_t)snprintf(b, cap, "{\"model\":\"MiniMax-M1\",\"temperature\":0,\"max_tokens\":%d,"
-                                  "\"logprobs\":1,\"stream\":%s,\"prompt\":[",
+    n += (size_t)snprintf(b, cap,
+                          "{\"model\":\"MiniMax-M1\",\"temperature\":0,\"max_tokens\":%d,"
+                          "\"logprobs\":1,\"stream\":%s,\"prompt\":[",
                           max_tokens, stream ? "true" : "false");
     uint64_t st = (uint64_t)seed * 7919 + 1;
     for (int i = 0; i < plen; i++)
-        n += (size_t)snprintf(b + n, cap - n, "%s%d", i ? "," : "", (int)(mr_splitmix64(&st) % 200000));
+        n += (size_t)snprintf(b + n, cap - n, "%s%d", i ? "," : "",
+                              (int)(mr_splitmix64(&st) % 200000));
     snprintf(b + n, cap - n, "]}");
     return b;
 }
@@ -296,7 +312,8 @@ static char *stream_text(const char *body, int *n_done) {
     http_conn c;
     *n_done = 0;
     if (http_request(&c, g_host, g_port, "POST", "/v1/completions", "application/json", body,
-                     strlen(body), NULL, 30000) != 0 || c.status != 200) {
+                     strlen(body), NULL, 30000) != 0 ||
+        c.status != 200) {
         http_close(&c);
         return NULL;
     }
@@ -312,7 +329,8 @@ static char *stream_text(const char *body, int *n_done) {
             continue;
         }
         json_t *j = json_loads(line + 6, 0, NULL);
-        const char *t = json_string_value(json_object_get(json_array_get(json_object_get(j, "choices"), 0), "text"));
+        const char *t = json_string_value(
+            json_object_get(json_array_get(json_object_get(j, "choices"), 0), "text"));
         if (t) {
             size_t l = strlen(t);
             memcpy(text + n, t, l);
@@ -354,16 +372,20 @@ static void scenario_determinism(void) {
         free(alone[i].resp);
         free(together[i].resp);
     }
-    printf("%s 16 concurrent greedy requests (prompts 5..560 tokens): %d/16 identical to each alone "
-           "(text and every token logprob)\n", same == N ? "PASS" : "FAIL", same);
+    printf(
+        "%s 16 concurrent greedy requests (prompts 5..560 tokens): %d/16 identical to each alone "
+        "(text and every token logprob)\n",
+        same == N ? "PASS" : "FAIL", same);
     CHECK(same == N, "batching changed results");
     int stream_same = 0;
     for (int i = 0; i < 4; i++) {
-        char *nb = completion_body(50 + i * 100, 100 + i, 24, 0), *sb = completion_body(50 + i * 100, 100 + i, 24, 1);
+        char *nb = completion_body(50 + i * 100, 100 + i, 24, 0),
+             *sb = completion_body(50 + i * 100, 100 + i, 24, 1);
         char *resp = NULL;
         post("/v1/completions", "application/json", nb, strlen(nb), &resp);
         json_t *j = json_loads(resp ? resp : "", 0, NULL);
-        const char *t = json_string_value(json_object_get(json_array_get(json_object_get(j, "choices"), 0), "text"));
+        const char *t = json_string_value(
+            json_object_get(json_array_get(json_object_get(j, "choices"), 0), "text"));
         int dones;
         char *st = stream_text(sb, &dones);
         stream_same += t && st && strcmp(t, st) == 0 && dones == 1;
@@ -373,7 +395,8 @@ static void scenario_determinism(void) {
         free(nb);
         free(sb);
     }
-    printf("%s streaming and non-streaming give the same text: %d/4\n", stream_same == 4 ? "PASS" : "FAIL", stream_same);
+    printf("%s streaming and non-streaming give the same text: %d/4\n",
+           stream_same == 4 ? "PASS" : "FAIL", stream_same);
     CHECK(stream_same == 4, "streaming differs");
     mr_launch_stop(&l);
 }
@@ -398,11 +421,13 @@ static void *load_client(void *arg) {
     uint64_t rng = (uint64_t)(uintptr_t)arg * 0x9e3779b97f4a7c15ull + 1;
     while (!g_stop_load) {
         int p = (int)(mr_splitmix64(&rng) % N_PROMPTS);
-        int disconnect_after = (mr_splitmix64(&rng) % 5 == 0) ? 1 + (int)(mr_splitmix64(&rng) % 6) : -1;
+        int disconnect_after =
+            (mr_splitmix64(&rng) % 5 == 0) ? 1 + (int)(mr_splitmix64(&rng) % 6) : -1;
         http_conn c;
         double t0 = mr_now_s(), tlast = 0;
-        if (http_request(&c, g_host, g_port, "POST", "/v1/completions", "application/json", g_body[p],
-                         strlen(g_body[p]), NULL, 60000) != 0 || c.status != 200) {
+        if (http_request(&c, g_host, g_port, "POST", "/v1/completions", "application/json",
+                         g_body[p], strlen(g_body[p]), NULL, 60000) != 0 ||
+            c.status != 200) {
             http_close(&c);
             pthread_mutex_lock(&g_mu);
             g_broken++;
@@ -435,8 +460,10 @@ static void *load_client(void *arg) {
                 if (t && *t) {
                     double now = mr_now_s();
                     pthread_mutex_lock(&g_mu);
-                    if (!first) record(&g_ttft, &g_n_ttft, &g_cap_ttft, (first = now) - t0);
-                    else record(&g_itl, &g_n_itl, &g_cap_itl, now - tlast);
+                    if (!first)
+                        record(&g_ttft, &g_n_ttft, &g_cap_ttft, (first = now) - t0);
+                    else
+                        record(&g_itl, &g_n_itl, &g_cap_itl, now - tlast);
                     pthread_mutex_unlock(&g_mu);
                     tlast = now;
                     size_t l = strlen(t);
@@ -450,12 +477,14 @@ static void *load_client(void *arg) {
         }
         http_close(&c);
         pthread_mutex_lock(&g_mu);
-        if (cut) g_disconnected++;
-        else if (dones == 1 && finished == 1 && strcmp(text, g_ref[p]) == 0) g_completed++;
+        if (cut)
+            g_disconnected++;
+        else if (dones == 1 && finished == 1 && strcmp(text, g_ref[p]) == 0)
+            g_completed++;
         else {
             g_broken++;
-            printf("  broken stream for prompt %d: dones %d finished %d text '%.60s' ref '%.60s'\n", p, dones,
-                   finished, text, g_ref[p]);
+            printf("  broken stream for prompt %d: dones %d finished %d text '%.60s' ref '%.60s'\n",
+                   p, dones, finished, text, g_ref[p]);
         }
         pthread_mutex_unlock(&g_mu);
     }
@@ -495,7 +524,8 @@ static void scenario_load(void) {
         char *resp = NULL;
         post("/v1/completions", "application/json", nb, strlen(nb), &resp);
         json_t *j = json_loads(resp ? resp : "", 0, NULL);
-        const char *t = json_string_value(json_object_get(json_array_get(json_object_get(j, "choices"), 0), "text"));
+        const char *t = json_string_value(
+            json_object_get(json_array_get(json_object_get(j, "choices"), 0), "text"));
         g_ref[i] = strdup(t ? t : "(none)");
         json_decref(j);
         free(resp);
@@ -508,7 +538,8 @@ static void scenario_load(void) {
     pthread_t th[256];
     int n = g_clients < 256 ? g_clients : 256;
     double t0 = mr_now_s();
-    for (int i = 0; i < n; i++) pthread_create(&th[i], NULL, load_client, (void *)(uintptr_t)(i + 1));
+    for (int i = 0; i < n; i++)
+        pthread_create(&th[i], NULL, load_client, (void *)(uintptr_t)(i + 1));
     sleep((unsigned)g_seconds);
     g_stop_load = 1;
     for (int i = 0; i < n; i++) pthread_join(th[i], NULL);
@@ -528,9 +559,12 @@ static void scenario_load(void) {
     }
     double ttft50 = pct(g_ttft, g_n_ttft, 0.5), ttft99 = pct(g_ttft, g_n_ttft, 0.99);
     double itl50 = pct(g_itl, g_n_itl, 0.5), itl99 = pct(g_itl, g_n_itl, 0.99);
-    printf("load: %d clients for %.0f s: %d streams completed and verified, %d disconnected on purpose, "
-           "%d broken\n", n, elapsed, g_completed, g_disconnected, g_broken);
-    printf("load: TTFT p50 %.1f ms p99 %.1f ms; inter-token p50 %.1f ms p99 %.1f ms (%zu / %zu samples)\n",
+    printf("load: %d clients for %.0f s: %d streams completed and verified, %d disconnected on "
+           "purpose, "
+           "%d broken\n",
+           n, elapsed, g_completed, g_disconnected, g_broken);
+    printf("load: TTFT p50 %.1f ms p99 %.1f ms; inter-token p50 %.1f ms p99 %.1f ms (%zu / %zu "
+           "samples)\n",
            ttft50 * 1e3, ttft99 * 1e3, itl50 * 1e3, itl99 * 1e3, g_n_ttft, g_n_itl);
     printf("%s after the load: running %g, waiting %g, slots used %g\n",
            running == 0 && waiting == 0 && slots == 0 ? "PASS" : "FAIL", running, waiting, slots);
@@ -556,13 +590,17 @@ static void scenario_openai(void) {
              "openai@4 parse-prometheus-text-format@1 >npm.log 2>&1)",
              npm_dir);
     if (system(cmd) != 0) {
-        printf("SKIP npm could not install the openai package (offline?); see %s/npm.log\n", npm_dir);
+        printf("SKIP npm could not install the openai package (offline?); see %s/npm.log\n",
+               npm_dir);
         exit(77);
     }
-    const char *tool_text = "<tool_calls>\\n{\\\"name\\\": \\\"get_weather\\\", \\\"arguments\\\": {\\\"city\\\": \\\"Paris\\\"}}\\n</tool_calls>";
+    const char *tool_text = "<tool_calls>\\n{\\\"name\\\": \\\"get_weather\\\", \\\"arguments\\\": "
+                            "{\\\"city\\\": \\\"Paris\\\"}}\\n</tool_calls>";
     char extra[1024];
-    snprintf(extra, sizeof extra, "  test_forced_output = \"<think>\\nThe user wants the weather.\\n</think>\\n%s\";\n"
-                                  "  test_forced_answer = \"It is sunny in Paris.\";\n", tool_text);
+    snprintf(extra, sizeof extra,
+             "  test_forced_output = \"<think>\\nThe user wants the weather.\\n</think>\\n%s\";\n"
+             "  test_forced_answer = \"It is sunny in Paris.\";\n",
+             tool_text);
     mr_launch l;
     if (start(&l, "http-openai", extra) != MR_OK) {
         g_failures++;
@@ -570,10 +608,13 @@ static void scenario_openai(void) {
         return;
     }
     /* ES modules resolve packages next to the importing file: run a copy inside npm_dir */
-    snprintf(cmd, sizeof cmd, "cp '%s/tests/http/openai_client_test.mjs' '%s/' && node '%s/openai_client_test.mjs' http://%s:%d",
+    snprintf(cmd, sizeof cmd,
+             "cp '%s/tests/http/openai_client_test.mjs' '%s/' && node '%s/openai_client_test.mjs' "
+             "http://%s:%d",
              g_src, npm_dir, npm_dir, g_host, g_port);
     int rc = system(cmd);
-    CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "the openai client test failed (exit %d)", WEXITSTATUS(rc));
+    CHECK(WIFEXITED(rc) && WEXITSTATUS(rc) == 0, "the openai client test failed (exit %d)",
+          WEXITSTATUS(rc));
     mr_launch_stop(&l);
 }
 
@@ -588,32 +629,51 @@ int main(int argc, char **argv) {
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
-        case 'b': g_bin = optarg; break;
-        case 'm': g_model = optarg; break;
-        case 'w': g_work = optarg; break;
-        case 's': g_src = optarg; break;
-        case 't': g_seconds = atoi(optarg); break;
-        case 'c': g_clients = atoi(optarg); break;
-        default: return 2;
+        case 'b':
+            g_bin = optarg;
+            break;
+        case 'm':
+            g_model = optarg;
+            break;
+        case 'w':
+            g_work = optarg;
+            break;
+        case 's':
+            g_src = optarg;
+            break;
+        case 't':
+            g_seconds = atoi(optarg);
+            break;
+        case 'c':
+            g_clients = atoi(optarg);
+            break;
+        default:
+            return 2;
         }
     }
     if (!g_bin || !g_model || !g_work || optind != argc - 1) {
-        fprintf(stderr, "usage: http_check --bin-dir DIR --model DIR --work DIR [--source DIR] SCENARIO\n");
+        fprintf(stderr,
+                "usage: http_check --bin-dir DIR --model DIR --work DIR [--source DIR] SCENARIO\n");
         return 2;
     }
     signal(SIGPIPE, SIG_IGN);
     mr_log_set_short(1);
     const char *sc = argv[optind];
-    if (strcmp(sc, "hostile") == 0) scenario_hostile();
-    else if (strcmp(sc, "determinism") == 0) scenario_determinism();
-    else if (strcmp(sc, "load") == 0) scenario_load();
-    else if (strcmp(sc, "openai") == 0) scenario_openai();
+    if (strcmp(sc, "hostile") == 0)
+        scenario_hostile();
+    else if (strcmp(sc, "determinism") == 0)
+        scenario_determinism();
+    else if (strcmp(sc, "load") == 0)
+        scenario_load();
+    else if (strcmp(sc, "openai") == 0)
+        scenario_openai();
     else {
         fprintf(stderr, "unknown scenario %s\n", sc);
         return 2;
     }
     char cmd[2200], out[256] = "";
-    snprintf(cmd, sizeof cmd, "grep -l -E 'Sanitizer|runtime error:' '%s'/*/*.log 2>/dev/null", g_work);
+    snprintf(cmd, sizeof cmd, "grep -l -E 'Sanitizer|runtime error:' '%s'/*/*.log 2>/dev/null",
+             g_work);
     FILE *p = popen(cmd, "r");
     if (p && fgets(out, sizeof out, p)) {
         printf("FAIL sanitizer report in %s", out);

@@ -55,8 +55,7 @@ int http_request(http_conn *c, const char *host, int port, const char *method, c
     if (c->fd < 0) return -1;
     size_t hcap = 4096 + (extra_headers ? strlen(extra_headers) : 0);
     char *head = malloc(hcap);
-    int n = snprintf(head, hcap,
-                     "%s %s HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n%s%s%s",
+    int n = snprintf(head, hcap, "%s %s HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n%s%s%s",
                      method, path, host, port, content_type ? "Content-Type: " : "",
                      content_type ? content_type : "", content_type ? "\r\n" : "");
     if (body) n += snprintf(head + n, hcap - (size_t)n, "Content-Length: %zu\r\n", body_len);
@@ -79,7 +78,8 @@ int http_request(http_conn *c, const char *host, int port, const char *method, c
         if (read_line(c, line, sizeof line, timeout_ms) != 0) return -1;
         if (!line[0]) break;
         if (strncasecmp(line, "Content-Length:", 15) == 0) c->content_length = atoll(line + 15);
-        if (strncasecmp(line, "Transfer-Encoding:", 18) == 0 && strstr(line, "chunked")) c->chunked = 1;
+        if (strncasecmp(line, "Transfer-Encoding:", 18) == 0 && strstr(line, "chunked"))
+            c->chunked = 1;
     }
     return 0;
 }
@@ -145,8 +145,8 @@ void http_close(http_conn *c) {
     c->fd = -1;
 }
 
-int http_simple(const char *host, int port, const char *method, const char *path,
-                const char *body, char **resp, int timeout_ms) {
+int http_simple(const char *host, int port, const char *method, const char *path, const char *body,
+                char **resp, int timeout_ms) {
     http_conn c;
     *resp = NULL;
     if (http_request(&c, host, port, method, path, body ? "application/json" : NULL, body,

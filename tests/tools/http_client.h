@@ -11,8 +11,8 @@ typedef struct http_conn {
     int chunked;
     long long content_length; /* -1 unknown */
     char buf[65536];
-    size_t blen, bpos;        /* buffered raw bytes */
-    long long chunk_left;     /* bytes left in the current chunk; -1 before the first */
+    size_t blen, bpos;    /* buffered raw bytes */
+    long long chunk_left; /* bytes left in the current chunk; -1 before the first */
     int eof;
 } http_conn;
 
@@ -28,7 +28,7 @@ char *http_read_all(http_conn *c, size_t *len, int timeout_ms);
 void http_close(http_conn *c);
 
 /* One-shot helper: returns the status, *body malloc'd (may be NULL). */
-int http_simple(const char *host, int port, const char *method, const char *path,
-                const char *body, char **resp, int timeout_ms);
+int http_simple(const char *host, int port, const char *method, const char *path, const char *body,
+                char **resp, int timeout_ms);
 
 #endif
