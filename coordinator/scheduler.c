@@ -43,7 +43,7 @@ struct mr_scheduler {
     float *logits; /* [max_num_seqs][vocab] */
     float *work;   /* sampling scratch */
     /* metrics */
-    mr_gauge *g_running, *g_waiting, *g_slots;
+    mr_gauge *g_running, *g_waiting, *g_slots, *g_kv;
     mr_counter *c_prompt, *c_gen, *c_finished[5];
     mr_histogram *h_ttft, *h_itl, *h_e2e, *h_step, *h_batch;
 };
@@ -118,7 +118,9 @@ mr_status mr_scheduler_submit(mr_scheduler *s, const mr_gen_request *r, mr_gen_c
     q->t_arrival = mr_now_s();
     mr_sampler_init(&q->sampler, &r->sampling, r->vocab_limit);
     pthread_mutex_lock(&s->mu);
-    if (s->n_waiting >= s->p.max_waiting || s->stop) {
+    /* the queue holds max_waiting requests beyond the free slots (admission happens on the
+     * scheduler thread, so a burst may briefly wait even while slots are free) */
+    if (s->n_waiting >= s->p.max_waiting + (s->p.max_num_seqs - s->n_running) || s->stop) {
         pthread_mutex_unlock(&s->mu);
         free(q->tokens);
         free(q);
@@ -197,6 +199,8 @@ static void admit(mr_scheduler *s, req **dead) {
     mr_gauge_set(s->g_running, s->n_running);
     mr_gauge_set(s->g_waiting, s->n_waiting);
     mr_gauge_set(s->g_slots, s->n_running);
+    const mr_state_pool *sp = mr_model_states(s->m);
+    mr_gauge_set(s->g_kv, sp->n_blocks - sp->n_free_blocks);
 }
 
 static void remove_running(mr_scheduler *s, req *q) {
@@ -408,6 +412,9 @@ mr_status mr_scheduler_create(mr_model *m, const mr_scheduler_params *p, mr_sche
                                         "Requests queued for a slot", NULL);
         s->g_slots =
             mr_metrics_gauge(mt, "moerack_state_slots_used", "Lightning-state slots in use", NULL);
+        s->g_kv = mr_metrics_gauge(mt, "moerack_kv_blocks_used", "Paged KV-cache blocks in use", NULL);
+        mr_gauge_set(mr_metrics_gauge(mt, "moerack_kv_blocks_total", "Paged KV-cache blocks", NULL),
+                     mr_model_states(m)->n_blocks);
         s->c_prompt =
             mr_metrics_counter(mt, "moerack_prompt_tokens_total", "Prompt tokens prefilled", NULL);
         s->c_gen =

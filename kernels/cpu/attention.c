@@ -11,10 +11,10 @@
 
 #define VEC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 
-static VEC_CLONES void axpy(float *restrict y, float a, const float *restrict x, int n) {
+static VEC_CLONES void attn_axpy(float *restrict y, float a, const float *restrict x, int n) {
     for (int i = 0; i < n; i++) y[i] += a * x[i];
 }
-static VEC_CLONES void scale(float *restrict y, float a, int n) {
+static VEC_CLONES void attn_scale(float *restrict y, float a, int n) {
     for (int i = 0; i < n; i++) y[i] *= a;
 }
 
@@ -67,7 +67,7 @@ static void attn_task(void *ctx, int task, int thread) {
             }
             if (cmax > mx) {
                 float f = expf(mx - cmax); /* 0 on the first chunk */
-                scale(o, f, d);
+                attn_scale(o, f, d);
                 sum *= f;
                 mx = cmax;
             }
@@ -75,10 +75,10 @@ static void attn_task(void *ctx, int task, int thread) {
                 const float *v = cache_row(a->v_cache, tab, bt, KV, d, p0 + j) + (size_t)kvh * d;
                 float w = expf(scores[j] - mx);
                 sum += w;
-                axpy(o, w, v, d);
+                attn_axpy(o, w, v, d);
             }
         }
-        scale(o, 1.0f / sum, d);
+        attn_scale(o, 1.0f / sum, d);
     }
 }
 

@@ -11,7 +11,7 @@
 #define VEC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 
 /* y += a·x */
-static VEC_CLONES void axpy(float *restrict y, float a, const float *restrict x, int n) {
+static VEC_CLONES void lt_axpy(float *restrict y, float a, const float *restrict x, int n) {
     for (int i = 0; i < n; i++) y[i] += a * x[i];
 }
 
@@ -56,10 +56,10 @@ static void prefill_block(cpu_scratch *sc, const mr_lightning_args *a, const flo
         float *o = out + (size_t)i * orow + (size_t)head * d;
         const float *qi = Q + (size_t)i * d;
         memset(o, 0, (size_t)d * sizeof *o);
-        for (int c = 0; c < d; c++) axpy(o, dec[i + 1] * qi[c], S + (size_t)c * d, d); /* inter */
+        for (int c = 0; c < d; c++) lt_axpy(o, dec[i + 1] * qi[c], S + (size_t)c * d, d); /* inter */
         for (int j = 0; j <= i; j++) {                                                 /* intra */
             float w = cpu_dot_f32(qi, K + (size_t)j * d, d) * dec[i - j];
-            axpy(o, w, V + (size_t)j * d, d);
+            lt_axpy(o, w, V + (size_t)j * d, d);
         }
     }
     const float dm = dec[m];
@@ -67,7 +67,7 @@ static void prefill_block(cpu_scratch *sc, const mr_lightning_args *a, const flo
     for (int j = 0; j < m; j++) {
         const float dk = dec[m - 1 - j];
         const float *kj = K + (size_t)j * d, *vj = V + (size_t)j * d;
-        for (int c = 0; c < d; c++) axpy(S + (size_t)c * d, dk * kj[c], vj, d);
+        for (int c = 0; c < d; c++) lt_axpy(S + (size_t)c * d, dk * kj[c], vj, d);
     }
 }
 

@@ -110,6 +110,13 @@ static const char *error_type(const char *body) {
     return t;
 }
 
+typedef struct det_job {
+    int idx, plen;
+    char *resp;
+    int status;
+} det_job;
+static void *det_thread(void *arg);
+
 /* ---- hostile --------------------------------------------------------------------------------- */
 
 static void expect(const char *name, int status, int want, const char *body) {
@@ -262,6 +269,44 @@ static void scenario_hostile(void) {
     expect("a good request afterwards", st, 200, r);
     free(r);
     mr_launch_stop(&l);
+
+    /* 429 when the queue is full; 503 when experts are uncovered */
+    if (start(&l, "http-limits", "  max_waiting = 1;\n") != MR_OK) {
+        g_failures++;
+        mr_launch_stop(&l);
+        return;
+    }
+    enum { N = 24 };
+    det_job jobs[N];
+    pthread_t th[N];
+    for (int i = 0; i < N; i++) {
+        jobs[i] = (det_job){i, 64, NULL, 0};
+        pthread_create(&th[i], NULL, det_thread, &jobs[i]);
+    }
+    int n429 = 0, n200 = 0, other = 0;
+    for (int i = 0; i < N; i++) {
+        pthread_join(th[i], NULL);
+        if (jobs[i].status == 429 && strcmp(error_type(jobs[i].resp), "rate_limit_error") == 0) n429++;
+        else if (jobs[i].status == 200) n200++;
+        else other++;
+        free(jobs[i].resp);
+    }
+    printf("%s queue full: %d x 429, %d x 200, %d other (8 slots + max_waiting 1, 24 at once)\n",
+           n429 > 0 && n200 >= 9 && other == 0 ? "PASS" : "FAIL", n429, n200, other);
+    CHECK(n429 > 0 && n200 >= 9 && other == 0, "queue limit not enforced as 429");
+    mr_launch_signal_worker(&l, 0, SIGKILL);
+    mr_launch_signal_worker(&l, 1, SIGKILL);
+    mr_launch_wait(&l, "DOWN", 10000);
+    st = http_simple(g_host, g_port, "GET", "/health/ready", NULL, &r, 5000);
+    expect("ready with every worker gone", st, 503, r);
+    free(r);
+    st = post("/v1/completions", "application/json", good, strlen(good), &r);
+    expect("a request with every worker gone", st, 503, r);
+    free(r);
+    st = http_simple(g_host, g_port, "GET", "/health", NULL, &r, 5000);
+    expect("liveness with every worker gone", st, 200, r);
+    free(r);
+    mr_launch_stop(&l);
 }
 
 /* ---- determinism ----------------------------------------------------------------------------- */
@@ -292,12 +337,6 @@ static char *fingerprint(const char *resp) {
     json_decref(j);
     return s;
 }
-
-typedef struct det_job {
-    int idx, plen;
-    char *resp;
-    int status;
-} det_job;
 
 static void *det_thread(void *arg) {
     det_job *j = arg;
