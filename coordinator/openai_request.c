@@ -1,5 +1,7 @@
 #include "coordinator/openai_request.h"
 
+#include "coordinator/utf8.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -19,12 +21,21 @@ void mr_oai_error_set(mr_oai_error *e, int status, const char *param, const char
 }
 
 char *mr_oai_error_json(const mr_oai_error *e) {
-    json_t *o = json_pack("{s:{s:s,s:s,s:o,s:o}}", "error", "message", e->message, "type",
-                          e->type ? e->type : "invalid_request_error", "param",
-                          e->param[0] ? json_string(e->param) : json_null(), "code",
-                          json_integer(e->status));
-    char *s = json_dumps(o, JSON_COMPACT);
+    /* messages may quote bytes of the request (e.g. the JSON parser's context): make them valid
+     * UTF-8 before they go into a JSON string */
+    char *msg = NULL;
+    size_t msg_len = 0;
+    if (mr_utf8_lossy(e->message, strlen(e->message), &msg, &msg_len) != MR_OK) msg = NULL;
+    json_t *o = json_pack(
+        "{s:{s:s,s:s,s:o,s:o}}", "error", "message", msg ? msg : "invalid request", "type",
+        e->type ? e->type : "invalid_request_error", "param",
+        e->param[0] ? json_string(e->param) : json_null(), "code", json_integer(e->status));
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
+    free(msg);
+    if (!s)
+        s = strdup(
+            "{\"error\":{\"message\":\"invalid request\",\"type\":\"invalid_request_error\"}}");
     return s;
 }
 

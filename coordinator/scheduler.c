@@ -412,7 +412,8 @@ mr_status mr_scheduler_create(mr_model *m, const mr_scheduler_params *p, mr_sche
                                         "Requests queued for a slot", NULL);
         s->g_slots =
             mr_metrics_gauge(mt, "moerack_state_slots_used", "Lightning-state slots in use", NULL);
-        s->g_kv = mr_metrics_gauge(mt, "moerack_kv_blocks_used", "Paged KV-cache blocks in use", NULL);
+        s->g_kv =
+            mr_metrics_gauge(mt, "moerack_kv_blocks_used", "Paged KV-cache blocks in use", NULL);
         mr_gauge_set(mr_metrics_gauge(mt, "moerack_kv_blocks_total", "Paged KV-cache blocks", NULL),
                      mr_model_states(m)->n_blocks);
         s->c_prompt =

@@ -56,8 +56,9 @@ static void prefill_block(cpu_scratch *sc, const mr_lightning_args *a, const flo
         float *o = out + (size_t)i * orow + (size_t)head * d;
         const float *qi = Q + (size_t)i * d;
         memset(o, 0, (size_t)d * sizeof *o);
-        for (int c = 0; c < d; c++) lt_axpy(o, dec[i + 1] * qi[c], S + (size_t)c * d, d); /* inter */
-        for (int j = 0; j <= i; j++) {                                                 /* intra */
+        for (int c = 0; c < d; c++)
+            lt_axpy(o, dec[i + 1] * qi[c], S + (size_t)c * d, d); /* inter */
+        for (int j = 0; j <= i; j++) {                            /* intra */
             float w = cpu_dot_f32(qi, K + (size_t)j * d, d) * dec[i - j];
             lt_axpy(o, w, V + (size_t)j * d, d);
         }

@@ -157,6 +157,13 @@ static void scenario_hostile(void) {
     st = post("/v1/completions", "application/json", bad_utf8, strlen(bad_utf8), &r);
     expect("invalid UTF-8", st, 400, r);
     free(r);
+    /* an invalid escape followed by invalid UTF-8: the parser's message quotes those bytes
+     * (found by fuzzing: the error body must still be valid JSON) */
+    const char *bad_esc = "{\"top_p\\\xc3\x8b\x8d\x8a"
+                          "e,\"e\":7}";
+    st = post("/v1/completions", "application/json", bad_esc, strlen(bad_esc), &r);
+    expect("invalid escape + invalid UTF-8", st, 400, r);
+    free(r);
     const char *neg = "{\"model\":\"MiniMax-M1\",\"prompt\":[1,2,3],\"max_tokens\":-5}";
     st = post("/v1/completions", "application/json", neg, strlen(neg), &r);
     expect("negative max_tokens", st, 400, r);
@@ -286,9 +293,12 @@ static void scenario_hostile(void) {
     int n429 = 0, n200 = 0, other = 0;
     for (int i = 0; i < N; i++) {
         pthread_join(th[i], NULL);
-        if (jobs[i].status == 429 && strcmp(error_type(jobs[i].resp), "rate_limit_error") == 0) n429++;
-        else if (jobs[i].status == 200) n200++;
-        else other++;
+        if (jobs[i].status == 429 && strcmp(error_type(jobs[i].resp), "rate_limit_error") == 0)
+            n429++;
+        else if (jobs[i].status == 200)
+            n200++;
+        else
+            other++;
         free(jobs[i].resp);
     }
     printf("%s queue full: %d x 429, %d x 200, %d other (8 slots + max_waiting 1, 24 at once)\n",
