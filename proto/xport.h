@@ -57,5 +57,6 @@ typedef struct mr_xport_ops {
 const mr_xport_ops *mr_xport_find(const char *name);
 
 extern const mr_xport_ops mr_xport_tcp_ops;
+extern const mr_xport_ops mr_xport_rdma_ops;
 
 #endif

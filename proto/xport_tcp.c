@@ -282,5 +282,6 @@ const mr_xport_ops mr_xport_tcp_ops = {
 
 const mr_xport_ops *mr_xport_find(const char *name) {
     if (strcmp(name, "tcp") == 0) return &mr_xport_tcp_ops;
+    if (strcmp(name, "rdma") == 0) return &mr_xport_rdma_ops;
     return NULL;
 }

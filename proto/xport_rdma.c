@@ -1,0 +1,608 @@
+/* xport_rdma.c — the RDMA implementation of the data-plane transport (libibverbs + librdmacm).
+ *
+ * Connection set-up with rdma_cm (RDMA_PS_TCP, RC queue pairs). Each side registers, once, a
+ * receive region of RDMA_SLOTS slots of `slot_size` bytes and a send staging region of the same
+ * shape, and tells the peer where its receive slots are in the CM private data (which also carries
+ * the data-plane version; a mismatch is rejected before any verb runs).
+ *
+ * A message (40-byte header + payload) is copied into a staging slot and written into the peer's
+ * next receive slot with RDMA WRITE_WITH_IMM; the immediate encodes slot (8 bits), micro-batch
+ * (8 bits) and layer (15 bits), bit 31 clear. Slots are used round robin and, RC being ordered,
+ * consumed in order; the receiver returns each consumed slot as a credit with SEND_WITH_IMM
+ * (bit 31 set, low bits = number of slots). A sender writes only while it holds credits, so a
+ * slot is never overwritten before the receiver has copied it out; a sender that gets no credit
+ * within MR_XPORT_BODY_TIMEOUT_MS reports MR_ERR_TIMEOUT instead of waiting forever.
+ *
+ * Completions: the CQ is armed on a completion channel, whose fd is the connection's pollable fd;
+ * recv() either sleeps on it or, with busy_poll, spins on ibv_poll_cq. Any failed completion, a
+ * queue pair in error, or a CM DISCONNECTED / REJECTED / DEVICE_REMOVAL event marks the connection
+ * broken: every later call returns MR_ERR_CLOSED. Hostile input (an immediate naming a slot out
+ * of range or out of order, a length that disagrees with the header) is MR_ERR_PROTO. */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <infiniband/verbs.h>
+#include <netdb.h>
+#include <poll.h>
+#include <rdma/rdma_cma.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/arena.h"
+#include "common/check.h"
+#include "common/log.h"
+#include "common/timeutil.h"
+#include "proto/xport.h"
+
+#define RDMA_SLOTS    4
+#define RDMA_RECV_WRS (4 * RDMA_SLOTS)
+#define RDMA_PD_MAGIC 0x4452434du /* "MCRD" */
+#define IMM_CREDIT    0x80000000u
+#define RESOLVE_MS    5000
+
+/* CM private data: who I am and where my receive slots are. Written by each side at connect /
+ * accept; validated by the other before it trusts any of it. */
+typedef struct rdma_pdata {
+    uint32_t magic;
+    uint16_t version;   /* MR_DP_VERSION */
+    uint16_t slots;     /* receive slots */
+    uint32_t slot_size; /* bytes per slot */
+    uint32_t rkey;
+    uint64_t addr; /* base address of the receive slots */
+    uint64_t reserved;
+} rdma_pdata;
+_Static_assert(sizeof(rdma_pdata) == 32, "CM private data is 32 bytes");
+
+struct mr_xport_conn {
+    struct rdma_event_channel *ec;
+    struct rdma_cm_id *id;
+    struct ibv_pd *pd;
+    struct ibv_comp_channel *cc;
+    struct ibv_cq *cq;
+    int busy_poll;
+    size_t slot_size;
+    uint8_t *rx, *tx; /* [RDMA_SLOTS][slot_size] each */
+    struct ibv_mr *rx_mr, *tx_mr;
+    uint8_t dummy; /* target of zero-length receives */
+    struct ibv_mr *dummy_mr;
+    /* remote receive slots */
+    uint64_t r_addr;
+    uint32_t r_rkey, r_slots, r_slot_size;
+    uint32_t tx_next;        /* next remote slot to write */
+    int credits;             /* remote slots known to be free */
+    int tx_busy[RDMA_SLOTS]; /* staging slot's WRITE not yet completed */
+    /* received data, in arrival order, not yet taken by recv() */
+    int ready[RDMA_SLOTS];
+    uint32_t ready_len[RDMA_SLOTS];
+    int n_ready, ready_head;
+    uint32_t rx_next; /* slot the next data write must use */
+    int broken;
+    char peer[96];
+};
+
+struct mr_xport_listener {
+    struct rdma_event_channel *ec;
+    struct rdma_cm_id *id;
+    mr_xport_params p;
+};
+
+static size_t slot_bytes(const mr_xport_params *p) {
+    size_t s = sizeof(mr_dp_header) + (p->max_message ? p->max_message : (1u << 20));
+    return (s + 63) & ~(size_t)63;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------------------- */
+
+static void conn_free(mr_xport_conn *c) {
+    if (!c) return;
+    if (c->id && c->id->qp) rdma_destroy_qp(c->id);
+    if (c->rx_mr) ibv_dereg_mr(c->rx_mr);
+    if (c->tx_mr) ibv_dereg_mr(c->tx_mr);
+    if (c->dummy_mr) ibv_dereg_mr(c->dummy_mr);
+    if (c->cq) ibv_destroy_cq(c->cq);
+    if (c->cc) ibv_destroy_comp_channel(c->cc);
+    if (c->pd) ibv_dealloc_pd(c->pd);
+    if (c->id) rdma_destroy_id(c->id);
+    if (c->ec) rdma_destroy_event_channel(c->ec);
+    mr_free_aligned(c->rx);
+    mr_free_aligned(c->tx);
+    free(c);
+}
+
+static mr_status post_recv(mr_xport_conn *c) {
+    struct ibv_sge sge = {(uintptr_t)&c->dummy, 0, c->dummy_mr->lkey};
+    struct ibv_recv_wr wr = {.wr_id = 1, .sg_list = &sge, .num_sge = 1}, *bad;
+    return ibv_post_recv(c->id->qp, &wr, &bad) ? MR_ERR_IO : MR_OK;
+}
+
+/* PD, completion channel, CQ, QP and the registered slots on the id's device. */
+static mr_status setup_resources(mr_xport_conn *c, size_t slot_size) {
+    c->slot_size = slot_size;
+    struct ibv_context *ctx = c->id->verbs;
+    if (!ctx) return MR_ERR_IO;
+    if (!(c->pd = ibv_alloc_pd(ctx)) || !(c->cc = ibv_create_comp_channel(ctx)) ||
+        !(c->cq = ibv_create_cq(ctx, 2 * RDMA_RECV_WRS + 4 * RDMA_SLOTS, NULL, c->cc, 0))) {
+        MR_LOG_ERROR(MR_LOG_NET, "rdma: cannot create PD/CQ on %s: %s",
+                     ibv_get_device_name(ctx->device), strerror(errno));
+        return MR_ERR_IO;
+    }
+    fcntl(c->cc->fd, F_SETFL, fcntl(c->cc->fd, F_GETFL) | O_NONBLOCK);
+    struct ibv_qp_init_attr qa = {0};
+    qa.send_cq = qa.recv_cq = c->cq;
+    qa.qp_type = IBV_QPT_RC;
+    qa.cap.max_send_wr = 2 * RDMA_SLOTS + 8;
+    qa.cap.max_recv_wr = RDMA_RECV_WRS;
+    qa.cap.max_send_sge = qa.cap.max_recv_sge = 1;
+    if (rdma_create_qp(c->id, c->pd, &qa)) {
+        MR_LOG_ERROR(MR_LOG_NET, "rdma: cannot create the queue pair: %s", strerror(errno));
+        return MR_ERR_IO;
+    }
+    size_t bytes = (size_t)RDMA_SLOTS * slot_size;
+    if (!(c->rx = mr_alloc_aligned(bytes)) || !(c->tx = mr_alloc_aligned(bytes)))
+        return MR_ERR_NOMEM;
+    memset(c->rx, 0, bytes);
+    c->rx_mr = ibv_reg_mr(c->pd, c->rx, bytes, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+    c->tx_mr = ibv_reg_mr(c->pd, c->tx, bytes, IBV_ACCESS_LOCAL_WRITE);
+    c->dummy_mr = ibv_reg_mr(c->pd, &c->dummy, 1, IBV_ACCESS_LOCAL_WRITE);
+    if (!c->rx_mr || !c->tx_mr || !c->dummy_mr) {
+        MR_LOG_ERROR(MR_LOG_NET, "rdma: cannot register %zu bytes of slots: %s", 2 * bytes,
+                     strerror(errno));
+        return MR_ERR_IO;
+    }
+    for (int i = 0; i < RDMA_RECV_WRS; i++) MR_CHECK(post_recv(c));
+    ibv_req_notify_cq(c->cq, 0);
+    return MR_OK;
+}
+
+static void fill_pdata(const mr_xport_conn *c, rdma_pdata *pd) {
+    memset(pd, 0, sizeof *pd);
+    pd->magic = RDMA_PD_MAGIC;
+    pd->version = MR_DP_VERSION;
+    pd->slots = RDMA_SLOTS;
+    pd->slot_size = (uint32_t)c->slot_size;
+    pd->rkey = c->rx_mr->rkey;
+    pd->addr = (uintptr_t)c->rx;
+}
+
+/* Validates the peer's private data; logs why not. */
+static mr_status take_pdata(mr_xport_conn *c, const void *data, uint8_t len) {
+    rdma_pdata pd;
+    if (!data || len < sizeof pd) {
+        MR_LOG_ERROR(MR_LOG_NET, "rdma %s: connection without moerack private data; refused",
+                     c->peer);
+        return MR_ERR_PROTO;
+    }
+    memcpy(&pd, data, sizeof pd);
+    if (pd.magic != RDMA_PD_MAGIC || pd.version != MR_DP_VERSION) {
+        MR_LOG_ERROR(MR_LOG_NET,
+                     "rdma %s: peer speaks data-plane version %u (magic 0x%08x); this build speaks "
+                     "%u; refused",
+                     c->peer, pd.version, pd.magic, MR_DP_VERSION);
+        return MR_ERR_PROTO;
+    }
+    if (pd.slots < 1 || pd.slots > 64 || pd.slot_size < sizeof(mr_dp_header) + 8) {
+        MR_LOG_ERROR(MR_LOG_NET, "rdma %s: peer offers %u slots of %u bytes; refused", c->peer,
+                     pd.slots, pd.slot_size);
+        return MR_ERR_PROTO;
+    }
+    c->r_addr = pd.addr;
+    c->r_rkey = pd.rkey;
+    c->r_slots = pd.slots < RDMA_SLOTS ? pd.slots : RDMA_SLOTS;
+    c->r_slot_size = pd.slot_size;
+    c->credits = (int)c->r_slots;
+    return MR_OK;
+}
+
+/* Waits for one CM event of type `want` on the channel (others are errors). */
+static mr_status wait_cm(struct rdma_event_channel *ec, enum rdma_cm_event_type want,
+                         int timeout_ms, struct rdma_cm_event **out, const char *peer) {
+    struct pollfd p = {ec->fd, POLLIN, 0};
+    int rc = poll(&p, 1, timeout_ms);
+    if (rc == 0) return MR_ERR_TIMEOUT;
+    if (rc < 0) return MR_ERR_IO;
+    struct rdma_cm_event *ev;
+    if (rdma_get_cm_event(ec, &ev)) return MR_ERR_IO;
+    if (ev->event != want) {
+        MR_LOG_WARN(MR_LOG_NET, "rdma %s: expected %s, got %s (status %d)", peer,
+                    rdma_event_str(want), rdma_event_str(ev->event), ev->status);
+        mr_status st = ev->event == RDMA_CM_EVENT_REJECTED ? MR_ERR_CLOSED : MR_ERR_IO;
+        rdma_ack_cm_event(ev);
+        return st;
+    }
+    *out = ev;
+    return MR_OK;
+}
+
+static mr_status resolve_host(const char *host, int port, struct sockaddr_storage *ss) {
+    struct addrinfo hints = {0}, *ai;
+    hints.ai_family = AF_INET;
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    if (getaddrinfo(host, ps, &hints, &ai) != 0) {
+        MR_LOG_ERROR(MR_LOG_NET, "rdma: cannot resolve '%s'", host);
+        return MR_ERR_INVALID;
+    }
+    memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+    freeaddrinfo(ai);
+    return MR_OK;
+}
+
+/* ---- connect / listen / accept --------------------------------------------------------------- */
+
+static mr_status rdma_connect_op(const mr_xport_params *p, const char *host, int port,
+                                 int timeout_ms, mr_xport_conn **out) {
+    mr_xport_conn *c = calloc(1, sizeof *c);
+    if (!c) return MR_ERR_NOMEM;
+    c->busy_poll = p->busy_poll;
+    snprintf(c->peer, sizeof c->peer, "%s:%d", host, port);
+    struct sockaddr_storage ss;
+    mr_status st = resolve_host(host, port, &ss);
+    struct rdma_cm_event *ev = NULL;
+    if (st != MR_OK) goto err;
+    st = MR_ERR_IO;
+    if (!(c->ec = rdma_create_event_channel()) || rdma_create_id(c->ec, &c->id, c, RDMA_PS_TCP)) {
+        MR_LOG_ERROR(MR_LOG_NET, "rdma: no RDMA device or rdma_cm unavailable: %s",
+                     strerror(errno));
+        goto err;
+    }
+    if (rdma_resolve_addr(c->id, NULL, (struct sockaddr *)&ss, RESOLVE_MS) ||
+        (st = wait_cm(c->ec, RDMA_CM_EVENT_ADDR_RESOLVED, timeout_ms, &ev, c->peer)) != MR_OK)
+        goto err;
+    rdma_ack_cm_event(ev);
+    if (rdma_resolve_route(c->id, RESOLVE_MS) ||
+        (st = wait_cm(c->ec, RDMA_CM_EVENT_ROUTE_RESOLVED, timeout_ms, &ev, c->peer)) != MR_OK)
+        goto err;
+    rdma_ack_cm_event(ev);
+    if (p->device && strcmp(p->device, ibv_get_device_name(c->id->verbs->device)) != 0) {
+        MR_LOG_ERROR(MR_LOG_NET, "rdma: %s routes through device %s, not the configured %s",
+                     c->peer, ibv_get_device_name(c->id->verbs->device), p->device);
+        st = MR_ERR_INVALID;
+        goto err;
+    }
+    if ((st = setup_resources(c, slot_bytes(p))) != MR_OK) goto err;
+    rdma_pdata pd;
+    fill_pdata(c, &pd);
+    struct rdma_conn_param cp = {0};
+    cp.private_data = &pd;
+    cp.private_data_len = sizeof pd;
+    cp.responder_resources = cp.initiator_depth = 1;
+    cp.retry_count = 7;
+    cp.rnr_retry_count = 7;
+    if (rdma_connect(c->id, &cp)) {
+        st = MR_ERR_IO;
+        goto err;
+    }
+    if ((st = wait_cm(c->ec, RDMA_CM_EVENT_ESTABLISHED, timeout_ms, &ev, c->peer)) != MR_OK)
+        goto err;
+    st = take_pdata(c, ev->param.conn.private_data, ev->param.conn.private_data_len);
+    rdma_ack_cm_event(ev);
+    if (st != MR_OK) goto err;
+    fcntl(c->ec->fd, F_SETFL, fcntl(c->ec->fd, F_GETFL) | O_NONBLOCK);
+    *out = c;
+    return MR_OK;
+err:
+    conn_free(c);
+    return st;
+}
+
+static mr_status rdma_listen_op(const mr_xport_params *p, const char *host, int port,
+                                mr_xport_listener **out, int *bound_port) {
+    mr_xport_listener *l = calloc(1, sizeof *l);
+    if (!l) return MR_ERR_NOMEM;
+    l->p = *p;
+    struct sockaddr_storage ss;
+    mr_status st = resolve_host(host, port, &ss);
+    if (st != MR_OK) goto err;
+    if (!(l->ec = rdma_create_event_channel()) || rdma_create_id(l->ec, &l->id, l, RDMA_PS_TCP) ||
+        rdma_bind_addr(l->id, (struct sockaddr *)&ss) || rdma_listen(l->id, 16)) {
+        MR_LOG_ERROR(MR_LOG_NET, "rdma: cannot listen on %s:%d: %s", host, port, strerror(errno));
+        st = MR_ERR_IO;
+        goto err;
+    }
+    fcntl(l->ec->fd, F_SETFL, fcntl(l->ec->fd, F_GETFL) | O_NONBLOCK);
+    if (bound_port) *bound_port = ntohs(rdma_get_src_port(l->id));
+    *out = l;
+    return MR_OK;
+err:
+    if (l->id) rdma_destroy_id(l->id);
+    if (l->ec) rdma_destroy_event_channel(l->ec);
+    free(l);
+    return st;
+}
+
+static mr_status rdma_accept_op(mr_xport_listener *l, int timeout_ms, mr_xport_conn **out) {
+    struct rdma_cm_event *ev;
+    for (;;) {
+        struct pollfd p = {l->ec->fd, POLLIN, 0};
+        int rc = poll(&p, 1, timeout_ms);
+        if (rc == 0) return MR_ERR_TIMEOUT;
+        if (rc < 0) return MR_ERR_IO;
+        if (rdma_get_cm_event(l->ec, &ev)) return errno == EAGAIN ? MR_ERR_TIMEOUT : MR_ERR_IO;
+        if (ev->event == RDMA_CM_EVENT_CONNECT_REQUEST) break;
+        rdma_ack_cm_event(ev); /* e.g. the established/disconnected events of migrated ids */
+    }
+    mr_xport_conn *c = calloc(1, sizeof *c);
+    struct rdma_cm_id *id = ev->id;
+    if (!c) {
+        rdma_reject(id, NULL, 0);
+        rdma_ack_cm_event(ev);
+        return MR_ERR_NOMEM;
+    }
+    c->busy_poll = l->p.busy_poll;
+    struct sockaddr *sa = rdma_get_peer_addr(id);
+    char host[64] = "?";
+    if (sa && sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, host, sizeof host);
+    snprintf(c->peer, sizeof c->peer, "%s:%d", host, ntohs(rdma_get_dst_port(id)));
+    mr_status st = take_pdata(c, ev->param.conn.private_data, ev->param.conn.private_data_len);
+    rdma_ack_cm_event(ev);
+    if (st != MR_OK) {
+        const char reason[] = "moerack: data-plane version or private data not accepted";
+        rdma_reject(id, reason, sizeof reason);
+        rdma_destroy_id(id);
+        free(c);
+        return st;
+    }
+    /* give the connection its own event channel, so its events never reach the listener */
+    if (!(c->ec = rdma_create_event_channel()) || rdma_migrate_id(id, c->ec)) {
+        rdma_reject(id, NULL, 0);
+        rdma_destroy_id(id);
+        conn_free(c);
+        return MR_ERR_IO;
+    }
+    c->id = id;
+    if (l->p.device && strcmp(l->p.device, ibv_get_device_name(id->verbs->device)) != 0) {
+        MR_LOG_ERROR(MR_LOG_NET, "rdma: %s arrived on device %s, not the configured %s", c->peer,
+                     ibv_get_device_name(id->verbs->device), l->p.device);
+        rdma_reject(id, NULL, 0);
+        conn_free(c);
+        return MR_ERR_INVALID;
+    }
+    if ((st = setup_resources(c, slot_bytes(&l->p))) != MR_OK) {
+        rdma_reject(id, NULL, 0);
+        conn_free(c);
+        return st;
+    }
+    rdma_pdata pd;
+    fill_pdata(c, &pd);
+    struct rdma_conn_param cp = {0};
+    cp.private_data = &pd;
+    cp.private_data_len = sizeof pd;
+    cp.responder_resources = cp.initiator_depth = 1;
+    cp.rnr_retry_count = 7;
+    if (rdma_accept(id, &cp) ||
+        (st = wait_cm(c->ec, RDMA_CM_EVENT_ESTABLISHED, 5000, &ev, c->peer)) != MR_OK) {
+        conn_free(c);
+        return st != MR_OK ? st : MR_ERR_IO;
+    }
+    rdma_ack_cm_event(ev);
+    fcntl(c->ec->fd, F_SETFL, fcntl(c->ec->fd, F_GETFL) | O_NONBLOCK);
+    *out = c;
+    return MR_OK;
+}
+
+static void rdma_listener_close(mr_xport_listener *l) {
+    if (!l) return;
+    rdma_destroy_id(l->id);
+    rdma_destroy_event_channel(l->ec);
+    free(l);
+}
+
+static int rdma_listener_fd(mr_xport_listener *l) {
+    return l->ec->fd;
+}
+
+/* ---- progress -------------------------------------------------------------------------------- */
+
+/* Marks the connection broken (once, with a log line). */
+static mr_status broken(mr_xport_conn *c, const char *why) {
+    if (!c->broken) MR_LOG_WARN(MR_LOG_NET, "rdma %s: connection lost: %s", c->peer, why);
+    c->broken = 1;
+    return MR_ERR_CLOSED;
+}
+
+/* Handles pending CM events (disconnects). */
+static mr_status check_cm(mr_xport_conn *c) {
+    struct rdma_cm_event *ev;
+    while (rdma_get_cm_event(c->ec, &ev) == 0) {
+        enum rdma_cm_event_type t = ev->event;
+        rdma_ack_cm_event(ev);
+        if (t == RDMA_CM_EVENT_DISCONNECTED || t == RDMA_CM_EVENT_DEVICE_REMOVAL ||
+            t == RDMA_CM_EVENT_REJECTED || t == RDMA_CM_EVENT_TIMEWAIT_EXIT)
+            return broken(c, rdma_event_str(t));
+    }
+    return c->broken ? MR_ERR_CLOSED : MR_OK;
+}
+
+/* Reaps completions: data arrivals are queued, credits counted, send completions free staging
+ * slots. Returns MR_ERR_PROTO for hostile immediates, MR_ERR_CLOSED on any failed completion. */
+static mr_status drain_cq(mr_xport_conn *c) {
+    struct ibv_wc wc[16];
+    int n;
+    while ((n = ibv_poll_cq(c->cq, 16, wc)) > 0) {
+        for (int i = 0; i < n; i++) {
+            if (wc[i].status != IBV_WC_SUCCESS) return broken(c, ibv_wc_status_str(wc[i].status));
+            if (wc[i].opcode == IBV_WC_RDMA_WRITE) {
+                c->tx_busy[wc[i].wr_id % RDMA_SLOTS] = 0;
+                continue;
+            }
+            if (wc[i].opcode == IBV_WC_SEND) continue;
+            if (!(wc[i].wc_flags & IBV_WC_WITH_IMM)) return MR_ERR_PROTO;
+            uint32_t imm = ntohl(wc[i].imm_data);
+            if (post_recv(c) != MR_OK) return broken(c, "cannot repost a receive");
+            if (wc[i].opcode == IBV_WC_RECV && (imm & IMM_CREDIT)) {
+                uint32_t k = imm & 0xffu;
+                if (k == 0 || c->credits + (int)k > (int)c->r_slots) {
+                    MR_LOG_ERROR(MR_LOG_NET,
+                                 "rdma %s: protocol error: %u credits returned, %d outstanding",
+                                 c->peer, k, (int)c->r_slots - c->credits);
+                    return MR_ERR_PROTO;
+                }
+                c->credits += (int)k;
+                continue;
+            }
+            if (wc[i].opcode != IBV_WC_RECV_RDMA_WITH_IMM || (imm & IMM_CREDIT))
+                return MR_ERR_PROTO;
+            uint32_t slot = imm & 0xffu;
+            if (slot >= RDMA_SLOTS || slot != c->rx_next || c->n_ready == RDMA_SLOTS) {
+                MR_LOG_ERROR(MR_LOG_NET,
+                             "rdma %s: protocol error: data in slot %u, expected slot %u", c->peer,
+                             slot, c->rx_next);
+                return MR_ERR_PROTO;
+            }
+            c->rx_next = (c->rx_next + 1) % RDMA_SLOTS;
+            int q = (c->ready_head + c->n_ready) % RDMA_SLOTS;
+            c->ready[q] = (int)slot;
+            c->ready_len[q] = wc[i].byte_len;
+            c->n_ready++;
+        }
+    }
+    return n < 0 ? broken(c, "ibv_poll_cq failed") : MR_OK;
+}
+
+/* Makes progress until cond(c) or the deadline; sleeps on the completion channel unless busy
+ * polling. */
+static mr_status progress_until(mr_xport_conn *c, int (*cond)(mr_xport_conn *), uint64_t deadline) {
+    for (;;) {
+        MR_CHECK(check_cm(c));
+        MR_CHECK(drain_cq(c));
+        if (cond(c)) return MR_OK;
+        if (deadline && mr_now_ns() >= deadline) return MR_ERR_TIMEOUT;
+        if (c->busy_poll) continue;
+        /* arm, re-check (a completion may have raced the arming), then sleep */
+        ibv_req_notify_cq(c->cq, 0);
+        MR_CHECK(drain_cq(c));
+        if (cond(c)) return MR_OK;
+        int ms = 100;
+        if (deadline) {
+            uint64_t now = mr_now_ns();
+            ms = now >= deadline ? 0 : (int)((deadline - now) / 1000000 + 1);
+            if (ms > 100) ms = 100; /* also notice CM events */
+        }
+        struct pollfd p[2] = {{c->cc->fd, POLLIN, 0}, {c->ec->fd, POLLIN, 0}};
+        if (poll(p, 2, ms) > 0 && (p[0].revents & POLLIN)) {
+            struct ibv_cq *cq;
+            void *ctx;
+            if (ibv_get_cq_event(c->cc, &cq, &ctx) == 0) ibv_ack_cq_events(cq, 1);
+        }
+    }
+}
+
+static int has_credit(mr_xport_conn *c) {
+    return c->credits > 0 && !c->tx_busy[c->tx_next % RDMA_SLOTS];
+}
+static int has_data(mr_xport_conn *c) {
+    return c->n_ready > 0;
+}
+
+/* ---- send / recv ----------------------------------------------------------------------------- */
+
+static mr_status rdma_send_op(mr_xport_conn *c, const mr_dp_header *h, const void *payload) {
+    if (c->broken) return MR_ERR_CLOSED;
+    size_t total = sizeof *h + (size_t)h->payload_bytes;
+    if (total > c->r_slot_size || total > c->slot_size) {
+        MR_LOG_ERROR(MR_LOG_NET, "rdma %s: message of %zu bytes exceeds the %u-byte slots", c->peer,
+                     total, c->r_slot_size);
+        return MR_ERR_INVALID;
+    }
+    mr_status st =
+        progress_until(c, has_credit, mr_now_ns() + (uint64_t)MR_XPORT_BODY_TIMEOUT_MS * 1000000);
+    if (st == MR_ERR_TIMEOUT) {
+        MR_LOG_WARN(MR_LOG_NET, "rdma %s: receiver returned no slot within %d ms", c->peer,
+                    MR_XPORT_BODY_TIMEOUT_MS);
+        return MR_ERR_TIMEOUT;
+    }
+    MR_CHECK(st);
+    uint32_t slot = c->tx_next;
+    uint8_t *stage = c->tx + (size_t)slot * c->slot_size;
+    memcpy(stage, h, sizeof *h);
+    if (h->payload_bytes) memcpy(stage + sizeof *h, payload, (size_t)h->payload_bytes);
+    struct ibv_sge sge = {(uintptr_t)stage, (uint32_t)total, c->tx_mr->lkey};
+    struct ibv_send_wr wr = {0}, *bad;
+    wr.wr_id = slot;
+    wr.sg_list = &sge;
+    wr.num_sge = 1;
+    wr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
+    wr.send_flags = IBV_SEND_SIGNALED;
+    wr.imm_data =
+        htonl(slot | (uint32_t)(h->micro_batch & 0xff) << 8 | (uint32_t)(h->layer & 0x7fff) << 16);
+    wr.wr.rdma.remote_addr = c->r_addr + (uint64_t)slot * c->r_slot_size;
+    wr.wr.rdma.rkey = c->r_rkey;
+    if (ibv_post_send(c->id->qp, &wr, &bad)) return broken(c, "ibv_post_send failed");
+    c->tx_busy[slot] = 1;
+    c->credits--;
+    c->tx_next = (slot + 1) % c->r_slots;
+    return MR_OK;
+}
+
+static mr_status return_credit(mr_xport_conn *c) {
+    struct ibv_send_wr wr = {0}, *bad;
+    wr.opcode = IBV_WR_SEND_WITH_IMM;
+    wr.send_flags = IBV_SEND_SIGNALED;
+    wr.imm_data = htonl(IMM_CREDIT | 1u);
+    return ibv_post_send(c->id->qp, &wr, &bad) ? broken(c, "cannot return a credit") : MR_OK;
+}
+
+static mr_status rdma_recv_op(mr_xport_conn *c, mr_dp_header *h, void *buf, size_t cap,
+                              int timeout_ms) {
+    if (c->broken) return MR_ERR_CLOSED;
+    uint64_t deadline = timeout_ms < 0 ? 0 : mr_now_ns() + (uint64_t)timeout_ms * 1000000;
+    if (timeout_ms == 0) deadline = mr_now_ns();
+    MR_CHECK(progress_until(c, has_data, deadline));
+    int slot = c->ready[c->ready_head];
+    uint32_t len = c->ready_len[c->ready_head];
+    c->ready_head = (c->ready_head + 1) % RDMA_SLOTS;
+    c->n_ready--;
+    const uint8_t *src = c->rx + (size_t)slot * c->slot_size;
+    mr_status st = MR_OK;
+    if (len < sizeof *h) {
+        st = MR_ERR_PROTO;
+    } else {
+        memcpy(h, src, sizeof *h);
+        if (h->magic != MR_DP_MAGIC || h->version != MR_DP_VERSION ||
+            h->payload_bytes != (uint64_t)len - sizeof *h || h->payload_bytes > cap)
+            st = MR_ERR_PROTO;
+        else if (h->payload_bytes)
+            memcpy(buf, src + sizeof *h, (size_t)h->payload_bytes);
+    }
+    if (st != MR_OK) {
+        MR_LOG_ERROR(
+            MR_LOG_NET,
+            "rdma %s: protocol error: slot %d holds %u bytes that do not match their header",
+            c->peer, slot, len);
+        return st;
+    }
+    MR_CHECK(return_credit(c));
+    return MR_OK;
+}
+
+static void rdma_close_op(mr_xport_conn *c) {
+    if (!c) return;
+    if (c->id && !c->broken) rdma_disconnect(c->id);
+    conn_free(c);
+}
+
+static int rdma_conn_fd(mr_xport_conn *c) {
+    ibv_req_notify_cq(c->cq, 0);
+    return c->cc->fd;
+}
+
+static const char *rdma_peer(mr_xport_conn *c) {
+    return c->peer;
+}
+
+const mr_xport_ops mr_xport_rdma_ops = {
+    .name = "rdma",
+    .listen = rdma_listen_op,
+    .accept = rdma_accept_op,
+    .listener_close = rdma_listener_close,
+    .listener_fd = rdma_listener_fd,
+    .connect = rdma_connect_op,
+    .send = rdma_send_op,
+    .recv = rdma_recv_op,
+    .close = rdma_close_op,
+    .conn_fd = rdma_conn_fd,
+    .peer = rdma_peer,
+};
