@@ -92,10 +92,17 @@ mr_status mr_cuda_fill_random_bf16(uint16_t *dst, size_t n, uint64_t seed, float
  *              (np = 2·Ip rows, kp columns) and X rows; out = A (bf16, stride ldo).
  *   which = 1: down: Y[row0 + t][r] = (W2 · a)[r] for r < n_out (= hidden), fp32, stride ldo.
  * X: bf16 [rows][ldx], columns [k_real, kp) zero; rows up to row0 + cnt + 31 readable.
- * nt (1, 2 or 4): 8·nt tokens per pass; ks (1..8): warps splitting K in each block. */
-mr_status mr_cuda_wq_launch(int fmt, int which, int nt, int ks, const mr_cuda_job *jobs_dev,
-                            int n_jobs, const uint16_t *x, int ldx, int np, int kp, void *out,
-                            int ldo, int n_out, cudaStream_t st);
+ * nt (1, 2 or 4): 8·nt tokens per pass; ks (1..8): warps splitting K in each block; nsplit:
+ * blocks splitting K further (split-K), allowed only when every job has cnt <= 8·nt. With
+ * nsplit > 1: gpart holds n_jobs·(np/32)·nsplit·(2·nt·4·32) floats, gcount n_jobs·(np/32) ints,
+ * zero before the launch (the kernel leaves them zero). Sums run in a fixed order, so a result
+ * is the same on every run for given (nt, ks, nsplit). */
+mr_status mr_cuda_wq_launch(int fmt, int which, int nt, int ks, int nsplit,
+                            const mr_cuda_job *jobs_dev, int n_jobs, const uint16_t *x, int ldx,
+                            int np, int kp, void *out, int ldo, int n_out, float *gpart,
+                            int *gcount, cudaStream_t st);
+/* Resident blocks per multiprocessor of one wq kernel instance with ks warps. */
+mr_status mr_cuda_wq_occupancy(int fmt, int which, int nt, int ks, int *blocks_per_sm);
 
 /* xg[r][c] = bf16(x[src[r]][c]) for r < rows, c < hidden; x fp32 [*][hidden], xg stride ldx. */
 mr_status mr_cuda_gather_launch(const float *x, const int32_t *src, int rows, int hidden,

@@ -12,11 +12,13 @@
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_internal.h"
 
-#define CX_ALIGN       256u
-#define CX_BLAS_WS     ((size_t)32 << 20)  /* cuBLAS workspace */
-#define CX_STAGE_ELEMS ((size_t)16 << 20)  /* load staging, bf16 elements (32 MiB) */
-#define CX_SPARE_ROWS  32                  /* rows the wq kernel may read past a job's last row */
-#define CX_MARGIN      ((size_t)256 << 20) /* left free for the runtime's own allocations */
+#define CX_ALIGN            256u
+#define CX_BLAS_WS          ((size_t)32 << 20) /* cuBLAS workspace */
+#define CX_STAGE_ELEMS      ((size_t)16 << 20) /* load staging, bf16 elements (32 MiB) */
+#define CX_SPARE_ROWS       32 /* rows the wq kernel may read past a job's last row */
+#define CX_MARGIN           ((size_t)256 << 20) /* left free for the runtime's own allocations */
+#define CX_GPART            ((size_t)16 << 20)  /* split-K partial sums, floats (64 MiB) */
+#define CX_AUTO_GROUPED_MAX 2048                /* bf16 auto: grouped GEMM up to this many slots */
 
 /* Padded dimensions of one layer's experts (cuda_internal.h: weight layout). */
 typedef struct cx_dims {
@@ -29,7 +31,10 @@ struct mr_cuda_experts {
     mr_cuda_experts_params p;
     unsigned char *held; /* [n_layers][n_experts] own copy */
     cx_dims d;
-    int num_sms, small_max, gemm;
+    int num_sms, small_max, gemm, path_auto;
+    int occ[3][2][4]; /* wq blocks per SM by [nt 1/2/4][which][ks 1/2/4/8] */
+    float *gpart;     /* [CX_GPART] split-K partials */
+    int *gcount;      /* [n_experts · max(N13, Hp)/32] split-K counters, zero between launches */
     cudaStream_t st, aux; /* aux: dequantisation ahead of the GEMMs (int8/int4) */
     cublasHandle_t blas;
     void *blas_ws;
@@ -60,8 +65,12 @@ static size_t cx_al(size_t v) {
     return (v + CX_ALIGN - 1) / CX_ALIGN * CX_ALIGN;
 }
 
+/* Measured on an H200 (docs/performance.md): for bf16, cuBLAS streamed the weights faster than
+ * the wq kernel at every size, so auto sends every bf16 expert to cuBLAS (grouped GEMM for 3..2048
+ * slots, per-expert GEMMs otherwise); for int8/int4 the wq kernel wins up to about 64 tokens per
+ * expert, dequantise + cuBLAS above. */
 int mr_cuda_experts_default_small_max(int fmt) {
-    return fmt == MR_CUDA_WFMT_BF16 ? 32 : 128;
+    return fmt == MR_CUDA_WFMT_BF16 ? 0 : 64;
 }
 
 const char *mr_cuda_wfmt_name(int fmt) {
@@ -116,7 +125,9 @@ mr_status mr_cuda_experts_plan(const mr_cuda_experts_params *p, mr_cuda_mem_plan
     m.workspace_bytes = 2 * cx_al(T * H * 4) + cx_al((S + CX_SPARE_ROWS) * (size_t)d.Kx * 2) +
                         cx_al(S * (size_t)d.N13 * 2) +
                         cx_al((S + CX_SPARE_ROWS) * (size_t)d.Ka * 2) + cx_al(S * H * 4) +
-                        (p->fmt == MR_CUDA_WFMT_BF16 ? cx_al(S * H * 2) : 0) + cx_al(d.meta_cap);
+                        (p->fmt == MR_CUDA_WFMT_BF16 ? cx_al(S * H * 2) : 0) + cx_al(d.meta_cap) +
+                        cx_al(CX_GPART * 4) +
+                        cx_al((size_t)p->n_experts * (size_t)(MR_MAX(d.N13, d.Hp) / 32) * 4);
     m.scratch_bytes = cx_al(CX_STAGE_ELEMS * 2);
     if (p->fmt != MR_CUDA_WFMT_BF16)
         m.scratch_bytes +=
@@ -191,6 +202,8 @@ static void cx_carve(mr_cuda_experts *cx) {
     CX_TAKE(cx->y, float, S *H * 4);
     if (cx->p.fmt == MR_CUDA_WFMT_BF16) CX_TAKE(cx->y16, uint16_t, S * H * 2);
     CX_TAKE(cx->meta_dev, uint8_t, d->meta_cap);
+    CX_TAKE(cx->gpart, float, CX_GPART * 4);
+    CX_TAKE(cx->gcount, int, (size_t)cx->p.n_experts *(size_t)(MR_MAX(d->N13, d->Hp) / 32) * 4);
     CX_TAKE(cx->stage, uint16_t, CX_STAGE_ELEMS * 2);
     if (cx->p.fmt != MR_CUDA_WFMT_BF16) {
         const size_t deq = ((size_t)d->N13 * (size_t)d->Kp13 + (size_t)d->Hp * (size_t)d->Kp2) * 2;
@@ -268,6 +281,7 @@ mr_status mr_cuda_experts_create(const mr_cuda_experts_params *p, mr_cuda_expert
     if (!cx) return MR_ERR_NOMEM;
     cx->p = *p;
     cx->small_max = p->small_max >= 0 ? p->small_max : mr_cuda_experts_default_small_max(p->fmt);
+    cx->path_auto = p->small_max < 0;
     cx->gemm = p->gemm;
     MR_CHECK_GOTO(cx_dims_init(p, &cx->d), err);
     MR_CHECK_GOTO(cx_alloc_host(cx), err);
@@ -307,6 +321,12 @@ mr_status mr_cuda_experts_create(const mr_cuda_experts_params *p, mr_cuda_expert
     MR_CUDA_CHECK_GOTO(cudaMallocHost((void **)&cx->pin_x, xbytes), err);
     MR_CUDA_CHECK_GOTO(cudaMallocHost((void **)&cx->pin_out, xbytes), err);
     MR_CUDA_CHECK_GOTO(cudaMallocHost((void **)&cx->pin_stage, CX_STAGE_ELEMS * 2), err);
+    for (int nt = 0; nt < 3; nt++)
+        for (int which = 0; which < 2; which++)
+            for (int ks = 0; ks < 4; ks++)
+                MR_CHECK_GOTO(
+                    mr_cuda_wq_occupancy(p->fmt, which, 1 << nt, 1 << ks, &cx->occ[nt][which][ks]),
+                    err);
     MR_CUBLAS_CHECK_GOTO(cublasCreate(&cx->blas), err);
     MR_CUBLAS_CHECK_GOTO(cublasSetStream(cx->blas, cx->st), err);
     MR_CUBLAS_CHECK_GOTO(cublasSetWorkspace(cx->blas, cx->blas_ws, CX_BLAS_WS), err);
@@ -325,6 +345,7 @@ err:
 
 void mr_cuda_experts_set_path(mr_cuda_experts *cx, int small_max, int gemm) {
     cx->small_max = small_max >= 0 ? small_max : mr_cuda_experts_default_small_max(cx->p.fmt);
+    cx->path_auto = small_max < 0;
     cx->gemm = gemm;
 }
 
@@ -451,11 +472,24 @@ out:
 
 /* ---- one call ------------------------------------------------------------------------------ */
 
-/* Warps splitting K per block: enough warps in flight to stream HBM, at least 4 chunks each. */
-static int cx_pick_ks(int num_sms, long blocks, int units) {
-    int ks = 1;
-    while (ks < 8 && blocks * ks < (long)num_sms * 32 && units / (ks * 2) >= 4) ks *= 2;
-    return ks;
+/* Work split of one wq launch: ks warps per block (at least 3 chunks each) and, when every job
+ * fits one pass, nsplit blocks per 32-row block (split-K) so that about 8 waves of blocks cover
+ * the GPU: a launch of few long blocks loses up to half its time to the last, partial wave. */
+static void cx_pick_split(const mr_cuda_experts *cx, int which, int nt, int rbn, int n_jobs,
+                          int units, int one_pass, int *ks_out, int *split_out) {
+    int ks = 4;
+    while (ks > 1 && units < ks * 3) ks /= 2;
+    const int nt_i = nt == 1 ? 0 : nt == 2 ? 1 : 2, ks_i = ks == 1 ? 0 : ks == 2 ? 1 : 2;
+    const long bps = MR_MAX(cx->occ[nt_i][which][ks_i], 1);
+    const long base = (long)rbn * n_jobs, target = 8L * cx->num_sms * bps;
+    long split = 1;
+    if (one_pass && base < target) {
+        split = MR_MIN((target + base - 1) / base, (long)MR_MAX(units / (ks * 3), 1));
+        split = MR_MIN(split, 16L);
+        while (split > 1 && (size_t)(base * split) * (size_t)(256 * nt) > CX_GPART) split--;
+    }
+    *ks_out = ks;
+    *split_out = (int)split;
 }
 
 static mr_status cx_gemm(mr_cuda_experts *cx, const void *a, int lda, const void *b, int ldb,
@@ -469,11 +503,11 @@ static mr_status cx_gemm(mr_cuda_experts *cx, const void *a, int lda, const void
 }
 
 /* GEMM path for the experts in large[0..n_large): rows [0, r_large) of the gathered buffers. */
-static mr_status cx_run_large(mr_cuda_experts *cx, int layer, int n_large, int r_large,
+static mr_status cx_run_large(mr_cuda_experts *cx, int layer, int gemm, int n_large, int r_large,
                               void *const *gptr_dev) {
     const cx_dims *d = &cx->d;
     const size_t base = (size_t)layer * cx->p.n_experts;
-    if (cx->p.fmt == MR_CUDA_WFMT_BF16 && cx->gemm == MR_CUDA_GEMM_GROUPED) {
+    if (cx->p.fmt == MR_CUDA_WFMT_BF16 && gemm == MR_CUDA_GEMM_GROUPED) {
         for (int i = 0; i < n_large; i++) {
             cx->gta[i] = CUBLAS_OP_T;
             cx->gtb[i] = CUBLAS_OP_N;
@@ -561,20 +595,23 @@ mr_status mr_cuda_experts_enqueue(mr_cuda_experts *cx, int layer, const float *x
     }
     const size_t base = (size_t)layer * E;
     const int nk = n * k;
+    int small_max = cx->small_max, gemm = cx->gemm;
+    if (cx->path_auto && cx->p.fmt == MR_CUDA_WFMT_BF16)
+        gemm = nk > 2 && nk <= CX_AUTO_GROUPED_MAX ? MR_CUDA_GEMM_GROUPED : MR_CUDA_GEMM_PER_EXPERT;
     /* group the routed slots by expert: GEMM-path experts first, then wq-path experts */
     memset(cx->cnt, 0, (size_t)E * 4);
     for (int s = 0; s < nk; s++)
         if (cx_held(cx, layer, ids[s])) cx->cnt[ids[s]]++;
     int row = 0, n_large = 0, n_small = 0, max_small = 0;
     for (int e = 0; e < E; e++)
-        if (cx->cnt[e] > cx->small_max) {
+        if (cx->cnt[e] > small_max) {
             cx->off[e] = row;
             row += cx->cnt[e];
             cx->large[n_large++] = e;
         }
     const int r_large = row;
     for (int e = 0; e < E; e++)
-        if (cx->cnt[e] > 0 && cx->cnt[e] <= cx->small_max) {
+        if (cx->cnt[e] > 0 && cx->cnt[e] <= small_max) {
             cx->off[e] = row;
             row += cx->cnt[e];
             cx->small[n_small++] = e;
@@ -633,18 +670,22 @@ mr_status mr_cuda_experts_enqueue(mr_cuda_experts *cx, int layer, const float *x
     if (n_small > 0) {
         const mr_cuda_job *jobs_d = (const mr_cuda_job *)(cx->meta_dev + o_jobs);
         const int nt = max_small <= 8 ? 1 : max_small <= 16 ? 2 : 4;
+        const int one_pass = max_small <= 8 * nt;
         const int ck = mr_cuda_fmt_chunk(cx->p.fmt);
-        int ks = cx_pick_ks(cx->num_sms, (long)(d->N13 / 32) * n_small, d->Kp13 / ck);
-        MR_CHECK(mr_cuda_wq_launch(cx->p.fmt, 0, nt, ks, jobs_d, n_small, cx->xg, d->Kx, d->N13,
-                                   d->Kp13, cx->ab, d->Ka, d->I, cx->st));
-        ks = cx_pick_ks(cx->num_sms, (long)(d->Hp / 32) * n_small, d->Kp2 / ck);
-        MR_CHECK(mr_cuda_wq_launch(cx->p.fmt, 1, nt, ks, jobs_d, n_small, cx->ab, d->Ka, d->Hp,
-                                   d->Kp2, cx->y, d->H, d->H, cx->st));
+        int ks, split;
+        cx_pick_split(cx, 0, nt, d->N13 / 32, n_small, d->Kp13 / ck, one_pass, &ks, &split);
+        MR_CHECK(mr_cuda_wq_launch(cx->p.fmt, 0, nt, ks, split, jobs_d, n_small, cx->xg, d->Kx,
+                                   d->N13, d->Kp13, cx->ab, d->Ka, d->I, cx->gpart, cx->gcount,
+                                   cx->st));
+        cx_pick_split(cx, 1, nt, d->Hp / 32, n_small, d->Kp2 / ck, one_pass, &ks, &split);
+        MR_CHECK(mr_cuda_wq_launch(cx->p.fmt, 1, nt, ks, split, jobs_d, n_small, cx->ab, d->Ka,
+                                   d->Hp, d->Kp2, cx->y, d->H, d->H, cx->gpart, cx->gcount,
+                                   cx->st));
     }
     if (n_large > 0)
-        MR_CHECK(cx_run_large(cx, layer, n_large, r_large, (void *const *)(cx->meta_dev + o_ptr)));
-    const int rows16 =
-        cx->p.fmt == MR_CUDA_WFMT_BF16 && cx->gemm == MR_CUDA_GEMM_GROUPED ? r_large : 0;
+        MR_CHECK(
+            cx_run_large(cx, layer, gemm, n_large, r_large, (void *const *)(cx->meta_dev + o_ptr)));
+    const int rows16 = cx->p.fmt == MR_CUDA_WFMT_BF16 && gemm == MR_CUDA_GEMM_GROUPED ? r_large : 0;
     MR_CHECK(mr_cuda_combine_launch(cx->y, cx->y16, rows16, (const int32_t *)(cx->meta_dev + o_inv),
                                     (const float *)(cx->meta_dev + o_wts), n, k, d->H, out_dev,
                                     cx->st));

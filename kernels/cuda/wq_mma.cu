@@ -78,8 +78,9 @@ __device__ static inline void wq_frag(const uint4 &w, int s, uint32_t &p01, uint
 template <int FMT, int NT, int WHICH>
 __global__ void __launch_bounds__(256)
     wq_kernel(const mr_cuda_job *jobs, const uint16_t *x, int ldx, int np, int kp, void *out,
-              int ldo, int n_out) {
-    extern __shared__ float wq_red[]; /* [ks][2·NT·4][32] partial sums */
+              int ldo, int n_out, float *gpart, int *gcount) {
+    extern __shared__ float wq_red[]; /* [ks][2·NT·4][32] partial sums, then [SZ] block sums */
+    __shared__ int wq_last;
     constexpr int CK = FMT == MR_CUDA_FMT_BF16 ? 32 : FMT == MR_CUDA_FMT_INT8 ? 64 : 128;
     constexpr int NV = CK / 32; /* 16-byte activation vectors per lane and chunk */
     constexpr int SZ = 2 * NT * 4 * 32;
@@ -87,12 +88,15 @@ __global__ void __launch_bounds__(256)
     const int g = lane >> 2, t = lane & 3;
     const mr_cuda_job job = jobs[blockIdx.y];
     const mr_cuda_qmat W = WHICH == 0 ? job.w13 : job.w2;
-    const int rb = blockIdx.x;
+    const int rb = blockIdx.x, part = blockIdx.z, nparts = gridDim.z;
     const size_t row_bytes = FMT == MR_CUDA_FMT_BF16   ? (size_t)kp * 2
                              : FMT == MR_CUDA_FMT_INT8 ? (size_t)kp
                                                        : (size_t)kp / 2;
     const int units = kp / CK;
-    const int u0 = warp * units / ks, u1 = (warp + 1) * units / ks;
+    /* K slices: nparts blocks (split-K, gridDim.z) × ks warps each */
+    const int slice = part * ks + warp, n_slices = nparts * ks;
+    const int u0 = slice * units / n_slices, u1 = (slice + 1) * units / n_slices;
+    float *blk = wq_red + (size_t)ks * SZ;
     /* lane's bytes of row rb·32 + g; rows +8, +16, +24 follow at multiples of row_bytes */
     const uint8_t *wbase = (const uint8_t *)W.q + (size_t)(rb * 32 + g) * row_bytes + t * 16;
 
@@ -183,15 +187,39 @@ __global__ void __launch_bounds__(256)
                 for (int c = 0; c < 4; c++)
                     my[((mt * NT + nt) * 4 + c) * 32 + lane] = acc[mt][nt][c];
         __syncthreads();
+        for (int e = threadIdx.x; e < SZ; e += blockDim.x) {
+            float v = 0.0f;
+            for (int w = 0; w < ks; w++) v += wq_red[(size_t)w * SZ + e];
+            blk[e] = v;
+        }
+        __syncthreads();
+        if (nparts > 1) {
+            /* split-K (one pass only): partials to global, the last block of this row block
+             * adds them in part order (deterministic) and runs the epilogue */
+            const size_t tile = (size_t)blockIdx.y * gridDim.x + rb;
+            float *gp = gpart + tile * (size_t)nparts * SZ;
+            for (int e = threadIdx.x; e < SZ; e += blockDim.x) gp[(size_t)part * SZ + e] = blk[e];
+            __threadfence();
+            __syncthreads();
+            if (threadIdx.x == 0) wq_last = atomicAdd(&gcount[tile], 1) == nparts - 1;
+            __syncthreads();
+            if (!wq_last) return;
+            __threadfence();
+            for (int e = threadIdx.x; e < SZ; e += blockDim.x) {
+                float v = 0.0f;
+                for (int q = 0; q < nparts; q++) v += __ldcg(gp + (size_t)q * SZ + e);
+                blk[e] = v;
+            }
+            if (threadIdx.x == 0) gcount[tile] = 0; /* ready for the next launch */
+            __syncthreads();
+        }
 
         if (WHICH == 0) {
             for (int e = threadIdx.x; e < NT * 128; e += blockDim.x) {
                 const int nt = e >> 7, c = (e >> 5) & 3, ln = e & 31;
-                float gv = 0.0f, uv = 0.0f;
-                for (int w = 0; w < ks; w++) {
-                    gv += wq_red[(size_t)w * SZ + ((0 * NT + nt) * 4 + c) * 32 + ln];
-                    uv += wq_red[(size_t)w * SZ + ((1 * NT + nt) * 4 + c) * 32 + ln];
-                }
+                const float gv0 = blk[((0 * NT + nt) * 4 + c) * 32 + ln];
+                const float uv0 = blk[((1 * NT + nt) * 4 + c) * 32 + ln];
+                float gv = gv0, uv = uv0;
                 const int rr = (ln >> 2) + 8 * (c >> 1);
                 const int tok = p0 + nt * 8 + 2 * (ln & 3) + (c & 1);
                 if (FMT == MR_CUDA_FMT_INT8) {
@@ -209,9 +237,7 @@ __global__ void __launch_bounds__(256)
             for (int e = threadIdx.x; e < 2 * NT * 128; e += blockDim.x) {
                 const int mt = e / (NT * 128), rem = e % (NT * 128);
                 const int nt = rem >> 7, c = (rem >> 5) & 3, ln = rem & 31;
-                float v = 0.0f;
-                for (int w = 0; w < ks; w++)
-                    v += wq_red[(size_t)w * SZ + ((mt * NT + nt) * 4 + c) * 32 + ln];
+                float v = blk[((mt * NT + nt) * 4 + c) * 32 + ln];
                 const int row = rb * 32 + 16 * mt + (ln >> 2) + 8 * (c >> 1);
                 const int tok = p0 + nt * 8 + 2 * (ln & 3) + (c & 1);
                 if (FMT == MR_CUDA_FMT_INT8) v *= ((const float *)W.scale)[row];
@@ -223,53 +249,53 @@ __global__ void __launch_bounds__(256)
     }
 }
 
-template <int FMT, int NT>
-static void wq_launch_t(int which, dim3 grid, int threads, size_t smem, cudaStream_t st,
-                        const mr_cuda_job *jobs, const uint16_t *x, int ldx, int np, int kp,
-                        void *out, int ldo, int n_out) {
-    if (which == 0)
-        wq_kernel<FMT, NT, 0><<<grid, threads, smem, st>>>(jobs, x, ldx, np, kp, out, ldo, n_out);
-    else
-        wq_kernel<FMT, NT, 1><<<grid, threads, smem, st>>>(jobs, x, ldx, np, kp, out, ldo, n_out);
+typedef void (*wq_fn)(const mr_cuda_job *, const uint16_t *, int, int, int, void *, int, int,
+                      float *, int *);
+
+template <int FMT, int W> static wq_fn wq_pick_nt(int nt) {
+    return nt == 1 ? wq_kernel<FMT, 1, W> : nt == 2 ? wq_kernel<FMT, 2, W> : wq_kernel<FMT, 4, W>;
 }
 
-template <int FMT>
-static void wq_launch_f(int nt, int which, dim3 grid, int threads, size_t smem, cudaStream_t st,
-                        const mr_cuda_job *jobs, const uint16_t *x, int ldx, int np, int kp,
-                        void *out, int ldo, int n_out) {
-    if (nt == 1)
-        wq_launch_t<FMT, 1>(which, grid, threads, smem, st, jobs, x, ldx, np, kp, out, ldo, n_out);
-    else if (nt == 2)
-        wq_launch_t<FMT, 2>(which, grid, threads, smem, st, jobs, x, ldx, np, kp, out, ldo, n_out);
-    else
-        wq_launch_t<FMT, 4>(which, grid, threads, smem, st, jobs, x, ldx, np, kp, out, ldo, n_out);
+template <int FMT> static wq_fn wq_pick_w(int nt, int which) {
+    return which == 0 ? wq_pick_nt<FMT, 0>(nt) : wq_pick_nt<FMT, 1>(nt);
 }
 
-extern "C" mr_status mr_cuda_wq_launch(int fmt, int which, int nt, int ks,
+static wq_fn wq_pick(int fmt, int nt, int which) {
+    return fmt == MR_CUDA_FMT_BF16   ? wq_pick_w<MR_CUDA_FMT_BF16>(nt, which)
+           : fmt == MR_CUDA_FMT_INT8 ? wq_pick_w<MR_CUDA_FMT_INT8>(nt, which)
+                                     : wq_pick_w<MR_CUDA_FMT_INT4>(nt, which);
+}
+
+static size_t wq_smem(int nt, int ks) {
+    return (size_t)(ks + 1) * 2 * (size_t)nt * 4 * 32 * sizeof(float);
+}
+
+extern "C" mr_status mr_cuda_wq_occupancy(int fmt, int which, int nt, int ks, int *blocks_per_sm) {
+    if (fmt < MR_CUDA_FMT_BF16 || fmt > MR_CUDA_FMT_INT4 || (nt != 1 && nt != 2 && nt != 4) ||
+        ks < 1 || ks > 8)
+        return MR_ERR_INVALID;
+    MR_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
+        blocks_per_sm, wq_pick(fmt, nt, which), 32 * ks, wq_smem(nt, ks)));
+    return MR_OK;
+}
+
+extern "C" mr_status mr_cuda_wq_launch(int fmt, int which, int nt, int ks, int nsplit,
                                        const mr_cuda_job *jobs_dev, int n_jobs, const uint16_t *x,
                                        int ldx, int np, int kp, void *out, int ldo, int n_out,
-                                       cudaStream_t st) {
+                                       float *gpart, int *gcount, cudaStream_t st) {
     if (fmt < MR_CUDA_FMT_BF16 || fmt > MR_CUDA_FMT_INT4 || (which != 0 && which != 1) ||
-        (nt != 1 && nt != 2 && nt != 4) || ks < 1 || ks > 8 || !jobs_dev || n_jobs <= 0 ||
-        n_jobs > 65535 || !x || !out || np <= 0 || np % 32 || kp % mr_cuda_fmt_chunk(fmt) ||
-        ldx < kp || ldx % 8 || n_out <= 0) {
+        (nt != 1 && nt != 2 && nt != 4) || ks < 1 || ks > 8 || nsplit < 1 || nsplit > 64 ||
+        !jobs_dev || n_jobs <= 0 || n_jobs > 65535 || !x || !out || np <= 0 || np % 32 ||
+        kp % mr_cuda_fmt_chunk(fmt) || ldx < kp || ldx % 8 || n_out <= 0 ||
+        (nsplit > 1 && (!gpart || !gcount))) {
         MR_LOG_ERROR(MR_LOG_GPU,
-                     "wq: bad arguments (fmt %d which %d nt %d ks %d jobs %d np %d kp %d)", fmt,
-                     which, nt, ks, n_jobs, np, kp);
+                     "wq: bad arguments (fmt %d which %d nt %d ks %d split %d jobs %d np %d kp %d)",
+                     fmt, which, nt, ks, nsplit, n_jobs, np, kp);
         return MR_ERR_INVALID;
     }
-    dim3 grid((unsigned)(np / 32), (unsigned)n_jobs);
-    const int threads = 32 * ks;
-    const size_t smem = (size_t)ks * 2 * (size_t)nt * 4 * 32 * sizeof(float);
-    if (fmt == MR_CUDA_FMT_BF16)
-        wq_launch_f<MR_CUDA_FMT_BF16>(nt, which, grid, threads, smem, st, jobs_dev, x, ldx, np, kp,
-                                      out, ldo, n_out);
-    else if (fmt == MR_CUDA_FMT_INT8)
-        wq_launch_f<MR_CUDA_FMT_INT8>(nt, which, grid, threads, smem, st, jobs_dev, x, ldx, np, kp,
-                                      out, ldo, n_out);
-    else
-        wq_launch_f<MR_CUDA_FMT_INT4>(nt, which, grid, threads, smem, st, jobs_dev, x, ldx, np, kp,
-                                      out, ldo, n_out);
+    dim3 grid((unsigned)(np / 32), (unsigned)n_jobs, (unsigned)nsplit);
+    wq_pick(fmt, nt, which)<<<grid, 32 * ks, wq_smem(nt, ks), st>>>(jobs_dev, x, ldx, np, kp, out,
+                                                                    ldo, n_out, gpart, gcount);
     MR_CUDA_CHECK_LAUNCH("wq kernel launch");
     return MR_OK;
 }

@@ -9,7 +9,9 @@
  * within 1e-2 (activations and the SwiGLU intermediate are bf16 on the GPU). Also: the device
  * weights, dequantised, equal the host quantiser's bitwise; repeated calls are bitwise equal (a
  * moving result is a race); an assignment that does not fit is refused.
- * Exit 77 (ctest SKIP) without a CUDA device. */
+ * Shapes: mid (320×448, 8 experts), tiny (the tiny preset's 64×96, expert 1 not held), wide
+ * (1600×2880: K long enough for split-K), full (6144×9216, 4 of 32 experts held).
+ * Exit 77 (ctest SKIP) without a CUDA device; `--probe` only answers that (0 with a device). */
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -352,12 +354,14 @@ int main(int argc, char **argv) {
         printf("SKIP: no CUDA device\n");
         return 77;
     }
+    if (argc > 1 && strcmp(argv[1], "--probe") == 0) return 0; /* a device is present */
     const int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
     mr_log_set_level(MR_LOG_LEVEL_WARN);
     static const int tok_a[] = {1,   2,   3,   5,   8,   13,  17,  31,   32,   33,  64,
                                 100, 127, 128, 129, 255, 256, 511, 1000, 2048, 4096};
     static const int tok_b[] = {1, 3, 16, 100, 700};
     static const int tok_c[] = {1, 33};
+    static const int tok_d[] = {1, 2, 5, 9, 17, 31, 64};
     static const unsigned char held_a[8] = {1, 1, 1, 1, 1, 1, 1, 1};
     static const unsigned char held_b[4] = {1, 0, 1, 1};
     static unsigned char held_c[32];
@@ -366,6 +370,7 @@ int main(int argc, char **argv) {
         {"mid", 320, 448, 8, 2, held_a, 5, tok_a, quick ? 8 : (int)(sizeof tok_a / sizeof *tok_a),
          300},
         {"tiny", 64, 96, 4, 2, held_b, 2, tok_b, 5, 1000},
+        {"wide", 1600, 2880, 8, 2, held_a, 3, tok_d, 7, 64},
         {"full", 6144, 9216, 32, 2, held_c, 7, tok_c, 2, 100},
     };
     test_refuse();
