@@ -10,7 +10,9 @@
 
 static const char *const transports[] = {"tcp", "rdma", NULL};
 static const char *const formats[] = {"bf16", "int8", "int4", NULL};
-static const char *const backends[] = {"cpu", "ref", "cuda", "cuda-int8", "cuda-int4", NULL};
+static const char *const backends[] = {"cpu",       "ref",       "cuda",           "cuda-int8",
+                                       "cuda-int4", "cuda-fast", "cuda-int8-fast", "cuda-int4-fast",
+                                       NULL};
 
 static const mr_opt cluster_opts[] = {
     MR_OPT_STRING_(mr_cluster_conf, name, "moerack", "cluster name, shown by `moerack status`"),

@@ -135,9 +135,9 @@ struct mr_backend {
     void *impl;
 };
 
-/* name: "ref", "cpu", or where built with CUDA "cuda", "cuda-int8", "cuda-int4" (cpu for every op
- * but moe, which runs on GPU 0 with bf16 / int8 / int4 weights; see kernels/cuda/cuda_backend.h).
- */
+/* name: "ref", "cpu", or where built with CUDA "cuda", "cuda-int8", "cuda-int4" and their "-fast"
+ * variants (cpu for every op but moe, which runs on GPU 0 with bf16 / int8 / int4 weights; see
+ * kernels/cuda/cuda_backend.h). */
 mr_status mr_backend_create(const char *name, const mr_backend_params *p, mr_backend **out);
 void mr_backend_destroy(mr_backend *be);
 

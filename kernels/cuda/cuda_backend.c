@@ -11,7 +11,7 @@
 
 typedef struct cuda_be {
     mr_backend *cpu;
-    int fmt;
+    int fmt, act;
     mr_backend_params p;
     mr_cuda_experts *cx;        /* NULL until moe_prepare */
     const mr_expert_set **sets; /* [n_layers], the prepared layers' set pointers */
@@ -113,7 +113,8 @@ static mr_status cb_moe_prepare(mr_backend *be, const mr_expert_set *const *laye
                                 .max_tokens = c->p.max_tokens,
                                 .held = held,
                                 .small_max = -1,
-                                .gemm = MR_CUDA_GEMM_PER_EXPERT};
+                                .gemm = MR_CUDA_GEMM_PER_EXPERT,
+                                .act = c->act};
     mr_cuda_experts *cx = NULL;
     mr_status st = mr_cuda_experts_create(&p, &cx);
     free(held);
@@ -149,12 +150,27 @@ static const mr_backend_ops cuda_ops = {
 };
 
 mr_status mr_cuda_backend_create(const char *name, const mr_backend_params *p, mr_backend **out) {
-    int fmt = strcmp(name, "cuda") == 0        ? MR_CUDA_WFMT_BF16
-              : strcmp(name, "cuda-int8") == 0 ? MR_CUDA_WFMT_INT8
-              : strcmp(name, "cuda-int4") == 0 ? MR_CUDA_WFMT_INT4
-                                               : -1;
+    static const struct {
+        const char *name;
+        int fmt, act;
+    } names[] = {
+        {"cuda", MR_CUDA_WFMT_BF16, MR_CUDA_ACT_SPLIT},
+        {"cuda-int8", MR_CUDA_WFMT_INT8, MR_CUDA_ACT_SPLIT},
+        {"cuda-int4", MR_CUDA_WFMT_INT4, MR_CUDA_ACT_SPLIT},
+        {"cuda-fast", MR_CUDA_WFMT_BF16, MR_CUDA_ACT_BF16},
+        {"cuda-int8-fast", MR_CUDA_WFMT_INT8, MR_CUDA_ACT_BF16},
+        {"cuda-int4-fast", MR_CUDA_WFMT_INT4, MR_CUDA_ACT_BF16},
+    };
+    int fmt = -1, act = 0;
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (strcmp(name, names[i].name) == 0) {
+            fmt = names[i].fmt;
+            act = names[i].act;
+        }
     if (fmt < 0) {
-        MR_LOG_ERROR(MR_LOG_KERN, "unknown backend '%s' (expected cuda, cuda-int8, cuda-int4)",
+        MR_LOG_ERROR(MR_LOG_KERN,
+                     "unknown backend '%s' (expected cuda, cuda-int8, cuda-int4, or one of them "
+                     "with -fast)",
                      name);
         return MR_ERR_INVALID;
     }
@@ -166,6 +182,7 @@ mr_status mr_cuda_backend_create(const char *name, const mr_backend_params *p, m
         return MR_ERR_NOMEM;
     }
     c->fmt = fmt;
+    c->act = act;
     c->p = *p;
     mr_status st = mr_backend_create("cpu", p, &c->cpu);
     if (st != MR_OK) {

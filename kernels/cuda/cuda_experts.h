@@ -12,7 +12,8 @@
  * Semantics of run (= mr_backend_ops.moe): out[t] = Σ_j wts[t][j] · E_ids[t][j](x[t]) summed in
  * slot order j, skipping ids < 0 and experts not held; out is overwritten (zero if nothing is
  * held). E(x) = W2 · (silu(W1 x) ⊙ W3 x). Numerics: activations are rounded to bf16, the
- * intermediate silu(g)·u is bf16, accumulation is fp32, expert outputs and out are fp32.
+ * intermediate silu(g)·u is bf16 (or split in two bf16 parts, act = SPLIT), accumulation is fp32,
+ * expert outputs and out are fp32.
  *
  * Formats (weights quantised once, at load, on the GPU, round to nearest):
  *   BF16  as stored;
@@ -52,6 +53,16 @@ typedef enum mr_cuda_gemm {
     MR_CUDA_GEMM_GROUPED = 1,    /* cublasGemmGroupedBatchedEx over the experts (bf16 outputs) */
 } mr_cuda_gemm;
 
+/* Activation precision. BF16: x and the SwiGLU intermediate are rounded to bf16 (one tensor-core
+ * pass, the fastest). SPLIT: each is carried as two bf16 parts hi + lo (hi = bf16(v),
+ * lo = bf16(v - hi), ~16 significant bits) and every matrix product runs on both, so with bf16
+ * weights the result is fp32-accurate (products exact, fp32 accumulation): twice the tensor work,
+ * the same weight bytes. */
+typedef enum mr_cuda_act {
+    MR_CUDA_ACT_BF16 = 0,
+    MR_CUDA_ACT_SPLIT = 1,
+} mr_cuda_act;
+
 typedef struct mr_cuda_experts_params {
     int device; /* CUDA device ordinal */
     int fmt;    /* mr_cuda_wfmt */
@@ -60,6 +71,7 @@ typedef struct mr_cuda_experts_params {
     const unsigned char *held; /* [n_layers][n_experts], 1 = held; NULL = all held (copied) */
     int small_max; /* experts with more routed tokens use the GEMM path; < 0: the format default */
     int gemm;      /* mr_cuda_gemm */
+    int act;       /* mr_cuda_act; an executor created SPLIT can also run BF16 (set_act) */
 } mr_cuda_experts_params;
 
 /* Device memory an executor needs, by part (bytes). Computed without touching a GPU. */
@@ -110,6 +122,8 @@ void *mr_cuda_experts_stream(mr_cuda_experts *cx);
 
 /* Tuning and tests: change the path threshold and GEMM mode of later calls. */
 void mr_cuda_experts_set_path(mr_cuda_experts *cx, int small_max, int gemm);
+/* Change the activation precision of later calls; SPLIT needs an executor created SPLIT. */
+mr_status mr_cuda_experts_set_act(mr_cuda_experts *cx, int act);
 
 /* Tests: the device weights of one expert, dequantised to bf16 as the GEMM path sees them
  * (bf16(q · scale)), in the source layouts w1, w3 [inter][hidden], w2 [hidden][inter]. Allocates

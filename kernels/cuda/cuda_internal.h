@@ -98,19 +98,26 @@ mr_status mr_cuda_fill_random_bf16(uint16_t *dst, size_t n, uint64_t seed, float
  * zero before the launch (the kernel leaves them zero). Sums run in a fixed order, so a result
  * is the same on every run for given (nt, ks, nsplit). */
 mr_status mr_cuda_wq_launch(int fmt, int which, int nt, int ks, int nsplit,
-                            const mr_cuda_job *jobs_dev, int n_jobs, const uint16_t *x, int ldx,
-                            int np, int kp, void *out, int ldo, int n_out, float *gpart,
-                            int *gcount, cudaStream_t st);
-/* Resident blocks per multiprocessor of one wq kernel instance with ks warps. */
-mr_status mr_cuda_wq_occupancy(int fmt, int which, int nt, int ks, int *blocks_per_sm);
+                            const mr_cuda_job *jobs_dev, int n_jobs, const uint16_t *x,
+                            const uint16_t *x_lo, int ldx, int np, int kp, void *out,
+                            uint16_t *out_lo, int ldo, int n_out, float *gpart, int *gcount,
+                            cudaStream_t st);
+/* Split activations: with x_lo != NULL the activation is x + x_lo (x_lo = bf16(x_f32 - x), the
+ * same layout as x) and each mma runs twice, so products with the bf16 weights are exact and
+ * accumulate in fp32; gate/up then also writes a_lo = bf16(a - bf16(a)) to out_lo (stride ldo).
+ * Resident blocks per multiprocessor of one wq kernel instance with ks warps: */
+mr_status mr_cuda_wq_occupancy(int fmt, int which, int nt, int ks, int split_act,
+                               int *blocks_per_sm);
 
-/* xg[r][c] = bf16(x[src[r]][c]) for r < rows, c < hidden; x fp32 [*][hidden], xg stride ldx. */
+/* xg[r][c] = bf16(x[src[r]][c]) for r < rows, c < hidden; x fp32 [*][hidden], xg stride ldx;
+ * with xg_lo != NULL also xg_lo[r][c] = bf16(x - xg) (split activations). */
 mr_status mr_cuda_gather_launch(const float *x, const int32_t *src, int rows, int hidden,
-                                uint16_t *xg, int ldx, cudaStream_t st);
+                                uint16_t *xg, uint16_t *xg_lo, int ldx, cudaStream_t st);
 /* a[r][j] = bf16(silu(g) · u) for r in [r0, r1), j < inter, where g = G[r][32(j/16) + j%16] and
- * u = the element 16 columns later (interleaved W13 rows); G bf16 stride ldg, a stride lda. */
-mr_status mr_cuda_swiglu_launch(const uint16_t *g, int ldg, int r0, int r1, int inter, uint16_t *a,
-                                int lda, cudaStream_t st);
+ * u = the element 16 columns later (interleaved W13 rows); G bf16 (g_f32 = 0) or fp32 (1),
+ * stride ldg; a stride lda; with a_lo != NULL also a_lo = bf16(silu(g)·u - a). */
+mr_status mr_cuda_swiglu_launch(const void *g, int g_f32, int ldg, int r0, int r1, int inter,
+                                uint16_t *a, uint16_t *a_lo, int lda, cudaStream_t st);
 /* out[t][c] = Σ_j wts[t][j] · Y[inv[t][j]][c] in j order, skipping inv < 0. Y rows below rows16
  * come from y16 (bf16), the others from y32 (fp32); both stride hidden; out fp32 [n][hidden]. */
 mr_status mr_cuda_combine_launch(const float *y32, const uint16_t *y16, int rows16,

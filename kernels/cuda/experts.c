@@ -31,10 +31,11 @@ struct mr_cuda_experts {
     mr_cuda_experts_params p;
     unsigned char *held; /* [n_layers][n_experts] own copy */
     cx_dims d;
-    int num_sms, small_max, gemm, path_auto;
-    int occ[3][2][4]; /* wq blocks per SM by [nt 1/2/4][which][ks 1/2/4/8] */
-    float *gpart;     /* [CX_GPART] split-K partials */
-    int *gcount;      /* [n_experts · max(N13, Hp)/32] split-K counters, zero between launches */
+    int num_sms, small_max, gemm, path_auto, act;
+    int occ[2][3][2][4];     /* wq blocks per SM by [split act][nt 1/2/4][which][ks 1/2/4/8] */
+    uint16_t *xg_lo, *ab_lo; /* act SPLIT: the lo parts, same shapes as xg, ab; else NULL */
+    float *gpart;            /* [CX_GPART] split-K partials */
+    int *gcount; /* [n_experts · max(N13, Hp)/32] split-K counters, zero between launches */
     cudaStream_t st, aux; /* aux: dequantisation ahead of the GEMMs (int8/int4) */
     cublasHandle_t blas;
     void *blas_ws;
@@ -42,7 +43,8 @@ struct mr_cuda_experts {
     mr_cuda_qmat *w13, *w2; /* [n_layers][n_experts]; q == NULL if not held */
     uint8_t *ws;            /* workspace slab */
     float *xin, *outd, *y;  /* [max_tokens][H], [max_tokens][H], [max_slots][H] f32 */
-    uint16_t *xg, *gb, *ab; /* bf16 [max_slots+32][Kx], [max_slots][N13], [max_slots+32][Ka] */
+    uint16_t *xg, *ab;      /* bf16 [max_slots+32][Kx], [max_slots+32][Ka] */
+    void *gb;               /* GEMM output G [max_slots][N13]: bf16, or fp32 if SPLIT-capable */
     uint16_t *y16;          /* bf16 [max_slots][H] (grouped GEMM output; bf16 format only) */
     uint16_t *deq[2];       /* bf16 W13 [N13][Kp13] then W2 [Hp][Kp2] (int8/int4 only) */
     uint16_t *stage;        /* bf16 [CX_STAGE_ELEMS] load staging */
@@ -122,9 +124,10 @@ mr_status mr_cuda_experts_plan(const mr_cuda_experts_params *p, mr_cuda_mem_plan
         m.n_held += p->held ? (p->held[i] != 0) : 1;
     m.weights_bytes = (size_t)m.n_held * m.expert_bytes;
     const size_t T = (size_t)p->max_tokens, S = (size_t)d.max_slots, H = (size_t)d.H;
-    m.workspace_bytes = 2 * cx_al(T * H * 4) + cx_al((S + CX_SPARE_ROWS) * (size_t)d.Kx * 2) +
-                        cx_al(S * (size_t)d.N13 * 2) +
-                        cx_al((S + CX_SPARE_ROWS) * (size_t)d.Ka * 2) + cx_al(S * H * 4) +
+    const size_t sp = p->act == MR_CUDA_ACT_SPLIT ? 2 : 1; /* lo parts, fp32 G */
+    m.workspace_bytes = 2 * cx_al(T * H * 4) + sp * cx_al((S + CX_SPARE_ROWS) * (size_t)d.Kx * 2) +
+                        cx_al(S * (size_t)d.N13 * 2 * sp) +
+                        sp * cx_al((S + CX_SPARE_ROWS) * (size_t)d.Ka * 2) + cx_al(S * H * 4) +
                         (p->fmt == MR_CUDA_WFMT_BF16 ? cx_al(S * H * 2) : 0) + cx_al(d.meta_cap) +
                         cx_al(CX_GPART * 4) +
                         cx_al((size_t)p->n_experts * (size_t)(MR_MAX(d.N13, d.Hp) / 32) * 4);
@@ -196,9 +199,12 @@ static void cx_carve(mr_cuda_experts *cx) {
     } while (0)
     CX_TAKE(cx->xin, float, T *H * 4);
     CX_TAKE(cx->outd, float, T *H * 4);
+    const int split = cx->p.act == MR_CUDA_ACT_SPLIT;
     CX_TAKE(cx->xg, uint16_t, (S + CX_SPARE_ROWS) * (size_t)d->Kx * 2);
-    CX_TAKE(cx->gb, uint16_t, S * (size_t)d->N13 * 2);
+    if (split) CX_TAKE(cx->xg_lo, uint16_t, (S + CX_SPARE_ROWS) * (size_t)d->Kx * 2);
+    CX_TAKE(cx->gb, void, S *(size_t)d->N13 * 2 * (split ? 2 : 1));
     CX_TAKE(cx->ab, uint16_t, (S + CX_SPARE_ROWS) * (size_t)d->Ka * 2);
+    if (split) CX_TAKE(cx->ab_lo, uint16_t, (S + CX_SPARE_ROWS) * (size_t)d->Ka * 2);
     CX_TAKE(cx->y, float, S *H * 4);
     if (cx->p.fmt == MR_CUDA_WFMT_BF16) CX_TAKE(cx->y16, uint16_t, S * H * 2);
     CX_TAKE(cx->meta_dev, uint8_t, d->meta_cap);
@@ -283,6 +289,7 @@ mr_status mr_cuda_experts_create(const mr_cuda_experts_params *p, mr_cuda_expert
     cx->small_max = p->small_max >= 0 ? p->small_max : mr_cuda_experts_default_small_max(p->fmt);
     cx->path_auto = p->small_max < 0;
     cx->gemm = p->gemm;
+    cx->act = p->act;
     MR_CHECK_GOTO(cx_dims_init(p, &cx->d), err);
     MR_CHECK_GOTO(cx_alloc_host(cx), err);
 
@@ -321,12 +328,13 @@ mr_status mr_cuda_experts_create(const mr_cuda_experts_params *p, mr_cuda_expert
     MR_CUDA_CHECK_GOTO(cudaMallocHost((void **)&cx->pin_x, xbytes), err);
     MR_CUDA_CHECK_GOTO(cudaMallocHost((void **)&cx->pin_out, xbytes), err);
     MR_CUDA_CHECK_GOTO(cudaMallocHost((void **)&cx->pin_stage, CX_STAGE_ELEMS * 2), err);
-    for (int nt = 0; nt < 3; nt++)
-        for (int which = 0; which < 2; which++)
-            for (int ks = 0; ks < 4; ks++)
-                MR_CHECK_GOTO(
-                    mr_cuda_wq_occupancy(p->fmt, which, 1 << nt, 1 << ks, &cx->occ[nt][which][ks]),
-                    err);
+    for (int sp = 0; sp < 2; sp++)
+        for (int nt = 0; nt < 3; nt++)
+            for (int which = 0; which < 2; which++)
+                for (int ks = 0; ks < 4; ks++)
+                    MR_CHECK_GOTO(mr_cuda_wq_occupancy(p->fmt, which, 1 << nt, 1 << ks, sp,
+                                                       &cx->occ[sp][nt][which][ks]),
+                                  err);
     MR_CUBLAS_CHECK_GOTO(cublasCreate(&cx->blas), err);
     MR_CUBLAS_CHECK_GOTO(cublasSetStream(cx->blas, cx->st), err);
     MR_CUBLAS_CHECK_GOTO(cublasSetWorkspace(cx->blas, cx->blas_ws, CX_BLAS_WS), err);
@@ -347,6 +355,16 @@ void mr_cuda_experts_set_path(mr_cuda_experts *cx, int small_max, int gemm) {
     cx->small_max = small_max >= 0 ? small_max : mr_cuda_experts_default_small_max(cx->p.fmt);
     cx->path_auto = small_max < 0;
     cx->gemm = gemm;
+}
+
+mr_status mr_cuda_experts_set_act(mr_cuda_experts *cx, int act) {
+    if (act != MR_CUDA_ACT_BF16 && act != MR_CUDA_ACT_SPLIT) return MR_ERR_INVALID;
+    if (act == MR_CUDA_ACT_SPLIT && !cx->xg_lo) {
+        MR_LOG_ERROR(MR_LOG_GPU, "cuda experts: split activations need an executor created SPLIT");
+        return MR_ERR_INVALID;
+    }
+    cx->act = act;
+    return MR_OK;
 }
 
 void *mr_cuda_experts_stream(mr_cuda_experts *cx) {
@@ -476,12 +494,12 @@ out:
  * fits one pass, nsplit blocks per 32-row block (split-K) so that about 8 waves of blocks cover
  * the GPU: a launch of few long blocks loses up to half its time to the last, partial wave. */
 static void cx_pick_split(const mr_cuda_experts *cx, int which, int nt, int rbn, int n_jobs,
-                          int units, int one_pass, int *ks_out, int *split_out) {
+                          int units, int one_pass, int sp, int *ks_out, int *split_out) {
     int ks = 4;
     while (ks > 1 && units < ks * 3) ks /= 2;
     const int nt_i = nt == 1 ? 0 : nt == 2 ? 1 : 2, ks_i = ks == 1 ? 0 : ks == 2 ? 1 : 2;
-    const long bps = MR_MAX(cx->occ[nt_i][which][ks_i], 1);
-    const long base = (long)rbn * n_jobs, target = 8L * cx->num_sms * bps;
+    const long bps = MR_MAX(cx->occ[sp][nt_i][which][ks_i], 1);
+    const long base = (long)rbn * n_jobs, target = 2L * cx->num_sms * bps; /* 2 waves */
     long split = 1;
     if (one_pass && base < target) {
         split = MR_MIN((target + base - 1) / base, (long)MR_MAX(units / (ks * 3), 1));
@@ -493,12 +511,43 @@ static void cx_pick_split(const mr_cuda_experts *cx, int which, int nt, int rbn,
 }
 
 static mr_status cx_gemm(mr_cuda_experts *cx, const void *a, int lda, const void *b, int ldb,
-                         void *c, cudaDataType ct, int ldc, int m, int n, int k) {
+                         void *c, cudaDataType ct, int ldc, int m, int n, int k, int accumulate) {
     const float one = 1.0f, zero = 0.0f;
     /* column-major: C (m × n) = Aᵀ B with A [k × m] = our row-major [m][lda] weights */
     MR_CUBLAS_CHECK(cublasGemmEx(cx->blas, CUBLAS_OP_T, CUBLAS_OP_N, m, n, k, &one, a, CUDA_R_16BF,
-                                 lda, b, CUDA_R_16BF, ldb, &zero, c, ct, ldc, CUBLAS_COMPUTE_32F,
-                                 CUBLAS_GEMM_DEFAULT));
+                                 lda, b, CUDA_R_16BF, ldb, accumulate ? &one : &zero, c, ct, ldc,
+                                 CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return MR_OK;
+}
+
+/* The GEMM path of one expert on rows [r0, r0 + cnt): G = W13·x (bf16 G; with split activations
+ * fp32 G = W13·x_hi + W13·x_lo), then (cx_swiglu) a = SwiGLU(G), then Y = W2·a (+ W2·a_lo). */
+static mr_status cx_gemm1(mr_cuda_experts *cx, const void *w13, int r0, int cnt) {
+    const cx_dims *d = &cx->d;
+    const size_t xo = (size_t)r0 * d->Kx, go = (size_t)r0 * d->N13;
+    if (cx->act != MR_CUDA_ACT_SPLIT)
+        return cx_gemm(cx, w13, d->Kp13, cx->xg + xo, d->Kx, (uint16_t *)cx->gb + go, CUDA_R_16BF,
+                       d->N13, d->N13, cnt, d->H, 0);
+    MR_CHECK(cx_gemm(cx, w13, d->Kp13, cx->xg + xo, d->Kx, (float *)cx->gb + go, CUDA_R_32F, d->N13,
+                     d->N13, cnt, d->H, 0));
+    return cx_gemm(cx, w13, d->Kp13, cx->xg_lo + xo, d->Kx, (float *)cx->gb + go, CUDA_R_32F,
+                   d->N13, d->N13, cnt, d->H, 1);
+}
+
+static mr_status cx_swiglu(mr_cuda_experts *cx, int r0, int r1) {
+    const int split = cx->act == MR_CUDA_ACT_SPLIT;
+    return mr_cuda_swiglu_launch(cx->gb, split, cx->d.N13, r0, r1, cx->d.I, cx->ab,
+                                 split ? cx->ab_lo : NULL, cx->d.Ka, cx->st);
+}
+
+static mr_status cx_gemm2(mr_cuda_experts *cx, const void *w2, int r0, int cnt) {
+    const cx_dims *d = &cx->d;
+    const size_t ao = (size_t)r0 * d->Ka;
+    float *y = cx->y + (size_t)r0 * d->H;
+    MR_CHECK(cx_gemm(cx, w2, d->Kp2, cx->ab + ao, d->Ka, y, CUDA_R_32F, d->H, d->H, cnt, d->I, 0));
+    if (cx->act == MR_CUDA_ACT_SPLIT)
+        MR_CHECK(cx_gemm(cx, w2, d->Kp2, cx->ab_lo + ao, d->Ka, y, CUDA_R_32F, d->H, d->H, cnt,
+                         d->I, 1));
     return MR_OK;
 }
 
@@ -526,7 +575,7 @@ static mr_status cx_run_large(mr_cuda_experts *cx, int layer, int gemm, int n_la
             (const void *const *)gptr_dev, CUDA_R_16BF, cx->glda,
             (const void *const *)(gptr_dev + n_large), CUDA_R_16BF, cx->gldb, cx->gbeta,
             gptr_dev + 2 * n_large, CUDA_R_16BF, cx->gldc, n_large, cx->gsize, CUBLAS_COMPUTE_32F));
-        MR_CHECK(mr_cuda_swiglu_launch(cx->gb, d->N13, 0, r_large, d->I, cx->ab, d->Ka, cx->st));
+        MR_CHECK(cx_swiglu(cx, 0, r_large));
         for (int i = 0; i < n_large; i++) {
             cx->gm[i] = d->H;
             cx->gk[i] = d->I;
@@ -542,18 +591,13 @@ static mr_status cx_run_large(mr_cuda_experts *cx, int layer, int gemm, int n_la
         return MR_OK;
     }
     if (cx->p.fmt == MR_CUDA_WFMT_BF16) {
-        for (int i = 0; i < n_large; i++) {
-            const int e = cx->large[i], r0 = cx->off[e];
-            MR_CHECK(cx_gemm(cx, cx->w13[base + e].q, d->Kp13, cx->xg + (size_t)r0 * d->Kx, d->Kx,
-                             cx->gb + (size_t)r0 * d->N13, CUDA_R_16BF, d->N13, d->N13, cx->cnt[e],
-                             d->H));
-        }
-        MR_CHECK(mr_cuda_swiglu_launch(cx->gb, d->N13, 0, r_large, d->I, cx->ab, d->Ka, cx->st));
-        for (int i = 0; i < n_large; i++) {
-            const int e = cx->large[i], r0 = cx->off[e];
-            MR_CHECK(cx_gemm(cx, cx->w2[base + e].q, d->Kp2, cx->ab + (size_t)r0 * d->Ka, d->Ka,
-                             cx->y + (size_t)r0 * d->H, CUDA_R_32F, d->H, d->H, cx->cnt[e], d->I));
-        }
+        for (int i = 0; i < n_large; i++)
+            MR_CHECK(cx_gemm1(cx, cx->w13[base + cx->large[i]].q, cx->off[cx->large[i]],
+                              cx->cnt[cx->large[i]]));
+        MR_CHECK(cx_swiglu(cx, 0, r_large));
+        for (int i = 0; i < n_large; i++)
+            MR_CHECK(cx_gemm2(cx, cx->w2[base + cx->large[i]].q, cx->off[cx->large[i]],
+                              cx->cnt[cx->large[i]]));
         return MR_OK;
     }
     /* int8/int4: dequantise expert i on aux into deq[b] while the GEMMs of i-1 run on st */
@@ -568,13 +612,9 @@ static mr_status cx_run_large(mr_cuda_experts *cx, int layer, int gemm, int n_la
                                         cx->deq[b] + w2_off, cx->aux));
         MR_CUDA_CHECK(cudaEventRecord(cx->ev_ready[b], cx->aux));
         MR_CUDA_CHECK(cudaStreamWaitEvent(cx->st, cx->ev_ready[b], 0));
-        MR_CHECK(cx_gemm(cx, cx->deq[b], d->Kp13, cx->xg + (size_t)r0 * d->Kx, d->Kx,
-                         cx->gb + (size_t)r0 * d->N13, CUDA_R_16BF, d->N13, d->N13, cx->cnt[e],
-                         d->H));
-        MR_CHECK(mr_cuda_swiglu_launch(cx->gb, d->N13, r0, r0 + cx->cnt[e], d->I, cx->ab, d->Ka,
-                                       cx->st));
-        MR_CHECK(cx_gemm(cx, cx->deq[b] + w2_off, d->Kp2, cx->ab + (size_t)r0 * d->Ka, d->Ka,
-                         cx->y + (size_t)r0 * d->H, CUDA_R_32F, d->H, d->H, cx->cnt[e], d->I));
+        MR_CHECK(cx_gemm1(cx, cx->deq[b], r0, cx->cnt[e]));
+        MR_CHECK(cx_swiglu(cx, r0, r0 + cx->cnt[e]));
+        MR_CHECK(cx_gemm2(cx, cx->deq[b] + w2_off, r0, cx->cnt[e]));
         MR_CUDA_CHECK(cudaEventRecord(cx->ev_free[b], cx->st));
     }
     return MR_OK;
@@ -595,9 +635,11 @@ mr_status mr_cuda_experts_enqueue(mr_cuda_experts *cx, int layer, const float *x
     }
     const size_t base = (size_t)layer * E;
     const int nk = n * k;
+    const int split = cx->act == MR_CUDA_ACT_SPLIT;
     int small_max = cx->small_max, gemm = cx->gemm;
     if (cx->path_auto && cx->p.fmt == MR_CUDA_WFMT_BF16)
         gemm = nk > 2 && nk <= CX_AUTO_GROUPED_MAX ? MR_CUDA_GEMM_GROUPED : MR_CUDA_GEMM_PER_EXPERT;
+    if (split) gemm = MR_CUDA_GEMM_PER_EXPERT; /* the grouped GEMM has only bf16 outputs */
     /* group the routed slots by expert: GEMM-path experts first, then wq-path experts */
     memset(cx->cnt, 0, (size_t)E * 4);
     for (int s = 0; s < nk; s++)
@@ -666,21 +708,23 @@ mr_status mr_cuda_experts_enqueue(mr_cuda_experts *cx, int layer, const float *x
         return MR_OK;
     }
     const int32_t *src_d = (const int32_t *)(cx->meta_dev + o_src);
-    MR_CHECK(mr_cuda_gather_launch(x_dev, src_d, total, d->H, cx->xg, d->Kx, cx->st));
+    MR_CHECK(mr_cuda_gather_launch(x_dev, src_d, total, d->H, cx->xg, split ? cx->xg_lo : NULL,
+                                   d->Kx, cx->st));
     if (n_small > 0) {
         const mr_cuda_job *jobs_d = (const mr_cuda_job *)(cx->meta_dev + o_jobs);
         const int nt = max_small <= 8 ? 1 : max_small <= 16 ? 2 : 4;
         const int one_pass = max_small <= 8 * nt;
         const int ck = mr_cuda_fmt_chunk(cx->p.fmt);
-        int ks, split;
-        cx_pick_split(cx, 0, nt, d->N13 / 32, n_small, d->Kp13 / ck, one_pass, &ks, &split);
-        MR_CHECK(mr_cuda_wq_launch(cx->p.fmt, 0, nt, ks, split, jobs_d, n_small, cx->xg, d->Kx,
-                                   d->N13, d->Kp13, cx->ab, d->Ka, d->I, cx->gpart, cx->gcount,
+        int ks, nsplit;
+        cx_pick_split(cx, 0, nt, d->N13 / 32, n_small, d->Kp13 / ck, one_pass, split, &ks, &nsplit);
+        MR_CHECK(mr_cuda_wq_launch(cx->p.fmt, 0, nt, ks, nsplit, jobs_d, n_small, cx->xg,
+                                   split ? cx->xg_lo : NULL, d->Kx, d->N13, d->Kp13, cx->ab,
+                                   split ? cx->ab_lo : NULL, d->Ka, d->I, cx->gpart, cx->gcount,
                                    cx->st));
-        cx_pick_split(cx, 1, nt, d->Hp / 32, n_small, d->Kp2 / ck, one_pass, &ks, &split);
-        MR_CHECK(mr_cuda_wq_launch(cx->p.fmt, 1, nt, ks, split, jobs_d, n_small, cx->ab, d->Ka,
-                                   d->Hp, d->Kp2, cx->y, d->H, d->H, cx->gpart, cx->gcount,
-                                   cx->st));
+        cx_pick_split(cx, 1, nt, d->Hp / 32, n_small, d->Kp2 / ck, one_pass, split, &ks, &nsplit);
+        MR_CHECK(mr_cuda_wq_launch(cx->p.fmt, 1, nt, ks, nsplit, jobs_d, n_small, cx->ab,
+                                   split ? cx->ab_lo : NULL, d->Ka, d->Hp, d->Kp2, cx->y, NULL,
+                                   d->H, d->H, cx->gpart, cx->gcount, cx->st));
     }
     if (n_large > 0)
         MR_CHECK(

@@ -8,40 +8,57 @@
 
 /* One block per gathered row. */
 static __global__ void gather_kernel(const float *x, const int32_t *src, int hidden, uint16_t *xg,
-                                     int ldx) {
+                                     uint16_t *xg_lo, int ldx) {
     const int r = blockIdx.x;
     const float *xs = x + (size_t)src[r] * (size_t)hidden;
     __nv_bfloat16 *d = (__nv_bfloat16 *)xg + (size_t)r * (size_t)ldx;
-    for (int c = threadIdx.x; c < hidden; c += blockDim.x) d[c] = __float2bfloat16_rn(xs[c]);
+    __nv_bfloat16 *dl = xg_lo ? (__nv_bfloat16 *)xg_lo + (size_t)r * (size_t)ldx : NULL;
+    for (int c = threadIdx.x; c < hidden; c += blockDim.x) {
+        const __nv_bfloat16 hi = __float2bfloat16_rn(xs[c]);
+        d[c] = hi;
+        if (dl) dl[c] = __float2bfloat16_rn(xs[c] - __bfloat162float(hi));
+    }
 }
 
 extern "C" mr_status mr_cuda_gather_launch(const float *x, const int32_t *src, int rows, int hidden,
-                                           uint16_t *xg, int ldx, cudaStream_t st) {
+                                           uint16_t *xg, uint16_t *xg_lo, int ldx,
+                                           cudaStream_t st) {
     if (!x || !src || !xg || rows <= 0 || hidden <= 0 || ldx < hidden) return MR_ERR_INVALID;
-    gather_kernel<<<(unsigned)rows, 256, 0, st>>>(x, src, hidden, xg, ldx);
+    gather_kernel<<<(unsigned)rows, 256, 0, st>>>(x, src, hidden, xg, xg_lo, ldx);
     MR_CUDA_CHECK_LAUNCH("gather kernel launch");
     return MR_OK;
 }
 
 /* grid (rows, ceil(inter/256)) */
-static __global__ void swiglu_kernel(const uint16_t *g, int ldg, int r0, int inter, uint16_t *a,
-                                     int lda) {
+static __global__ void swiglu_kernel(const void *g, int g_f32, int ldg, int r0, int inter,
+                                     uint16_t *a, uint16_t *a_lo, int lda) {
     const int r = r0 + blockIdx.x, j = blockIdx.y * blockDim.x + threadIdx.x;
     if (j >= inter) return;
-    const __nv_bfloat16 *gr = (const __nv_bfloat16 *)g + (size_t)r * (size_t)ldg;
-    const int col = 32 * (j / 16) + (j % 16);
-    const float gv = __bfloat162float(gr[col]), uv = __bfloat162float(gr[col + 16]);
-    ((__nv_bfloat16 *)a)[(size_t)r * (size_t)lda + j] =
-        __float2bfloat16_rn(gv / (1.0f + expf(-gv)) * uv);
+    const size_t i = (size_t)r * (size_t)ldg + (size_t)(32 * (j / 16) + (j % 16));
+    float gv, uv;
+    if (g_f32) {
+        gv = ((const float *)g)[i];
+        uv = ((const float *)g)[i + 16];
+    } else {
+        gv = __bfloat162float(((const __nv_bfloat16 *)g)[i]);
+        uv = __bfloat162float(((const __nv_bfloat16 *)g)[i + 16]);
+    }
+    const float v = gv / (1.0f + expf(-gv)) * uv;
+    const __nv_bfloat16 hi = __float2bfloat16_rn(v);
+    ((__nv_bfloat16 *)a)[(size_t)r * (size_t)lda + j] = hi;
+    if (a_lo)
+        ((__nv_bfloat16 *)a_lo)[(size_t)r * (size_t)lda + j] =
+            __float2bfloat16_rn(v - __bfloat162float(hi));
 }
 
-extern "C" mr_status mr_cuda_swiglu_launch(const uint16_t *g, int ldg, int r0, int r1, int inter,
-                                           uint16_t *a, int lda, cudaStream_t st) {
+extern "C" mr_status mr_cuda_swiglu_launch(const void *g, int g_f32, int ldg, int r0, int r1,
+                                           int inter, uint16_t *a, uint16_t *a_lo, int lda,
+                                           cudaStream_t st) {
     if (!g || !a || r0 < 0 || r1 <= r0 || inter <= 0 || lda < inter ||
         ldg < 2 * mr_cuda_round_up(inter, 16))
         return MR_ERR_INVALID;
     dim3 grid((unsigned)(r1 - r0), (unsigned)((inter + 255) / 256));
-    swiglu_kernel<<<grid, 256, 0, st>>>(g, ldg, r0, inter, a, lda);
+    swiglu_kernel<<<grid, 256, 0, st>>>(g, g_f32, ldg, r0, inter, a, a_lo, lda);
     MR_CUDA_CHECK_LAUNCH("swiglu kernel launch");
     return MR_OK;
 }

@@ -75,10 +75,10 @@ __device__ static inline void wq_frag(const uint4 &w, int s, uint32_t &p01, uint
     }
 }
 
-template <int FMT, int NT, int WHICH>
+template <int FMT, int NT, int WHICH, int SP>
 __global__ void __launch_bounds__(256)
-    wq_kernel(const mr_cuda_job *jobs, const uint16_t *x, int ldx, int np, int kp, void *out,
-              int ldo, int n_out, float *gpart, int *gcount) {
+    wq_kernel(const mr_cuda_job *jobs, const uint16_t *x, const uint16_t *x_lo, int ldx, int np,
+              int kp, void *out, uint16_t *out_lo, int ldo, int n_out, float *gpart, int *gcount) {
     extern __shared__ float wq_red[]; /* [ks][2·NT·4][32] partial sums, then [SZ] block sums */
     __shared__ int wq_last;
     constexpr int CK = FMT == MR_CUDA_FMT_BF16 ? 32 : FMT == MR_CUDA_FMT_INT8 ? 64 : 128;
@@ -108,10 +108,10 @@ __global__ void __launch_bounds__(256)
             for (int nt = 0; nt < NT; nt++)
 #pragma unroll
                 for (int c = 0; c < 4; c++) acc[mt][nt][c] = 0.0f;
-        const uint16_t *xrow[NT];
+        size_t xoff[NT];
 #pragma unroll
         for (int nt = 0; nt < NT; nt++)
-            xrow[nt] = x + (size_t)(job.row0 + p0 + nt * 8 + g) * (size_t)ldx + t * (CK / 4);
+            xoff[nt] = (size_t)(job.row0 + p0 + nt * 8 + g) * (size_t)ldx + t * (CK / 4);
 
         uint4 wv[4], wn[4];
         if (u0 < u1) {
@@ -136,10 +136,13 @@ __global__ void __launch_bounds__(256)
             }
 #pragma unroll
             for (int v = 0; v < NV; v++) {
-                uint4 xv[NT];
+                uint4 xv[NT], xl[NT];
 #pragma unroll
-                for (int nt = 0; nt < NT; nt++)
-                    xv[nt] = __ldg((const uint4 *)(xrow[nt] + (size_t)u * CK + v * 8));
+                for (int nt = 0; nt < NT; nt++) {
+                    xv[nt] = __ldg((const uint4 *)(x + xoff[nt] + (size_t)u * CK + v * 8));
+                    if (SP == 2)
+                        xl[nt] = __ldg((const uint4 *)(x_lo + xoff[nt] + (size_t)u * CK + v * 8));
+                }
 #pragma unroll
                 for (int ss = 0; ss < 2; ss++) {
                     const int s = 2 * v + ss;
@@ -153,6 +156,9 @@ __global__ void __launch_bounds__(256)
                             float *c = FMT == MR_CUDA_FMT_INT4 ? tmp[mt][nt] : acc[mt][nt];
                             wq_mma(c, a0, a1, a2, a3, wq_word(xv[nt], 2 * ss),
                                    wq_word(xv[nt], 2 * ss + 1));
+                            if (SP == 2)
+                                wq_mma(c, a0, a1, a2, a3, wq_word(xl[nt], 2 * ss),
+                                       wq_word(xl[nt], 2 * ss + 1));
                         }
                     }
                 }
@@ -229,8 +235,12 @@ __global__ void __launch_bounds__(256)
                 const int j = rb * 16 + rr;
                 if (tok < job.cnt && j < n_out) {
                     const float a = gv / (1.0f + expf(-gv)) * uv;
-                    ((__nv_bfloat16 *)out)[(size_t)(job.row0 + tok) * (size_t)ldo + j] =
-                        __float2bfloat16_rn(a);
+                    const size_t o = (size_t)(job.row0 + tok) * (size_t)ldo + j;
+                    const __nv_bfloat16 hi = __float2bfloat16_rn(a);
+                    ((__nv_bfloat16 *)out)[o] = hi;
+                    if (SP == 2)
+                        ((__nv_bfloat16 *)out_lo)[o] =
+                            __float2bfloat16_rn(a - __bfloat162float(hi));
                 }
             }
         } else {
@@ -249,53 +259,58 @@ __global__ void __launch_bounds__(256)
     }
 }
 
-typedef void (*wq_fn)(const mr_cuda_job *, const uint16_t *, int, int, int, void *, int, int,
-                      float *, int *);
+typedef void (*wq_fn)(const mr_cuda_job *, const uint16_t *, const uint16_t *, int, int, int,
+                      void *, uint16_t *, int, int, float *, int *);
 
-template <int FMT, int W> static wq_fn wq_pick_nt(int nt) {
-    return nt == 1 ? wq_kernel<FMT, 1, W> : nt == 2 ? wq_kernel<FMT, 2, W> : wq_kernel<FMT, 4, W>;
+template <int FMT, int W, int SP> static wq_fn wq_pick_nt(int nt) {
+    return nt == 1   ? wq_kernel<FMT, 1, W, SP>
+           : nt == 2 ? wq_kernel<FMT, 2, W, SP>
+                     : wq_kernel<FMT, 4, W, SP>;
 }
 
-template <int FMT> static wq_fn wq_pick_w(int nt, int which) {
-    return which == 0 ? wq_pick_nt<FMT, 0>(nt) : wq_pick_nt<FMT, 1>(nt);
+template <int FMT> static wq_fn wq_pick_w(int nt, int which, int sp) {
+    if (sp == 2) return which == 0 ? wq_pick_nt<FMT, 0, 2>(nt) : wq_pick_nt<FMT, 1, 2>(nt);
+    return which == 0 ? wq_pick_nt<FMT, 0, 1>(nt) : wq_pick_nt<FMT, 1, 1>(nt);
 }
 
-static wq_fn wq_pick(int fmt, int nt, int which) {
-    return fmt == MR_CUDA_FMT_BF16   ? wq_pick_w<MR_CUDA_FMT_BF16>(nt, which)
-           : fmt == MR_CUDA_FMT_INT8 ? wq_pick_w<MR_CUDA_FMT_INT8>(nt, which)
-                                     : wq_pick_w<MR_CUDA_FMT_INT4>(nt, which);
+static wq_fn wq_pick(int fmt, int nt, int which, int sp) {
+    return fmt == MR_CUDA_FMT_BF16   ? wq_pick_w<MR_CUDA_FMT_BF16>(nt, which, sp)
+           : fmt == MR_CUDA_FMT_INT8 ? wq_pick_w<MR_CUDA_FMT_INT8>(nt, which, sp)
+                                     : wq_pick_w<MR_CUDA_FMT_INT4>(nt, which, sp);
 }
 
 static size_t wq_smem(int nt, int ks) {
     return (size_t)(ks + 1) * 2 * (size_t)nt * 4 * 32 * sizeof(float);
 }
 
-extern "C" mr_status mr_cuda_wq_occupancy(int fmt, int which, int nt, int ks, int *blocks_per_sm) {
+extern "C" mr_status mr_cuda_wq_occupancy(int fmt, int which, int nt, int ks, int split_act,
+                                          int *blocks_per_sm) {
     if (fmt < MR_CUDA_FMT_BF16 || fmt > MR_CUDA_FMT_INT4 || (nt != 1 && nt != 2 && nt != 4) ||
         ks < 1 || ks > 8)
         return MR_ERR_INVALID;
     MR_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(
-        blocks_per_sm, wq_pick(fmt, nt, which), 32 * ks, wq_smem(nt, ks)));
+        blocks_per_sm, wq_pick(fmt, nt, which, split_act ? 2 : 1), 32 * ks, wq_smem(nt, ks)));
     return MR_OK;
 }
 
 extern "C" mr_status mr_cuda_wq_launch(int fmt, int which, int nt, int ks, int nsplit,
                                        const mr_cuda_job *jobs_dev, int n_jobs, const uint16_t *x,
-                                       int ldx, int np, int kp, void *out, int ldo, int n_out,
-                                       float *gpart, int *gcount, cudaStream_t st) {
+                                       const uint16_t *x_lo, int ldx, int np, int kp, void *out,
+                                       uint16_t *out_lo, int ldo, int n_out, float *gpart,
+                                       int *gcount, cudaStream_t st) {
     if (fmt < MR_CUDA_FMT_BF16 || fmt > MR_CUDA_FMT_INT4 || (which != 0 && which != 1) ||
         (nt != 1 && nt != 2 && nt != 4) || ks < 1 || ks > 8 || nsplit < 1 || nsplit > 64 ||
         !jobs_dev || n_jobs <= 0 || n_jobs > 65535 || !x || !out || np <= 0 || np % 32 ||
         kp % mr_cuda_fmt_chunk(fmt) || ldx < kp || ldx % 8 || n_out <= 0 ||
-        (nsplit > 1 && (!gpart || !gcount))) {
+        (nsplit > 1 && (!gpart || !gcount)) || (x_lo && which == 0 && !out_lo)) {
         MR_LOG_ERROR(MR_LOG_GPU,
                      "wq: bad arguments (fmt %d which %d nt %d ks %d split %d jobs %d np %d kp %d)",
                      fmt, which, nt, ks, nsplit, n_jobs, np, kp);
         return MR_ERR_INVALID;
     }
     dim3 grid((unsigned)(np / 32), (unsigned)n_jobs, (unsigned)nsplit);
-    wq_pick(fmt, nt, which)<<<grid, 32 * ks, wq_smem(nt, ks), st>>>(jobs_dev, x, ldx, np, kp, out,
-                                                                    ldo, n_out, gpart, gcount);
+    wq_pick(fmt, nt, which, x_lo ? 2 : 1)<<<grid, 32 * ks, wq_smem(nt, ks), st>>>(
+        jobs_dev, x, x_lo, ldx, np, kp, out, out_lo, ldo, n_out, gpart, gcount);
     MR_CUDA_CHECK_LAUNCH("wq kernel launch");
     return MR_OK;
 }

@@ -164,8 +164,9 @@ static int load_peer(const char *path, int *pn, double *pms, int max) {
     return n;
 }
 
-enum { V_AUTO, V_WQ, V_GEMM, V_GROUPED, V_COUNT };
-static const char *v_name[V_COUNT] = {"auto", "wq", "gemm", "grouped"};
+/* auto / wq / gemm / grouped: bf16 activations; split: the auto paths with split activations */
+enum { V_AUTO, V_WQ, V_GEMM, V_GROUPED, V_SPLIT, V_COUNT };
+static const char *v_name[V_COUNT] = {"auto", "wq", "gemm", "grouped", "split"};
 
 int main(int argc, char **argv) {
     int fmts[3] = {0, 1, 2}, n_fmts = 3;
@@ -221,7 +222,7 @@ int main(int argc, char **argv) {
     int32_t *ids = malloc((size_t)max_t * TOPK * 4);
     float *wts = malloc((size_t)max_t * TOPK * 4), *out_host = malloc((size_t)max_t * H * 4);
 
-    size_t plan_fixed[3] = {0}, plan_expert[3] = {0};
+    size_t plan_fixed[3] = {0}, plan_fixed_split[3] = {0}, plan_expert[3] = {0};
     printf("\n%-5s %6s %-8s %9s %9s %7s %9s %7s %9s %7s %6s\n", "fmt", "tokens", "variant", "ms",
            "peer ms", "vs peer", "HBM ms", "%HBM", "TC ms", "%TC", "exp");
     for (int fi = 0; fi < n_fmts; fi++) {
@@ -236,11 +237,15 @@ int main(int argc, char **argv) {
                                     .max_tokens = max_t,
                                     .held = NULL,
                                     .small_max = -1,
-                                    .gemm = MR_CUDA_GEMM_PER_EXPERT};
+                                    .gemm = MR_CUDA_GEMM_PER_EXPERT,
+                                    .act = MR_CUDA_ACT_BF16};
         mr_cuda_mem_plan plan;
         CM(mr_cuda_experts_plan(&p, &plan));
         plan_expert[fmt] = plan.expert_bytes;
         plan_fixed[fmt] = plan.workspace_bytes + plan.scratch_bytes + plan.blas_bytes;
+        p.act = MR_CUDA_ACT_SPLIT; /* the executor below can run both */
+        CM(mr_cuda_experts_plan(&p, &plan));
+        plan_fixed_split[fmt] = plan.workspace_bytes + plan.scratch_bytes + plan.blas_bytes;
         mr_cuda_experts *cx;
         CM(mr_cuda_experts_create(&p, &cx));
         uint16_t *w[3];
@@ -278,11 +283,13 @@ int main(int argc, char **argv) {
             for (int v = 0; v < V_COUNT; v++) {
                 if (v == V_GROUPED && fmt != MR_CUDA_WFMT_BF16) continue;
                 mr_cuda_experts_set_path(cx,
-                                         v == V_AUTO ? -1
-                                         : v == V_WQ ? (1 << 30)
-                                                     : 0,
+                                         v == V_AUTO || v == V_SPLIT ? -1
+                                         : v == V_WQ                 ? (1 << 30)
+                                                                     : 0,
                                          v == V_GROUPED ? MR_CUDA_GEMM_GROUPED
                                                         : MR_CUDA_GEMM_PER_EXPERT);
+                CM(mr_cuda_experts_set_act(cx,
+                                           v == V_SPLIT ? MR_CUDA_ACT_SPLIT : MR_CUDA_ACT_BF16));
                 for (int i = 0; i < 3; i++)
                     CM(mr_cuda_experts_enqueue(cx, 0, x_dev, n, TOPK, ids, wts, out_dev));
                 CM(mr_cuda_experts_sync(cx));
@@ -304,6 +311,7 @@ int main(int argc, char **argv) {
             }
             /* the synchronous host-array call (pinned staging, H2D, D2H, one sync), wall clock */
             mr_cuda_experts_set_path(cx, -1, MR_CUDA_GEMM_PER_EXPERT);
+            CM(mr_cuda_experts_set_act(cx, MR_CUDA_ACT_BF16));
             float tw[16];
             for (int i = 0; i < 13; i++) {
                 const double a = now_s();
@@ -335,18 +343,20 @@ int main(int argc, char **argv) {
     printf("\ncapacity (max_tokens %d per call, context %.2f GiB, margin 0.25 GiB); full model = "
            "%d layers x %d experts = %d experts\n",
            max_t, ctx / (1 << 30), LAYERS, E, LAYERS * E);
-    printf("%-20s %-5s %12s %9s %10s\n", "GPU", "fmt", "fixed GiB", "experts", "min GPUs");
+    printf("%-20s %-5s %-6s %12s %9s %10s\n", "GPU", "fmt", "act", "fixed GiB", "experts",
+           "min GPUs");
     for (size_t g = 0; g < sizeof gpus / sizeof *gpus; g++)
-        for (int fi = 0; fi < n_fmts; fi++) {
-            const int fmt = fmts[fi];
-            const double avail =
-                gpus[g].mib * 1048576.0 - ctx - (double)plan_fixed[fmt] - 256.0 * 1048576.0;
-            const long fit = avail > 0 ? (long)(avail / (double)plan_expert[fmt]) : 0;
-            const long gpus_needed = fit > 0 ? (LAYERS * E + fit - 1) / fit : -1;
-            printf("%-20s %-5s %12.2f %9ld %10ld\n", gpus[g].name, mr_cuda_wfmt_name(fmt),
-                   ((double)plan_fixed[fmt] + ctx + 256.0 * 1048576.0) / (1 << 30), fit,
-                   gpus_needed);
-        }
+        for (int fi = 0; fi < n_fmts; fi++)
+            for (int sp = 0; sp < 2; sp++) {
+                const int fmt = fmts[fi];
+                const double fixed = (double)(sp ? plan_fixed_split[fmt] : plan_fixed[fmt]) + ctx +
+                                     256.0 * 1048576.0;
+                const double avail = gpus[g].mib * 1048576.0 - fixed;
+                const long fit = avail > 0 ? (long)(avail / (double)plan_expert[fmt]) : 0;
+                const long gpus_needed = fit > 0 ? (LAYERS * E + fit - 1) / fit : -1;
+                printf("%-20s %-5s %-6s %12.2f %9ld %10ld\n", gpus[g].name, mr_cuda_wfmt_name(fmt),
+                       sp ? "split" : "bf16", fixed / (1 << 30), fit, gpus_needed);
+            }
     if (csv) fclose(csv);
     free(x_host);
     free(ids);

@@ -21,7 +21,7 @@ import tempfile
 
 import numpy as np
 
-BACKENDS = ["cpu", "cuda", "cuda-int8", "cuda-int4"]
+BACKENDS = ["cpu", "cuda", "cuda-fast", "cuda-int8", "cuda-int4"]
 
 
 def run(moerack, model, backend, prompt, greedy, dump):
