@@ -44,7 +44,7 @@ struct mr_cuda_experts {
     uint8_t *ws;            /* workspace slab */
     float *xin, *outd, *y;  /* [max_tokens][H], [max_tokens][H], [max_slots][H] f32 */
     uint16_t *xg, *ab;      /* bf16 [max_slots+32][Kx], [max_slots+32][Ka] */
-    void *gb;               /* GEMM output G [max_slots][N13]: bf16, or fp32 if SPLIT-capable */
+    uint16_t *gb;           /* G [max_slots][N13]: bf16, or fp32 (cast) with split activations */
     uint16_t *y16;          /* bf16 [max_slots][H] (grouped GEMM output; bf16 format only) */
     uint16_t *deq[2];       /* bf16 W13 [N13][Kp13] then W2 [Hp][Kp2] (int8/int4 only) */
     uint16_t *stage;        /* bf16 [CX_STAGE_ELEMS] load staging */
@@ -202,7 +202,7 @@ static void cx_carve(mr_cuda_experts *cx) {
     const int split = cx->p.act == MR_CUDA_ACT_SPLIT;
     CX_TAKE(cx->xg, uint16_t, (S + CX_SPARE_ROWS) * (size_t)d->Kx * 2);
     if (split) CX_TAKE(cx->xg_lo, uint16_t, (S + CX_SPARE_ROWS) * (size_t)d->Kx * 2);
-    CX_TAKE(cx->gb, void, S *(size_t)d->N13 * 2 * (split ? 2 : 1));
+    CX_TAKE(cx->gb, uint16_t, S * (size_t)d->N13 * 2 * (split ? 2 : 1));
     CX_TAKE(cx->ab, uint16_t, (S + CX_SPARE_ROWS) * (size_t)d->Ka * 2);
     if (split) CX_TAKE(cx->ab_lo, uint16_t, (S + CX_SPARE_ROWS) * (size_t)d->Ka * 2);
     CX_TAKE(cx->y, float, S *H * 4);
@@ -526,8 +526,8 @@ static mr_status cx_gemm1(mr_cuda_experts *cx, const void *w13, int r0, int cnt)
     const cx_dims *d = &cx->d;
     const size_t xo = (size_t)r0 * d->Kx, go = (size_t)r0 * d->N13;
     if (cx->act != MR_CUDA_ACT_SPLIT)
-        return cx_gemm(cx, w13, d->Kp13, cx->xg + xo, d->Kx, (uint16_t *)cx->gb + go, CUDA_R_16BF,
-                       d->N13, d->N13, cnt, d->H, 0);
+        return cx_gemm(cx, w13, d->Kp13, cx->xg + xo, d->Kx, cx->gb + go, CUDA_R_16BF, d->N13,
+                       d->N13, cnt, d->H, 0);
     MR_CHECK(cx_gemm(cx, w13, d->Kp13, cx->xg + xo, d->Kx, (float *)cx->gb + go, CUDA_R_32F, d->N13,
                      d->N13, cnt, d->H, 0));
     return cx_gemm(cx, w13, d->Kp13, cx->xg_lo + xo, d->Kx, (float *)cx->gb + go, CUDA_R_32F,
