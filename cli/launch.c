@@ -101,9 +101,12 @@ mr_status mr_launch_start(const mr_launch_params *p, mr_launch *out) {
             p->micro_batches ? p->micro_batches : 2, p->replicas ? p->replicas : 1,
             p->expert_timeout_ms ? p->expert_timeout_ms : 10000,
             p->extra_coordinator ? p->extra_coordinator : "");
-    for (int i = 0; i < p->n_workers; i++)
-        fprintf(f, "  { name = \"w%d\"; data_listen = \"127.0.0.1:%d\"; threads = %d; }%s\n", i,
-                free_port(), p->worker_threads, i + 1 < p->n_workers ? "," : "");
+    for (int i = 0; i < p->n_workers; i++) {
+        fprintf(f, "  { name = \"w%d\"; data_listen = \"127.0.0.1:%d\"; threads = %d; ", i,
+                free_port(), p->worker_threads);
+        if (p->worker_backend) fprintf(f, "backend = \"%s\"; ", p->worker_backend);
+        fprintf(f, "}%s\n", i + 1 < p->n_workers ? "," : "");
+    }
     fprintf(f, ");\n");
     fclose(f);
     char bin[PATH_MAX], log[PATH_MAX];

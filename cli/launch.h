@@ -24,6 +24,7 @@ typedef struct mr_launch_params {
     int expert_timeout_ms;             /* 0 = 10000 */
     const char *extra_coordinator; /* extra libconfig lines for the coordinator group, or NULL */
     const char *log_level;         /* NULL = info */
+    const char *worker_backend;    /* the workers' `backend` ("cuda", ...); NULL = the default */
 } mr_launch_params;
 
 typedef struct mr_launch {

@@ -10,7 +10,9 @@
 
 static const char *const transports[] = {"tcp", "rdma", NULL};
 static const char *const formats[] = {"bf16", "int8", "int4", NULL};
-static const char *const backends[] = {"cpu", "ref", "cuda", NULL};
+static const char *const backends[] = {"cpu",       "ref",       "cuda",           "cuda-int8",
+                                       "cuda-int4", "cuda-fast", "cuda-int8-fast", "cuda-int4-fast",
+                                       NULL};
 
 static const mr_opt cluster_opts[] = {
     MR_OPT_STRING_(mr_cluster_conf, name, "moerack", "cluster name, shown by `moerack status`"),
@@ -69,7 +71,8 @@ static const mr_opt coord_opts[] = {
 static const mr_opt worker_opts[] = {
     MR_OPT_STRING_(mr_worker_conf, name, NULL, "unique worker name (`moerack-worker --name`)"),
     MR_OPT_STRING_(mr_worker_conf, data_listen, NULL, "data-plane endpoint host:port"),
-    MR_OPT_ENUM_(mr_worker_conf, backend, backends, "cpu", "compute backend for experts"),
+    MR_OPT_ENUM_(mr_worker_conf, backend, backends, "cpu",
+                 "compute backend for experts (cuda*: on GPU 0 in bf16 / int8 / int4)"),
     MR_OPT_INT_(mr_worker_conf, threads, 0, 1024, "0", "CPU threads (0 = all CPUs)"),
     MR_OPT_INT64_(mr_worker_conf, memory_limit_mb, 0, 1ll << 30, "0",
                   "refuse assignments needing more memory (0 = no limit)"),

@@ -261,6 +261,17 @@ mr_status mr_model_create(mr_ckpt *ck, const mr_model_params *p, mr_model **out)
         .top_k = c->num_experts_per_tok,
     };
     MR_CHECK_GOTO(mr_backend_create(p->backend, &bp, &m->be), err);
+    if (m->experts && m->be->ops->moe_prepare) { /* a GPU backend takes the experts now */
+        const mr_expert_set **sets = malloc((size_t)L * sizeof *sets);
+        if (!sets) {
+            st = MR_ERR_NOMEM;
+            goto err;
+        }
+        for (int l = 0; l < L; l++) sets[l] = mr_expert_store_layer(m->experts, l);
+        st = m->be->ops->moe_prepare(m->be, sets, L);
+        free(sets);
+        if (st != MR_OK) goto err;
+    }
     int64_t blocks = p->kv_blocks > 0
                          ? p->kv_blocks
                          : (int64_t)p->max_seqs *

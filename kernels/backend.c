@@ -5,11 +5,24 @@
 #include "common/log.h"
 #include "kernels/cpu/cpu_backend.h"
 #include "kernels/ref/ref_backend.h"
+#ifdef MR_HAVE_CUDA
+#include "kernels/cuda/cuda_backend.h"
+#endif
 
 mr_status mr_backend_create(const char *name, const mr_backend_params *p, mr_backend **out) {
     if (strcmp(name, "ref") == 0) return mr_ref_backend_create(p, out);
     if (strcmp(name, "cpu") == 0) return mr_cpu_backend_create(p, out);
-    MR_LOG_ERROR(MR_LOG_KERN, "unknown backend '%s' (expected ref or cpu)", name);
+    if (strncmp(name, "cuda", 4) == 0) {
+#ifdef MR_HAVE_CUDA
+        return mr_cuda_backend_create(name, p, out);
+#else
+        MR_LOG_ERROR(MR_LOG_KERN, "backend '%s': this build has no CUDA (nvcc was not found)",
+                     name);
+        return MR_ERR_UNSUPPORTED;
+#endif
+    }
+    MR_LOG_ERROR(MR_LOG_KERN, "unknown backend '%s' (expected ref, cpu, cuda[-int8|-int4][-fast])",
+                 name);
     return MR_ERR_INVALID;
 }
 

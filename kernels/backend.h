@@ -5,8 +5,8 @@
  *   mr_backend_destroy(be);
  *
  * Implementations: "ref" (kernels/ref, plain single-threaded C: the oracle every other backend is
- * tested against) and "cpu" (kernels/cpu, threaded and vectorised). A CUDA backend implements the
- * same table over device pointers.
+ * tested against), "cpu" (kernels/cpu, threaded and vectorised) and "cuda*" (kernels/cuda: the
+ * experts on a GPU, the rest on the cpu backend).
  *
  * Conventions shared by every op:
  *  - activations are float32, row-major [n_tokens][width];
@@ -118,6 +118,10 @@ typedef struct mr_backend_ops {
      * experts the set does not hold; out is overwritten (zero if nothing is held). */
     void (*moe)(mr_backend *be, const mr_expert_set *set, const float *x, int n, int k,
                 const int32_t *ids, const float *wts, float *out);
+    /* Optional (NULL in ref and cpu): a backend that keeps experts elsewhere (a GPU) uploads
+     * them here, once, after they are loaded and before any moe call; layers[l] is the set later
+     * passed to moe for layer l (same pointer). Fails, logging why, if they do not fit. */
+    mr_status (*moe_prepare)(mr_backend *be, const mr_expert_set *const *layers, int n_layers);
 } mr_backend_ops;
 
 typedef struct mr_backend_params {
@@ -131,7 +135,9 @@ struct mr_backend {
     void *impl;
 };
 
-/* name: "ref" or "cpu". */
+/* name: "ref", "cpu", or where built with CUDA "cuda", "cuda-int8", "cuda-int4" and their "-fast"
+ * variants (cpu for every op but moe, which runs on GPU 0 with bf16 / int8 / int4 weights; see
+ * kernels/cuda/cuda_backend.h). */
 mr_status mr_backend_create(const char *name, const mr_backend_params *p, mr_backend **out);
 void mr_backend_destroy(mr_backend *be);
 

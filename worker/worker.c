@@ -408,6 +408,24 @@ static mr_status build_serving(mr_worker *w, const Moerack__Assign *a, int fd, u
         snprintf(why, cap, "backend %s unavailable", w->conf->backend);
         goto err;
     }
+    if (s->be->ops->moe_prepare) { /* GPU backends: upload (and quantise) the experts now */
+        const mr_expert_set **sets = malloc((size_t)s->n_layers * sizeof *sets);
+        if (!sets) {
+            st = MR_ERR_NOMEM;
+            goto err;
+        }
+        for (int l = 0; l < s->n_layers; l++) sets[l] = mr_expert_store_layer(s->store, l);
+        t0 = mr_now_s();
+        st = s->be->ops->moe_prepare(s->be, sets, s->n_layers);
+        free(sets);
+        if (st != MR_OK) {
+            snprintf(why, cap, "backend %s cannot hold the %zu assigned experts (%s; see the log)",
+                     w->conf->backend, count, mr_status_str(st));
+            goto err;
+        }
+        MR_LOG_INFO(MR_LOG_GPU, "backend %s: %zu experts on the GPU in %.2f s", w->conf->backend,
+                    count, mr_now_s() - t0);
+    }
     if (!(s->req_buf = mr_alloc_aligned(s->req_cap)) ||
         !(s->reply_buf = mr_alloc_aligned(s->reply_cap))) {
         st = MR_ERR_NOMEM;

@@ -1,0 +1,19 @@
+/* cuda_backend.h — the "cuda", "cuda-int8", "cuda-int4" backends of the ops table, and their
+ * "-fast" variants.
+ *
+ * Every op but moe runs on an inner cpu backend; moe runs on the CUDA expert executor
+ * (cuda_experts.h) of GPU 0 (one process per GPU: select it with CUDA_VISIBLE_DEVICES), in the
+ * weight format the name gives (bf16, int8, int4). Activations are split in two bf16 parts
+ * (fp32-accurate products with the stored weights); the -fast variants round them to bf16 (half
+ * the tensor work, ~4e-3 relative error per expert). The experts are uploaded by the optional
+ * moe_prepare op, once, for all layers (the model and the worker call it after loading the expert
+ * store); moe then finds the layer by its set pointer. A moe call before moe_prepare, or one that
+ * fails on the GPU, writes NaN into out and logs the reason (the op has no status). */
+#ifndef MR_CUDA_BACKEND_H
+#define MR_CUDA_BACKEND_H
+
+#include "kernels/backend.h"
+
+mr_status mr_cuda_backend_create(const char *name, const mr_backend_params *p, mr_backend **out);
+
+#endif

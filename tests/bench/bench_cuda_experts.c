@@ -1,0 +1,368 @@
+/* bench_cuda_experts — one MiniMax-M1 MoE layer (hidden 6144, FFN 9216, 32 experts, top-2,
+ * random weights) on the CUDA expert executor, per weight format and routed-token count, next to
+ * the two floors measured in the same run and the PyTorch torch._grouped_mm peer.
+ *
+ *   bench_cuda_experts [--formats bf16,int8,int4] [--tokens 1,8,32,128,512,2048,8192]
+ *                      [--peer peer.csv] [--csv out.csv]
+ *
+ * Floors: HBM = bytes of the experts the routing touches (this format's padded weights + scales)
+ * / copy bandwidth (a 2 GiB device-to-device copy, read + write bytes); tensor core = 2·slots·3·H·I
+ * flop / the rate of an 8192³ bf16 cublasGemmEx on random data. Each time is the median over
+ * repeated calls of CUDA events around one call (enqueue, device-resident x and out; the
+ * metadata copy is inside). Routing: splitmix64 (seed 1000003·n + 17), expert e0 = r % 32,
+ * e1 = r' % 31 (+1 if ≥ e0) — tests/bench/peer_grouped_mm.py draws the same ids.
+ * Also prints the capacity table (experts per GPU and the minimum rack) from the memory plan. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include "common/log.h"
+#include "common/rng.h"
+#include "kernels/cuda/cuda_experts.h"
+#include "kernels/cuda/cuda_internal.h"
+
+#define H      6144
+#define I      9216
+#define E      32
+#define TOPK   2
+#define LAYERS 80
+
+#define CK(call)                                                                                   \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        if (e_ != cudaSuccess) {                                                                   \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
+            exit(1);                                                                               \
+        }                                                                                          \
+    } while (0)
+#define CB(call)                                                                                   \
+    do {                                                                                           \
+        cublasStatus_t s_ = (call);                                                                \
+        if (s_ != CUBLAS_STATUS_SUCCESS) {                                                         \
+            fprintf(stderr, "%s:%d: %s: cuBLAS %d\n", __FILE__, __LINE__, #call, (int)s_);         \
+            exit(1);                                                                               \
+        }                                                                                          \
+    } while (0)
+#define CM(call)                                                                                   \
+    do {                                                                                           \
+        mr_status s_ = (call);                                                                     \
+        if (s_ != MR_OK) {                                                                         \
+            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, mr_status_str(s_));      \
+            exit(1);                                                                               \
+        }                                                                                          \
+    } while (0)
+
+static int cmp_f(const void *a, const void *b) {
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x > y) - (x < y);
+}
+static float median(float *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_f);
+    return n % 2 ? v[n / 2] : 0.5f * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Device-to-device copy bandwidth, bytes read + written per second. */
+static double measure_bw(void) {
+    const size_t bytes = (size_t)2 << 30;
+    void *a, *b;
+    CK(cudaMalloc(&a, bytes));
+    CK(cudaMalloc(&b, bytes));
+    CM(mr_cuda_fill_random_bf16(a, bytes / 2, 7, 1.0f, 0));
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    float t[15];
+    for (int i = 0; i < 18; i++) {
+        CK(cudaEventRecord(e0, 0));
+        CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, 0));
+        CK(cudaEventRecord(e1, 0));
+        CK(cudaEventSynchronize(e1));
+        if (i >= 3) CK(cudaEventElapsedTime(&t[i - 3], e0, e1));
+    }
+    CK(cudaFree(a));
+    CK(cudaFree(b));
+    return 2.0 * (double)bytes / (median(t, 15) * 1e-3);
+}
+
+/* bf16 GEMM rate (flop/s) of an 8192³ cublasGemmEx on random data, fp32 accumulation. */
+static double measure_tc(void) {
+    const int n = 8192;
+    uint16_t *a, *b, *c;
+    CK(cudaMalloc((void **)&a, (size_t)n * n * 2));
+    CK(cudaMalloc((void **)&b, (size_t)n * n * 2));
+    CK(cudaMalloc((void **)&c, (size_t)n * n * 2));
+    CM(mr_cuda_fill_random_bf16(a, (size_t)n * n, 11, 1.0f, 0));
+    CM(mr_cuda_fill_random_bf16(b, (size_t)n * n, 12, 1.0f, 0));
+    cublasHandle_t h;
+    CB(cublasCreate(&h));
+    const float one = 1.0f, zero = 0.0f;
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    float t[10];
+    for (int i = 0; i < 13; i++) {
+        CK(cudaEventRecord(e0, 0));
+        CB(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &one, a, CUDA_R_16BF, n, b,
+                        CUDA_R_16BF, n, &zero, c, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F,
+                        CUBLAS_GEMM_DEFAULT));
+        CK(cudaEventRecord(e1, 0));
+        CK(cudaEventSynchronize(e1));
+        if (i >= 3) CK(cudaEventElapsedTime(&t[i - 3], e0, e1));
+    }
+    CB(cublasDestroy(h));
+    CK(cudaFree(a));
+    CK(cudaFree(b));
+    CK(cudaFree(c));
+    return 2.0 * n * (double)n * n / (median(t, 10) * 1e-3);
+}
+
+static void routing(int n, int32_t *ids, float *wts) {
+    uint64_t s = 1000003ull * (uint64_t)n + 17;
+    for (int t = 0; t < n; t++) {
+        int e0 = (int)(mr_splitmix64(&s) % E);
+        int e1 = (int)(mr_splitmix64(&s) % (E - 1));
+        if (e1 >= e0) e1++;
+        float w0 = 0.5f + 0.5f * (float)(mr_splitmix64(&s) >> 40) / (float)(1 << 24);
+        ids[2 * t] = e0;
+        ids[2 * t + 1] = e1;
+        wts[2 * t] = w0;
+        wts[2 * t + 1] = 1.0f - w0;
+    }
+}
+
+static int parse_list(const char *s, int *out, int max) {
+    int n = 0;
+    while (*s && n < max) {
+        out[n++] = atoi(s);
+        s = strchr(s, ',');
+        if (!s) break;
+        s++;
+    }
+    return n;
+}
+
+/* peer.csv lines: n,ms */
+static int load_peer(const char *path, int *pn, double *pms, int max) {
+    FILE *f = path ? fopen(path, "r") : NULL;
+    int n = 0;
+    if (!f) return 0;
+    char line[256];
+    while (fgets(line, sizeof line, f) && n < max)
+        if (sscanf(line, "%d,%lf", &pn[n], &pms[n]) == 2) n++;
+    fclose(f);
+    return n;
+}
+
+/* auto / wq / gemm / grouped: bf16 activations; split: the auto paths with split activations */
+enum { V_AUTO, V_WQ, V_GEMM, V_GROUPED, V_SPLIT, V_COUNT };
+static const char *v_name[V_COUNT] = {"auto", "wq", "gemm", "grouped", "split"};
+
+int main(int argc, char **argv) {
+    int fmts[3] = {0, 1, 2}, n_fmts = 3;
+    int toks[16] = {1, 8, 32, 128, 512, 2048, 8192}, n_toks = 7;
+    const char *peer_path = NULL, *csv_path = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--formats") == 0 && i + 1 < argc) {
+            n_fmts = 0;
+            for (char *tok = strtok(argv[++i], ","); tok && n_fmts < 3; tok = strtok(NULL, ","))
+                fmts[n_fmts++] = mr_cuda_wfmt_parse(tok);
+        } else if (strcmp(argv[i], "--tokens") == 0 && i + 1 < argc) {
+            n_toks = parse_list(argv[++i], toks, 16);
+        } else if (strcmp(argv[i], "--peer") == 0 && i + 1 < argc) {
+            peer_path = argv[++i];
+        } else if (strcmp(argv[i], "--csv") == 0 && i + 1 < argc) {
+            csv_path = argv[++i];
+        } else {
+            fprintf(stderr, "usage: %s [--formats a,b] [--tokens 1,8,..] [--peer f] [--csv f]\n",
+                    argv[0]);
+            return 2;
+        }
+    }
+    mr_log_set_level(MR_LOG_LEVEL_WARN);
+    int max_t = 0;
+    for (int i = 0; i < n_toks; i++) max_t = toks[i] > max_t ? toks[i] : max_t;
+
+    struct cudaDeviceProp prop;
+    CK(cudaSetDevice(0));
+    CK(cudaFree(0)); /* create the context */
+    CK(cudaGetDeviceProperties(&prop, 0));
+    size_t free0, total0;
+    CK(cudaMemGetInfo(&free0, &total0));
+    const double bw = measure_bw(), tc = measure_tc();
+    printf("device: %s, %d SMs, %.1f GiB; in use after context creation: %.2f GiB\n", prop.name,
+           prop.multiProcessorCount, (double)total0 / (1 << 30),
+           (double)(total0 - free0) / (1 << 30));
+    printf("measured: copy bandwidth %.2f TB/s (read+write), bf16 GEMM %.0f TFLOP/s (8192^3)\n",
+           bw * 1e-12, tc * 1e-12);
+
+    int peer_n[32];
+    double peer_ms[32];
+    const int n_peer = load_peer(peer_path, peer_n, peer_ms, 32);
+    FILE *csv = csv_path ? fopen(csv_path, "w") : NULL;
+    if (csv) fprintf(csv, "fmt,tokens,variant,ms,touched,hbm_floor_ms,tc_floor_ms,peer_ms\n");
+
+    float *x_host = malloc((size_t)max_t * H * 4);
+    uint64_t rs = 99;
+    for (size_t i = 0; i < (size_t)max_t * H; i++) x_host[i] = mr_rng_uniform_pm1(&rs);
+    float *x_dev, *out_dev;
+    CK(cudaMalloc((void **)&x_dev, (size_t)max_t * H * 4));
+    CK(cudaMalloc((void **)&out_dev, (size_t)max_t * H * 4));
+    CK(cudaMemcpy(x_dev, x_host, (size_t)max_t * H * 4, cudaMemcpyHostToDevice));
+    int32_t *ids = malloc((size_t)max_t * TOPK * 4);
+    float *wts = malloc((size_t)max_t * TOPK * 4), *out_host = malloc((size_t)max_t * H * 4);
+
+    size_t plan_fixed[3] = {0}, plan_fixed_split[3] = {0}, plan_expert[3] = {0};
+    printf("\n%-5s %6s %-8s %9s %9s %7s %9s %7s %9s %7s %6s\n", "fmt", "tokens", "variant", "ms",
+           "peer ms", "vs peer", "HBM ms", "%HBM", "TC ms", "%TC", "exp");
+    for (int fi = 0; fi < n_fmts; fi++) {
+        const int fmt = fmts[fi];
+        mr_cuda_experts_params p = {.device = 0,
+                                    .fmt = fmt,
+                                    .n_layers = 1,
+                                    .n_experts = E,
+                                    .hidden = H,
+                                    .inter = I,
+                                    .top_k = TOPK,
+                                    .max_tokens = max_t,
+                                    .held = NULL,
+                                    .small_max = -1,
+                                    .gemm = MR_CUDA_GEMM_PER_EXPERT,
+                                    .act = MR_CUDA_ACT_BF16};
+        mr_cuda_mem_plan plan;
+        CM(mr_cuda_experts_plan(&p, &plan));
+        plan_expert[fmt] = plan.expert_bytes;
+        plan_fixed[fmt] = plan.workspace_bytes + plan.scratch_bytes + plan.blas_bytes;
+        p.act = MR_CUDA_ACT_SPLIT; /* the executor below can run both */
+        CM(mr_cuda_experts_plan(&p, &plan));
+        plan_fixed_split[fmt] = plan.workspace_bytes + plan.scratch_bytes + plan.blas_bytes;
+        mr_cuda_experts *cx;
+        CM(mr_cuda_experts_create(&p, &cx));
+        uint16_t *w[3];
+        for (int m = 0; m < 3; m++) CK(cudaMalloc((void **)&w[m], (size_t)H * I * 2));
+        const double t0 = now_s();
+        for (int e = 0; e < E; e++) {
+            CM(mr_cuda_fill_random_bf16(w[0], (size_t)H * I, 100 + 3 * e, 1.0f / sqrtf(H), 0));
+            CM(mr_cuda_fill_random_bf16(w[1], (size_t)H * I, 101 + 3 * e, 1.0f / sqrtf(H), 0));
+            CM(mr_cuda_fill_random_bf16(w[2], (size_t)H * I, 102 + 3 * e, 1.0f / sqrtf(I), 0));
+            CK(cudaDeviceSynchronize());
+            CM(mr_cuda_experts_load_dev(cx, 0, e, w[0], w[1], w[2]));
+        }
+        CK(cudaDeviceSynchronize());
+        printf("%-5s load+quantise 32 experts on the GPU: %.2f s (%.1f MiB each)\n",
+               mr_cuda_wfmt_name(fmt), now_s() - t0, (double)plan.expert_bytes / (1 << 20));
+        for (int m = 0; m < 3; m++) CK(cudaFree(w[m]));
+
+        cudaStream_t st = (cudaStream_t)mr_cuda_experts_stream(cx);
+        cudaEvent_t ev[64][2];
+        for (int i = 0; i < 64; i++)
+            for (int j = 0; j < 2; j++) CK(cudaEventCreate(&ev[i][j]));
+        for (int ti = 0; ti < n_toks; ti++) {
+            const int n = toks[ti];
+            routing(n, ids, wts);
+            unsigned char touched[E] = {0};
+            int n_touched = 0;
+            for (int s = 0; s < n * TOPK; s++) touched[ids[s]] = 1;
+            for (int e = 0; e < E; e++) n_touched += touched[e];
+            const double hbm_ms = (double)n_touched * (double)plan.expert_bytes / bw * 1e3;
+            const double tc_ms = 2.0 * n * TOPK * 3.0 * H * (double)I / tc * 1e3;
+            double pms = 0;
+            for (int i = 0; i < n_peer; i++)
+                if (peer_n[i] == n) pms = peer_ms[i];
+            const int iters = n <= 512 ? 40 : 15;
+            for (int v = 0; v < V_COUNT; v++) {
+                if (v == V_GROUPED && fmt != MR_CUDA_WFMT_BF16) continue;
+                mr_cuda_experts_set_path(cx,
+                                         v == V_AUTO || v == V_SPLIT ? -1
+                                         : v == V_WQ                 ? (1 << 30)
+                                                                     : 0,
+                                         v == V_GROUPED ? MR_CUDA_GEMM_GROUPED
+                                                        : MR_CUDA_GEMM_PER_EXPERT);
+                CM(mr_cuda_experts_set_act(cx,
+                                           v == V_SPLIT ? MR_CUDA_ACT_SPLIT : MR_CUDA_ACT_BF16));
+                for (int i = 0; i < 3; i++)
+                    CM(mr_cuda_experts_enqueue(cx, 0, x_dev, n, TOPK, ids, wts, out_dev));
+                CM(mr_cuda_experts_sync(cx));
+                float t[64];
+                for (int i = 0; i < iters; i++) {
+                    CK(cudaEventRecord(ev[i][0], st));
+                    CM(mr_cuda_experts_enqueue(cx, 0, x_dev, n, TOPK, ids, wts, out_dev));
+                    CK(cudaEventRecord(ev[i][1], st));
+                }
+                CM(mr_cuda_experts_sync(cx));
+                for (int i = 0; i < iters; i++) CK(cudaEventElapsedTime(&t[i], ev[i][0], ev[i][1]));
+                const double ms = median(t, iters);
+                printf("%-5s %6d %-8s %9.3f %9.3f %7.2f %9.3f %6.0f%% %9.3f %6.0f%% %6d\n",
+                       mr_cuda_wfmt_name(fmt), n, v_name[v], ms, pms, pms > 0 ? pms / ms : 0.0,
+                       hbm_ms, 100.0 * hbm_ms / ms, tc_ms, 100.0 * tc_ms / ms, n_touched);
+                if (csv)
+                    fprintf(csv, "%s,%d,%s,%.4f,%d,%.4f,%.4f,%.4f\n", mr_cuda_wfmt_name(fmt), n,
+                            v_name[v], ms, n_touched, hbm_ms, tc_ms, pms);
+            }
+            /* the synchronous host-array call (pinned staging, H2D, D2H, one sync), wall clock */
+            mr_cuda_experts_set_path(cx, -1, MR_CUDA_GEMM_PER_EXPERT);
+            CM(mr_cuda_experts_set_act(cx, MR_CUDA_ACT_BF16));
+            float tw[16];
+            for (int i = 0; i < 13; i++) {
+                const double a = now_s();
+                CM(mr_cuda_experts_run(cx, 0, x_host, n, TOPK, ids, wts, out_host));
+                if (i >= 3) tw[i - 3] = (float)((now_s() - a) * 1e3);
+            }
+            const double wall = median(tw, 10);
+            printf("%-5s %6d %-8s %9.3f   (host arrays in/out, wall clock)\n",
+                   mr_cuda_wfmt_name(fmt), n, "run()", wall);
+            if (csv)
+                fprintf(csv, "%s,%d,run_host,%.4f,%d,%.4f,%.4f,%.4f\n", mr_cuda_wfmt_name(fmt), n,
+                        wall, n_touched, hbm_ms, tc_ms, pms);
+        }
+        for (int i = 0; i < 64; i++)
+            for (int j = 0; j < 2; j++) CK(cudaEventDestroy(ev[i][j]));
+        mr_cuda_experts_destroy(cx);
+    }
+
+    /* Capacity: experts of each format per GPU after this worker's fixed parts (workspace for
+     * max_t tokens, scratch, cuBLAS workspace, 256 MiB margin) and the context measured above. */
+    const double ctx = (double)(total0 - free0);
+    static const struct {
+        const char *name;
+        double mib;
+    } gpus[] = {{"24 GB (23034 MiB)", 23034},
+                {"48 GB (46068 MiB)", 46068},
+                {"80 GB (81559 MiB)", 81559},
+                {"141 GB (143771 MiB)", 143771}};
+    printf("\ncapacity (max_tokens %d per call, context %.2f GiB, margin 0.25 GiB); full model = "
+           "%d layers x %d experts = %d experts\n",
+           max_t, ctx / (1 << 30), LAYERS, E, LAYERS * E);
+    printf("%-20s %-5s %-6s %12s %9s %10s\n", "GPU", "fmt", "act", "fixed GiB", "experts",
+           "min GPUs");
+    for (size_t g = 0; g < sizeof gpus / sizeof *gpus; g++)
+        for (int fi = 0; fi < n_fmts; fi++)
+            for (int sp = 0; sp < 2; sp++) {
+                const int fmt = fmts[fi];
+                const double fixed = (double)(sp ? plan_fixed_split[fmt] : plan_fixed[fmt]) + ctx +
+                                     256.0 * 1048576.0;
+                const double avail = gpus[g].mib * 1048576.0 - fixed;
+                const long fit = avail > 0 ? (long)(avail / (double)plan_expert[fmt]) : 0;
+                const long gpus_needed = fit > 0 ? (LAYERS * E + fit - 1) / fit : -1;
+                printf("%-20s %-5s %-6s %12.2f %9ld %10ld\n", gpus[g].name, mr_cuda_wfmt_name(fmt),
+                       sp ? "split" : "bf16", fixed / (1 << 30), fit, gpus_needed);
+            }
+    if (csv) fclose(csv);
+    free(x_host);
+    free(ids);
+    free(wts);
+    free(out_host);
+    CK(cudaFree(x_dev));
+    CK(cudaFree(out_dev));
+    return 0;
+}
