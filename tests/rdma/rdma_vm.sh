@@ -9,6 +9,7 @@
 #   rdma_vm.sh cluster DIR BIN_DIR MODEL GOLDEN  coordinator in guest 1, two workers in guest 2:
 #                                              the same logits over RDMA as over TCP and single-process
 #   rdma_vm.sh bench DIR XPORT_TEST            xport bench (rdma and tcp) beside perftest, two guests
+#   rdma_vm.sh run-one DIR SCRIPT [FILE...]    any script in one guest (debugging)
 #
 # Guests run under TCG (software emulation) unless the host has real hardware virtualisation
 # (vmx/svm and not kvm_pvm; see the recipe's notes). All traffic stays on this machine: one guest's
@@ -197,7 +198,12 @@ xport-one)
   cat > "$S/run.sh" <<'RUN'
 IP=${RV_ip%/*}; fail=0
 ibv_devices | grep -q rxe0 || { echo "no rxe0 device"; exit 1; }
-echo "== event-driven completions"; ./xport_test --transport rdma --addr $IP --port 7480 all || fail=$((fail+1))
+echo "== event-driven completions"
+for t in sizes order slow disconnect hostile-version hostile-slot hostile-length; do
+  ./xport_test --transport rdma --addr $IP --port 7480 $t || fail=$((fail+1))
+done
+# 16 connections in one 1 GiB guest: 256 KiB slots (each connection registers 2 x 4 slots)
+./xport_test --transport rdma --addr $IP --port 7480 --max-message 262144 peers || fail=$((fail+1))
 echo "== busy-poll completions";  ./xport_test --transport rdma --addr $IP --port 7481 --busy-poll sizes || fail=$((fail+1))
 exit $fail
 RUN
@@ -209,13 +215,13 @@ xport-two)
 SRV=10.0.0.1; fail=0; n=0
 waitfor() { i=0; until [ -e "/mnt/$1" ]; do i=$((i+1)); [ $i -ge 900 ] && return 1; sleep 0.2; done; }
 for t in sizes order slow peers; do
-  n=$((n+1))
+  n=$((n+1)); mm=16777216; [ $t = peers ] && mm=262144
   if [ "$RV_name" = node1 ]; then
-    ./xport_test --transport rdma --role server --addr $SRV --port $((7500+n)) $t > /tmp/s.log 2>&1 & p=$!
+    ./xport_test --transport rdma --role server --addr $SRV --port $((7500+n)) --max-message $mm $t > /tmp/s.log 2>&1 & p=$!
     sleep 2; touch /mnt/sync.$n; wait $p || fail=$((fail+1)); cat /tmp/s.log
   else
     waitfor sync.$n || { fail=$((fail+1)); continue; }
-    ./xport_test --transport rdma --role client --addr $SRV --port $((7500+n)) $t || fail=$((fail+1))
+    ./xport_test --transport rdma --role client --addr $SRV --port $((7500+n)) --max-message $mm $t || fail=$((fail+1))
   fi
 done
 echo "$RV_name FAILURES=$fail"; exit $fail
@@ -296,5 +302,9 @@ done
 exit 0
 RUN
   rc=0; two "$S" || rc=$?; show "$S/node2.log"; exit $rc ;;
+run-one) # run-one DIR SCRIPT [FILE...] : a debugging aid; SCRIPT runs in /mnt beside the FILEs
+  check_built; script=${3:?SCRIPT}; shift 3
+  S="$W/share-dbg"; rm -rf "$S"; mkdir -p "$S"; cp "$script" "$S/run.sh"; [ $# -gt 0 ] && cp "$@" "$S/"
+  rc=0; one "$S" || rc=$?; show "$S/single.log"; exit $rc ;;
 *) echo "unknown command $cmd"; exit 2 ;;
 esac

@@ -76,6 +76,9 @@ typedef struct server_arg {
     int echo;        /* 1: reply with the same payload; 0: reply with 8 bytes (checksum ok flag) */
     int errors_seen; /* connections that ended in an error (not a clean close) */
     int served;
+    int accepted;
+    int stop; /* set by the tests when they are done with this in-process server */
+    int lone; /* --role server: no stop flag will come; end when the client is done */
 } server_arg;
 
 static void *serve_conn(void *argp) {
@@ -89,12 +92,8 @@ static void *serve_conn(void *argp) {
         mr_dp_header h;
         mr_status st = X->recv(c, &h, buf, g_params.max_message, 120000);
         if (st != MR_OK) {
-            if (st != MR_ERR_CLOSED)
-                __atomic_add_fetch(&sa->errors_seen, 1, __ATOMIC_SEQ_CST);
-            else
-                __atomic_add_fetch(&sa->errors_seen, 0, __ATOMIC_SEQ_CST);
-            if (st == MR_ERR_CLOSED || st == MR_ERR_PROTO || st == MR_ERR_TIMEOUT)
-                __atomic_add_fetch(&sa->served, 0, __ATOMIC_SEQ_CST);
+            /* a clean close is not an error; a protocol error, timeout or I/O failure is */
+            if (st != MR_ERR_CLOSED) __atomic_add_fetch(&sa->errors_seen, 1, __ATOMIC_SEQ_CST);
             break;
         }
         if (sa->delay_ms) usleep((useconds_t)sa->delay_ms * 1000);
@@ -125,15 +124,24 @@ static void *server_main(void *argp) {
     server_arg *sa = argp;
     pthread_t th[64];
     int n = 0;
-    while (n < sa->n_conns) {
+    double idle_since = mr_now_s();
+    while (n < sa->n_conns && !__atomic_load_n(&sa->stop, __ATOMIC_SEQ_CST)) {
         mr_xport_conn *c;
-        mr_status st = X->accept(sa->l, 30000, &c);
-        if (st == MR_ERR_TIMEOUT) break;
+        mr_status st = X->accept(sa->l, 200, &c);
+        if (st == MR_ERR_TIMEOUT) {
+            /* a lone server: the client is done once every connection has ended and none came
+             * for 3 s (or none came at all for 60 s) */
+            int all_ended = n > 0 && __atomic_load_n(&sa->served, __ATOMIC_SEQ_CST) == n;
+            if (sa->lone && mr_now_s() - idle_since > (all_ended ? 3 : 60)) break;
+            continue;
+        }
+        idle_since = mr_now_s();
         if (st != MR_OK) continue; /* a refused peer: keep listening */
         void **a = malloc(2 * sizeof *a);
         a[0] = sa;
         a[1] = c;
         pthread_create(&th[n++], NULL, serve_conn, a);
+        __atomic_add_fetch(&sa->accepted, 1, __ATOMIC_SEQ_CST);
     }
     for (int i = 0; i < n; i++) pthread_join(th[i], NULL);
     return NULL;
@@ -285,24 +293,40 @@ static void test_peers(int n) {
     CHECK(ok == n, "many peers");
 }
 
-/* A child process connects and is killed in the middle of a transfer; the server must see an
- * error on that connection and keep serving another peer. (Run with the server in this process.) */
-static void test_disconnect(server_arg *sa) {
+/* The victim of the disconnect test, run as its own process: connects and sends until killed. */
+static void disconnect_victim(void) {
+    mr_xport_conn *c = connect_retry();
+    uint8_t *buf = malloc(1u << 20);
+    for (uint32_t i = 0; c; i++) {
+        mr_dp_header h;
+        header(&h, i, 1u << 20);
+        fill(buf, 1u << 20, i);
+        if (X->send(c, &h, buf) != MR_OK) break;
+        if (X->recv(c, &h, buf, 1u << 20, 10000) != MR_OK) break; /* the echo */
+    }
+    _exit(0);
+}
+
+/* A separate process connects and is killed in the middle of a transfer; the server must see an
+ * error on that connection and keep serving another peer. (Run with the server in this process.)
+ * The victim is exec'd, not just forked: a forked child shares this process's verbs file
+ * descriptors, so killing it would not tear its queue pair down. */
+static void test_disconnect(server_arg *sa, const char *transport) {
     pid_t child = fork();
     if (child == 0) {
-        mr_xport_conn *c = connect_retry();
-        uint8_t *buf = malloc(1u << 20);
-        for (uint32_t i = 0; c; i++) {
-            mr_dp_header h;
-            header(&h, i, 1u << 20);
-            fill(buf, 1u << 20, i);
-            if (X->send(c, &h, buf) != MR_OK) break;
-            if (X->recv(c, &h, buf, 1u << 20, 10000) != MR_OK) break; /* the echo */
-        }
-        _exit(0);
+        char port[16];
+        snprintf(port, sizeof port, "%d", g_port);
+        execl("/proc/self/exe", "xport_test", "--transport", transport, "--role", "client",
+              "--addr", g_addr, "--port", port, "disconnect-victim", (char *)NULL);
+        _exit(127);
     }
+    int accepted0 = __atomic_load_n(&sa->accepted, __ATOMIC_SEQ_CST);
     mr_xport_conn *other = connect_retry();
-    usleep(500000);
+    /* both connected (an emulated guest may take seconds to start the victim), then mid-transfer */
+    double tc = mr_now_s();
+    while (__atomic_load_n(&sa->accepted, __ATOMIC_SEQ_CST) < accepted0 + 2 && mr_now_s() - tc < 60)
+        usleep(20000);
+    usleep(300000);
     int before = __atomic_load_n(&sa->served, __ATOMIC_SEQ_CST);
     kill(child, SIGKILL);
     waitpid(child, NULL, 0);
@@ -331,6 +355,7 @@ typedef struct raw_conn {
     uint8_t buf[65536];
     uint64_t r_addr;
     uint32_t r_rkey, r_slot;
+    int connected;
 } raw_conn;
 
 /* Connects with the given private data; returns 0 when established, 1 when rejected. */
@@ -354,6 +379,7 @@ static int raw_connect(raw_conn *rc, const void *pdata, uint8_t plen) {
     cp.responder_resources = cp.initiator_depth = 1;
     cp.rnr_retry_count = 7;
     if (rdma_connect(rc->id, &cp)) return 1; /* synchronous ep: rejected comes back here */
+    rc->connected = 1;
     const uint8_t *pd = rc->id->event ? rc->id->event->param.conn.private_data : NULL;
     if (pd) {
         memcpy(&rc->r_rkey, pd + 12, 4);
@@ -365,7 +391,8 @@ static int raw_connect(raw_conn *rc, const void *pdata, uint8_t plen) {
 
 static void raw_close(raw_conn *rc) {
     if (!rc->id) return;
-    rdma_disconnect(rc->id);
+    /* a synchronous id's rdma_disconnect waits for DISCONNECTED, which a rejected one never gets */
+    if (rc->connected) rdma_disconnect(rc->id);
     if (rc->mr) ibv_dereg_mr(rc->mr);
     rdma_destroy_ep(rc->id);
     rc->id = NULL;
@@ -502,10 +529,13 @@ static void bench(void) {
 }
 
 int main(int argc, char **argv) {
-    static const struct option opts[] = {
-        {"transport", required_argument, 0, 't'}, {"role", required_argument, 0, 'r'},
-        {"addr", required_argument, 0, 'a'},      {"port", required_argument, 0, 'p'},
-        {"busy-poll", no_argument, 0, 'b'},       {0, 0, 0, 0}};
+    static const struct option opts[] = {{"transport", required_argument, 0, 't'},
+                                         {"role", required_argument, 0, 'r'},
+                                         {"addr", required_argument, 0, 'a'},
+                                         {"port", required_argument, 0, 'p'},
+                                         {"busy-poll", no_argument, 0, 'b'},
+                                         {"max-message", required_argument, 0, 'm'},
+                                         {0, 0, 0, 0}};
     const char *transport = "rdma", *role = "both";
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -525,14 +555,18 @@ int main(int argc, char **argv) {
         case 'b':
             g_params.busy_poll = 1;
             break;
+        case 'm': /* slot payload size; every connection registers 2 x 4 slots of it */
+            g_params.max_message = strtoull(optarg, NULL, 0);
+            if (g_params.max_message < 4096) return 2;
+            break;
         default:
             return 2;
         }
     }
     if (optind != argc - 1) {
-        fprintf(
-            stderr,
-            "usage: xport_test --transport rdma|tcp --role both|server|client --addr IP TEST\n");
+        fprintf(stderr,
+                "usage: xport_test --transport rdma|tcp --role both|server|client --addr IP "
+                "[--busy-poll] [--max-message BYTES] TEST\n");
         return 2;
     }
     const char *test = argv[optind];
@@ -553,6 +587,7 @@ int main(int argc, char **argv) {
         sa.echo = 1;
         if (strcmp(role, "server") == 0) {
             /* serve until the client side is done (no accept for 30 s) */
+            sa.lone = 1;
             if (strcmp(test, "slow") == 0) sa.delay_ms = 30, sa.echo = 0;
             if (strcmp(test, "order") == 0) sa.echo = 0;
             server_main(&sa);
@@ -562,6 +597,7 @@ int main(int argc, char **argv) {
         }
         pthread_create(&srv, NULL, server_main, &sa);
     }
+    if (strcmp(test, "disconnect-victim") == 0) disconnect_victim();
     if (is_bench) bench();
     if (all || !strcmp(test, "sizes")) test_sizes();
     if (all || !strcmp(test, "order")) {
@@ -577,14 +613,14 @@ int main(int argc, char **argv) {
         sa.echo = 1;
     }
     if (all || !strcmp(test, "peers")) test_peers(8);
-    if (server_here && (all || !strcmp(test, "disconnect"))) test_disconnect(&sa);
+    if (server_here && (all || !strcmp(test, "disconnect"))) test_disconnect(&sa, transport);
     if (server_here && strcmp(transport, "rdma") == 0) {
         if (all || !strcmp(test, "hostile-version")) test_hostile(&sa, "version");
         if (all || !strcmp(test, "hostile-slot")) test_hostile(&sa, "slot");
         if (all || !strcmp(test, "hostile-length")) test_hostile(&sa, "length");
     }
     if (server_here) {
-        sa.n_conns = 0; /* stop accepting: the accept loop times out */
+        __atomic_store_n(&sa.stop, 1, __ATOMIC_SEQ_CST);
         pthread_join(srv, NULL);
         X->listener_close(sa.l);
     }
