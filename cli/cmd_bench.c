@@ -1,4 +1,4 @@
-/* cmd_bench.c — `moerack bench membw` and `moerack bench forward`.
+/* cmd_bench.c — `moerack bench membw`, `forward` and `cluster` (`transport`: bench_transport.c).
  *
  * membw: read bandwidth of this machine, all threads streaming through a buffer far larger than
  * the caches (the same access pattern as decode streaming weights).
@@ -411,7 +411,11 @@ int mr_cmd_bench(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "forward") == 0) return bench_forward(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "membw") == 0) return bench_membw(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "cluster") == 0) return bench_cluster(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "transport") == 0)
+        return mr_bench_transport(argc - 1, argv + 1);
     fprintf(stderr, "usage: moerack bench forward --model DIR [...]\n"
-                    "       moerack bench membw [THREADS]\n");
+                    "       moerack bench membw [THREADS]\n"
+                    "       moerack bench cluster --model DIR [...]\n"
+                    "       moerack bench transport [--transport tcp|rdma] [...]\n");
     return 2;
 }

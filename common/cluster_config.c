@@ -22,6 +22,9 @@ static const mr_opt cluster_opts[] = {
     MR_OPT_ENUM_(mr_cluster_conf, transport, transports, "tcp", "data-plane transport"),
     MR_OPT_ENUM_(mr_cluster_conf, weight_format, formats, "bf16",
                  "expert weight format on workers"),
+    MR_OPT_BOOL_(mr_cluster_conf, rdma_busy_poll, "false",
+                 "rdma: spin on completion queues (lowest latency, one core per connection) "
+                 "instead of sleeping on completion events"),
 };
 
 static const mr_opt coord_opts[] = {
@@ -66,6 +69,9 @@ static const mr_opt coord_opts[] = {
                    "end-to-end tests of the API with synthetic weights"),
     MR_OPT_STRING_(mr_coord_conf, test_forced_answer, "",
                    "TEST ONLY: the output of requests whose last message is a tool result"),
+    MR_OPT_STRING_(mr_coord_conf, rdma_device, "",
+                   "rdma: the device data connections must use (e.g. \"mlx5_0\"); \"\" = "
+                   "whichever device owns the worker route"),
 };
 
 static const mr_opt worker_opts[] = {
@@ -78,6 +84,9 @@ static const mr_opt worker_opts[] = {
                   "refuse assignments needing more memory (0 = no limit)"),
     MR_OPT_INT_(mr_worker_conf, connect_retry_ms, 10, 600000, "500",
                 "pause between attempts to reach the coordinator"),
+    MR_OPT_STRING_(mr_worker_conf, rdma_device, "",
+                   "rdma: the device data connections must arrive on; \"\" = whichever owns "
+                   "data_listen's address"),
 };
 
 static const mr_opt placement_opts[] = {

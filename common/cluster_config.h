@@ -22,6 +22,7 @@ typedef struct mr_cluster_conf {
     char model[1024];       /* checkpoint directory (config.json + shards) */
     char transport[16];     /* data plane: "tcp" | "rdma" */
     char weight_format[16]; /* experts: "bf16" | "int8" | "int4" */
+    int rdma_busy_poll;     /* rdma: spin on completion queues instead of sleeping */
 } mr_cluster_conf;
 
 typedef struct mr_coord_conf {
@@ -46,6 +47,7 @@ typedef struct mr_coord_conf {
     int max_body_kb, max_header_kb, max_connections, idle_timeout_s, keepalive_ms;
     char test_forced_output[1024]; /* test mode: every request's output is this text */
     char test_forced_answer[1024]; /* test mode: the output after a tool result */
+    char rdma_device[64];          /* rdma: required device name, "" = whichever owns the IP */
 } mr_coord_conf;
 
 typedef struct mr_worker_conf {
@@ -55,6 +57,7 @@ typedef struct mr_worker_conf {
     int threads;
     long long memory_limit_mb; /* 0 = no limit */
     int connect_retry_ms;      /* between attempts to reach the coordinator */
+    char rdma_device[64];      /* rdma: required device name, "" = whichever owns the IP */
 } mr_worker_conf;
 
 typedef struct mr_placement_conf {

@@ -179,7 +179,13 @@ static void connect_data(mr_cluster *c, mr_conn *k, int wi) {
         conn_violation(c, k, "data endpoint is not host:port");
         return;
     }
-    mr_xport_params xp = {.max_message = 1u << 30};
+    mr_xport_params xp = {
+        .max_message =
+            mr_dp_max_payload((uint32_t)c->cc->coord.max_batch_tokens,
+                              (uint32_t)c->mc->num_experts_per_tok, (uint32_t)c->mc->hidden_size),
+        .busy_poll = c->cc->cluster.rdma_busy_poll,
+        .device = c->cc->coord.rdma_device[0] ? c->cc->coord.rdma_device : NULL,
+    };
     mr_xport_conn *dc;
     mr_status st = c->xport->connect(&xp, host, port, 3000, &dc);
     if (st == MR_OK) {
@@ -314,7 +320,7 @@ static void send_status(mr_cluster *c, mr_conn *k) {
         ws[i].id = (uint32_t)i;
         ws[i].name = (char *)w->conf->name;
         ws[i].host = w->host[0] ? w->host : (char *)"-";
-        ws[i].transport = (char *)c->xport->name;
+        ws[i].transport = (char *)c->xport->label;
         ws[i].state = (char *)mr_worker_state_name(w->state);
         ws[i].experts_held = (uint32_t)mr_placement_count(c->pl, i);
         ws[i].experts_loaded = w->experts_loaded;

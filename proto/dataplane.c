@@ -12,6 +12,13 @@ uint64_t mr_dp_reply_bytes(uint32_t n_tokens, uint32_t hidden) {
     return (uint64_t)n_tokens * hidden * 4;
 }
 
+uint64_t mr_dp_max_payload(uint32_t max_tokens, uint32_t top_k, uint32_t hidden) {
+    uint64_t req = mr_dp_request_bytes(max_tokens, top_k, hidden, MR_DP_F32);
+    uint64_t rep = mr_dp_reply_bytes(max_tokens, hidden);
+    uint64_t m = req > rep ? req : rep;
+    return m > 4096 ? m : 4096;
+}
+
 void mr_dp_header_init(mr_dp_header *h, mr_dp_kind kind) {
     memset(h, 0, sizeof *h);
     h->magic = MR_DP_MAGIC;

@@ -65,6 +65,10 @@ typedef struct mr_dp_limits {
 /* Payload size a REQUEST / REPLY with these fields must have. */
 uint64_t mr_dp_request_bytes(uint32_t n_tokens, uint32_t top_k, uint32_t hidden, mr_dp_dtype dt);
 uint64_t mr_dp_reply_bytes(uint32_t n_tokens, uint32_t hidden);
+/* The largest payload either side of a data connection sends for batches of up to max_tokens
+ * (f32 activations, the widest dtype; error messages are far smaller). RDMA slots are sized by
+ * it: each connection registers 2 x 4 slots of this many bytes. */
+uint64_t mr_dp_max_payload(uint32_t max_tokens, uint32_t top_k, uint32_t hidden);
 
 /* Validates every field of a received header against the limits and the expected kinds (a bit
  * mask of 1 << kind). On failure writes a one-line reason into why (cap bytes) and returns

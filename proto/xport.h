@@ -27,13 +27,15 @@ typedef struct mr_xport_listener mr_xport_listener;
 typedef struct mr_xport_params {
     size_t max_message; /* largest payload either side will send */
     int busy_poll;      /* rdma: poll the completion queue instead of sleeping on events */
-    const char *device; /* rdma: device name, NULL = first */
-    int port_num;       /* rdma: port, 0 = 1 */
-    int gid_index;      /* rdma: GID index, -1 = auto */
+    const char *device; /* rdma: required device name, NULL = whichever the CM resolves (the
+                           one that owns the address; port and GID are resolved by the CM too) */
 } mr_xport_params;
 
 typedef struct mr_xport_ops {
     const char *name;
+    /* How payloads meet the wire, for `moerack status`: "rdma/host" = registered host slots (GPU
+     * workers stage through host memory; dmabuf GPU registration is not built yet). */
+    const char *label;
     mr_status (*listen)(const mr_xport_params *p, const char *host, int port,
                         mr_xport_listener **out, int *bound_port);
     /* timeout_ms < 0 waits forever; MR_ERR_TIMEOUT when nobody came. */

@@ -595,6 +595,7 @@ static const char *rdma_peer(mr_xport_conn *c) {
 
 const mr_xport_ops mr_xport_rdma_ops = {
     .name = "rdma",
+    .label = "rdma/host",
     .listen = rdma_listen_op,
     .accept = rdma_accept_op,
     .listener_close = rdma_listener_close,

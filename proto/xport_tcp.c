@@ -268,6 +268,7 @@ static int tcp_conn_fd(mr_xport_conn *c) {
 
 const mr_xport_ops mr_xport_tcp_ops = {
     .name = "tcp",
+    .label = "tcp",
     .listen = tcp_listen,
     .accept = tcp_accept,
     .listener_close = tcp_listener_close,

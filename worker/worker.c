@@ -568,6 +568,21 @@ mr_status mr_worker_run(mr_worker *w) {
     return MR_OK;
 }
 
+/* The largest data-plane payload of this cluster (RDMA receive slots are sized by it): batches of
+ * max_batch_tokens of the configured model. Its config.json is read here; the experts are loaded
+ * only when an assignment names them. */
+static size_t data_max_payload(const mr_cluster_config *cc) {
+    char path[1100];
+    mr_model_config mc;
+    snprintf(path, sizeof path, "%s/config.json", cc->cluster.model);
+    if (mr_model_config_load(path, &mc) != MR_OK) {
+        MR_LOG_WARN(MR_LOG_CONF, "%s unreadable here; data-plane messages limited to 64 MiB", path);
+        return 64u << 20;
+    }
+    return (size_t)mr_dp_max_payload((uint32_t)cc->coord.max_batch_tokens,
+                                     (uint32_t)mc.num_experts_per_tok, (uint32_t)mc.hidden_size);
+}
+
 mr_status mr_worker_create(const mr_cluster_config *cc, const char *name, mr_worker **out) {
     int idx = mr_cluster_config_worker_index(cc, name);
     if (idx < 0) {
@@ -591,7 +606,9 @@ mr_status mr_worker_create(const mr_cluster_config *cc, const char *name, mr_wor
     char host[128];
     int port, bound;
     mr_parse_endpoint(w->conf->data_listen, host, sizeof host, &port);
-    mr_xport_params xp = {.max_message = 1u << 30};
+    mr_xport_params xp = {.max_message = data_max_payload(cc),
+                          .busy_poll = cc->cluster.rdma_busy_poll,
+                          .device = w->conf->rdma_device[0] ? w->conf->rdma_device : NULL};
     mr_status st = w->xport->listen(&xp, host, port, &w->listener, &bound);
     if (st != MR_OK) {
         free(w);

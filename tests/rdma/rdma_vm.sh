@@ -6,9 +6,11 @@
 #                                              build the initramfs; exit 77 (skip) without /dev/kvm
 #   rdma_vm.sh xport-one DIR XPORT_TEST        transport tests in one guest (rxe loopback)
 #   rdma_vm.sh xport-two DIR XPORT_TEST        transport tests between two guests (UDP link on 127.0.0.1)
-#   rdma_vm.sh cluster DIR BIN_DIR MODEL GOLDEN  coordinator in guest 1, two workers in guest 2:
+#   rdma_vm.sh cluster DIR BUILD_DIR MODEL GOLDEN  coordinator in guest 1, two workers in guest 2:
 #                                              the same logits over RDMA as over TCP and single-process
-#   rdma_vm.sh bench DIR XPORT_TEST            xport bench (rdma and tcp) beside perftest, two guests
+#   rdma_vm.sh bench DIR BUILD_DIR             `moerack bench transport` (rdma, tcp) beside perftest's
+#                                              ib_write_lat / ib_write_bw, two guests, REPS times
+#                                              (BUSY=1: also rdma with busy-poll completions)
 #   rdma_vm.sh run-one DIR SCRIPT [FILE...]    any script in one guest (debugging)
 #
 # Guests run under TCG (software emulation) unless the host has real hardware virtualisation
@@ -42,13 +44,10 @@ need_kvm() {
 }
 
 host_tools() {
-  local t missing=0
-  for t in qemu-system-x86_64 cpio depmod file objdump python3; do command -v $t >/dev/null || missing=1; done
-  if [ $missing = 1 ]; then
-    log "installing host tools (qemu-system-x86 cpio kmod file binutils)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      qemu-system-x86 cpio kmod file binutils python3 >/dev/null
-  fi
+  local t
+  for t in qemu-system-x86_64 cpio depmod modprobe file objdump python3 apt-get dpkg; do
+    command -v $t >/dev/null || { echo "rdma_vm: $t is missing: run deploy/install-deps.sh"; exit 1; }
+  done
 }
 
 build() {
@@ -176,10 +175,10 @@ one() { # one SHARE : a single guest, NIC on an isolated hub
 two() { # two SHARE : node1 10.0.0.1 and node2 10.0.0.2 on a UDP socket link
   local share=$1 rc1=0 rc2=0
   rm -f "$share"/sync.*
-  run_vm "$share" node1 10.0.0.1/24 1 -netdev "socket,id=n0,udp=127.0.0.1:$((PORT+1)),localaddr=127.0.0.1:$PORT" \
+  run_vm "$share" node1 10.0.0.1/24 "${SMP:-1}" -netdev "socket,id=n0,udp=127.0.0.1:$((PORT+1)),localaddr=127.0.0.1:$PORT" \
     -device virtio-net-pci,netdev=n0,mac=52:54:00:00:00:01 & local p1=$!
   sleep 0.5
-  run_vm "$share" node2 10.0.0.2/24 1 -netdev "socket,id=n0,udp=127.0.0.1:$PORT,localaddr=127.0.0.1:$((PORT+1))" \
+  run_vm "$share" node2 10.0.0.2/24 "${SMP:-1}" -netdev "socket,id=n0,udp=127.0.0.1:$PORT,localaddr=127.0.0.1:$((PORT+1))" \
     -device virtio-net-pci,netdev=n0,mac=52:54:00:00:00:02 & local p2=$!
   wait $p1 || rc1=$?; wait $p2 || rc2=$?
   log "node1 rc=$rc1 node2 rc=$rc2"
@@ -228,9 +227,9 @@ echo "$RV_name FAILURES=$fail"; exit $fail
 RUN
   rc=0; two "$S" || rc=$?; show "$S/node1.log"; show "$S/node2.log"; exit $rc ;;
 cluster)
-  check_built; bindir=${3:?BIN_DIR} model=${4:?MODEL} golden=${5:?GOLDEN}
+  check_built; bd=${3:?BUILD_DIR} model=${4:?MODEL} golden=${5:?GOLDEN}
   S="$W/share-cluster"; rm -rf "$S"; mkdir -p "$S/bin" "$S/out"
-  cp "$bindir"/moerack "$bindir"/moerack-coordinator "$bindir"/moerack-worker "$S/bin/"
+  cp "$bd"/cli/moerack "$bd"/coordinator/moerack-coordinator "$bd"/worker/moerack-worker "$S/bin/"
   cp -r "$model" "$S/model"
   # the golden prompts, one id list per line
   python3 - "$golden/golden.json" > "$S/prompts.txt" <<'PY'
@@ -279,29 +278,45 @@ exit $fail
 RUN
   rc=0; two "$S" || rc=$?; show "$S/node1.log"; exit $rc ;;
 bench)
-  check_built; bin=${3:?XPORT_TEST}
-  S="$W/share-bench"; rm -rf "$S"; mkdir -p "$S"; cp "$bin" "$S/"
+  check_built; bd=${3:?BUILD_DIR}; reps=${REPS:-3}
+  S="$W/share-bench"; rm -rf "$S"; mkdir -p "$S"; cp "$bd"/cli/moerack "$S/"
+  echo "$reps" > "$S/reps"; [ "${BUSY:-0}" = 1 ] && touch "$S/busy"
   cat > "$S/run.sh" <<'RUN'
 SRV=10.0.0.1; n=0
-waitfor() { i=0; until [ -e "/mnt/$1" ]; do i=$((i+1)); [ $i -ge 900 ] && return 1; sleep 0.2; done; }
-step() { # step N SERVER_CMD -- CLIENT_CMD
-  n=$1; shift
+waitfor() { i=0; until [ -e "/mnt/$1" ]; do i=$((i+1)); [ $i -ge 1500 ] && return 1; sleep 0.2; done; }
+step() { # step N SERVER_CMD CLIENT_CMD
+  n=$1
   if [ "$RV_name" = node1 ]; then
-    eval "$1" > /tmp/srv.log 2>&1 & p=$!; sleep 2; touch /mnt/sync.$n; wait $p
+    eval "timeout 300 $2" > /tmp/srv.log 2>&1 & p=$!; sleep 1; touch /mnt/sync.$n; wait $p
   else
-    waitfor sync.$n && { eval "$2" || true; }
+    waitfor sync.$n && { eval "$3" || echo "step $n failed"; }
   fi
+  [ "$RV_name" = node1 ] && waitfor done.$n; [ "$RV_name" = node2 ] && touch /mnt/done.$n
 }
-for rep in 1 2 3; do
-  b=$((rep*10))
-  step $((b+1)) "./xport_test --transport rdma --role server --addr $SRV --port 7601 bench" "echo '== moerack rdma rep $rep'; ./xport_test --transport rdma --role client --addr $SRV --port 7601 bench"
-  step $((b+2)) "./xport_test --transport tcp --role server --addr $SRV --port 7602 bench" "echo '== moerack tcp rep $rep'; ./xport_test --transport tcp --role client --addr $SRV --port 7602 bench"
-  step $((b+3)) "ib_write_lat -d rxe0 -x 1 -a -n 200" "echo '== perftest ib_write_lat rep $rep'; ib_write_lat -d rxe0 -x 1 -a -n 200 $SRV"
-  step $((b+4)) "ib_write_bw -d rxe0 -x 1 -a -n 100" "echo '== perftest ib_write_bw rep $rep'; ib_write_bw -d rxe0 -x 1 -a -n 100 $SRV"
+B="./moerack bench transport --seconds 1"
+SIZES="64 256 1024 4096 16384 65536 262144 1048576 4194304 16777216"
+for rep in $(seq 1 $(cat /mnt/reps)); do
+  b=$((rep*100))
+  step $((b+1)) "$B --transport rdma --role server --addr $SRV --port 7601" \
+    "echo '== moerack rdma rep $rep'; $B --transport rdma --role client --addr $SRV --port 7601"
+  [ -e /mnt/busy ] && step $((b+2)) "$B --transport rdma --role server --addr $SRV --port 7602 --busy-poll" \
+    "echo '== moerack rdma-busy-poll rep $rep'; $B --transport rdma --role client --addr $SRV --port 7602 --busy-poll"
+  step $((b+3)) "$B --transport tcp --role server --addr $SRV --port 7603" \
+    "echo '== moerack tcp rep $rep'; $B --transport tcp --role client --addr $SRV --port 7603"
+  # perftest, one size per run: iterations scaled so each moves about as much data as ours
+  k=10
+  for s in $SIZES; do
+    k=$((k+1)); it=$((16777216 / s)); [ $it -gt 2000 ] && it=2000; [ $it -lt 5 ] && it=5
+    P="-d rxe0 -x 1 -F -s $s -n $it"
+    step $((b+k)) "ib_write_lat $P" "echo '== perftest ib_write_lat rep $rep size $s'; ib_write_lat $P $SRV"
+    k=$((k+1)); itb=$it
+    P="-d rxe0 -x 1 -F -s $s -n $itb"
+    step $((b+k)) "ib_write_bw $P" "echo '== perftest ib_write_bw rep $rep size $s'; ib_write_bw $P $SRV"
+  done
 done
 exit 0
 RUN
-  rc=0; two "$S" || rc=$?; show "$S/node2.log"; exit $rc ;;
+  rc=0; two "$S" || rc=$?; show "$S/node2.log" | tee "$W/bench-$(date +%Y%m%d-%H%M%S).log"; exit $rc ;;
 run-one) # run-one DIR SCRIPT [FILE...] : a debugging aid; SCRIPT runs in /mnt beside the FILEs
   check_built; script=${3:?SCRIPT}; shift 3
   S="$W/share-dbg"; rm -rf "$S"; mkdir -p "$S"; cp "$script" "$S/run.sh"; [ $# -gt 0 ] && cp "$@" "$S/"

@@ -2,8 +2,8 @@
  *
  *   xport_test --transport rdma|tcp --role both|server|client --addr IP [--port P] TEST
  * TEST: sizes | order | slow | peers | disconnect | hostile-version | hostile-slot |
- *       hostile-length | all (every test, in one process: server thread + client) |
- *       bench (latency p50/p99 and bandwidth by size, 64 B .. 16 MiB)
+ *       hostile-length | all (every test, in one process: server thread + client)
+ * (The transport benchmark is `moerack bench transport`.)
  * With --role server / client the two halves run on different nodes (two guests).
  * Exit 0 pass, 1 fail. */
 #include <arpa/inet.h>
@@ -474,60 +474,6 @@ static void test_hostile(server_arg *sa, const char *which) {
     if (c) X->close(c);
 }
 
-/* ---- bench ----------------------------------------------------------------------------------- */
-
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static void bench(void) {
-    mr_xport_conn *c = connect_retry();
-    if (!c) {
-        CHECK(0, "connect");
-        return;
-    }
-    uint8_t *buf = malloc(g_params.max_message), *rbuf = malloc(g_params.max_message);
-    fill(buf, g_params.max_message, 1);
-    printf("%-10s %12s %12s %14s\n", "bytes", "lat p50 us", "lat p99 us", "bw MB/s");
-    for (size_t s = 64; s <= (16u << 20); s *= 4) {
-        size_t n = s > g_params.max_message - 40 ? g_params.max_message - 40 : s;
-        int iters = s <= 65536 ? 200 : s <= (1u << 20) ? 30 : 6;
-        /* latency: ping-pong with an echo of n bytes; one-way = round trip / 2 */
-        double *lat = malloc((size_t)iters * sizeof *lat);
-        mr_dp_header h, r;
-        for (int i = 0; i < iters; i++) {
-            header(&h, (uint32_t)i, n);
-            double t0 = mr_now_s();
-            X->send(c, &h, buf);
-            X->recv(c, &r, rbuf, g_params.max_message, 60000);
-            lat[i] = (mr_now_s() - t0) / 2 * 1e6;
-        }
-        qsort(lat, (size_t)iters, sizeof *lat, cmp_d);
-        /* bandwidth: stream iters messages (credits bound the window), replies are 8-byte acks
-         * ... with an echo server the reply doubles the bytes: count both directions */
-        double t0 = mr_now_s();
-        int sent = 0, got = 0;
-        while (got < iters) {
-            if (sent < iters && sent - got < 3) {
-                header(&h, (uint32_t)sent, n);
-                X->send(c, &h, buf);
-                sent++;
-                continue;
-            }
-            X->recv(c, &r, rbuf, g_params.max_message, 60000);
-            got++;
-        }
-        double bw = (double)n * iters * 2 / (mr_now_s() - t0) / 1e6;
-        printf("%-10zu %12.1f %12.1f %14.1f\n", n, lat[iters / 2], lat[(int)(iters * 0.99)], bw);
-        fflush(stdout);
-        free(lat);
-    }
-    free(buf);
-    free(rbuf);
-    X->close(c);
-}
-
 int main(int argc, char **argv) {
     static const struct option opts[] = {{"transport", required_argument, 0, 't'},
                                          {"role", required_argument, 0, 'r'},
@@ -577,7 +523,6 @@ int main(int argc, char **argv) {
     X = mr_xport_find(transport);
     if (!X) return 2;
     int all = strcmp(test, "all") == 0;
-    int is_bench = strcmp(test, "bench") == 0;
     server_arg sa = {0};
     pthread_t srv;
     int server_here = strcmp(role, "client") != 0;
@@ -598,7 +543,6 @@ int main(int argc, char **argv) {
         pthread_create(&srv, NULL, server_main, &sa);
     }
     if (strcmp(test, "disconnect-victim") == 0) disconnect_victim();
-    if (is_bench) bench();
     if (all || !strcmp(test, "sizes")) test_sizes();
     if (all || !strcmp(test, "order")) {
         sa.echo = 0;

@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""bench_table.py LOG — the markdown table of `rdma_vm.sh bench` (moerack vs perftest, by size).
+
+Reads the client guest's log: `moerack bench transport` tables (rdma, rdma-busy-poll, tcp) and
+perftest's ib_write_lat / ib_write_bw reports, repeated REPS times. Prints, per message size, the
+median over repetitions with the spread (min-max) and the ratios against perftest:
+  latency  moerack lat_p50_us vs ib_write_lat t_typical (both one-way: round trip / 2)
+  bandwidth  moerack bw_MB/s vs ib_write_bw BW average, both in 10^6 B/s (perftest's MB/sec is
+           checked against its MsgRate to find out whether it means 2^20).
+"""
+import re
+import statistics
+import sys
+from collections import defaultdict
+
+
+def parse(path):
+    ours = defaultdict(lambda: defaultdict(list))  # mode -> size -> [(p50, p99, bw)]
+    pt_lat = defaultdict(list)                      # size -> [t_typical]
+    pt_bw = defaultdict(list)                       # size -> [MB/s, 10^6]
+    section, size = None, None
+    for line in open(path, errors="replace"):
+        m = re.match(r"== moerack (\S+) rep", line)
+        if m:
+            section = ("ours", m.group(1))
+            continue
+        m = re.match(r"== perftest (ib_write_lat|ib_write_bw)\S* rep \d+(?: size (\d+))?", line)
+        if m:
+            section = ("pt", m.group(1))
+            continue
+        f = line.split()
+        if not f or not f[0].isdigit() or section is None:
+            continue
+        size = int(f[0])
+        if section[0] == "ours" and len(f) >= 4:
+            ours[section[1]][size].append((float(f[1]), float(f[2]), float(f[3])))
+        elif section == ("pt", "ib_write_lat") and len(f) >= 6:
+            # #bytes #iterations t_min t_max t_typical t_avg t_stdev 99% 99.9%
+            pt_lat[size].append(float(f[4]))
+        elif section == ("pt", "ib_write_bw") and len(f) >= 5:
+            # #bytes #iterations BW_peak BW_average MsgRate[Mpps]
+            avg, mpps = float(f[3]), float(f[4])
+            unit = 1e6
+            if mpps > 0:  # which megabyte: the one that makes BW = MsgRate x size
+                by_mib = abs(avg * 1048576 - mpps * 1e6 * size)
+                by_mb = abs(avg * 1e6 - mpps * 1e6 * size)
+                unit = 1048576 if by_mib < by_mb else 1e6
+            pt_bw[size].append(avg * unit / 1e6)
+    return ours, pt_lat, pt_bw
+
+
+def med(xs):
+    return statistics.median(xs) if xs else float("nan")
+
+
+def spread(xs):
+    return f"{min(xs):.4g}–{max(xs):.4g}" if len(xs) > 1 else "-"
+
+
+def human(n):
+    for unit, s in ((1 << 20, "MiB"), (1 << 10, "KiB")):
+        if n >= unit and n % unit == 0:
+            return f"{n // unit} {s}"
+    return f"{n} B"
+
+
+def main():
+    ours, pt_lat, pt_bw = parse(sys.argv[1])
+    modes = [m for m in ("rdma", "rdma-busy-poll", "tcp") if m in ours]
+    reps = max((len(v) for m in modes for v in ours[m].values()), default=0)
+    print(f"Repetitions: {reps}. Medians over repetitions; spread = min–max.\n")
+    print("| size | perftest lat p50 µs (spread) | moerack rdma p50 µs (spread) | ratio "
+          "| busy-poll p50 µs | ratio | tcp p50 µs "
+          "| perftest bw MB/s (spread) | moerack rdma bw MB/s (spread) | ratio "
+          "| busy-poll bw | ratio | tcp bw |")
+    print("|" + "---|" * 13)
+    for size in sorted(ours["rdma"]):
+        r = ours["rdma"][size]
+        b = ours.get("rdma-busy-poll", {}).get(size, [])
+        t = ours.get("tcp", {}).get(size, [])
+        pl, pb = pt_lat.get(size, []), pt_bw.get(size, [])
+        lat, bw = [x[0] for x in r], [x[2] for x in r]
+        blat, bbw = [x[0] for x in b], [x[2] for x in b]
+
+        def ratio(a, p):
+            return f"{med(a) / med(p):.2f}" if a and p else "-"
+
+        print(f"| {human(size)} | {med(pl):.4g} ({spread(pl) if pl else 'n/a'}) "
+              f"| {med(lat):.4g} ({spread(lat)}) | {ratio(lat, pl)} "
+              f"| {med(blat):.4g} | {ratio(blat, pl)} | {med([x[0] for x in t]):.4g} "
+              f"| {med(pb):.4g} ({spread(pb) if pb else 'n/a'}) "
+              f"| {med(bw):.4g} ({spread(bw)}) | {ratio(bw, pb)} "
+              f"| {med(bbw):.4g} | {ratio(bbw, pb)} | {med([x[2] for x in t]):.4g} |")
+
+
+if __name__ == "__main__":
+    main()
