@@ -114,8 +114,10 @@ static int measure(const bench_opts *o, mr_xport_conn *c, size_t n, uint8_t *buf
     int ok = send_msg(o, c, BENCH_SINK_ACK, (uint32_t)sent, 0, buf) == MR_OK &&
              o->x->recv(c, &r, rbuf, o->p.max_message, 120000) == MR_OK;
     double bw = (double)n * (double)sent / (mr_now_s() - t0) / 1e6;
-    printf("%-10zu %12.2f %12.2f %12.1f %8d %8lld\n", n, lat[lat_iters / 2],
-           lat[(int)((lat_iters - 1) * 0.99)], bw, lat_iters, sent);
+    double mean = 0;
+    for (int i = 0; i < lat_iters; i++) mean += lat[i] / lat_iters;
+    printf("%-10zu %12.2f %12.2f %12.1f %8d %8lld %12.2f\n", n, lat[lat_iters / 2],
+           lat[(int)((lat_iters - 1) * 0.99)], bw, lat_iters, sent, mean);
     fflush(stdout);
     free(lat);
     return ok ? 0 : -1;
@@ -136,8 +138,8 @@ static int run_client(const bench_opts *o) {
     printf("# moerack bench transport: %s to %s:%d%s; latency one-way (round trip / 2), "
            "bandwidth one direction\n",
            o->x->name, o->addr, o->port, o->p.busy_poll ? ", busy poll" : "");
-    printf("%-10s %12s %12s %12s %8s %8s\n", "bytes", "lat_p50_us", "lat_p99_us", "bw_MB/s",
-           "lat_n", "bw_n");
+    printf("%-10s %12s %12s %12s %8s %8s %12s\n", "bytes", "lat_p50_us", "lat_p99_us", "bw_MB/s",
+           "lat_n", "bw_n", "lat_mean_us");
     for (size_t n = o->min_bytes; rc == 0 && n <= o->max_bytes; n *= 4)
         if (measure(o, c, n, buf, rbuf) != 0) {
             MR_LOG_ERROR(MR_LOG_CLI, "bench transport: the connection failed at %zu bytes", n);

@@ -84,6 +84,9 @@ static const mr_opt worker_opts[] = {
                   "refuse assignments needing more memory (0 = no limit)"),
     MR_OPT_INT_(mr_worker_conf, connect_retry_ms, 10, 600000, "500",
                 "pause between attempts to reach the coordinator"),
+    MR_OPT_INT_(mr_worker_conf, gpu, -1, 1023, "-1",
+                "cuda backends: the GPU this worker uses, an index into CUDA_VISIBLE_DEVICES when "
+                "that is set (the worker narrows it to this one GPU); -1 = the first visible"),
     MR_OPT_STRING_(mr_worker_conf, rdma_device, "",
                    "rdma: the device data connections must arrive on; \"\" = whichever owns "
                    "data_listen's address"),

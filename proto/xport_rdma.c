@@ -6,12 +6,17 @@
  * the data-plane version; a mismatch is rejected before any verb runs).
  *
  * A message (40-byte header + payload) is copied into a staging slot and written into the peer's
- * next receive slot with RDMA WRITE_WITH_IMM; the immediate encodes slot (8 bits), micro-batch
- * (8 bits) and layer (15 bits), bit 31 clear. Slots are used round robin and, RC being ordered,
- * consumed in order; the receiver returns each consumed slot as a credit with SEND_WITH_IMM
- * (bit 31 set, low bits = number of slots). A sender writes only while it holds credits, so a
- * slot is never overwritten before the receiver has copied it out; a sender that gets no credit
- * within MR_XPORT_BODY_TIMEOUT_MS reports MR_ERR_TIMEOUT instead of waiting forever.
+ * next receive slot with RDMA WRITE_WITH_IMM; the immediate encodes slot (bits 0-3), credits
+ * returned (bits 4-7), micro-batch (8-15) and layer (16-30), bit 31 clear. Slots are used round
+ * robin and, RC being ordered, consumed in order. A consumed slot is owed back to the sender as a
+ * credit: piggybacked on the next message the other way (a reply costs no extra packet), or, once
+ * half the slots are owed, returned at once with a zero-byte SEND_WITH_IMM (bit 31 set, low bits =
+ * number of slots). A sender writes only while it holds credits, so a slot is never overwritten
+ * before the receiver has copied it out; a sender that gets no credit within
+ * MR_XPORT_BODY_TIMEOUT_MS reports MR_ERR_TIMEOUT instead of waiting forever. (A sender is out of
+ * credits only when at least half the slots hold unconsumed data, which the receiver's next recv()
+ * turns into an explicit return; and a sender about to wait for a credit first returns what it
+ * owes, so two senders never wait on each other's withheld credits.)
  *
  * Completions: the CQ is armed on a completion channel, whose fd is the connection's pollable fd;
  * recv() either sleeps on it or, with busy_poll, spins on ibv_poll_cq. Any failed completion, a
@@ -36,11 +41,13 @@
 #include "common/timeutil.h"
 #include "proto/xport.h"
 
-#define RDMA_SLOTS    4
+#define RDMA_SLOTS    4 /* at most 16: the immediate has 4 bits for a slot and for credits */
 #define RDMA_RECV_WRS (4 * RDMA_SLOTS)
 #define RDMA_PD_MAGIC 0x4452434du /* "MCRD" */
 #define IMM_CREDIT    0x80000000u
 #define RESOLVE_MS    5000
+#define RDMA_INLINE   256   /* messages up to this go inline: no staging copy, no DMA read */
+#define WR_INLINE     0x100 /* wr_id flag: an inline write, which holds no staging slot */
 
 /* CM private data: who I am and where my receive slots are. Written by each side at connect /
  * accept; validated by the other before it trusts any of it. */
@@ -60,8 +67,11 @@ struct mr_xport_conn {
     struct rdma_cm_id *id;
     struct ibv_pd *pd;
     struct ibv_comp_channel *cc;
-    struct ibv_cq *cq;
+    struct ibv_cq *cq;  /* receive completions: armed whenever we sleep */
+    struct ibv_cq *scq; /* send completions: armed only while waiting for a staging slot, so a
+                           finished write never wakes a thread that waits for data */
     int busy_poll;
+    uint32_t max_inline; /* bytes the send queue takes inline (0: none) */
     size_t slot_size;
     uint8_t *rx, *tx; /* [RDMA_SLOTS][slot_size] each */
     struct ibv_mr *rx_mr, *tx_mr;
@@ -72,12 +82,14 @@ struct mr_xport_conn {
     uint32_t r_rkey, r_slots, r_slot_size;
     uint32_t tx_next;        /* next remote slot to write */
     int credits;             /* remote slots known to be free */
+    int owed;                /* slots consumed here, not yet returned to the peer */
     int tx_busy[RDMA_SLOTS]; /* staging slot's WRITE not yet completed */
     /* received data, in arrival order, not yet taken by recv() */
     int ready[RDMA_SLOTS];
-    uint32_t ready_len[RDMA_SLOTS];
+    uint32_t ready_len[RDMA_SLOTS], ready_imm[RDMA_SLOTS];
     int n_ready, ready_head;
-    uint32_t rx_next; /* slot the next data write must use */
+    uint32_t rx_next;       /* slot the next data write must use */
+    uint64_t cm_checked_ns; /* busy poll: last look at the CM event channel */
     int broken;
     char peer[96];
 };
@@ -102,6 +114,7 @@ static void conn_free(mr_xport_conn *c) {
     if (c->tx_mr) ibv_dereg_mr(c->tx_mr);
     if (c->dummy_mr) ibv_dereg_mr(c->dummy_mr);
     if (c->cq) ibv_destroy_cq(c->cq);
+    if (c->scq) ibv_destroy_cq(c->scq);
     if (c->cc) ibv_destroy_comp_channel(c->cc);
     if (c->pd) ibv_dealloc_pd(c->pd);
     if (c->id) rdma_destroy_id(c->id);
@@ -123,23 +136,39 @@ static mr_status setup_resources(mr_xport_conn *c, size_t slot_size) {
     struct ibv_context *ctx = c->id->verbs;
     if (!ctx) return MR_ERR_IO;
     if (!(c->pd = ibv_alloc_pd(ctx)) || !(c->cc = ibv_create_comp_channel(ctx)) ||
-        !(c->cq = ibv_create_cq(ctx, 2 * RDMA_RECV_WRS + 4 * RDMA_SLOTS, NULL, c->cc, 0))) {
+        !(c->cq = ibv_create_cq(ctx, 2 * RDMA_RECV_WRS, NULL, c->cc, 0)) ||
+        !(c->scq = ibv_create_cq(ctx, 4 * RDMA_SLOTS + 16, NULL, c->cc, 0))) {
         MR_LOG_ERROR(MR_LOG_NET, "rdma: cannot create PD/CQ on %s: %s",
                      ibv_get_device_name(ctx->device), strerror(errno));
         return MR_ERR_IO;
     }
     fcntl(c->cc->fd, F_SETFL, fcntl(c->cc->fd, F_GETFL) | O_NONBLOCK);
     struct ibv_qp_init_attr qa = {0};
-    qa.send_cq = qa.recv_cq = c->cq;
+    qa.send_cq = c->scq;
+    qa.recv_cq = c->cq;
     qa.qp_type = IBV_QPT_RC;
     qa.cap.max_send_wr = 2 * RDMA_SLOTS + 8;
     qa.cap.max_recv_wr = RDMA_RECV_WRS;
-    qa.cap.max_send_sge = qa.cap.max_recv_sge = 1;
-    if (rdma_create_qp(c->id, c->pd, &qa)) {
+    qa.cap.max_send_sge = 2;
+    qa.cap.max_recv_sge = 1;
+    qa.cap.max_inline_data = RDMA_INLINE;
+    if (rdma_create_qp(c->id, c->pd, &qa)) { /* a device without inline data: try without */
+        qa.cap.max_inline_data = 0;
+        if (rdma_create_qp(c->id, c->pd, &qa)) qa.cap.max_send_wr = 0;
+    }
+    c->max_inline = qa.cap.max_inline_data;
+    if (qa.cap.max_send_wr == 0) {
         MR_LOG_ERROR(MR_LOG_NET, "rdma: cannot create the queue pair: %s", strerror(errno));
         return MR_ERR_IO;
     }
+    if (slot_size > UINT32_MAX) {
+        MR_LOG_ERROR(MR_LOG_NET, "rdma: %zu-byte slots exceed the 4 GiB the private data can name",
+                     slot_size);
+        return MR_ERR_INVALID;
+    }
     size_t bytes = (size_t)RDMA_SLOTS * slot_size;
+    MR_LOG_INFO(MR_LOG_NET, "rdma %s: registering %.1f MB (%d receive + %d send slots of %zu B)",
+                c->peer, 2.0 * (double)bytes / 1e6, RDMA_SLOTS, RDMA_SLOTS, slot_size);
     if (!(c->rx = mr_alloc_aligned(bytes)) || !(c->tx = mr_alloc_aligned(bytes)))
         return MR_ERR_NOMEM;
     memset(c->rx, 0, bytes);
@@ -421,11 +450,11 @@ static mr_status check_cm(mr_xport_conn *c) {
 static mr_status drain_cq(mr_xport_conn *c) {
     struct ibv_wc wc[16];
     int n;
-    while ((n = ibv_poll_cq(c->cq, 16, wc)) > 0) {
+    while ((n = ibv_poll_cq(c->scq, 16, wc)) > 0 || (n = ibv_poll_cq(c->cq, 16, wc)) > 0) {
         for (int i = 0; i < n; i++) {
             if (wc[i].status != IBV_WC_SUCCESS) return broken(c, ibv_wc_status_str(wc[i].status));
             if (wc[i].opcode == IBV_WC_RDMA_WRITE) {
-                c->tx_busy[wc[i].wr_id % RDMA_SLOTS] = 0;
+                if (!(wc[i].wr_id & WR_INLINE)) c->tx_busy[wc[i].wr_id % RDMA_SLOTS] = 0;
                 continue;
             }
             if (wc[i].opcode == IBV_WC_SEND) continue;
@@ -445,49 +474,29 @@ static mr_status drain_cq(mr_xport_conn *c) {
             }
             if (wc[i].opcode != IBV_WC_RECV_RDMA_WITH_IMM || (imm & IMM_CREDIT))
                 return MR_ERR_PROTO;
-            uint32_t slot = imm & 0xffu;
+            uint32_t slot = imm & 0xfu, k = (imm >> 4) & 0xfu;
             if (slot >= RDMA_SLOTS || slot != c->rx_next || c->n_ready == RDMA_SLOTS) {
                 MR_LOG_ERROR(MR_LOG_NET,
                              "rdma %s: protocol error: data in slot %u, expected slot %u", c->peer,
                              slot, c->rx_next);
                 return MR_ERR_PROTO;
             }
+            if (c->credits + (int)k > (int)c->r_slots) {
+                MR_LOG_ERROR(MR_LOG_NET,
+                             "rdma %s: protocol error: %u credits returned, %d outstanding",
+                             c->peer, k, (int)c->r_slots - c->credits);
+                return MR_ERR_PROTO;
+            }
+            c->credits += (int)k;
             c->rx_next = (c->rx_next + 1) % RDMA_SLOTS;
             int q = (c->ready_head + c->n_ready) % RDMA_SLOTS;
             c->ready[q] = (int)slot;
             c->ready_len[q] = wc[i].byte_len;
+            c->ready_imm[q] = imm;
             c->n_ready++;
         }
     }
     return n < 0 ? broken(c, "ibv_poll_cq failed") : MR_OK;
-}
-
-/* Makes progress until cond(c) or the deadline; sleeps on the completion channel unless busy
- * polling. */
-static mr_status progress_until(mr_xport_conn *c, int (*cond)(mr_xport_conn *), uint64_t deadline) {
-    for (;;) {
-        MR_CHECK(check_cm(c));
-        MR_CHECK(drain_cq(c));
-        if (cond(c)) return MR_OK;
-        if (deadline && mr_now_ns() >= deadline) return MR_ERR_TIMEOUT;
-        if (c->busy_poll) continue;
-        /* arm, re-check (a completion may have raced the arming), then sleep */
-        ibv_req_notify_cq(c->cq, 0);
-        MR_CHECK(drain_cq(c));
-        if (cond(c)) return MR_OK;
-        int ms = 100;
-        if (deadline) {
-            uint64_t now = mr_now_ns();
-            ms = now >= deadline ? 0 : (int)((deadline - now) / 1000000 + 1);
-            if (ms > 100) ms = 100; /* also notice CM events */
-        }
-        struct pollfd p[2] = {{c->cc->fd, POLLIN, 0}, {c->ec->fd, POLLIN, 0}};
-        if (poll(p, 2, ms) > 0 && (p[0].revents & POLLIN)) {
-            struct ibv_cq *cq;
-            void *ctx;
-            if (ibv_get_cq_event(c->cc, &cq, &ctx) == 0) ibv_ack_cq_events(cq, 1);
-        }
-    }
 }
 
 static int has_credit(mr_xport_conn *c) {
@@ -497,7 +506,61 @@ static int has_data(mr_xport_conn *c) {
     return c->n_ready > 0;
 }
 
+/* Makes progress until cond(c) or the deadline; sleeps on the completion channel unless busy
+ * polling. CM events (a disconnect) are looked at when their channel is readable, or every
+ * millisecond when busy polling; a disconnect also flushes the queue pair, which drain_cq sees. */
+static mr_status progress_until(mr_xport_conn *c, int (*cond)(mr_xport_conn *), uint64_t deadline) {
+    for (;;) {
+        MR_CHECK(drain_cq(c));
+        if (cond(c)) return MR_OK;
+        uint64_t now = mr_now_ns();
+        if (deadline && now >= deadline) return MR_ERR_TIMEOUT;
+        if (c->busy_poll) {
+            if (now - c->cm_checked_ns > 1000000) {
+                c->cm_checked_ns = now;
+                MR_CHECK(check_cm(c));
+            }
+            continue;
+        }
+        /* arm, re-check (a completion may have raced the arming), then sleep */
+        ibv_req_notify_cq(c->cq, 0);
+        if (cond == has_credit) ibv_req_notify_cq(c->scq, 0);
+        MR_CHECK(drain_cq(c));
+        if (cond(c)) return MR_OK;
+        int ms = 100;
+        if (deadline) {
+            ms = (int)((deadline - now) / 1000000 + 1);
+            if (ms > 100) ms = 100;
+        }
+        struct pollfd p[2] = {{c->cc->fd, POLLIN, 0}, {c->ec->fd, POLLIN, 0}};
+        int n = poll(p, 2, ms);
+        if (n > 0 && (p[0].revents & POLLIN)) {
+            struct ibv_cq *cq;
+            void *ctx;
+            if (ibv_get_cq_event(c->cc, &cq, &ctx) == 0) ibv_ack_cq_events(cq, 1);
+        }
+        if (n > 0 && (p[1].revents & POLLIN)) MR_CHECK(check_cm(c));
+    }
+}
+
 /* ---- send / recv ----------------------------------------------------------------------------- */
+
+/* Returns every owed credit now, with a zero-byte SEND_WITH_IMM. */
+static mr_status flush_credits(mr_xport_conn *c) {
+    if (c->owed == 0) return MR_OK;
+    struct ibv_send_wr wr = {0}, *bad;
+    wr.opcode = IBV_WR_SEND_WITH_IMM;
+    wr.send_flags = IBV_SEND_SIGNALED;
+    wr.imm_data = htonl(IMM_CREDIT | (uint32_t)c->owed);
+    if (ibv_post_send(c->id->qp, &wr, &bad)) return broken(c, "cannot return credits");
+    c->owed = 0;
+    return MR_OK;
+}
+
+/* A slot was consumed: owe it to the peer; return what is owed once half the slots are. */
+static mr_status return_credit(mr_xport_conn *c) {
+    return ++c->owed < RDMA_SLOTS / 2 ? MR_OK : flush_credits(c);
+}
 
 static mr_status rdma_send_op(mr_xport_conn *c, const mr_dp_header *h, const void *payload) {
     if (c->broken) return MR_ERR_CLOSED;
@@ -507,6 +570,9 @@ static mr_status rdma_send_op(mr_xport_conn *c, const mr_dp_header *h, const voi
                      total, c->r_slot_size);
         return MR_ERR_INVALID;
     }
+    /* about to wait for a credit: return ours first, or two senders could each wait on the
+     * credit the other withholds */
+    if (!has_credit(c)) MR_CHECK(flush_credits(c));
     mr_status st =
         progress_until(c, has_credit, mr_now_ns() + (uint64_t)MR_XPORT_BODY_TIMEOUT_MS * 1000000);
     if (st == MR_ERR_TIMEOUT) {
@@ -516,33 +582,37 @@ static mr_status rdma_send_op(mr_xport_conn *c, const mr_dp_header *h, const voi
     }
     MR_CHECK(st);
     uint32_t slot = c->tx_next;
-    uint8_t *stage = c->tx + (size_t)slot * c->slot_size;
-    memcpy(stage, h, sizeof *h);
-    if (h->payload_bytes) memcpy(stage + sizeof *h, payload, (size_t)h->payload_bytes);
-    struct ibv_sge sge = {(uintptr_t)stage, (uint32_t)total, c->tx_mr->lkey};
     struct ibv_send_wr wr = {0}, *bad;
-    wr.wr_id = slot;
-    wr.sg_list = &sge;
-    wr.num_sge = 1;
+    struct ibv_sge sge[2];
+    int inl = total <= c->max_inline;
+    if (inl) { /* copied into the work request by ibv_post_send: header and payload in place */
+        sge[0] = (struct ibv_sge){(uintptr_t)h, (uint32_t)sizeof *h, 0};
+        sge[1] = (struct ibv_sge){(uintptr_t)payload, (uint32_t)h->payload_bytes, 0};
+        wr.num_sge = h->payload_bytes ? 2 : 1;
+        wr.wr_id = slot | WR_INLINE;
+        wr.send_flags = IBV_SEND_SIGNALED | IBV_SEND_INLINE;
+    } else {
+        uint8_t *stage = c->tx + (size_t)slot * c->slot_size;
+        memcpy(stage, h, sizeof *h);
+        if (h->payload_bytes) memcpy(stage + sizeof *h, payload, (size_t)h->payload_bytes);
+        sge[0] = (struct ibv_sge){(uintptr_t)stage, (uint32_t)total, c->tx_mr->lkey};
+        wr.num_sge = 1;
+        wr.wr_id = slot;
+        wr.send_flags = IBV_SEND_SIGNALED;
+    }
+    wr.sg_list = sge;
     wr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
-    wr.send_flags = IBV_SEND_SIGNALED;
-    wr.imm_data =
-        htonl(slot | (uint32_t)(h->micro_batch & 0xff) << 8 | (uint32_t)(h->layer & 0x7fff) << 16);
+    uint32_t give = (uint32_t)c->owed; /* piggybacked credits */
+    wr.imm_data = htonl(slot | give << 4 | (uint32_t)(h->micro_batch & 0xff) << 8 |
+                        (uint32_t)(h->layer & 0x7fff) << 16);
     wr.wr.rdma.remote_addr = c->r_addr + (uint64_t)slot * c->r_slot_size;
     wr.wr.rdma.rkey = c->r_rkey;
     if (ibv_post_send(c->id->qp, &wr, &bad)) return broken(c, "ibv_post_send failed");
-    c->tx_busy[slot] = 1;
+    c->tx_busy[slot] = !inl;
     c->credits--;
+    c->owed = 0;
     c->tx_next = (slot + 1) % c->r_slots;
     return MR_OK;
-}
-
-static mr_status return_credit(mr_xport_conn *c) {
-    struct ibv_send_wr wr = {0}, *bad;
-    wr.opcode = IBV_WR_SEND_WITH_IMM;
-    wr.send_flags = IBV_SEND_SIGNALED;
-    wr.imm_data = htonl(IMM_CREDIT | 1u);
-    return ibv_post_send(c->id->qp, &wr, &bad) ? broken(c, "cannot return a credit") : MR_OK;
 }
 
 static mr_status rdma_recv_op(mr_xport_conn *c, mr_dp_header *h, void *buf, size_t cap,
@@ -552,7 +622,7 @@ static mr_status rdma_recv_op(mr_xport_conn *c, mr_dp_header *h, void *buf, size
     if (timeout_ms == 0) deadline = mr_now_ns();
     MR_CHECK(progress_until(c, has_data, deadline));
     int slot = c->ready[c->ready_head];
-    uint32_t len = c->ready_len[c->ready_head];
+    uint32_t len = c->ready_len[c->ready_head], imm = c->ready_imm[c->ready_head];
     c->ready_head = (c->ready_head + 1) % RDMA_SLOTS;
     c->n_ready--;
     const uint8_t *src = c->rx + (size_t)slot * c->slot_size;
@@ -561,8 +631,10 @@ static mr_status rdma_recv_op(mr_xport_conn *c, mr_dp_header *h, void *buf, size
         st = MR_ERR_PROTO;
     } else {
         memcpy(h, src, sizeof *h);
+        uint32_t mb = (imm >> 8) & 0xffu, layer = (imm >> 16) & 0x7fffu;
         if (h->magic != MR_DP_MAGIC || h->version != MR_DP_VERSION ||
-            h->payload_bytes != (uint64_t)len - sizeof *h || h->payload_bytes > cap)
+            h->payload_bytes != (uint64_t)len - sizeof *h || h->payload_bytes > cap ||
+            mb != (h->micro_batch & 0xffu) || layer != (h->layer & 0x7fffu))
             st = MR_ERR_PROTO;
         else if (h->payload_bytes)
             memcpy(buf, src + sizeof *h, (size_t)h->payload_bytes);
@@ -570,7 +642,8 @@ static mr_status rdma_recv_op(mr_xport_conn *c, mr_dp_header *h, void *buf, size
     if (st != MR_OK) {
         MR_LOG_ERROR(
             MR_LOG_NET,
-            "rdma %s: protocol error: slot %d holds %u bytes that do not match their header",
+            "rdma %s: protocol error: slot %d holds %u bytes that do not match their header "
+            "(length, immediate or buffer size)",
             c->peer, slot, len);
         return st;
     }

@@ -568,6 +568,32 @@ mr_status mr_worker_run(mr_worker *w) {
     return MR_OK;
 }
 
+/* Narrows CUDA_VISIBLE_DEVICES to the configured GPU, before anything in this process touches
+ * CUDA (the backend is created at the first assignment). */
+static mr_status select_gpu(const mr_cluster_config *cc, const mr_worker_conf *wc) {
+    if (wc->gpu < 0) return MR_OK;
+    const char *vis = getenv("CUDA_VISIBLE_DEVICES");
+    char pick[64];
+    if (vis && *vis) {
+        int i = 0;
+        const char *p = vis;
+        while (i < wc->gpu && (p = strchr(p, ','))) p++, i++;
+        size_t n = p ? strcspn(p, ",") : 0;
+        if (!p || n == 0 || n >= sizeof pick) {
+            MR_LOG_ERROR(MR_LOG_CONF, "%s: worker %s: gpu = %d, but CUDA_VISIBLE_DEVICES=\"%s\" "
+                         "lists fewer GPUs", cc->path, wc->name, wc->gpu, vis);
+            return MR_ERR_INVALID;
+        }
+        memcpy(pick, p, n);
+        pick[n] = 0;
+    } else {
+        snprintf(pick, sizeof pick, "%d", wc->gpu);
+    }
+    setenv("CUDA_VISIBLE_DEVICES", pick, 1);
+    MR_LOG_INFO(MR_LOG_CORE, "worker %s: GPU %s (CUDA_VISIBLE_DEVICES)", wc->name, pick);
+    return MR_OK;
+}
+
 /* The largest data-plane payload of this cluster (RDMA receive slots are sized by it): batches of
  * max_batch_tokens of the configured model. Its config.json is read here; the experts are loaded
  * only when an assignment names them. */
@@ -593,6 +619,10 @@ mr_status mr_worker_create(const mr_cluster_config *cc, const char *name, mr_wor
     if (!w) return MR_ERR_NOMEM;
     w->cc = cc;
     w->conf = &cc->workers[idx];
+    if (select_gpu(cc, w->conf) != MR_OK) {
+        free(w);
+        return MR_ERR_INVALID;
+    }
     pthread_rwlock_init(&w->lock, NULL);
     const char *addr = cc->coord.address[0] ? cc->coord.address : cc->coord.listen;
     mr_parse_endpoint(addr, w->coord_host, sizeof w->coord_host, &w->coord_port);

@@ -18,22 +18,41 @@ def parse(path):
     ours = defaultdict(lambda: defaultdict(list))  # mode -> size -> [(p50, p99, bw)]
     pt_lat = defaultdict(list)                      # size -> [t_typical]
     pt_bw = defaultdict(list)                       # size -> [MB/s, 10^6]
+    wall = defaultdict(dict)     # (rep, size) -> iterations -> seconds
+    wall_pt = defaultdict(dict)  # (rep, size) -> iterations -> perftest's own t_typical
     section, size = None, None
     for line in open(path, errors="replace"):
         m = re.match(r"== moerack (\S+) rep", line)
         if m:
             section = ("ours", m.group(1))
             continue
+        m = re.match(r"== perftest wall-clock n=(\d+) rep (\d+)(?: size (\d+))?: (\S+) (\S+)", line)
+        if m:
+            it, rep, sz = int(m.group(1)), int(m.group(2)), int(m.group(3) or 64)
+            wall[(rep, sz)][it] = float(m.group(5)) - float(m.group(4))
+            section = ("wall", rep, sz, it)
+            continue
+        if section and section[0] == "wall":
+            f = line.split()
+            if f and f[0] == str(section[2]) and len(f) >= 5:
+                # t_typical (the median) and t_avg, both on perftest's own clock
+                wall_pt[(section[1], section[2])][section[3]] = (float(f[4]), float(f[5]))
+            section = None
+            continue
         m = re.match(r"== perftest (ib_write_lat|ib_write_bw)\S* rep \d+(?: size (\d+))?", line)
         if m:
             section = ("pt", m.group(1))
+            continue
+        if line.startswith("=="):  # a section this script does not know
+            section = None
             continue
         f = line.split()
         if not f or not f[0].isdigit() or section is None:
             continue
         size = int(f[0])
         if section[0] == "ours" and len(f) >= 4:
-            ours[section[1]][size].append((float(f[1]), float(f[2]), float(f[3])))
+            mean = float(f[6]) if len(f) >= 7 else float("nan")
+            ours[section[1]][size].append((float(f[1]), float(f[2]), float(f[3]), mean))
         elif section == ("pt", "ib_write_lat") and len(f) >= 6:
             # #bytes #iterations t_min t_max t_typical t_avg t_stdev 99% 99.9%
             pt_lat[size].append(float(f[4]))
@@ -46,7 +65,7 @@ def parse(path):
                 by_mb = abs(avg * 1e6 - mpps * 1e6 * size)
                 unit = 1048576 if by_mib < by_mb else 1e6
             pt_bw[size].append(avg * unit / 1e6)
-    return ours, pt_lat, pt_bw
+    return ours, pt_lat, pt_bw, wall, wall_pt
 
 
 def med(xs):
@@ -65,7 +84,7 @@ def human(n):
 
 
 def main():
-    ours, pt_lat, pt_bw = parse(sys.argv[1])
+    ours, pt_lat, pt_bw, wall, wall_pt = parse(sys.argv[1])
     modes = [m for m in ("rdma", "rdma-busy-poll", "tcp") if m in ours]
     reps = max((len(v) for m in modes for v in ours[m].values()), default=0)
     print(f"Repetitions: {reps}. Medians over repetitions; spread = min–max.\n")
@@ -91,6 +110,39 @@ def main():
               f"| {med(pb):.4g} ({spread(pb) if pb else 'n/a'}) "
               f"| {med(bw):.4g} ({spread(bw)}) | {ratio(bw, pb)} "
               f"| {med(bbw):.4g} | {ratio(bbw, pb)} | {med([x[2] for x in t]):.4g} |")
+    calibration(wall, wall_pt, ours)
+
+
+def calibration(wall, wall_pt, ours):
+    """perftest's small-message latency put on the guest's wall clock: the mean one-way time by
+    wall clock is (t(4000 iterations) - t(500)) / 7000 half round trips; perftest's own t_avg of
+    the 4000-iteration run on its cycle counter gives the clock factor, which moves its median
+    (t_typical) onto the wall clock. Beside moerack's p50 and mean (measured on the wall clock)."""
+    sizes = sorted({sz for (_, sz) in wall})
+    if not sizes:
+        return
+    print("\nSmall messages on one clock (medians over repetitions). perftest's cycle-counter clock "
+          "is checked against the guest's wall clock: factor = wall-clock mean / perftest's own "
+          "t_avg; perftest p50 on the wall clock = t_typical x factor.\n")
+    print("| size | perftest t_typical µs (own clock) | clock factor (spread) "
+          "| perftest p50 µs (wall clock) | moerack rdma p50 µs | ratio "
+          "| busy-poll p50 µs | ratio |")
+    print("|---|---|---|---|---|---|---|---|")
+    for sz in sizes:
+        typ, factor, typ_wall = [], [], []
+        for (rep, s2), w in wall.items():
+            pt = wall_pt[(rep, s2)].get(4000)
+            if s2 == sz and 500 in w and 4000 in w and pt:
+                true_mean = (w[4000] - w[500]) / (2 * 3500) * 1e6
+                typ.append(pt[0])
+                factor.append(true_mean / pt[1])
+                typ_wall.append(pt[0] * true_mean / pt[1])
+        r = ours.get("rdma", {}).get(sz, [])
+        b = ours.get("rdma-busy-poll", {}).get(sz, [])
+        p50, bp50 = med([x[0] for x in r]), med([x[0] for x in b])
+        t = med(typ_wall)
+        print(f"| {human(sz)} | {med(typ):.4g} | {med(factor):.2f} ({spread(factor)}) "
+              f"| {t:.4g} | {p50:.4g} | {p50 / t:.2f} | {bp50:.4g} | {bp50 / t:.2f} |")
 
 
 if __name__ == "__main__":

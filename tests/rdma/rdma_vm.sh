@@ -10,7 +10,8 @@
 #                                              the same logits over RDMA as over TCP and single-process
 #   rdma_vm.sh bench DIR BUILD_DIR             `moerack bench transport` (rdma, tcp) beside perftest's
 #                                              ib_write_lat / ib_write_bw, two guests, REPS times
-#                                              (BUSY=1: also rdma with busy-poll completions)
+#                                              (BUSY=1: also rdma with busy-poll completions;
+#                                              SIZES="64 256 ...": fewer sizes, x4 steps from 64)
 #   rdma_vm.sh run-one DIR SCRIPT [FILE...]    any script in one guest (debugging)
 #
 # Guests run under TCG (software emulation) unless the host has real hardware virtualisation
@@ -281,6 +282,7 @@ bench)
   check_built; bd=${3:?BUILD_DIR}; reps=${REPS:-3}
   S="$W/share-bench"; rm -rf "$S"; mkdir -p "$S"; cp "$bd"/cli/moerack "$S/"
   echo "$reps" > "$S/reps"; [ "${BUSY:-0}" = 1 ] && touch "$S/busy"
+  echo "${SIZES:-64 256 1024 4096 16384 65536 262144 1048576 4194304 16777216}" > "$S/sizes"
   cat > "$S/run.sh" <<'RUN'
 SRV=10.0.0.1; n=0
 waitfor() { i=0; until [ -e "/mnt/$1" ]; do i=$((i+1)); [ $i -ge 1500 ] && return 1; sleep 0.2; done; }
@@ -293,8 +295,8 @@ step() { # step N SERVER_CMD CLIENT_CMD
   fi
   [ "$RV_name" = node1 ] && waitfor done.$n; [ "$RV_name" = node2 ] && touch /mnt/done.$n
 }
-B="./moerack bench transport --seconds 1"
-SIZES="64 256 1024 4096 16384 65536 262144 1048576 4194304 16777216"
+SIZES=$(cat /mnt/sizes); for s in $SIZES; do MAX=$s; done
+B="./moerack bench transport --seconds 1 --max $MAX"
 for rep in $(seq 1 $(cat /mnt/reps)); do
   b=$((rep*100))
   step $((b+1)) "$B --transport rdma --role server --addr $SRV --port 7601" \
@@ -303,6 +305,17 @@ for rep in $(seq 1 $(cat /mnt/reps)); do
     "echo '== moerack rdma-busy-poll rep $rep'; $B --transport rdma --role client --addr $SRV --port 7602 --busy-poll"
   step $((b+3)) "$B --transport tcp --role server --addr $SRV --port 7603" \
     "echo '== moerack tcp rep $rep'; $B --transport tcp --role client --addr $SRV --port 7603"
+  # perftest's clock, checked: ib_write_lat with 500 and 4000 iterations timed by the guest's wall
+  # clock; the extra time / 7000 half round trips is the true mean one-way latency
+  k=60
+  for s in $SIZES; do
+    [ $s -gt 4096 ] && break
+    for it in 500 4000; do
+      k=$((k+1))
+      step $((b+k)) "ib_write_lat -d rxe0 -x 1 -F -s $s -n $it" \
+        "t0=\$(cut -d' ' -f1 /proc/uptime); ib_write_lat -d rxe0 -x 1 -F -s $s -n $it $SRV > /tmp/cal.log; t1=\$(cut -d' ' -f1 /proc/uptime); echo \"== perftest wall-clock n=$it rep $rep size $s: \$t0 \$t1\"; grep -A1 t_typical /tmp/cal.log | tail -1"
+    done
+  done
   # perftest, one size per run: iterations scaled so each moves about as much data as ours
   k=10
   for s in $SIZES; do
