@@ -58,7 +58,7 @@ typedef struct mr_worker_conf {
     long long memory_limit_mb; /* 0 = no limit */
     int connect_retry_ms;      /* between attempts to reach the coordinator */
     char rdma_device[64];      /* rdma: required device name, "" = whichever owns the IP */
-    int gpu;                   /* cuda backends: GPU index (within CUDA_VISIBLE_DEVICES); -1 = first */
+    int gpu; /* cuda backends: GPU index (within CUDA_VISIBLE_DEVICES); -1 = first */
 } mr_worker_conf;
 
 typedef struct mr_placement_conf {

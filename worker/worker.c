@@ -580,8 +580,10 @@ static mr_status select_gpu(const mr_cluster_config *cc, const mr_worker_conf *w
         while (i < wc->gpu && (p = strchr(p, ','))) p++, i++;
         size_t n = p ? strcspn(p, ",") : 0;
         if (!p || n == 0 || n >= sizeof pick) {
-            MR_LOG_ERROR(MR_LOG_CONF, "%s: worker %s: gpu = %d, but CUDA_VISIBLE_DEVICES=\"%s\" "
-                         "lists fewer GPUs", cc->path, wc->name, wc->gpu, vis);
+            MR_LOG_ERROR(MR_LOG_CONF,
+                         "%s: worker %s: gpu = %d, but CUDA_VISIBLE_DEVICES=\"%s\" "
+                         "lists fewer GPUs",
+                         cc->path, wc->name, wc->gpu, vis);
             return MR_ERR_INVALID;
         }
         memcpy(pick, p, n);
