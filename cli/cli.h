@@ -9,6 +9,7 @@ int mr_cmd_run(int argc, char **argv);
 int mr_cmd_model(int argc, char **argv);
 int mr_cmd_bench(int argc, char **argv);
 int mr_bench_transport(int argc, char **argv); /* `moerack bench transport` */
+int mr_bench_load(int argc, char **argv);      /* `moerack bench load` */
 int mr_cmd_status(int argc, char **argv);
 int mr_cmd_config_doc(int argc, char **argv);
 int mr_cmd_tokenize(int argc, char **argv);

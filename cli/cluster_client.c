@@ -7,6 +7,7 @@
 #include "common/cluster_config.h"
 #include "common/config_table.h"
 #include "common/log.h"
+#include "common/timeutil.h"
 #include "proto/sock.h"
 
 mr_status mr_client_endpoint(const char *endpoint, const char *config, char *host, size_t cap,
@@ -75,4 +76,27 @@ mr_status mr_client_status(const char *host, int port, Moerack__Envelope **out) 
     }
     if (st == MR_OK) *out = rep;
     return st;
+}
+
+double mr_client_generate(const char *host, int port, const int32_t *ids, int n, int max_tokens) {
+    int fd = mr_client_open(host, port, MOERACK__ROLE__ROLE_CLIENT, 5000);
+    if (fd < 0) return -1;
+    Moerack__GenerateRequest rq = MOERACK__GENERATE_REQUEST__INIT;
+    rq.n_prompt = (size_t)n;
+    rq.prompt = (int32_t *)ids;
+    rq.max_tokens = (uint32_t)max_tokens;
+    Moerack__Envelope env = MOERACK__ENVELOPE__INIT;
+    env.msg_case = MOERACK__ENVELOPE__MSG_GENERATE_REQUEST;
+    env.generate_request = &rq;
+    Moerack__Envelope *rep = NULL;
+    double t0 = mr_now_s(), dt = -1;
+    if (mr_frame_send(fd, &env, 10000) == MR_OK && mr_frame_recv(fd, 1u << 30, -1, &rep) == MR_OK &&
+        rep->msg_case == MOERACK__ENVELOPE__MSG_GENERATE_REPLY && !rep->generate_reply->error)
+        dt = mr_now_s() - t0;
+    else if (rep && rep->msg_case == MOERACK__ENVELOPE__MSG_GENERATE_REPLY &&
+             rep->generate_reply->error)
+        MR_LOG_ERROR(MR_LOG_CLI, "cluster: %s", rep->generate_reply->error->message);
+    mr_frame_free(rep);
+    close(fd);
+    return dt;
 }

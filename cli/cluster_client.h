@@ -14,4 +14,8 @@ int mr_client_open(const char *host, int port, Moerack__Role role, int timeout_m
 
 /* One status poll; *out owns the decoded envelope (mr_frame_free). */
 mr_status mr_client_status(const char *host, int port, Moerack__Envelope **out);
+
+/* One greedy GenerateRequest of n prompt ids and max_tokens new tokens on its own connection;
+ * returns the seconds from sending to the reply, or -1 (logged) if it failed. */
+double mr_client_generate(const char *host, int port, const int32_t *ids, int n, int max_tokens);
 #endif

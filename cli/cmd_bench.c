@@ -227,30 +227,6 @@ out:
 /* ---- bench cluster --------------------------------------------------------------------------- */
 
 /* One generation through the cluster; returns seconds or -1. */
-static double cluster_generate(const char *host, int port, const int32_t *ids, int n,
-                               int max_tokens) {
-    int fd = mr_client_open(host, port, MOERACK__ROLE__ROLE_CLIENT, 5000);
-    if (fd < 0) return -1;
-    Moerack__GenerateRequest rq = MOERACK__GENERATE_REQUEST__INIT;
-    rq.n_prompt = (size_t)n;
-    rq.prompt = (int32_t *)ids;
-    rq.max_tokens = (uint32_t)max_tokens;
-    Moerack__Envelope env = MOERACK__ENVELOPE__INIT;
-    env.msg_case = MOERACK__ENVELOPE__MSG_GENERATE_REQUEST;
-    env.generate_request = &rq;
-    Moerack__Envelope *rep = NULL;
-    double t0 = mr_now_s(), dt = -1;
-    if (mr_frame_send(fd, &env, 10000) == MR_OK && mr_frame_recv(fd, 1u << 30, -1, &rep) == MR_OK &&
-        rep->msg_case == MOERACK__ENVELOPE__MSG_GENERATE_REPLY && !rep->generate_reply->error)
-        dt = mr_now_s() - t0;
-    else if (rep && rep->msg_case == MOERACK__ENVELOPE__MSG_GENERATE_REPLY &&
-             rep->generate_reply->error)
-        MR_LOG_ERROR(MR_LOG_CLI, "cluster: %s", rep->generate_reply->error->message);
-    mr_frame_free(rep);
-    close(fd);
-    return dt;
-}
-
 static double best_of(double a, double b) {
     return a < 0 ? b : (b < 0 ? a : (a < b ? a : b));
 }
@@ -377,8 +353,8 @@ static int bench_cluster(int argc, char **argv) {
         }
         double t_pre = -1, t_dec = -1;
         for (int rep = 0; rep < 3; rep++) {
-            double a = cluster_generate(l.host, l.port, ids, (int)plen, 1);
-            double b = cluster_generate(l.host, l.port, ids, 1, (int)ndec);
+            double a = mr_client_generate(l.host, l.port, ids, (int)plen, 1);
+            double b = mr_client_generate(l.host, l.port, ids, 1, (int)ndec);
             t_pre = best_of(t_pre, a);
             t_dec = best_of(t_dec, b);
         }
@@ -413,7 +389,9 @@ int mr_cmd_bench(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "cluster") == 0) return bench_cluster(argc - 1, argv + 1);
     if (argc >= 2 && strcmp(argv[1], "transport") == 0)
         return mr_bench_transport(argc - 1, argv + 1);
+    if (argc >= 2 && strcmp(argv[1], "load") == 0) return mr_bench_load(argc - 1, argv + 1);
     fprintf(stderr, "usage: moerack bench forward --model DIR [...]\n"
+                    "       moerack bench load (--coordinator H:P | --config F) [...]\n"
                     "       moerack bench membw [THREADS]\n"
                     "       moerack bench cluster --model DIR [...]\n"
                     "       moerack bench transport [--transport tcp|rdma] [...]\n");

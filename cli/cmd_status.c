@@ -35,9 +35,10 @@ static void print_table(const Moerack__StatusReply *r) {
            "XPORT", "STATE", "EXPERTS", "MEMORY", "BATCHES", "RTT_P50", "RTT_P99", "HEARTBEAT");
     for (size_t i = 0; i < r->n_workers; i++) {
         const Moerack__WorkerStatus *w = r->workers[i];
-        char mem[16], experts[24], age[24];
+        char mem[16], experts[48], age[24];
         human_bytes(w->memory_used, mem, sizeof mem);
-        snprintf(experts, sizeof experts, "%u/%u", w->experts_loaded, w->experts_held);
+        snprintf(experts, sizeof experts, "%u/%u%s%s", w->experts_loaded, w->experts_held,
+                 w->load_phase[0] ? " " : "", w->load_phase);
         if (w->heartbeat_age_s < 0)
             snprintf(age, sizeof age, "never");
         else
@@ -62,12 +63,13 @@ static void print_json(const Moerack__StatusReply *r) {
         const Moerack__WorkerStatus *w = r->workers[i];
         json_array_append_new(
             workers,
-            json_pack("{s:i,s:s,s:s,s:s,s:s,s:i,s:i,s:I,s:I,s:f,s:f,s:f}", "id", (int)w->id, "name",
-                      w->name, "host", w->host, "transport", w->transport, "state", w->state,
-                      "experts_held", (int)w->experts_held, "experts_loaded",
-                      (int)w->experts_loaded, "memory_used", (json_int_t)w->memory_used,
-                      "batches_served", (json_int_t)w->batches_served, "rtt_p50_us", w->rtt_p50_us,
-                      "rtt_p99_us", w->rtt_p99_us, "heartbeat_age_s", w->heartbeat_age_s));
+            json_pack("{s:i,s:s,s:s,s:s,s:s,s:s,s:i,s:i,s:I,s:I,s:f,s:f,s:f}", "id", (int)w->id,
+                      "name", w->name, "host", w->host, "transport", w->transport, "state",
+                      w->state, "load_phase", w->load_phase, "experts_held", (int)w->experts_held,
+                      "experts_loaded", (int)w->experts_loaded, "memory_used",
+                      (json_int_t)w->memory_used, "batches_served", (json_int_t)w->batches_served,
+                      "rtt_p50_us", w->rtt_p50_us, "rtt_p99_us", w->rtt_p99_us, "heartbeat_age_s",
+                      w->heartbeat_age_s));
     }
     for (size_t i = 0; i < r->n_uncovered; i++)
         json_array_append_new(

@@ -441,6 +441,22 @@ mr_status mr_ckpt_stored_dtype(mr_ckpt *ck, const char *name, mr_dtype *out) {
     return MR_OK;
 }
 
+int mr_ckpt_is_synthetic(const mr_ckpt *ck) {
+    return ck->synthetic;
+}
+
+int mr_ckpt_synthetic_stream(const mr_ckpt *ck, const char *name, mr_synth_stream *out) {
+    if (!ck->synthetic) return 0;
+    const mr_tensor_spec *s = synthetic_spec(ck, name);
+    if (!s) {
+        MR_LOG_ERROR(MR_LOG_CKPT, "%s: synthetic weights: the layout has no tensor '%s'", ck->dir,
+                     name);
+        return -1;
+    }
+    mr_synth_stream_of(s, &ck->config, ck->seed, out);
+    return 1;
+}
+
 /* Generates the tensor `spec` names, after checking its shape against the layout's. */
 static mr_status load_synthetic(mr_ckpt *ck, const mr_tensor_spec *spec, void *dst,
                                 mr_dtype dst_dtype) {

@@ -19,6 +19,7 @@
 #include "common/model_layout.h"
 #include "common/safetensors.h"
 #include "common/status.h"
+#include "common/synth_stream.h"
 
 typedef struct mr_ckpt mr_ckpt;
 
@@ -47,6 +48,12 @@ mr_status mr_ckpt_index_check_layout(const mr_ckpt_index *ix, const char *origin
 /* Synthetic weights: a model path "synthetic:SEED:DIR" opens DIR/config.json and generates every
  * tensor on load (common/synthetic.h); find fails, stored_dtype and load work, bytes_read counts
  * the bytes generated. */
+
+/* For synthetic weights, the stream of tensor `name` (for generating it elsewhere, e.g. on a
+ * GPU): returns 1 and fills *out; 0 if the checkpoint is not synthetic; -1 (logged) if the layout
+ * has no such tensor. */
+int mr_ckpt_synthetic_stream(const mr_ckpt *ck, const char *name, mr_synth_stream *out);
+int mr_ckpt_is_synthetic(const mr_ckpt *ck);
 
 /* The dtype `name` is stored in (from its file, or the layout for synthetic weights). */
 mr_status mr_ckpt_stored_dtype(mr_ckpt *ck, const char *name, mr_dtype *out);

@@ -10,6 +10,13 @@
 #include <stdint.h>
 #include <string.h>
 
+/* Functions marked MR_HD are also compiled for the GPU when included from CUDA sources. */
+#ifdef __CUDACC__
+#define MR_HD __host__ __device__
+#else
+#define MR_HD
+#endif
+
 typedef enum mr_dtype {
     MR_DTYPE_F32 = 0,
     MR_DTYPE_F16,
@@ -27,14 +34,14 @@ const char *mr_dtype_name(mr_dtype t);
 /* Parse the safetensors spelling; returns -1 if unknown. */
 int mr_dtype_parse(const char *s);
 
-static inline float mr_bf16_to_f32(uint16_t h) {
+static inline MR_HD float mr_bf16_to_f32(uint16_t h) {
     uint32_t u = (uint32_t)h << 16;
     float f;
     memcpy(&f, &u, sizeof f);
     return f;
 }
 
-static inline uint16_t mr_f32_to_bf16(float f) {
+static inline MR_HD uint16_t mr_f32_to_bf16(float f) {
     uint32_t u;
     memcpy(&u, &f, sizeof u);
     if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */

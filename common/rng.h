@@ -5,7 +5,9 @@
 
 #include <stdint.h>
 
-static inline uint64_t mr_splitmix64(uint64_t *state) {
+#include "common/dtype.h" /* MR_HD */
+
+static inline MR_HD uint64_t mr_splitmix64(uint64_t *state) {
     uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
@@ -13,7 +15,7 @@ static inline uint64_t mr_splitmix64(uint64_t *state) {
 }
 
 /* Uniform in [-1, 1) with 24 random bits: exactly representable in float32. */
-static inline float mr_rng_uniform_pm1(uint64_t *state) {
+static inline MR_HD float mr_rng_uniform_pm1(uint64_t *state) {
     return (float)(int32_t)((mr_splitmix64(state) >> 40) - (1u << 23)) * (1.0f / (float)(1u << 23));
 }
 

@@ -33,15 +33,21 @@ double mr_synth_std(const mr_tensor_spec *s, const mr_model_config *c) {
     }
 }
 
+void mr_synth_stream_of(const mr_tensor_spec *s, const mr_model_config *c, uint64_t seed,
+                        mr_synth_stream *out) {
+    double std = mr_synth_std(s, c);
+    out->base = seed * GOLDEN ^ mr_fnv1a64(s->name);
+    out->scale = (float)(std * sqrt(3.0)); /* uniform [-a, a) has std a/sqrt(3) */
+    out->norm = !(std > 0.0);
+    out->round_bf16 = s->dtype == MR_DTYPE_BF16;
+}
+
 void mr_synth_fill_range(const mr_tensor_spec *s, const mr_model_config *c, uint64_t seed,
                          uint64_t first, uint64_t count, void *dst, mr_dtype dst_dtype) {
-    uint64_t state = (seed * GOLDEN ^ mr_fnv1a64(s->name)) + first * GOLDEN;
-    double std = mr_synth_std(s, c);
-    float scale = (float)(std * sqrt(3.0)); /* uniform [-a, a) has std a/sqrt(3) */
+    mr_synth_stream st;
+    mr_synth_stream_of(s, c, seed, &st);
     for (uint64_t i = 0; i < count; i++) {
-        float u = mr_rng_uniform_pm1(&state);
-        float v = std > 0.0 ? u * scale : 1.0f + 0.1f * u;
-        if (s->dtype == MR_DTYPE_BF16) v = mr_bf16_to_f32(mr_f32_to_bf16(v)); /* as stored */
+        float v = mr_synth_value(&st, first + i);
         if (dst_dtype == MR_DTYPE_F32)
             ((float *)dst)[i] = v;
         else

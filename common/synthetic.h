@@ -19,6 +19,10 @@
 #include "common/dtype.h"
 #include "common/model_config.h"
 #include "common/model_layout.h"
+#include "common/synth_stream.h"
+
+void mr_synth_stream_of(const mr_tensor_spec *s, const mr_model_config *c, uint64_t seed,
+                        mr_synth_stream *out);
 
 /* Standard deviation of a tensor's values; 0 for norm weights (1 + 0.1·u). */
 double mr_synth_std(const mr_tensor_spec *s, const mr_model_config *c);

@@ -151,6 +151,7 @@ static mr_status send_assign(mr_cluster *c, mr_conn *k, int wi) {
     c->workers[wi].state = MR_WS_LOADING;
     c->workers[wi].experts_total = (uint32_t)n;
     c->workers[wi].experts_loaded = 0;
+    c->workers[wi].load_phase = MOERACK__LOAD_PHASE__LOAD_PHASE_READING;
     pthread_mutex_unlock(&c->mu);
     Moerack__Assign a = MOERACK__ASSIGN__INIT;
     a.model_path = c->model_path;
@@ -287,6 +288,20 @@ static void handle_hello(mr_cluster *c, mr_conn *k, const Moerack__Hello *h) {
 
 /* ---- status ---------------------------------------------------------------------------------- */
 
+/* Display name of a worker's load phase; "" for a value this build does not know. */
+static const char *load_phase_name(int phase) {
+    switch (phase) {
+    case MOERACK__LOAD_PHASE__LOAD_PHASE_READING:
+        return "reading";
+    case MOERACK__LOAD_PHASE__LOAD_PHASE_UPLOADING:
+        return "uploading";
+    case MOERACK__LOAD_PHASE__LOAD_PHASE_GENERATING:
+        return "generating";
+    default:
+        return "";
+    }
+}
+
 static double percentile(const double *v, int n, double q) {
     if (n == 0) return 0;
     double *s = malloc((size_t)n * sizeof *s);
@@ -325,6 +340,7 @@ static void send_status(mr_cluster *c, mr_conn *k) {
         ws[i].state = (char *)mr_worker_state_name(w->state);
         ws[i].experts_held = (uint32_t)mr_placement_count(c->pl, i);
         ws[i].experts_loaded = w->experts_loaded;
+        ws[i].load_phase = w->state == MR_WS_LOADING ? (char *)load_phase_name(w->load_phase) : "";
         ws[i].memory_used = w->memory_used;
         ws[i].batches_served = w->batches_served;
         ws[i].rtt_p50_us = percentile(w->rtt_us, w->rtt_n, 0.50);
@@ -396,6 +412,7 @@ static void handle_message(mr_cluster *c, mr_conn *k, Moerack__Envelope *env) {
             pthread_mutex_lock(&c->mu);
             w->experts_loaded = env->load_progress->experts_loaded;
             w->bytes_held = env->load_progress->bytes_loaded;
+            w->load_phase = (int)env->load_progress->phase; /* shown only if known */
             pthread_mutex_unlock(&c->mu);
             break;
         case MOERACK__ENVELOPE__MSG_READY:

@@ -41,6 +41,7 @@ typedef struct mr_worker_slot {
     char data_endpoint[160]; /* from Hello */
     uint32_t epoch;          /* of the current assignment */
     uint32_t experts_loaded, experts_total;
+    int load_phase; /* Moerack__LoadPhase of the last LoadProgress */
     uint64_t bytes_held, memory_used, batches_served;
     double last_heard;      /* mr_now_s() of the last message; 0 = never */
     mr_xport_conn *pending; /* data connection waiting for the dispatcher */

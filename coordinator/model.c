@@ -292,7 +292,7 @@ mr_status mr_model_create(mr_ckpt *ck, const mr_model_params *p, mr_model **out)
         unsigned char *all = malloc(cnt);
         if (!all) goto err;
         memset(all, 1, cnt);
-        st = mr_expert_store_load(ck, all, NULL, NULL, &m->experts);
+        st = mr_expert_store_load(ck, all, 0, NULL, NULL, &m->experts);
         free(all);
         if (st != MR_OK) goto err;
         m->moe = (mr_moe_provider){local_dispatch, local_combine, m};

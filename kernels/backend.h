@@ -23,6 +23,7 @@
 
 #include "common/dtype.h"
 #include "common/status.h"
+#include "common/synth_stream.h"
 
 typedef struct mr_pool mr_pool;
 
@@ -34,12 +35,20 @@ typedef struct mr_matrix {
 } mr_matrix;
 
 /* One expert's SwiGLU FFN: W2 · (silu(W1 x) ⊙ (W3 x)). w1, w3: [inter][hidden]; w2:
- * [hidden][inter]. */
+ * [hidden][inter]. Synthetic weights may be left ungenerated for a backend that generates them
+ * where it keeps them (GPU memory): then the matrices' data are NULL and synth[0..2] give the
+ * values of w1, w3, w2 (common/synth_stream.h); only backends with moe_prepare accept that. */
 typedef struct mr_expert {
     mr_matrix w1, w3, w2;
+    const mr_synth_stream *synth; /* NULL or [3] */
 } mr_expert;
 
-/* The experts of one layer that this process holds; experts[e].w1.data == NULL if not held. */
+static inline int mr_expert_present(const mr_expert *e) {
+    return e->w1.data != NULL || e->synth != NULL;
+}
+
+/* The experts of one layer that this process holds; !mr_expert_present(&experts[e]) if not
+ * held. */
 typedef struct mr_expert_set {
     int n_experts;
     int hidden, inter;
@@ -128,6 +137,10 @@ typedef struct mr_backend_params {
     int n_threads;  /* cpu: worker threads incl. the caller; <= 0: all CPUs */
     int max_tokens; /* most tokens in one call */
     int hidden, inter, n_heads, head_dim, block_size, max_experts, top_k;
+    /* Optional: called by moe_prepare after each expert is on the device (done of total over
+     * all layers, device bytes so far). */
+    void (*progress)(void *user, int done, int total, size_t bytes);
+    void *progress_user;
 } mr_backend_params;
 
 struct mr_backend {

@@ -25,6 +25,13 @@
 
 #define DATA_POLL_MS 200
 
+/* LoadProgress reporting on the control connection while an assignment loads. */
+typedef struct progress_ctx {
+    int fd;
+    double last;
+    Moerack__LoadPhase phase;
+} progress_ctx;
+
 /* The assignment being served. Replaced as a whole under `lock` (write) by the control thread;
  * read by the data thread under `lock` (read) for the length of one batch. */
 typedef struct serving {
@@ -36,6 +43,7 @@ typedef struct serving {
     uint32_t epoch; /* the coordinator's data connection must present this */
     void *req_buf, *reply_buf;
     size_t req_cap, reply_cap;
+    progress_ctx progress; /* the backend's progress_user: lives as long as the backend */
 } serving;
 
 struct mr_worker {
@@ -306,11 +314,6 @@ static mr_status send_hello(mr_worker *w, int fd) {
     return send_env(fd, &env);
 }
 
-typedef struct progress_ctx {
-    int fd;
-    double last;
-} progress_ctx;
-
 static void on_progress(void *user, int done, int total, size_t bytes) {
     progress_ctx *p = user;
     double now = mr_now_s();
@@ -320,6 +323,7 @@ static void on_progress(void *user, int done, int total, size_t bytes) {
     lp.experts_loaded = (uint32_t)done;
     lp.experts_total = (uint32_t)total;
     lp.bytes_loaded = bytes;
+    lp.phase = p->phase;
     Moerack__Envelope env = MOERACK__ENVELOPE__INIT;
     env.msg_case = MOERACK__ENVELOPE__MSG_LOAD_PROGRESS;
     env.load_progress = &lp;
@@ -369,9 +373,28 @@ static mr_status build_serving(mr_worker *w, const Moerack__Assign *a, int fd, u
         }
         s->held[(size_t)r->layer * s->n_experts + r->expert] = 1;
     }
+    s->progress = (progress_ctx){fd, 0, MOERACK__LOAD_PHASE__LOAD_PHASE_READING};
+    mr_backend_params bp = {.n_threads = w->conf->threads,
+                            .max_tokens = s->max_tokens,
+                            .hidden = s->hidden,
+                            .inter = s->inter,
+                            .n_heads = mc->num_attention_heads,
+                            .head_dim = mc->head_dim,
+                            .block_size = mc->block_size,
+                            .max_experts = s->n_experts,
+                            .top_k = s->top_k,
+                            .progress = on_progress,
+                            .progress_user = &s->progress};
+    if ((st = mr_backend_create(w->conf->backend, &bp, &s->be)) != MR_OK) {
+        snprintf(why, cap, "backend %s unavailable", w->conf->backend);
+        goto err;
+    }
     size_t count = 0;
     for (size_t i = 0; i < (size_t)s->n_layers * s->n_experts; i++) count += s->held[i];
-    size_t need = count * 3 * (size_t)s->hidden * s->inter * 2; /* bf16 */
+    /* GPU backends generate synthetic weights in GPU memory: nothing of them on the host */
+    const int on_gpu = s->be->ops->moe_prepare != NULL;
+    const int defer = on_gpu && mr_ckpt_is_synthetic(s->ck);
+    size_t need = defer ? 0 : count * 3 * (size_t)s->hidden * s->inter * 2; /* bf16 */
     size_t slots = (size_t)s->max_tokens * s->top_k;
     s->req_cap = (size_t)mr_dp_request_bytes((uint32_t)s->max_tokens, (uint32_t)s->top_k,
                                              (uint32_t)s->hidden, MR_DP_F32);
@@ -387,7 +410,9 @@ static mr_status build_serving(mr_worker *w, const Moerack__Assign *a, int fd, u
                     "memory plan: %zu experts %s (host, bf16%s), buffers %s, data-plane slots %s "
                     "per connection",
                     count, mr_human_bytes(need, bn),
-                    strncmp(w->conf->backend, "cuda", 4) == 0 ? "; then uploaded to the GPU" : "",
+                    defer    ? "; synthetic: generated on the GPU instead"
+                    : on_gpu ? "; then uploaded to the GPU"
+                             : "",
                     mr_human_bytes(buffers, bb), mr_human_bytes(slots_bytes, bs));
     }
     if (w->conf->memory_limit_mb && need + buffers > (size_t)w->conf->memory_limit_mb << 20) {
@@ -399,9 +424,8 @@ static mr_status build_serving(mr_worker *w, const Moerack__Assign *a, int fd, u
         st = MR_ERR_FULL;
         goto err;
     }
-    progress_ctx pc = {fd, 0};
     double t0 = mr_now_s();
-    st = mr_expert_store_load(s->ck, s->held, on_progress, &pc, &s->store);
+    st = mr_expert_store_load(s->ck, s->held, defer, on_progress, &s->progress, &s->store);
     if (st != MR_OK) {
         snprintf(why, cap, "loading experts from %s failed (%s)", a->model_path, mr_status_str(st));
         goto err;
@@ -409,19 +433,6 @@ static mr_status build_serving(mr_worker *w, const Moerack__Assign *a, int fd, u
     MR_LOG_INFO(MR_LOG_CKPT,
                 "loaded %zu experts in %.2f s: %llu bytes of tensor data read from the checkpoint",
                 count, mr_now_s() - t0, (unsigned long long)mr_ckpt_bytes_read(s->ck));
-    mr_backend_params bp = {.n_threads = w->conf->threads,
-                            .max_tokens = s->max_tokens,
-                            .hidden = s->hidden,
-                            .inter = s->inter,
-                            .n_heads = mc->num_attention_heads,
-                            .head_dim = mc->head_dim,
-                            .block_size = mc->block_size,
-                            .max_experts = s->n_experts,
-                            .top_k = s->top_k};
-    if ((st = mr_backend_create(w->conf->backend, &bp, &s->be)) != MR_OK) {
-        snprintf(why, cap, "backend %s unavailable", w->conf->backend);
-        goto err;
-    }
     if (s->be->ops->moe_prepare) { /* GPU backends: upload (and quantise) the experts now */
         const mr_expert_set **sets = malloc((size_t)s->n_layers * sizeof *sets);
         if (!sets) {
@@ -430,6 +441,9 @@ static mr_status build_serving(mr_worker *w, const Moerack__Assign *a, int fd, u
         }
         for (int l = 0; l < s->n_layers; l++) sets[l] = mr_expert_store_layer(s->store, l);
         t0 = mr_now_s();
+        s->progress.phase = defer ? MOERACK__LOAD_PHASE__LOAD_PHASE_GENERATING
+                                  : MOERACK__LOAD_PHASE__LOAD_PHASE_UPLOADING;
+        s->progress.last = 0;
         st = s->be->ops->moe_prepare(s->be, sets, s->n_layers);
         free(sets);
         if (st != MR_OK) {

@@ -81,10 +81,21 @@ static void cb_moe(mr_backend *be, const mr_expert_set *set, const float *x, int
     }
 }
 
-static void log_progress(void *user, int done, int total, size_t bytes) {
-    const int *layer = user;
-    MR_LOG_DEBUG(MR_LOG_GPU, "layer %d: %d/%d experts on the GPU (%zu bytes)", *layer, done, total,
-                 bytes);
+/* Progress over all layers: the layer's counts on top of the layers before it. */
+typedef struct prepare_progress {
+    const mr_backend_params *p;
+    int layer, before, total;
+    size_t bytes_before, layer_bytes;
+} prepare_progress;
+
+static void on_layer_progress(void *user, int done, int total, size_t bytes) {
+    prepare_progress *pp = user;
+    (void)total;
+    pp->layer_bytes = bytes;
+    MR_LOG_DEBUG(MR_LOG_GPU, "layer %d: %d experts on the GPU (%zu bytes)", pp->layer, done, bytes);
+    if (pp->p->progress)
+        pp->p->progress(pp->p->progress_user, pp->before + done, pp->total,
+                        pp->bytes_before + bytes);
 }
 
 static mr_status cb_moe_prepare(mr_backend *be, const mr_expert_set *const *layers, int n_layers) {
@@ -101,7 +112,7 @@ static mr_status cb_moe_prepare(mr_backend *be, const mr_expert_set *const *laye
     for (int l = 0; l < n_layers; l++) {
         sets[l] = layers[l];
         for (int e = 0; e < E && e < layers[l]->n_experts; e++)
-            held[(size_t)l * E + e] = layers[l]->experts[e].w1.data != NULL;
+            held[(size_t)l * E + e] = mr_expert_present(&layers[l]->experts[e]);
     }
     mr_cuda_experts_params p = {.device = 0,
                                 .fmt = c->fmt,
@@ -118,8 +129,18 @@ static mr_status cb_moe_prepare(mr_backend *be, const mr_expert_set *const *laye
     mr_cuda_experts *cx = NULL;
     mr_status st = mr_cuda_experts_create(&p, &cx);
     free(held);
-    for (int l = 0; st == MR_OK && l < n_layers; l++)
-        st = mr_cuda_experts_load(cx, l, layers[l], log_progress, &l);
+    prepare_progress pp = {&c->p, 0, 0, 0, 0, 0};
+    for (int l = 0; l < n_layers; l++)
+        for (int e = 0; e < E && e < layers[l]->n_experts; e++)
+            pp.total += mr_expert_present(&layers[l]->experts[e]);
+    for (int l = 0; st == MR_OK && l < n_layers; l++) {
+        pp.layer = l;
+        st = mr_cuda_experts_load(cx, l, layers[l], on_layer_progress, &pp);
+        for (int e = 0; e < E && e < layers[l]->n_experts; e++)
+            pp.before += mr_expert_present(&layers[l]->experts[e]);
+        pp.bytes_before += pp.layer_bytes;
+        pp.layer_bytes = 0;
+    }
     if (st != MR_OK) {
         mr_cuda_experts_destroy(cx);
         free(sets);

@@ -28,6 +28,7 @@
 #include <cuda_runtime.h>
 
 #include "common/status.h"
+#include "common/synth_stream.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -83,6 +84,9 @@ static inline int mr_cuda_fmt_zero_byte(int fmt) {
 /* Dequantise the whole matrix (np × kp) to bf16 dst [np][kp]: bf16(q · scale). */
 mr_status mr_cuda_dequant_launch(int fmt, mr_cuda_qmat src, int np, int kp, uint16_t *dst,
                                  cudaStream_t st);
+/* dst[i] = bf16(element first + i of a synthetic tensor): the bits mr_synth_fill_range gives. */
+mr_status mr_cuda_synth_fill_bf16(uint16_t *dst, const mr_synth_stream *st, uint64_t first,
+                                  size_t n, cudaStream_t s);
 /* dst[i] = bf16(scale · u_i), u_i uniform in [-1, 1) from a counter hash of (seed, i). */
 mr_status mr_cuda_fill_random_bf16(uint16_t *dst, size_t n, uint64_t seed, float scale,
                                    cudaStream_t st);

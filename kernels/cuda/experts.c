@@ -383,15 +383,21 @@ static int cx_held(const mr_cuda_experts *cx, int layer, int e) {
     return e >= 0 && e < cx->p.n_experts && cx->held[(size_t)layer * cx->p.n_experts + e];
 }
 
-/* Upload host matrix m (bf16 or f32, [rows][cols]) in row chunks through pinned staging and
- * quantise each chunk into dst. */
-static mr_status cx_upload(mr_cuda_experts *cx, const mr_matrix *m, int rowmap, mr_cuda_qmat dst,
-                           int np, int kp) {
+/* Upload host matrix m (bf16 or f32, [rows][cols]) in row chunks through pinned staging, or
+ * generate a synthetic one chunk by chunk on the device, and quantise each chunk into dst. */
+static mr_status cx_upload(mr_cuda_experts *cx, const mr_matrix *m, const mr_synth_stream *synth,
+                           int rowmap, mr_cuda_qmat dst, int np, int kp) {
     const size_t cols = (size_t)m->cols;
     const int chunk = (int)MR_MAX((size_t)1, CX_STAGE_ELEMS / cols);
     for (int r0 = 0; r0 < m->rows; r0 += chunk) {
         const int rows = MR_MIN(chunk, m->rows - r0);
         const size_t n = (size_t)rows * cols;
+        if (synth) { /* synthetic weights: generated in place, no host copy */
+            MR_CHECK(mr_cuda_synth_fill_bf16(cx->stage, synth, (size_t)r0 * cols, n, cx->st));
+            MR_CHECK(mr_cuda_quant_launch(cx->p.fmt, cx->stage, r0, rows, m->cols, m->cols, rowmap,
+                                          dst, np, kp, cx->st));
+            continue; /* stage is reused in stream order */
+        }
         if (m->dtype == MR_DTYPE_BF16) {
             memcpy(cx->pin_stage, (const uint16_t *)m->data + (size_t)r0 * cols, n * 2);
         } else {
@@ -404,11 +410,12 @@ static mr_status cx_upload(mr_cuda_experts *cx, const mr_matrix *m, int rowmap, 
                                       np, kp, cx->st));
         MR_CUDA_CHECK(cudaStreamSynchronize(cx->st)); /* pin_stage is reused */
     }
+    if (synth) MR_CUDA_CHECK(cudaStreamSynchronize(cx->st)); /* report faults per matrix */
     return MR_OK;
 }
 
-static int cx_shape_ok(const mr_matrix *m, int rows, int cols) {
-    return m->data && m->rows == rows && m->cols == cols &&
+static int cx_shape_ok(const mr_matrix *m, const mr_synth_stream *synth, int rows, int cols) {
+    return (m->data || synth) && m->rows == rows && m->cols == cols &&
            (m->dtype == MR_DTYPE_BF16 || m->dtype == MR_DTYPE_F32);
 }
 
@@ -427,16 +434,20 @@ mr_status mr_cuda_experts_load(mr_cuda_experts *cx, int layer, const mr_expert_s
     for (int e = 0; e < set->n_experts; e++) {
         if (!cx_held(cx, layer, e)) continue;
         const mr_expert *ex = &set->experts[e];
-        if (!cx_shape_ok(&ex->w1, d->I, d->H) || !cx_shape_ok(&ex->w3, d->I, d->H) ||
-            !cx_shape_ok(&ex->w2, d->H, d->I)) {
+        const mr_synth_stream *sy = ex->synth;
+        if (!cx_shape_ok(&ex->w1, sy, d->I, d->H) || !cx_shape_ok(&ex->w3, sy, d->I, d->H) ||
+            !cx_shape_ok(&ex->w2, sy, d->H, d->I)) {
             MR_LOG_ERROR(MR_LOG_GPU, "cuda experts: layer %d expert %d missing or misshapen", layer,
                          e);
             return MR_ERR_INVALID;
         }
         const size_t i = (size_t)layer * cx->p.n_experts + e;
-        MR_CHECK(cx_upload(cx, &ex->w1, MR_CUDA_ROWMAP_GATE, cx->w13[i], d->N13, d->Kp13));
-        MR_CHECK(cx_upload(cx, &ex->w3, MR_CUDA_ROWMAP_UP, cx->w13[i], d->N13, d->Kp13));
-        MR_CHECK(cx_upload(cx, &ex->w2, MR_CUDA_ROWMAP_SAME, cx->w2[i], d->Hp, d->Kp2));
+        MR_CHECK(cx_upload(cx, &ex->w1, sy ? &sy[0] : NULL, MR_CUDA_ROWMAP_GATE, cx->w13[i], d->N13,
+                           d->Kp13));
+        MR_CHECK(cx_upload(cx, &ex->w3, sy ? &sy[1] : NULL, MR_CUDA_ROWMAP_UP, cx->w13[i], d->N13,
+                           d->Kp13));
+        MR_CHECK(cx_upload(cx, &ex->w2, sy ? &sy[2] : NULL, MR_CUDA_ROWMAP_SAME, cx->w2[i], d->Hp,
+                           d->Kp2));
         bytes += d->w13_q + d->w13_s + d->w2_q + d->w2_s;
         if (progress) progress(user, ++done, total, bytes);
     }

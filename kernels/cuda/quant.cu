@@ -1,9 +1,11 @@
 /* quant.cu — load-time quantisation (round to nearest) into the packed weight layouts of
- * cuda_internal.h, the inverse (dequantise to bf16), and a random bf16 fill for benchmarks. */
+ * cuda_internal.h, the inverse (dequantise to bf16), and bf16 fills from synthetic streams (weights
+ * generated on the GPU; random data for benchmarks). */
 #include <cuda_bf16.h>
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_internal.h"
+#include "common/synth_stream.h"
 
 __device__ static inline int quant_dst_row(int r, int rowmap) {
     if (rowmap == MR_CUDA_ROWMAP_SAME) return r;
@@ -139,22 +141,25 @@ extern "C" mr_status mr_cuda_dequant_launch(int fmt, mr_cuda_qmat src, int np, i
     return MR_OK;
 }
 
-static __global__ void fill_random_kernel(uint16_t *dst, size_t n, uint64_t seed, float scale) {
+/* dst[i] = bf16(value first + i of the stream): the host's mr_synth_fill_range, bit for bit. */
+static __global__ void synth_fill_kernel(uint16_t *dst, mr_synth_stream st, uint64_t first,
+                                         size_t n) {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        uint64_t z = seed + (i + 1) * 0x9e3779b97f4a7c15ull;
-        z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-        z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-        z ^= z >> 31;
-        float u = (float)((int32_t)((z >> 40) - (1u << 23))) * (1.0f / (float)(1u << 23));
-        dst[i] = __bfloat16_as_ushort(__float2bfloat16_rn(scale * u));
-    }
+         i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = mr_f32_to_bf16(mr_synth_value(&st, first + i));
+}
+
+extern "C" mr_status mr_cuda_synth_fill_bf16(uint16_t *dst, const mr_synth_stream *st,
+                                             uint64_t first, size_t n, cudaStream_t s) {
+    if (!dst || !st || n == 0) return MR_ERR_INVALID;
+    const size_t blocks = (n + 255) / 256;
+    synth_fill_kernel<<<(unsigned)(blocks < 8192 ? blocks : 8192), 256, 0, s>>>(dst, *st, first, n);
+    MR_CUDA_CHECK_LAUNCH("synthetic fill kernel launch");
+    return MR_OK;
 }
 
 extern "C" mr_status mr_cuda_fill_random_bf16(uint16_t *dst, size_t n, uint64_t seed, float scale,
                                               cudaStream_t st) {
-    if (!dst || n == 0) return MR_ERR_INVALID;
-    fill_random_kernel<<<4096, 256, 0, st>>>(dst, n, seed, scale);
-    MR_CUDA_CHECK_LAUNCH("fill_random kernel launch");
-    return MR_OK;
+    const mr_synth_stream s = {seed, scale, 0, 0};
+    return mr_cuda_synth_fill_bf16(dst, &s, 0, n, st);
 }

@@ -9,7 +9,9 @@
  * activation precision: bf16 within 1e-2; split (hi + lo bf16 parts) within 1e-4 for bf16 weights
  * (fp32-accurate) and 1e-2 for int8/int4 (the GEMM path multiplies bf16(q·scale)). Also: the device
  * weights, dequantised, equal the host quantiser's bitwise; repeated calls are bitwise equal (a
- * moving result is a race); an assignment that does not fit is refused.
+ * moving result is a race); an assignment that does not fit is refused; synthetic weights
+ * generated on the device equal the host's numbers (raw fill, and experts loaded from streams vs
+ * uploaded, per format, bitwise).
  * Shapes: mid (320×448, 8 experts), tiny (the tiny preset's 64×96, expert 1 not held), wide
  * (1600×2880: K long enough for split-K), full (6144×9216, 4 of 32 experts held).
  * Exit 77 (ctest SKIP) without a CUDA device; `--probe` only answers that (0 with a device). */
@@ -27,6 +29,7 @@
 #include "common/rng.h"
 #include "kernels/backend.h"
 #include "kernels/cuda/cuda_experts.h"
+#include "kernels/cuda/cuda_internal.h"
 
 #define TOL       1e-2 /* bf16 activations (and int8/int4 on the GEMM path: bf16(q·s) weights) */
 #define TOL_SPLIT 1e-4 /* split activations with bf16 weights */
@@ -361,6 +364,104 @@ static void test_refuse(void) {
     mr_cuda_experts_destroy(cx);
 }
 
+/* Synthetic weights generated on the device: the raw fill against the host's mr_synth_value
+ * (bf16-stored, f32-stored and norm streams, at an offset), then whole experts loaded from their
+ * streams against the same experts loaded from host-generated matrices, per format, bitwise. */
+static void test_synthetic(int fmt) {
+    const int H = 320, I = 448, E = 4;
+    const mr_synth_stream kinds[3] = {
+        {0x1234567890abcdefull, 0.0625f, 0, 1}, {0x0fedcba987654321ull, 0.3f, 0, 0}, {42, 0, 1, 0}};
+    const size_t n = (size_t)1 << 20, first = 123457;
+    uint16_t *host = malloc(n * 2), *dev_out = malloc(n * 2), *dev = NULL;
+    if (!host || !dev_out || cudaMalloc((void **)&dev, n * 2) != cudaSuccess) {
+        printf("FAIL synthetic: out of memory\n");
+        g_fail = 1;
+        return;
+    }
+    size_t mism = 0;
+    for (int k = 0; k < 3 && fmt == 0; k++) {
+        for (size_t i = 0; i < n; i++)
+            host[i] = mr_f32_to_bf16(mr_synth_value(&kinds[k], first + i));
+        if (mr_cuda_synth_fill_bf16(dev, &kinds[k], first, n, 0) != MR_OK ||
+            cudaMemcpy(dev_out, dev, n * 2, cudaMemcpyDeviceToHost) != cudaSuccess) {
+            g_fail = 1;
+            continue;
+        }
+        for (size_t i = 0; i < n; i++) mism += host[i] != dev_out[i];
+    }
+    if (fmt == 0) printf("synthetic fill on the device vs host: %zu of %zu differ\n", mism, 3 * n);
+    /* experts: streams vs host copies of the same values */
+    mr_synth_stream streams[4 * 3];
+    mr_expert from_synth[4], from_host[4];
+    uint16_t *mats[4 * 3];
+    for (int e = 0; e < E; e++) {
+        for (int m = 0; m < 3; m++) {
+            mr_synth_stream *st = &streams[e * 3 + m];
+            *st = (mr_synth_stream){0x9e37ull * (uint64_t)(e * 3 + m + 1), m == 2 ? 0.08f : 0.1f, 0,
+                                    1};
+            mats[e * 3 + m] = malloc((size_t)H * I * 2);
+            for (size_t i = 0; i < (size_t)H * I; i++)
+                mats[e * 3 + m][i] = mr_f32_to_bf16(mr_synth_value(st, i));
+        }
+        from_synth[e] = (mr_expert){{NULL, MR_DTYPE_BF16, I, H},
+                                    {NULL, MR_DTYPE_BF16, I, H},
+                                    {NULL, MR_DTYPE_BF16, H, I},
+                                    &streams[e * 3]};
+        from_host[e] = (mr_expert){{mats[e * 3], MR_DTYPE_BF16, I, H},
+                                   {mats[e * 3 + 1], MR_DTYPE_BF16, I, H},
+                                   {mats[e * 3 + 2], MR_DTYPE_BF16, H, I},
+                                   NULL};
+    }
+    const mr_expert_set set_s = {E, H, I, from_synth}, set_h = {E, H, I, from_host};
+    mr_cuda_experts_params p = {.device = 0,
+                                .fmt = fmt,
+                                .n_layers = 1,
+                                .n_experts = E,
+                                .hidden = H,
+                                .inter = I,
+                                .top_k = 2,
+                                .max_tokens = 16,
+                                .small_max = -1,
+                                .gemm = MR_CUDA_GEMM_PER_EXPERT,
+                                .act = MR_CUDA_ACT_SPLIT};
+    mr_cuda_experts *cs = NULL, *ch = NULL;
+    size_t emism = 0;
+    if (mr_cuda_experts_create(&p, &cs) != MR_OK || mr_cuda_experts_create(&p, &ch) != MR_OK ||
+        mr_cuda_experts_load(cs, 0, &set_s, NULL, NULL) != MR_OK ||
+        mr_cuda_experts_load(ch, 0, &set_h, NULL, NULL) != MR_OK) {
+        printf("FAIL synthetic %s: create/load\n", mr_cuda_wfmt_name(fmt));
+        g_fail = 1;
+    } else {
+        uint16_t *a[3], *b[3];
+        for (int m = 0; m < 3; m++) {
+            a[m] = malloc((size_t)H * I * 2);
+            b[m] = malloc((size_t)H * I * 2);
+        }
+        for (int e = 0; e < E; e++) {
+            if (mr_cuda_experts_export(cs, 0, e, a[0], a[1], a[2]) != MR_OK ||
+                mr_cuda_experts_export(ch, 0, e, b[0], b[1], b[2]) != MR_OK) {
+                g_fail = 1;
+                continue;
+            }
+            for (int m = 0; m < 3; m++)
+                for (size_t i = 0; i < (size_t)H * I; i++) emism += a[m][i] != b[m][i];
+        }
+        for (int m = 0; m < 3; m++) {
+            free(a[m]);
+            free(b[m]);
+        }
+    }
+    printf("%-5s synthetic experts generated on the device vs uploaded: %zu of %zu differ\n",
+           mr_cuda_wfmt_name(fmt), emism, (size_t)E * 3 * H * I);
+    if (mism || emism) g_fail = 1;
+    mr_cuda_experts_destroy(cs);
+    mr_cuda_experts_destroy(ch);
+    for (int i = 0; i < E * 3; i++) free(mats[i]);
+    cudaFree(dev);
+    free(host);
+    free(dev_out);
+}
+
 int main(int argc, char **argv) {
     int devs = 0;
     if (cudaGetDeviceCount(&devs) != cudaSuccess || devs == 0) {
@@ -387,6 +488,7 @@ int main(int argc, char **argv) {
         {"full", 6144, 9216, 32, 2, held_c, 7, tok_c, 2, 100},
     };
     test_refuse();
+    for (int fmt = 0; fmt < 3; fmt++) test_synthetic(fmt);
     for (int fmt = 0; fmt < 3; fmt++)
         for (size_t s = 0; s < sizeof shapes / sizeof *shapes; s++) run_shape(&shapes[s], fmt);
     printf("%s\n", g_fail ? "FAILED" : "all passed");
