@@ -9,7 +9,8 @@
 #include "common/rng.h"
 
 /* One tensor's stream as plain data: element i is mr_synth_value(st, i). A GPU kernel generates
- * a tensor in device memory from it (mr_cuda_synth_fill_bf16, kernels/cuda/quant.cu) with the same bits. */
+ * a tensor in device memory from it (mr_cuda_synth_fill_bf16, kernels/cuda/quant.cu) with the
+ * same bits. */
 typedef struct mr_synth_stream {
     uint64_t base;  /* seed·φ ⊕ fnv1a(name); element i uses splitmix64 at base + i·φ */
     float scale;    /* value u·scale, u uniform in [-1, 1) */
