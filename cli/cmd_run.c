@@ -26,6 +26,8 @@ static void usage(FILE *out) {
     fprintf(out,
             "usage: moerack run --model DIR (--ids 1,2,3 | --prompt TEXT) [--greedy N] [options]\n"
             "  --model DIR          checkpoint directory (config.json + safetensors)\n"
+            "  --synthetic-weights SEED  no shards: weights generated from SEED and DIR's\n"
+            "                       config.json (the numbers `model gen-tiny --seed` writes)\n"
             "  --ids LIST           prompt token ids, comma-separated\n"
             "  --prompt TEXT        prompt text, encoded with DIR's tokenizer.json (or\n"
             "                       vocab.json + merges.txt); the output gets a decoded line\n"
@@ -164,13 +166,14 @@ int mr_cmd_run(int argc, char **argv) {
                                          {"config", required_argument, 0, 'F'},
                                          {"tokenizer", required_argument, 0, 'T'},
                                          {"chat", no_argument, 0, 'C'},
+                                         {"synthetic-weights", required_argument, 0, 'S'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *model_dir = NULL, *ids_arg = NULL, *dump = NULL, *backend = "cpu";
     const char *coordinator = NULL, *cluster_config = NULL;
     const char *prompt = NULL, *tok_path = NULL;
     int chat = 0;
-    long long greedy = 8, threads = 0, chunk = 512, micro = 1;
+    long long greedy = 8, threads = 0, chunk = 512, micro = 1, synthetic = -1;
     mr_log_set_level(MR_LOG_LEVEL_WARN);
     optind = 1;
     int o;
@@ -218,6 +221,10 @@ int mr_cmd_run(int argc, char **argv) {
         case 'K':
             coordinator = optarg;
             break;
+        case 'S':
+            if ((synthetic = mr_cli_parse_int("--synthetic-weights", optarg, 0, 1ll << 62)) < 0)
+                return 2;
+            break;
         case 'F':
             cluster_config = optarg;
             break;
@@ -252,7 +259,12 @@ int mr_cmd_run(int argc, char **argv) {
     float *logits = NULL;
     FILE *df = NULL;
     mr_tokenizer *tok = NULL;
-    if (mr_ckpt_open(model_dir, &ck) != MR_OK) goto out;
+    char model_path[4200];
+    if (synthetic >= 0) /* the weights of `gen-tiny --seed`, generated from DIR/config.json */
+        snprintf(model_path, sizeof model_path, "synthetic:%lld:%s", synthetic, model_dir);
+    else
+        snprintf(model_path, sizeof model_path, "%s", model_dir);
+    if (mr_ckpt_open(model_path, &ck) != MR_OK) goto out;
     const mr_model_config *c = mr_ckpt_config(ck);
     int n_ids;
     if (prompt) {

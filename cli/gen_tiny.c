@@ -10,7 +10,7 @@
 #include "common/check.h"
 #include "common/log.h"
 #include "common/model_layout.h"
-#include "common/rng.h"
+#include "common/synthetic.h"
 #include "common/safetensors.h"
 
 static const mr_tiny_preset presets[] = {
@@ -69,43 +69,11 @@ typedef struct fill_ctx {
     uint64_t seed;
 } fill_ctx;
 
-/* Standard deviation of a tensor's synthetic values. */
-static double tensor_std(const mr_tensor_spec *s, const mr_model_config *c) {
-    const double H = c->hidden_size, inner = (double)c->num_attention_heads * c->head_dim;
-    switch (s->part) {
-    case MR_PART_EMBED:
-        return 1.0;
-    case MR_PART_LM_HEAD:
-        return 2.0 / sqrt(H);
-    case MR_PART_ROUTER:
-        return 2.0 / sqrt(H);
-    case MR_PART_NORM:
-        return 0.0; /* norms: 1 + small noise, below */
-    case MR_PART_EXPERT:
-        return s->mat == MR_EXPERT_W2 ? 1.0 / sqrt(c->intermediate_size) : 1.0 / sqrt(H);
-    case MR_PART_ATTN:
-        if (s->ndim == 1) return 0.0;
-        return s->shape[1] == (int64_t)inner ? 1.0 / sqrt(inner) : 1.0 / sqrt(H);
-    default:
-        return 1.0;
-    }
-}
-
 static mr_status fill_tensor(void *user, const char *name, void *dst, size_t nbytes) {
     const fill_ctx *f = user;
-    const mr_tensor_spec *s = f->spec;
-    uint64_t state = f->seed * 0x9e3779b97f4a7c15ull ^ mr_fnv1a64(name);
-    size_t n = nbytes / mr_dtype_size(s->dtype);
-    double std = tensor_std(s, f->cfg);
-    float scale = (float)(std * sqrt(3.0)); /* uniform [-a, a) has std a/sqrt(3) */
-    for (size_t i = 0; i < n; i++) {
-        float u = mr_rng_uniform_pm1(&state);
-        float v = std > 0.0 ? u * scale : 1.0f + 0.1f * u;
-        if (s->dtype == MR_DTYPE_F32)
-            ((float *)dst)[i] = v;
-        else
-            ((uint16_t *)dst)[i] = mr_f32_to_bf16(v);
-    }
+    (void)name; /* f->spec->name */
+    mr_synth_fill_range(f->spec, f->cfg, f->seed, 0, nbytes / mr_dtype_size(f->spec->dtype), dst,
+                        f->spec->dtype);
     return MR_OK;
 }
 

@@ -92,12 +92,13 @@ mr_status mr_launch_start(const mr_launch_params *p, mr_launch *out) {
         return MR_ERR_IO;
     }
     fprintf(f,
-            "cluster = { name = \"launch\"; model = \"%s\"; transport = \"tcp\"; };\n"
+            "cluster = { name = \"launch\"; model = \"%s\"; transport = \"tcp\"; %s};\n"
             "coordinator = {\n  listen = \"127.0.0.1:%d\";\n  threads = %d;\n"
             "  max_batch_tokens = %d;\n  max_seqs = 8;\n  max_context = 16384;\n"
             "  micro_batches = %d;\n  replicas = %d;\n  expert_timeout_ms = %d;\n"
             "  heartbeat_interval_ms = 200;\n  worker_timeout_ms = 5000;\n%s};\nworkers = (\n",
-            p->model, out->port, p->coord_threads, p->max_batch_tokens ? p->max_batch_tokens : 512,
+            p->model, p->extra_cluster ? p->extra_cluster : "", out->port, p->coord_threads,
+            p->max_batch_tokens ? p->max_batch_tokens : 512,
             p->micro_batches ? p->micro_batches : 2, p->replicas ? p->replicas : 1,
             p->expert_timeout_ms ? p->expert_timeout_ms : 10000,
             p->extra_coordinator ? p->extra_coordinator : "");

@@ -25,6 +25,7 @@ typedef struct mr_launch_params {
     const char *extra_coordinator; /* extra libconfig lines for the coordinator group, or NULL */
     const char *log_level;         /* NULL = info */
     const char *worker_backend;    /* the workers' `backend` ("cuda", ...); NULL = the default */
+    const char *extra_cluster;     /* extra libconfig lines for the cluster group, or NULL */
 } mr_launch_params;
 
 typedef struct mr_launch {

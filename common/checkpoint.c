@@ -9,6 +9,7 @@
 
 #include "common/check.h"
 #include "common/log.h"
+#include "common/synthetic.h"
 
 typedef struct index_entry {
     char *tensor;
@@ -25,11 +26,16 @@ struct mr_ckpt_index {
 };
 
 struct mr_ckpt {
-    char dir[PATH_MAX];
+    char dir[PATH_MAX]; /* as opened: a directory or "synthetic:SEED:DIR" */
     mr_model_config config;
     mr_ckpt_index *index;
     mr_st_file **files; /* per shard, NULL until first use */
     uint64_t bytes_read;
+    /* synthetic weights (synthetic.h): no index, no files; the layout, sorted by name */
+    int synthetic;
+    uint64_t seed;
+    mr_tensor_spec *specs;
+    int n_specs;
 };
 
 static int cmp_entry(const void *a, const void *b) {
@@ -249,6 +255,7 @@ mr_status mr_ckpt_index_check_layout(const mr_ckpt_index *ix, const char *origin
 
 void mr_ckpt_close(mr_ckpt *ck) {
     if (!ck) return;
+    free(ck->specs);
     if (ck->files)
         for (int i = 0; i < ck->index->n_shards; i++) mr_st_close(ck->files[i]);
     free(ck->files);
@@ -270,6 +277,32 @@ static mr_status index_single_file(mr_ckpt *ck, const char *path) {
     return st;
 }
 
+static int cmp_spec(const void *a, const void *b) {
+    return strcmp(((const mr_tensor_spec *)a)->name, ((const mr_tensor_spec *)b)->name);
+}
+
+static const mr_tensor_spec *synthetic_spec(const mr_ckpt *ck, const char *name) {
+    mr_tensor_spec key;
+    snprintf(key.name, sizeof key.name, "%s", name);
+    return bsearch(&key, ck->specs, (size_t)ck->n_specs, sizeof key, cmp_spec);
+}
+
+/* "synthetic:SEED:DIR": DIR/config.json with the weights of synthetic.h. */
+static mr_status open_synthetic(mr_ckpt *ck, uint64_t seed, const char *dir) {
+    char path[PATH_MAX + 64];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    MR_CHECK(mr_model_config_load(path, &ck->config));
+    ck->synthetic = 1;
+    ck->seed = seed;
+    ck->n_specs = mr_layout_count(&ck->config);
+    if (!(ck->specs = malloc((size_t)ck->n_specs * sizeof *ck->specs))) return MR_ERR_NOMEM;
+    mr_layout_build(&ck->config, ck->specs);
+    qsort(ck->specs, (size_t)ck->n_specs, sizeof *ck->specs, cmp_spec);
+    MR_LOG_INFO(MR_LOG_CKPT, "%s: synthetic weights, seed %llu, %d tensors", dir,
+                (unsigned long long)seed, ck->n_specs);
+    return MR_OK;
+}
+
 mr_status mr_ckpt_open(const char *dir, mr_ckpt **out) {
     mr_ckpt *ck = calloc(1, sizeof *ck);
     if (!ck) return MR_ERR_NOMEM;
@@ -281,6 +314,15 @@ mr_status mr_ckpt_open(const char *dir, mr_ckpt **out) {
         goto err;
     }
     snprintf(ck->dir, sizeof ck->dir, "%s", dir);
+    uint64_t seed;
+    char synth_dir[PATH_MAX];
+    int synth = mr_synth_parse_path(dir, &seed, synth_dir, sizeof synth_dir);
+    if (synth != 0) {
+        st = synth < 0 ? MR_ERR_INVALID : open_synthetic(ck, seed, synth_dir);
+        if (st != MR_OK) goto err;
+        *out = ck;
+        return MR_OK;
+    }
     struct stat sb;
     if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
         MR_LOG_ERROR(MR_LOG_CKPT, "%s: model directory does not exist", dir);
@@ -336,6 +378,10 @@ static mr_status open_shard(mr_ckpt *ck, int shard) {
 
 mr_status mr_ckpt_find(mr_ckpt *ck, const char *name, mr_st_file **file,
                        const mr_st_tensor **tensor) {
+    if (ck->synthetic) {
+        MR_LOG_ERROR(MR_LOG_CKPT, "%s: synthetic weights: no file holds '%s'", ck->dir, name);
+        return MR_ERR_UNSUPPORTED;
+    }
     const index_entry *e = index_lookup(ck->index, name);
     if (!e) {
         MR_LOG_ERROR(MR_LOG_CKPT, "%s: tensor '%s' is not in the checkpoint index", ck->dir, name);
@@ -378,7 +424,42 @@ static mr_status check_tensor(const mr_st_file *f, const mr_st_tensor *t,
     return MR_OK;
 }
 
+mr_status mr_ckpt_stored_dtype(mr_ckpt *ck, const char *name, mr_dtype *out) {
+    if (ck->synthetic) {
+        const mr_tensor_spec *s = synthetic_spec(ck, name);
+        if (!s) {
+            MR_LOG_ERROR(MR_LOG_CKPT, "%s: tensor '%s' is not in the layout", ck->dir, name);
+            return MR_ERR_NOT_FOUND;
+        }
+        *out = s->dtype;
+        return MR_OK;
+    }
+    mr_st_file *f;
+    const mr_st_tensor *t;
+    MR_CHECK(mr_ckpt_find(ck, name, &f, &t));
+    *out = t->dtype;
+    return MR_OK;
+}
+
+/* Generates the tensor `spec` names, after checking its shape against the layout's. */
+static mr_status load_synthetic(mr_ckpt *ck, const mr_tensor_spec *spec, void *dst,
+                                mr_dtype dst_dtype) {
+    const mr_tensor_spec *s = synthetic_spec(ck, spec->name);
+    int same = s && s->ndim == spec->ndim;
+    for (int i = 0; same && i < s->ndim; i++) same = s->shape[i] == spec->shape[i];
+    if (!same) {
+        MR_LOG_ERROR(MR_LOG_CKPT, "%s: tensor '%s' is not in the layout with that shape", ck->dir,
+                     spec->name);
+        return MR_ERR_NOT_FOUND;
+    }
+    if (dst_dtype != MR_DTYPE_F32 && dst_dtype != MR_DTYPE_BF16) return MR_ERR_UNSUPPORTED;
+    mr_synth_fill(s, &ck->config, ck->seed, dst, dst_dtype, 0);
+    ck->bytes_read += mr_tensor_spec_bytes(s);
+    return MR_OK;
+}
+
 mr_status mr_ckpt_load(mr_ckpt *ck, const mr_tensor_spec *spec, void *dst, mr_dtype dst_dtype) {
+    if (ck->synthetic) return load_synthetic(ck, spec, dst, dst_dtype);
     mr_st_file *f;
     const mr_st_tensor *t;
     MR_CHECK(mr_ckpt_find(ck, spec->name, &f, &t));
@@ -404,6 +485,7 @@ mr_status mr_ckpt_load(mr_ckpt *ck, const mr_tensor_spec *spec, void *dst, mr_dt
 }
 
 mr_status mr_ckpt_verify(mr_ckpt *ck) {
+    if (ck->synthetic) return MR_OK; /* generated from the layout itself */
     const mr_model_config *c = &ck->config;
     int n = mr_layout_count(c);
     mr_tensor_spec *specs = malloc((size_t)n * sizeof *specs);

@@ -44,6 +44,12 @@ const char *mr_ckpt_index_shard_of(const mr_ckpt_index *ix, const char *tensor);
 mr_status mr_ckpt_index_check_layout(const mr_ckpt_index *ix, const char *origin,
                                      const mr_model_config *c);
 
+/* Synthetic weights: a model path "synthetic:SEED:DIR" opens DIR/config.json and generates every
+ * tensor on load (common/synthetic.h); find fails, stored_dtype and load work, bytes_read counts
+ * the bytes generated. */
+
+/* The dtype `name` is stored in (from its file, or the layout for synthetic weights). */
+mr_status mr_ckpt_stored_dtype(mr_ckpt *ck, const char *name, mr_dtype *out);
 /* Finds `name`, mapping its shard if needed; logs and fails if absent. */
 mr_status mr_ckpt_find(mr_ckpt *ck, const char *name, mr_st_file **file,
                        const mr_st_tensor **tensor);

@@ -22,6 +22,10 @@ static const mr_opt cluster_opts[] = {
     MR_OPT_ENUM_(mr_cluster_conf, transport, transports, "tcp", "data-plane transport"),
     MR_OPT_ENUM_(mr_cluster_conf, weight_format, formats, "bf16",
                  "expert weight format on workers"),
+    MR_OPT_INT64_(mr_cluster_conf, synthetic_weights, -1, (1ll << 62), "-1",
+                  "benchmarks and tests: >= 0 generates every weight from this seed and the shapes "
+                  "in cluster.model's config.json (no shards needed; the numbers `moerack model "
+                  "gen-tiny --seed` writes); -1 loads the checkpoint"),
     MR_OPT_BOOL_(mr_cluster_conf, rdma_busy_poll, "false",
                  "rdma: spin on completion queues (lowest latency, one core per connection) "
                  "instead of sleeping on completion events"),
@@ -347,6 +351,13 @@ void mr_cluster_config_markdown(FILE *out) {
     mr_opt_markdown(&coord_table, out);
     mr_opt_markdown(&worker_table, out);
     mr_opt_markdown(&placement_table, out);
+}
+
+void mr_cluster_config_model_path(const mr_cluster_config *c, char *out, size_t cap) {
+    if (c->cluster.synthetic_weights >= 0)
+        snprintf(out, cap, "synthetic:%lld:%s", c->cluster.synthetic_weights, c->cluster.model);
+    else
+        snprintf(out, cap, "%s", c->cluster.model);
 }
 
 mr_status mr_cluster_config_check_paths(const mr_cluster_config *c) {

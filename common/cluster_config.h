@@ -19,10 +19,11 @@
 
 typedef struct mr_cluster_conf {
     char name[64];
-    char model[1024];       /* checkpoint directory (config.json + shards) */
-    char transport[16];     /* data plane: "tcp" | "rdma" */
-    char weight_format[16]; /* experts: "bf16" | "int8" | "int4" */
-    int rdma_busy_poll;     /* rdma: spin on completion queues instead of sleeping */
+    char model[1024];            /* checkpoint directory (config.json + shards) */
+    char transport[16];          /* data plane: "tcp" | "rdma" */
+    char weight_format[16];      /* experts: "bf16" | "int8" | "int4" */
+    int rdma_busy_poll;          /* rdma: spin on completion queues instead of sleeping */
+    long long synthetic_weights; /* >= 0: seed of generated weights (no shards); -1: load */
 } mr_cluster_conf;
 
 typedef struct mr_coord_conf {
@@ -84,6 +85,9 @@ void mr_cluster_config_free(mr_cluster_config *c);
 /* Checks what the file names on this machine (the model directory); done at start-up, not by
  * --dump-config, so example configs can be checked anywhere. */
 mr_status mr_cluster_config_check_paths(const mr_cluster_config *c);
+/* The model path processes open: cluster.model, or "synthetic:SEED:cluster.model" when
+ * cluster.synthetic_weights >= 0 (common/synthetic.h). */
+void mr_cluster_config_model_path(const mr_cluster_config *c, char *out, size_t cap);
 int mr_cluster_config_worker_index(const mr_cluster_config *c, const char *name);
 void mr_cluster_config_dump(const mr_cluster_config *c, FILE *out);
 void mr_cluster_config_markdown(FILE *out);

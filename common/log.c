@@ -79,3 +79,15 @@ void mr_log_write(mr_log_level level, unsigned subsys, const char *fmt, ...) {
     ssize_t w = write(STDERR_FILENO, line, n);
     (void)w;
 }
+
+const char *mr_human_bytes(size_t bytes, char out[16]) {
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+    double v = (double)bytes;
+    int u = 0;
+    while (v >= 1024 && u < 5) v /= 1024, u++;
+    if (u == 0)
+        snprintf(out, 16, "%zu B", bytes);
+    else
+        snprintf(out, 16, "%.1f %s", v, units[u]);
+    return out;
+}

@@ -8,6 +8,8 @@
 #ifndef MR_LOG_H
 #define MR_LOG_H
 
+#include <stddef.h>
+
 #include <stdarg.h>
 
 typedef enum mr_log_level {
@@ -58,5 +60,8 @@ void mr_log_write(mr_log_level level, unsigned subsys, const char *fmt, ...)
 #define MR_LOG_WARN(subsys, ...)  MR_LOG_AT(MR_LOG_LEVEL_WARN, subsys, __VA_ARGS__)
 #define MR_LOG_INFO(subsys, ...)  MR_LOG_AT(MR_LOG_LEVEL_INFO, subsys, __VA_ARGS__)
 #define MR_LOG_DEBUG(subsys, ...) MR_LOG_AT(MR_LOG_LEVEL_DEBUG, subsys, __VA_ARGS__)
+
+/* "12 B", "968.0 KiB", "6.4 GiB": a byte count for humans, written into out (16 bytes). */
+const char *mr_human_bytes(size_t bytes, char out[16]);
 
 #endif

@@ -47,6 +47,7 @@ struct mr_cluster {
     mr_conn *conns; /* all live connections */
     mr_job_fn job_fn;
     void *job_user;
+    char model_path[1100]; /* what Assign tells workers to open (may be synthetic:SEED:DIR) */
 };
 
 const char *mr_worker_state_name(mr_worker_state s) {
@@ -152,7 +153,7 @@ static mr_status send_assign(mr_cluster *c, mr_conn *k, int wi) {
     c->workers[wi].experts_loaded = 0;
     pthread_mutex_unlock(&c->mu);
     Moerack__Assign a = MOERACK__ASSIGN__INIT;
-    a.model_path = (char *)c->cc->cluster.model;
+    a.model_path = c->model_path;
     a.n_experts = (size_t)n;
     a.experts = ptrs;
     a.weight_format = MOERACK__WEIGHT_FORMAT__WEIGHT_FORMAT_BF16;
@@ -585,6 +586,7 @@ mr_status mr_cluster_create(const mr_cluster_config *cc, const mr_model_config *
     if (!c) return MR_ERR_NOMEM;
     c->cc = cc;
     c->mc = mc;
+    mr_cluster_config_model_path(cc, c->model_path, sizeof c->model_path);
     c->pl = pl;
     c->listen_fd = c->epfd = c->stop_fd = -1;
     pthread_mutex_init(&c->mu, NULL);

@@ -5,6 +5,7 @@
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "common/checkpoint.h"
@@ -82,16 +83,18 @@ static int32_t *forced_ids(mr_tokenizer *tok, const char *text, int *n) {
 }
 
 static void usage(FILE *out) {
-    fprintf(out, "usage: moerack-coordinator --config FILE [--log-level LEVEL] [--dump-config]\n");
+    fprintf(out, "usage: moerack-coordinator --config FILE [--log-level LEVEL] [--dump-config]\n"
+                 "         [--synthetic-weights SEED]  (generated weights, no shards: "
+                 "cluster.synthetic_weights)\n");
 }
 
 int main(int argc, char **argv) {
-    static const struct option opts[] = {{"config", required_argument, 0, 'c'},
-                                         {"log-level", required_argument, 0, 'l'},
-                                         {"dump-config", no_argument, 0, 'd'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"config", required_argument, 0, 'c'}, {"log-level", required_argument, 0, 'l'},
+        {"dump-config", no_argument, 0, 'd'},  {"synthetic-weights", required_argument, 0, 's'},
+        {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
     const char *config = NULL;
+    long long synthetic = -1;
     int dump = 0, o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -101,6 +104,17 @@ int main(int argc, char **argv) {
         case 'd':
             dump = 1;
             break;
+        case 's': {
+            char *end;
+            synthetic = strtoll(optarg, &end, 10);
+            if (end == optarg || *end || synthetic < 0) {
+                fprintf(stderr,
+                        "error: --synthetic-weights: '%s' is not a seed (an integer >= 0)\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        }
         case 'l': {
             int lv = mr_log_level_parse(optarg);
             if (lv < 0) {
@@ -125,6 +139,7 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     mr_cluster_config cc;
     if (mr_cluster_config_load(config, &cc) != MR_OK) return 1;
+    if (synthetic >= 0) cc.cluster.synthetic_weights = synthetic;
     if (dump) {
         mr_cluster_config_dump(&cc, stdout);
         mr_cluster_config_free(&cc);
@@ -147,7 +162,9 @@ int main(int argc, char **argv) {
     int32_t *forced_out = NULL, *forced_ans = NULL;
     serving_ctx sctx = {0};
     mr_metrics *metrics = mr_metrics_create();
-    if (mr_ckpt_open(cc.cluster.model, &ck) != MR_OK) goto out;
+    char model_path[1100];
+    mr_cluster_config_model_path(&cc, model_path, sizeof model_path);
+    if (mr_ckpt_open(model_path, &ck) != MR_OK) goto out;
     mr_model_config mcv = *mr_ckpt_config(ck);
     const mr_model_config *mc = &mcv;
     if (mr_placement_build(&cc, mc, &pl) != MR_OK) goto out;

@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/arena.h"
 #include "common/check.h"
@@ -70,10 +71,9 @@ typedef struct weight_loader {
  * vectors and routers are always f32. */
 static mr_status load_tensor(weight_loader *wl, const mr_tensor_spec *spec, int force_f32,
                              mr_matrix *mat, float **vec) {
-    mr_st_file *f;
-    const mr_st_tensor *t;
-    MR_CHECK(mr_ckpt_find(wl->ck, spec->name, &f, &t));
-    mr_dtype dt = (!force_f32 && !vec && t->dtype == MR_DTYPE_BF16) ? MR_DTYPE_BF16 : MR_DTYPE_F32;
+    mr_dtype stored;
+    MR_CHECK(mr_ckpt_stored_dtype(wl->ck, spec->name, &stored));
+    mr_dtype dt = (!force_f32 && !vec && stored == MR_DTYPE_BF16) ? MR_DTYPE_BF16 : MR_DTYPE_F32;
     size_t bytes =
         (size_t)(mr_tensor_spec_bytes(spec) / mr_dtype_size(spec->dtype)) * mr_dtype_size(dt);
     if (wl->mem) {
@@ -149,6 +149,44 @@ static void compute_slopes(const mr_model_config *c, int layer, float *slope) {
 }
 
 /* ---- creation -------------------------------------------------------------------------------- */
+
+static size_t workspace_bytes(const mr_model_config *c, int T, int max_seqs);
+
+/* Prints what this process will allocate, before it allocates any of it, and refuses a plan
+ * larger than the machine's physical memory (which overcommit would otherwise turn into an OOM
+ * kill in the middle of loading). */
+static mr_status memory_plan(const mr_model_config *c, const mr_model_params *p, size_t weights,
+                             int64_t kv_blocks) {
+    size_t experts = p->load_experts ? (size_t)c->num_hidden_layers * c->num_local_experts * 3 *
+                                           (size_t)c->hidden_size * c->intermediate_size * 2
+                                     : 0;
+    size_t states = (size_t)p->max_seqs * mr_model_config_n_lightning(c) * c->num_attention_heads *
+                    c->head_dim * c->head_dim * sizeof(float);
+    size_t kv = (size_t)kv_blocks * p->kv_block_tokens * c->num_key_value_heads * c->head_dim *
+                sizeof(float) * 2 * mr_model_config_n_softmax(c);
+    size_t ws = workspace_bytes(c, p->max_batch_tokens, p->max_seqs);
+    size_t total = weights + experts + states + kv + ws;
+    char bw[16], be[16], bs[16], bk[16], bws[16], bt[16];
+    MR_LOG_INFO(MR_LOG_MODEL,
+                "memory plan: non-expert weights %s, experts %s, lightning states %s (%d sequences "
+                "x %d layers), KV cache %s (%lld blocks of %d tokens x %d layers), workspace %s "
+                "(%d tokens per step): total %s",
+                mr_human_bytes(weights, bw), mr_human_bytes(experts, be),
+                mr_human_bytes(states, bs), p->max_seqs, mr_model_config_n_lightning(c),
+                mr_human_bytes(kv, bk), (long long)kv_blocks, p->kv_block_tokens,
+                mr_model_config_n_softmax(c), mr_human_bytes(ws, bws), p->max_batch_tokens,
+                mr_human_bytes(total, bt));
+    long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && page > 0 && (double)total > (double)pages * (double)page) {
+        char have[16];
+        MR_LOG_ERROR(MR_LOG_MODEL,
+                     "memory plan: %s needed but this machine has %s; lower max_seqs, "
+                     "max_context or max_batch_tokens, or hold the experts on workers",
+                     bt, mr_human_bytes((size_t)pages * (size_t)page, have));
+        return MR_ERR_FULL;
+    }
+    return MR_OK;
+}
 
 static size_t workspace_bytes(const mr_model_config *c, int T, int max_seqs) {
     const size_t H = (size_t)c->hidden_size, inner = (size_t)c->num_attention_heads * c->head_dim;
@@ -230,6 +268,17 @@ mr_status mr_model_create(mr_ckpt *ck, const mr_model_params *p, mr_model **out)
     weight_loader wl = {ck, NULL, 0};
     MR_CHECK_GOTO(load_weights(m, &wl, specs, n), err);
     m->weight_bytes = wl.off;
+    int64_t blocks = p->kv_blocks > 0
+                         ? p->kv_blocks
+                         : (int64_t)p->max_seqs *
+                               ((p->max_context + p->kv_block_tokens - 1) / p->kv_block_tokens);
+    if (blocks > INT32_MAX) {
+        MR_LOG_ERROR(MR_LOG_MODEL, "KV cache of %lld blocks is too large", (long long)blocks);
+        st = MR_ERR_INVALID;
+        goto err;
+    }
+    if ((st = memory_plan(c, p, wl.off, blocks)) != MR_OK) goto err;
+    st = MR_ERR_NOMEM;
     if (!(m->weight_mem = mr_alloc_aligned(wl.off))) {
         MR_LOG_ERROR(MR_LOG_MODEL, "cannot allocate %zu bytes of weights", wl.off);
         st = MR_ERR_NOMEM;
@@ -271,15 +320,6 @@ mr_status mr_model_create(mr_ckpt *ck, const mr_model_params *p, mr_model **out)
         st = m->be->ops->moe_prepare(m->be, sets, L);
         free(sets);
         if (st != MR_OK) goto err;
-    }
-    int64_t blocks = p->kv_blocks > 0
-                         ? p->kv_blocks
-                         : (int64_t)p->max_seqs *
-                               ((p->max_context + p->kv_block_tokens - 1) / p->kv_block_tokens);
-    if (blocks > INT32_MAX) {
-        MR_LOG_ERROR(MR_LOG_MODEL, "KV cache of %lld blocks is too large", (long long)blocks);
-        st = MR_ERR_INVALID;
-        goto err;
     }
     MR_CHECK_GOTO(mr_state_pool_create(c, p->max_seqs, (int)blocks, p->kv_block_tokens, &m->states),
                   err);

@@ -52,12 +52,11 @@ mr_status mr_expert_store_load(mr_ckpt *ck, const unsigned char *held, mr_load_p
             s->n_held++;
             for (int m = 0; m < 3; m++) {
                 char name[96];
-                mr_st_file *f;
-                const mr_st_tensor *t;
+                mr_dtype stored;
                 mr_layout_expert_name(name, sizeof name, l, e, mats[m]);
-                MR_CHECK_GOTO(mr_ckpt_find(ck, name, &f, &t), err);
+                MR_CHECK_GOTO(mr_ckpt_stored_dtype(ck, name, &stored), err);
                 total += ((size_t)c->hidden_size * c->intermediate_size *
-                              mr_dtype_size(storage_dtype(t->dtype)) +
+                              mr_dtype_size(storage_dtype(stored)) +
                           63) &
                          ~(size_t)63;
             }
@@ -86,10 +85,9 @@ mr_status mr_expert_store_load(mr_ckpt *ck, const unsigned char *held, mr_load_p
                 spec.ndim = 2;
                 spec.shape[0] = down ? c->hidden_size : c->intermediate_size;
                 spec.shape[1] = down ? c->intermediate_size : c->hidden_size;
-                mr_st_file *f;
-                const mr_st_tensor *t;
-                MR_CHECK_GOTO(mr_ckpt_find(ck, spec.name, &f, &t), err);
-                dt[m] = storage_dtype(t->dtype);
+                mr_dtype stored;
+                MR_CHECK_GOTO(mr_ckpt_stored_dtype(ck, spec.name, &stored), err);
+                dt[m] = storage_dtype(stored);
                 MR_CHECK_GOTO(mr_ckpt_load(ck, &spec, s->mem + off, dt[m]), err);
                 *dst[m] = (mr_matrix){s->mem + off, dt[m], (int)spec.shape[0], (int)spec.shape[1]};
                 off += ((size_t)spec.shape[0] * spec.shape[1] * mr_dtype_size(dt[m]) + 63) &

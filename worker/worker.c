@@ -326,6 +326,8 @@ static void on_progress(void *user, int done, int total, size_t bytes) {
     (void)send_env(p->fd, &env);
 }
 
+static size_t data_max_payload(const mr_cluster_config *cc);
+
 /* Builds a serving object for an Assign: opens the checkpoint, checks the experts' memory need
  * against the limit, loads exactly the assigned experts, creates the backend and buffers. */
 static mr_status build_serving(mr_worker *w, const Moerack__Assign *a, int fd, uint32_t epoch,
@@ -376,6 +378,18 @@ static mr_status build_serving(mr_worker *w, const Moerack__Assign *a, int fd, u
     s->reply_cap = 2 * (size_t)s->max_tokens * s->hidden * 4; /* reply + widened bf16 input */
     size_t buffers =
         s->req_cap + s->reply_cap + slots * (2 * (size_t)s->hidden + 2 * (size_t)s->inter) * 4;
+    {
+        char bn[16], bb[16], bs[16];
+        size_t slots_bytes = strcmp(w->xport->name, "rdma") == 0
+                                 ? 8 * (40 + (size_t)data_max_payload(w->cc))
+                                 : 0; /* per data connection */
+        MR_LOG_INFO(MR_LOG_CORE,
+                    "memory plan: %zu experts %s (host, bf16%s), buffers %s, data-plane slots %s "
+                    "per connection",
+                    count, mr_human_bytes(need, bn),
+                    strncmp(w->conf->backend, "cuda", 4) == 0 ? "; then uploaded to the GPU" : "",
+                    mr_human_bytes(buffers, bb), mr_human_bytes(slots_bytes, bs));
+    }
     if (w->conf->memory_limit_mb && need + buffers > (size_t)w->conf->memory_limit_mb << 20) {
         snprintf(why, cap,
                  "assignment of %zu experts needs %zu MB (%zu MB weights + %zu MB buffers) but "

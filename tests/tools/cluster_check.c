@@ -4,6 +4,7 @@
  * Scenarios:
  *   equivalence --workers N [--replicas R]  golden prompts through the cluster vs single process
  *     [--worker-backend B --tol T]          workers on backend B (e.g. cuda), rel L2 tolerance T
+ *     [--synthetic SEED]                    every process generates the weights (no shards)
  *                                           (default 1e-6; bf16 GPU experts need ~2e-2)
  *   residency                               a worker reads only its experts' bytes
  *   faults                                  kill -9 / stall / restart a worker
@@ -42,6 +43,8 @@
 #include "proto/sock.h"
 
 static const char *g_bin, *g_model, *g_golden, *g_work, *g_worker_backend;
+static long long g_synthetic = -1; /* >= 0: cluster.synthetic_weights and single runs alike */
+static char g_synthetic_line[64];
 static double g_tol = 1e-6;
 static int g_failures;
 
@@ -146,7 +149,8 @@ static mr_status launch(mr_launch *l, int workers, int replicas, int timeout_ms,
                           .coord_threads = 1,
                           .worker_threads = 1,
                           .expert_timeout_ms = timeout_ms,
-                          .worker_backend = g_worker_backend};
+                          .worker_backend = g_worker_backend,
+                          .extra_cluster = g_synthetic >= 0 ? g_synthetic_line : NULL};
     mr_status st = mr_launch_start(&p, l);
     if (st == MR_OK) st = mr_launch_wait(l, "HEALTHY", 30000);
     if (st != MR_OK) printf("cluster did not become HEALTHY (logs in %s)\n", dir);
@@ -182,7 +186,11 @@ static void scenario_equivalence(int workers, int replicas) {
     size_t i;
     char target[128], local[2100];
     snprintf(target, sizeof target, "--coordinator %s:%d", l.host, l.port);
-    snprintf(local, sizeof local, "--model '%s'", g_model);
+    if (g_synthetic >= 0)
+        snprintf(local, sizeof local, "--model '%s' --synthetic-weights %lld", g_model,
+                 g_synthetic);
+    else
+        snprintf(local, sizeof local, "--model '%s'", g_model);
     json_array_foreach(json_object_get(g, "cases"), i, c) {
         char *ids = ids_csv(json_object_get(c, "prompt"));
         int n_gen = (int)json_array_size(json_object_get(c, "greedy"));
@@ -992,15 +1000,12 @@ static void scenario_bad_configs(void) {
 }
 
 int main(int argc, char **argv) {
-    static const struct option opts[] = {{"bin-dir", required_argument, 0, 'b'},
-                                         {"model", required_argument, 0, 'm'},
-                                         {"golden", required_argument, 0, 'g'},
-                                         {"work", required_argument, 0, 'w'},
-                                         {"workers", required_argument, 0, 'n'},
-                                         {"replicas", required_argument, 0, 'r'},
-                                         {"worker-backend", required_argument, 0, 'B'},
-                                         {"tol", required_argument, 0, 't'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"bin-dir", required_argument, 0, 'b'},        {"model", required_argument, 0, 'm'},
+        {"golden", required_argument, 0, 'g'},         {"work", required_argument, 0, 'w'},
+        {"workers", required_argument, 0, 'n'},        {"replicas", required_argument, 0, 'r'},
+        {"worker-backend", required_argument, 0, 'B'}, {"tol", required_argument, 0, 't'},
+        {"synthetic", required_argument, 0, 'S'},      {0, 0, 0, 0}};
     int workers = 2, replicas = 1, o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -1027,6 +1032,11 @@ int main(int argc, char **argv) {
             break;
         case 't':
             g_tol = atof(optarg);
+            break;
+        case 'S':
+            g_synthetic = atoll(optarg);
+            snprintf(g_synthetic_line, sizeof g_synthetic_line, "synthetic_weights = %lld; ",
+                     g_synthetic);
             break;
         default:
             return 2;
