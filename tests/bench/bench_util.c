@@ -19,6 +19,25 @@ int bench_probe_device(struct cudaDeviceProp *prop) {
     return 0;
 }
 
+/* Live allocations of bench_dmalloc, for bench_dmem_live / bench_dmem_peak. */
+enum { BENCH_MAX_ALLOCS = 4096 };
+static struct {
+    void *p;
+    size_t bytes;
+} g_allocs[BENCH_MAX_ALLOCS];
+static int g_n_allocs;
+static size_t g_live, g_peak;
+
+size_t bench_dmem_live(void) {
+    return g_live;
+}
+size_t bench_dmem_peak(void) {
+    return g_peak;
+}
+void bench_dmem_reset_peak(void) {
+    g_peak = g_live;
+}
+
 void *bench_dmalloc(size_t bytes) {
     void *p = NULL;
     cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
@@ -30,11 +49,24 @@ void *bench_dmalloc(size_t bytes) {
                 (double)tot / (1 << 30));
         exit(1);
     }
+    if (g_n_allocs < BENCH_MAX_ALLOCS) {
+        g_allocs[g_n_allocs].p = p;
+        g_allocs[g_n_allocs++].bytes = bytes;
+        g_live += bytes;
+        if (g_live > g_peak) g_peak = g_live;
+    }
     return p;
 }
 
 void bench_dfree(void *p) {
-    if (p) CK(cudaFree(p));
+    if (!p) return;
+    for (int i = 0; i < g_n_allocs; i++)
+        if (g_allocs[i].p == p) {
+            g_live -= g_allocs[i].bytes;
+            g_allocs[i] = g_allocs[--g_n_allocs];
+            break;
+        }
+    CK(cudaFree(p));
 }
 
 static int cmp_d(const void *a, const void *b) {

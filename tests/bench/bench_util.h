@@ -56,6 +56,10 @@ int bench_probe_device(struct cudaDeviceProp *prop);
 /* cudaMalloc that exits with the size on failure; bench_dfree accepts NULL. */
 void *bench_dmalloc(size_t bytes);
 void bench_dfree(void *p);
+/* Bytes held through bench_dmalloc now, and the most held at once since the last reset. */
+size_t bench_dmem_live(void);
+size_t bench_dmem_peak(void);
+void bench_dmem_reset_peak(void);
 
 double bench_median(double *v, int n);
 double bench_now_s(void);
