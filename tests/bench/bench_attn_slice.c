@@ -23,8 +23,10 @@
  *             one SwiGLU FFN of intermediate 2·9216 = 18432 (W13 [36864][6144] → fp32 [T][36864],
  *             SwiGLU → bf16 [T][18432], W2 [6144][18432] → y fp32): 2·3·6144·18432 = 679.5
  *             MFLOP per token and 679.5 MB of bf16 weights per layer, as two experts
- *   (after layer 7, the fused residual + RMSNorm the next layer would do, counted as layer 7's
- * norm) The input is a fresh random fp32 chunk x (the embedding's stand-in). Sizes run one after
+ *   closing   after layer 7, the fused residual + RMSNorm the next layer would do (counted as
+ *             layer 7's norm)
+ *
+ * The input is a fresh random fp32 chunk x (the embedding's stand-in). Sizes run one after
  * another with the same weights, each from zero states with its own KV cache of exactly its length;
  * the first (largest) run prints checkpoints (cumulative time at every size below it). Time per
  * stage: CUDA events between the ops, summed over chunks; wall: host clock over the whole
@@ -32,13 +34,13 @@
  * sampled after every chunk; includes the context and cuBLAS workspaces) and the benchmark's own
  * allocations (weights, activations, states, cache).
  *
- * Decode (after the prefill runs): steps of one token per sequence through the slice, per stage,
- * median of 10 steps enqueued back to back: batch 1 against the largest run's real cache (context
- * = its length), then each --decode-batch at --decode-ctx positions per sequence (distinct cache
- * blocks, one state slot per sequence and layer), and the fp32 LM head (200064 × 6144) at each
- * batch. These give L (a lightning layer), S (a softmax layer without its attention), A
- * (softmax attention at a context), E (experts stand-in), H (LM head) for
- * tests/bench/attn_tables.py's 80-layer estimate.
+ * Decode (first, a few seconds; buffers freed before the prefill runs): steps of one token per
+ * sequence through the slice, per stage, median of 10 steps enqueued back to back, at each
+ * --decode-batch with --decode-ctx positions per sequence (distinct cache blocks, one state slot
+ * per sequence and layer), the fp32 LM head (200064 × 6144) at each batch; and after the first
+ * prefill run, batch 1 against its real cache (context = its length). These give L (a lightning
+ * layer), S (a softmax layer without its attention), A (softmax attention at a context), E (experts
+ * stand-in), H (LM head) for tests/bench/attn_tables.py's 80-layer estimate.
  * --budget-s: a size whose time (predicted from the first run's checkpoints) would not fit in
  * what is left is skipped; a run that passes the budget stops at the next chunk. Exit 77 without
  * a device. */
@@ -787,7 +789,6 @@ int main(int argc, char **argv) {
     acts_create(&s, (int)(chunk > max_b ? chunk : max_b));
     s.lws_bytes = mr_cuda_lightning_prefill_ws_bytes(NH, HD, MR_CUDA_LIGHTNING_MAX_GROUP / 2);
     s.lws = bench_dmalloc(s.lws_bytes);
-    states_create(&s, 1);
     printf("weights %.2f GiB (7 lightning + 1 softmax layer, experts stand-in 679.5 MB each); "
            "activations + workspace for %ld-token chunks %.2f GiB\n",
            w_gib, chunk, (double)bench_dmem_live() / (1 << 30) - w_gib);
@@ -798,7 +799,15 @@ int main(int argc, char **argv) {
                prop.name, chunk, bt, w_gib, (double)bench_dmem_live() / (1 << 30), ctx_gib,
                s.have_softmax ? "true" : "false");
 
+    /* decode first (short; its numbers are must-show 4's), at each batch with --decode-ctx
+     * positions per sequence, and the LM head; its buffers are freed before the prefill runs */
+    states_create(&s, (int)max_b);
+    for (int i = 0; i < n_dec; i++) decode_batch(&s, (int)dec_b[i], dec_ctx);
+    states_destroy(&s);
+    lm_head(&s, dec_b, n_dec);
+
     /* prefill runs; the first one's checkpoints predict the others */
+    states_create(&s, 1);
     long cps[8];
     int n_cps = 0;
     for (int i = 1; i < n_sizes; i++)
@@ -848,18 +857,7 @@ int main(int argc, char **argv) {
         cache_destroy(&s);
     }
 
-    /* decode at each batch, --decode-ctx positions per sequence */
     states_destroy(&s);
-    states_create(&s, (int)max_b);
-    for (int i = 0; i < n_dec; i++) {
-        if (deadline > 0 && bench_now_s() + 10 > deadline) {
-            printf("budget: decode batch %ld skipped\n", dec_b[i]);
-            continue;
-        }
-        decode_batch(&s, (int)dec_b[i], dec_ctx);
-    }
-    states_destroy(&s);
-    if (deadline <= 0 || bench_now_s() + 10 < deadline) lm_head(&s, dec_b, n_dec);
     printf("total %.1f s\n", bench_now_s() - t_start);
 
     bench_dfree(s.lws);
