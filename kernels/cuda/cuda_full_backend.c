@@ -66,7 +66,52 @@ typedef struct full_be {
     int n_w, cap_w;
     int32_t *h_i32; /* host scratch: block tables, slots, positions */
     size_t h_i32_cap;
+    unsigned cpu_ops; /* bit per OP_*: run that op on the cpu backend (MOERACK_CUDA_FULL_CPU_OPS) */
 } full_be;
+
+/* Ops that MOERACK_CUDA_FULL_CPU_OPS (a comma-separated list of these names) sends to the cpu
+ * backend instead: for bisecting a GPU/CPU difference end to end, one op at a time. */
+enum {
+    OP_EMBED,
+    OP_RMSNORM,
+    OP_SCALE_ADD,
+    OP_LINEAR,
+    OP_NORM_GATE,
+    OP_ROUTE,
+    OP_LIGHTNING,
+    OP_ATTENTION,
+    OP_COUNT
+};
+static const char *const op_names[OP_COUNT] = {"embed",     "rmsnorm", "scale_add", "linear",
+                                               "norm_gate", "route",   "lightning", "attention"};
+
+/* Calls the cpu backend's op and returns from the caller when `op` is routed there. */
+#define CPU_OP(op, name, ...)                                                                      \
+    do {                                                                                           \
+        if (((full_be *)be->impl)->cpu_ops & (1u << (op))) {                                       \
+            mr_backend *c_ = ((full_be *)be->impl)->cuda;                                          \
+            c_->ops->name(c_, __VA_ARGS__);                                                        \
+            return;                                                                                \
+        }                                                                                          \
+    } while (0)
+
+static unsigned parse_cpu_ops(const char *list) {
+    unsigned mask = 0;
+    for (const char *p = list; p && *p;) {
+        size_t len = strcspn(p, ",");
+        int known = 0;
+        for (int i = 0; i < OP_COUNT; i++)
+            if (strlen(op_names[i]) == len && strncmp(p, op_names[i], len) == 0) {
+                mask |= 1u << i;
+                known = 1;
+            }
+        if (!known && len)
+            MR_LOG_WARN(MR_LOG_GPU, "MOERACK_CUDA_FULL_CPU_OPS: unknown op '%.*s' ignored",
+                        (int)len, p);
+        p += len + (p[len] == ',');
+    }
+    return mask;
+}
 
 static full_be *impl(mr_backend *be) {
     return be->impl;
@@ -172,6 +217,7 @@ static mr_status do_embed(full_be *f, const mr_matrix *t, const int32_t *ids, in
 
 static void fb_embed(mr_backend *be, const mr_matrix *t, const int32_t *ids, int n, float *out) {
     if (n <= 0) return;
+    CPU_OP(OP_EMBED, embed, t, ids, n, out);
     mr_status st = do_embed(impl(be), t, ids, n, out);
     if (st != MR_OK) {
         op_failed("embed", st);
@@ -197,6 +243,7 @@ static mr_status do_rmsnorm(full_be *f, const float *x, const float *w, int n, i
 static void fb_rmsnorm(mr_backend *be, const float *x, const float *w, int n, int dim, float eps,
                        float *y) {
     if (n <= 0) return;
+    CPU_OP(OP_RMSNORM, rmsnorm, x, w, n, dim, eps, y);
     mr_status st = do_rmsnorm(impl(be), x, w, n, dim, eps, y);
     if (st != MR_OK) {
         op_failed("rmsnorm", st);
@@ -219,6 +266,7 @@ static mr_status do_scale_add(full_be *f, const float *h, const float *y, float 
 static void fb_scale_add(mr_backend *be, const float *h, const float *y, float a, float b, size_t n,
                          float *out) {
     if (n == 0) return;
+    CPU_OP(OP_SCALE_ADD, scale_add, h, y, a, b, n, out);
     mr_status st = do_scale_add(impl(be), h, y, a, b, n, out);
     if (st != MR_OK) {
         op_failed("scale_add", st);
@@ -244,6 +292,7 @@ static mr_status do_linear(full_be *f, const mr_matrix *w, const float *x, int n
 
 static void fb_linear(mr_backend *be, const mr_matrix *w, const float *x, int n, float *y) {
     if (n <= 0) return;
+    CPU_OP(OP_LINEAR, linear, w, x, n, y);
     mr_status st = do_linear(impl(be), w, x, n, y);
     if (st != MR_OK) {
         op_failed("linear", st);
@@ -270,6 +319,7 @@ static mr_status do_norm_gate(full_be *f, const float *o, const float *gate, con
 static void fb_norm_gate(mr_backend *be, const float *o, const float *gate, const float *w, int n,
                          int dim, float eps, float *out) {
     if (n <= 0) return;
+    CPU_OP(OP_NORM_GATE, norm_gate, o, gate, w, n, dim, eps, out);
     mr_status st = do_norm_gate(impl(be), o, gate, w, n, dim, eps, out);
     if (st != MR_OK) {
         op_failed("norm_gate", st);
@@ -298,6 +348,7 @@ static mr_status do_route(full_be *f, const mr_matrix *gate, const float *x, int
 static void fb_route(mr_backend *be, const mr_matrix *gate, const float *x, int n, int k,
                      int32_t *ids, float *wts) {
     if (n <= 0) return;
+    CPU_OP(OP_ROUTE, route, gate, x, n, k, ids, wts);
     mr_status st = do_route(impl(be), gate, x, n, k, ids, wts);
     if (st != MR_OK) {
         op_failed("route", st);
@@ -389,6 +440,7 @@ static mr_status do_lightning(full_be *f, const mr_lightning_args *a) {
 
 static void fb_lightning(mr_backend *be, const mr_lightning_args *a) {
     if (a->n_segments <= 0) return;
+    CPU_OP(OP_LIGHTNING, lightning, a);
     mr_status st = do_lightning(impl(be), a);
     if (st != MR_OK) {
         op_failed("lightning", st);
@@ -546,6 +598,7 @@ static mr_status do_attention(full_be *f, const mr_attention_args *a) {
 
 static void fb_attention(mr_backend *be, const mr_attention_args *a) {
     if (a->n_segments <= 0) return;
+    CPU_OP(OP_ATTENTION, attention, a);
     mr_status st = do_attention(impl(be), a);
     if (st != MR_OK) {
         op_failed("attention", st);
@@ -618,6 +671,7 @@ mr_status mr_cuda_full_backend_create(const mr_backend_params *p, mr_backend **o
     be->ops = &full_ops;
     be->impl = f;
     f->p = *p;
+    f->cpu_ops = parse_cpu_ops(getenv("MOERACK_CUDA_FULL_CPU_OPS"));
     MR_CHECK_GOTO(mr_cuda_backend_create("cuda", p, &f->cuda), err_destroy);
     MR_CUDA_CHECK_GOTO(cudaSetDevice(0), err_destroy);
     MR_CUDA_CHECK_GOTO(cudaStreamCreateWithFlags(&f->st, cudaStreamNonBlocking), err_destroy);
