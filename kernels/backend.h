@@ -150,7 +150,7 @@ struct mr_backend {
 
 /* name: "ref", "cpu", or where built with CUDA "cuda", "cuda-int8", "cuda-int4" and their "-fast"
  * variants (cpu for every op but moe, which runs on GPU 0 with bf16 / int8 / int4 weights; see
- * kernels/cuda/cuda_backend.h). */
+ * kernels/cuda/cuda_backend.h), and "cuda-full" (every op on GPU 0; cuda_full_backend.h). */
 mr_status mr_backend_create(const char *name, const mr_backend_params *p, mr_backend **out);
 void mr_backend_destroy(mr_backend *be);
 

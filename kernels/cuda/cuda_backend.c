@@ -8,6 +8,7 @@
 #include "common/check.h"
 #include "common/log.h"
 #include "kernels/cuda/cuda_experts.h"
+#include "kernels/cuda/cuda_full_backend.h"
 
 typedef struct cuda_be {
     mr_backend *cpu;
@@ -182,6 +183,7 @@ mr_status mr_cuda_backend_create(const char *name, const mr_backend_params *p, m
         {"cuda-int8-fast", MR_CUDA_WFMT_INT8, MR_CUDA_ACT_BF16},
         {"cuda-int4-fast", MR_CUDA_WFMT_INT4, MR_CUDA_ACT_BF16},
     };
+    if (strcmp(name, "cuda-full") == 0) return mr_cuda_full_backend_create(p, out);
     int fmt = -1, act = 0;
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         if (strcmp(name, names[i].name) == 0) {
@@ -190,8 +192,8 @@ mr_status mr_cuda_backend_create(const char *name, const mr_backend_params *p, m
         }
     if (fmt < 0) {
         MR_LOG_ERROR(MR_LOG_KERN,
-                     "unknown backend '%s' (expected cuda, cuda-int8, cuda-int4, or one of them "
-                     "with -fast)",
+                     "unknown backend '%s' (expected cuda, cuda-int8, cuda-int4, one of them with "
+                     "-fast, or cuda-full)",
                      name);
         return MR_ERR_INVALID;
     }

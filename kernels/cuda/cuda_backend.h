@@ -8,7 +8,8 @@
  * the tensor work, ~4e-3 relative error per expert). The experts are uploaded by the optional
  * moe_prepare op, once, for all layers (the model and the worker call it after loading the expert
  * store); moe then finds the layer by its set pointer. A moe call before moe_prepare, or one that
- * fails on the GPU, writes NaN into out and logs the reason (the op has no status). */
+ * fails on the GPU, writes NaN into out and logs the reason (the op has no status).
+ * "cuda-full" (cuda_full_backend.h) runs every op on the GPU. */
 #ifndef MR_CUDA_BACKEND_H
 #define MR_CUDA_BACKEND_H
 
