@@ -33,7 +33,7 @@ enum {
     AD_HB = 16, /* q heads per CTA */
     AD_TARGET_CTAS = 528,
     AD_MAX_SPLITS = 256,
-    AD_MIN_KEYS = 512,
+    AD_MIN_KEYS = 256,
     AD_ROPE_THREADS = 128
 };
 
