@@ -92,7 +92,7 @@ static __global__ void __launch_bounds__(AP_ROPE_THREADS)
 
 template <int D> struct ap_dims {
     /* keys per tile: 32 at D = 128 keeps the scores, the accumulator and the fragments in 255
-     * registers without spilling (64 spills there), 64 below */
+     * registers without spilling (64 spills a little there), 64 below */
     static constexpr int BN = D == 128 ? 32 : 64;
     static constexpr int LD = D + 8; /* shared row stride (elements): conflict-free ldmatrix */
     static constexpr size_t Q_BYTES = (size_t)AP_BM * LD * 2;
