@@ -26,10 +26,11 @@
 #define AP_LOG2E 1.4426950408889634
 
 enum {
-    AP_BM = 128,          /* queries per CTA */
-    AP_THREADS = 128,     /* 4 warps × 32 query rows */
-    AP_MAXSEG = 64,       /* segments per launch group */
-    AP_ROPE_THREADS = 128 /* launch 1 */
+    AP_BM = 128,           /* queries per CTA */
+    AP_THREADS = 128,      /* 4 warps × 32 query rows */
+    AP_MAXSEG = 64,        /* segments per launch group */
+    AP_ROPE_THREADS = 128, /* launch 1 */
+    AP_MAX_POS = 1 << 30   /* positions beyond are refused (keeps the index arithmetic in int) */
 };
 
 /* One segment of a group: token rows [start, start + len) at positions pos0.., block-table row
@@ -332,7 +333,7 @@ extern "C" mr_status mr_cuda_attention_prefill(const mr_cuda_attention_prefill_a
         const long long end = sg->pos0 + (long long)sg->len;
         const long long tiles = ((long long)sg->len + AP_BM - 1) / AP_BM;
         if (sg->start < 0 || sg->len < 0 || sg->pos0 < 0 ||
-            (long long)sg->start + sg->len > INT32_MAX || end > INT32_MAX ||
+            (long long)sg->start + sg->len > INT32_MAX || end > AP_MAX_POS ||
             tiles * H > INT32_MAX ||
             (end + a->block_tokens - 1) / a->block_tokens > a->block_table_stride) {
             MR_LOG_ERROR(MR_LOG_GPU,
