@@ -318,8 +318,8 @@ extern "C" mr_status mr_cuda_attention_decode(const mr_cuda_attention_decode_arg
         MR_LOG_ERROR(MR_LOG_GPU, "attention decode: %d heads over %d kv heads", H, KV);
         return MR_ERR_INVALID;
     }
-    if (d != 32 && d != 64 && d != 128) {
-        MR_LOG_ERROR(MR_LOG_GPU, "attention decode: head_dim %d unsupported (32, 64, 128)", d);
+    if (d != 16 && d != 32 && d != 64 && d != 128) {
+        MR_LOG_ERROR(MR_LOG_GPU, "attention decode: head_dim %d unsupported (16, 32, 64, 128)", d);
         return MR_ERR_UNSUPPORTED;
     }
     if (rot < 0 || rot > d || rot % 2 || (rot > 0 && !a->inv_freq)) {
@@ -394,7 +394,8 @@ extern "C" mr_status mr_cuda_attention_decode(const mr_cuda_attention_decode_arg
 
     ad_rope_kernel<<<(unsigned)n, AD_ROPE_THREADS, 0, st>>>(c);
     MR_CUDA_CHECK_LAUNCH("attention decode rope launch");
-    return d == 32   ? ad_launch<32>(&c, n, HB, st)
+    return d == 16   ? ad_launch<16>(&c, n, HB, st)
+           : d == 32 ? ad_launch<32>(&c, n, HB, st)
            : d == 64 ? ad_launch<64>(&c, n, HB, st)
                      : ad_launch<128>(&c, n, HB, st);
 }

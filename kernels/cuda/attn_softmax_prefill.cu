@@ -284,7 +284,8 @@ static mr_status ap_launch_group(const ap_ctx *c, const ap_group *g, int tiles, 
 
 static mr_status ap_launch(int d, const ap_ctx *c, const ap_group *g, int tiles, int toks,
                            cudaStream_t st) {
-    return d == 32   ? ap_launch_group<32>(c, g, tiles, toks, st)
+    return d == 16   ? ap_launch_group<16>(c, g, tiles, toks, st)
+           : d == 32 ? ap_launch_group<32>(c, g, tiles, toks, st)
            : d == 64 ? ap_launch_group<64>(c, g, tiles, toks, st)
                      : ap_launch_group<128>(c, g, tiles, toks, st);
 }
@@ -300,8 +301,8 @@ extern "C" mr_status mr_cuda_attention_prefill(const mr_cuda_attention_prefill_a
         MR_LOG_ERROR(MR_LOG_GPU, "attention prefill: %d heads over %d kv heads", H, KV);
         return MR_ERR_INVALID;
     }
-    if (d != 32 && d != 64 && d != 128) {
-        MR_LOG_ERROR(MR_LOG_GPU, "attention prefill: head_dim %d unsupported (32, 64, 128)", d);
+    if (d != 16 && d != 32 && d != 64 && d != 128) {
+        MR_LOG_ERROR(MR_LOG_GPU, "attention prefill: head_dim %d unsupported (16, 32, 64, 128)", d);
         return MR_ERR_UNSUPPORTED;
     }
     if (rot < 0 || rot > d || rot % 2 || (rot > 0 && !a->inv_freq)) {
