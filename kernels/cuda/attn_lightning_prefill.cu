@@ -233,19 +233,21 @@ static __global__ void __launch_bounds__(LTP_OUT_THREADS, 2)
         const size_t row_stride = (size_t)H * 3 * D;
         const TIn *src = static_cast<const TIn *>(ctx.qkv) + (size_t)(ch.row0 + i0) * row_stride +
                          (size_t)h * 3 * D;
-        constexpr int PER = LTP_SUB * D / 4 / LTP_OUT_THREADS;
+        constexpr int PER = LTP_SUB * D / 4 / LTP_OUT_THREADS; /* 2 at D = 16 */
+        constexpr int P4 = PER < 4 ? PER : 4;
+        static_assert(PER % P4 == 0, "D");
 #pragma unroll
-        for (int p0 = 0; p0 < PER; p0 += 4) {
-            float4 qr[4];
+        for (int p0 = 0; p0 < PER; p0 += P4) {
+            float4 qr[P4];
 #pragma unroll
-            for (int p = 0; p < 4; p++) {
+            for (int p = 0; p < P4; p++) {
                 const int idx = tid + (p0 + p) * LTP_OUT_THREADS;
                 const int r = idx / (D / 4), c = (idx % (D / 4)) * 4;
                 qr[p] = i0 + r < m ? attn_load4(src + (size_t)r * row_stride + c)
                                    : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             }
 #pragma unroll
-            for (int p = 0; p < 4; p++) {
+            for (int p = 0; p < P4; p++) {
                 const int idx = tid + (p0 + p) * LTP_OUT_THREADS;
                 const int r = idx / (D / 4), c = (idx % (D / 4)) * 4;
                 *reinterpret_cast<uint2 *>(qs + r * LD + c) = attn_pack4_bf16(attn_silu4(qr[p]));
@@ -419,7 +421,8 @@ static mr_status ltp_launch_group(const ltp_ctx *ctx, const ltp_group *grp, int 
 
 static mr_status ltp_launch(int d, const ltp_ctx *ctx, const ltp_group *grp, int n_chunks,
                             int n_runs, mr_dtype dt, cudaStream_t st) {
-    return d == 32   ? ltp_launch_group<32>(ctx, grp, n_chunks, n_runs, dt, st)
+    return d == 16   ? ltp_launch_group<16>(ctx, grp, n_chunks, n_runs, dt, st)
+           : d == 32 ? ltp_launch_group<32>(ctx, grp, n_chunks, n_runs, dt, st)
            : d == 64 ? ltp_launch_group<64>(ctx, grp, n_chunks, n_runs, dt, st)
                      : ltp_launch_group<128>(ctx, grp, n_chunks, n_runs, dt, st);
 }
@@ -436,8 +439,8 @@ extern "C" mr_status mr_cuda_lightning_prefill(const mr_cuda_lightning_prefill_a
         return MR_ERR_INVALID;
     }
     const int d = a->head_dim, H = a->n_heads;
-    if (d != 32 && d != 64 && d != 128) {
-        MR_LOG_ERROR(MR_LOG_GPU, "lightning prefill: head_dim %d unsupported (32, 64, 128)", d);
+    if (d != 16 && d != 32 && d != 64 && d != 128) {
+        MR_LOG_ERROR(MR_LOG_GPU, "lightning prefill: head_dim %d unsupported (16, 32, 64, 128)", d);
         return MR_ERR_UNSUPPORTED;
     }
     for (int s = 0; s < a->n_segments; s++)

@@ -33,8 +33,9 @@ enum {
     AD_HB = 16, /* q heads per CTA */
     AD_TARGET_CTAS = 528,
     AD_MAX_SPLITS = 256,
-    AD_MIN_KEYS = 512,
-    AD_ROPE_THREADS = 128
+    AD_MIN_KEYS = 256,
+    AD_ROPE_THREADS = 128,
+    AD_MAX_POS = 1 << 30 /* positions beyond are refused (keeps the index arithmetic in int) */
 };
 
 typedef struct ad_ctx {
@@ -317,8 +318,8 @@ extern "C" mr_status mr_cuda_attention_decode(const mr_cuda_attention_decode_arg
         MR_LOG_ERROR(MR_LOG_GPU, "attention decode: %d heads over %d kv heads", H, KV);
         return MR_ERR_INVALID;
     }
-    if (d != 32 && d != 64 && d != 128) {
-        MR_LOG_ERROR(MR_LOG_GPU, "attention decode: head_dim %d unsupported (32, 64, 128)", d);
+    if (d != 16 && d != 32 && d != 64 && d != 128) {
+        MR_LOG_ERROR(MR_LOG_GPU, "attention decode: head_dim %d unsupported (16, 32, 64, 128)", d);
         return MR_ERR_UNSUPPORTED;
     }
     if (rot < 0 || rot > d || rot % 2 || (rot > 0 && !a->inv_freq)) {
@@ -339,6 +340,7 @@ extern "C" mr_status mr_cuda_attention_decode(const mr_cuda_attention_decode_arg
         return MR_ERR_INVALID;
     }
     if (a->block_tokens <= 0 || a->block_table_stride <= 0 || a->max_pos < 0 ||
+        a->max_pos > AD_MAX_POS ||
         (long long)a->max_pos > (long long)a->block_table_stride * a->block_tokens) {
         MR_LOG_ERROR(MR_LOG_GPU,
                      "attention decode: max_pos %d, block table rows of %d blocks of %d tokens",
@@ -375,7 +377,7 @@ extern "C" mr_status mr_cuda_attention_decode(const mr_cuda_attention_decode_arg
     const int n = a->n, keys = a->max_pos < 1 ? 1 : a->max_pos;
     const long long ctas = (long long)n * KV * HB;
     long long want = (AD_TARGET_CTAS + ctas - 1) / ctas;
-    const long long by_keys = (keys + AD_MIN_KEYS - 1) / AD_MIN_KEYS;
+    const long long by_keys = ((long long)keys + AD_MIN_KEYS - 1) / AD_MIN_KEYS;
     const size_t per_split = (size_t)n * H * (d + 1) * sizeof(float);
     const long long cap = (long long)(a->ws_bytes / per_split);
     if (want > by_keys) want = by_keys;
@@ -392,7 +394,8 @@ extern "C" mr_status mr_cuda_attention_decode(const mr_cuda_attention_decode_arg
 
     ad_rope_kernel<<<(unsigned)n, AD_ROPE_THREADS, 0, st>>>(c);
     MR_CUDA_CHECK_LAUNCH("attention decode rope launch");
-    return d == 32   ? ad_launch<32>(&c, n, HB, st)
+    return d == 16   ? ad_launch<16>(&c, n, HB, st)
+           : d == 32 ? ad_launch<32>(&c, n, HB, st)
            : d == 64 ? ad_launch<64>(&c, n, HB, st)
                      : ad_launch<128>(&c, n, HB, st);
 }

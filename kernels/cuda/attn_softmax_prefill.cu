@@ -26,10 +26,11 @@
 #define AP_LOG2E 1.4426950408889634
 
 enum {
-    AP_BM = 128,          /* queries per CTA */
-    AP_THREADS = 128,     /* 4 warps × 32 query rows */
-    AP_MAXSEG = 64,       /* segments per launch group */
-    AP_ROPE_THREADS = 128 /* launch 1 */
+    AP_BM = 128,           /* queries per CTA */
+    AP_THREADS = 128,      /* 4 warps × 32 query rows */
+    AP_MAXSEG = 64,        /* segments per launch group */
+    AP_ROPE_THREADS = 128, /* launch 1 */
+    AP_MAX_POS = 1 << 30   /* positions beyond are refused (keeps the index arithmetic in int) */
 };
 
 /* One segment of a group: token rows [start, start + len) at positions pos0.., block-table row
@@ -92,7 +93,7 @@ static __global__ void __launch_bounds__(AP_ROPE_THREADS)
 
 template <int D> struct ap_dims {
     /* keys per tile: 32 at D = 128 keeps the scores, the accumulator and the fragments in 255
-     * registers without spilling (64 spills there), 64 below */
+     * registers without spilling (64 spills a little there), 64 below */
     static constexpr int BN = D == 128 ? 32 : 64;
     static constexpr int LD = D + 8; /* shared row stride (elements): conflict-free ldmatrix */
     static constexpr size_t Q_BYTES = (size_t)AP_BM * LD * 2;
@@ -283,7 +284,8 @@ static mr_status ap_launch_group(const ap_ctx *c, const ap_group *g, int tiles, 
 
 static mr_status ap_launch(int d, const ap_ctx *c, const ap_group *g, int tiles, int toks,
                            cudaStream_t st) {
-    return d == 32   ? ap_launch_group<32>(c, g, tiles, toks, st)
+    return d == 16   ? ap_launch_group<16>(c, g, tiles, toks, st)
+           : d == 32 ? ap_launch_group<32>(c, g, tiles, toks, st)
            : d == 64 ? ap_launch_group<64>(c, g, tiles, toks, st)
                      : ap_launch_group<128>(c, g, tiles, toks, st);
 }
@@ -299,8 +301,8 @@ extern "C" mr_status mr_cuda_attention_prefill(const mr_cuda_attention_prefill_a
         MR_LOG_ERROR(MR_LOG_GPU, "attention prefill: %d heads over %d kv heads", H, KV);
         return MR_ERR_INVALID;
     }
-    if (d != 32 && d != 64 && d != 128) {
-        MR_LOG_ERROR(MR_LOG_GPU, "attention prefill: head_dim %d unsupported (32, 64, 128)", d);
+    if (d != 16 && d != 32 && d != 64 && d != 128) {
+        MR_LOG_ERROR(MR_LOG_GPU, "attention prefill: head_dim %d unsupported (16, 32, 64, 128)", d);
         return MR_ERR_UNSUPPORTED;
     }
     if (rot < 0 || rot > d || rot % 2 || (rot > 0 && !a->inv_freq)) {
@@ -332,7 +334,7 @@ extern "C" mr_status mr_cuda_attention_prefill(const mr_cuda_attention_prefill_a
         const long long end = sg->pos0 + (long long)sg->len;
         const long long tiles = ((long long)sg->len + AP_BM - 1) / AP_BM;
         if (sg->start < 0 || sg->len < 0 || sg->pos0 < 0 ||
-            (long long)sg->start + sg->len > INT32_MAX || end > INT32_MAX ||
+            (long long)sg->start + sg->len > INT32_MAX || end > AP_MAX_POS ||
             tiles * H > INT32_MAX ||
             (end + a->block_tokens - 1) / a->block_tokens > a->block_table_stride) {
             MR_LOG_ERROR(MR_LOG_GPU,

@@ -14,7 +14,7 @@
 #include "kernels/cuda/coord_ops.h"
 #include "kernels/cuda/cuda_check.h"
 
-enum { ROW_THREADS = 256, ARGMAX_THREADS = 1024, ROUTE_THREADS = 256, ROUTE_TOK = 4 };
+enum { ROW_THREADS = 256, ARGMAX_THREADS = 1024, ROUTE_THREADS = 1024, ROUTE_TOK = 4 };
 
 /* Argument checks: log the reason once and fail with MR_ERR_INVALID. */
 #define CO_REQUIRE(cond, fn, why)                                                                  \
@@ -255,13 +255,15 @@ extern "C" mr_status mr_cuda_linear(cublasHandle_t blas, const mr_cuda_linear_ar
 }
 
 /* ---- router --------------------------------------------------------------------------------
- * grid (ceil(n / ROUTE_TOK)): the block's warps take experts e = warp, warp + nw, ...; each lane
+ * grid (ceil(n / ROUTE_TOK)), 32 warps: the block's warps take experts e = warp, warp + nw, ...
+ * (one each for M1's 32: a lone decode token's router is one block, so it must be wide); each lane
  * dots a strided slice of the gate row with the block's ROUTE_TOK token rows (the gate row is read
  * once per block), the warp sums. Then thread j < ROUTE_TOK does token j's softmax and top-k,
  * serially and in the ref's order. */
 template <typename TG>
-static __global__ void route_kernel(const TG *gate, const float *x, int n, int dim, int E, int k,
-                                    int32_t *ids, float *wts) {
+static __global__ void __launch_bounds__(ROUTE_THREADS)
+    route_kernel(const TG *gate, const float *x, int n, int dim, int E, int k, int32_t *ids,
+                 float *wts) {
     __shared__ float p_s[ROUTE_TOK][MR_CUDA_ROUTE_MAX_EXPERTS];
     const int t0 = blockIdx.x * ROUTE_TOK;
     const int nt = n - t0 < ROUTE_TOK ? n - t0 : ROUTE_TOK;
@@ -271,7 +273,21 @@ static __global__ void route_kernel(const TG *gate, const float *x, int n, int d
         float acc[ROUTE_TOK];
 #pragma unroll
         for (int j = 0; j < ROUTE_TOK; j++) acc[j] = 0.0f;
-        for (int c = lane; c < dim; c += 32) {
+        /* four adjacent columns per lane and step: each warp load covers 128 columns */
+        const int dim4 = dim & ~3;
+        for (int c = 4 * lane; c < dim4; c += 128) {
+            float gv[4];
+#pragma unroll
+            for (int u = 0; u < 4; u++) gv[u] = co_load(g, (size_t)(c + u));
+#pragma unroll
+            for (int j = 0; j < ROUTE_TOK; j++)
+                if (j < nt) {
+                    const float *xr = x + (size_t)(t0 + j) * (size_t)dim + c;
+#pragma unroll
+                    for (int u = 0; u < 4; u++) acc[j] = fmaf(xr[u], gv[u], acc[j]);
+                }
+        }
+        for (int c = dim4 + lane; c < dim; c += 32) {
             const float gv = co_load(g, (size_t)c);
 #pragma unroll
             for (int j = 0; j < ROUTE_TOK; j++)

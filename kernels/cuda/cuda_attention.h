@@ -21,7 +21,7 @@
  *
  * Every launcher checks its arguments (MR_ERR_INVALID, logged), enqueues on the caller's stream,
  * checks the launches, and neither synchronises nor allocates. Arrays marked "host" are read
- * during the call only; everything else is device memory. Supported head_dim: 32, 64, 128
+ * during the call only; everything else is device memory. Supported head_dim: 16, 32, 64, 128
  * (MR_ERR_UNSUPPORTED otherwise). Sequences in one call must not share a state slot or a cache
  * block written by the call. */
 #ifndef MR_CUDA_ATTENTION_H

@@ -161,8 +161,13 @@ static mr_status weight(full_be *f, const void *host, size_t bytes, const void *
     }
     void *d = NULL;
     MR_CUDA_CHECK(cudaMalloc(&d, bytes ? bytes : 1));
-    mr_status st = mr_cuda_check_at(cudaMemcpy(d, host, bytes, cudaMemcpyHostToDevice),
+    /* on the backend's stream and waited for: f->st does not synchronise with the legacy default
+     * stream (cudaStreamNonBlocking), and a plain cudaMemcpy from pageable memory may return
+     * before its DMA lands, so a kernel on f->st could read a half-uploaded weight */
+    mr_status st = mr_cuda_check_at(cudaMemcpyAsync(d, host, bytes, cudaMemcpyHostToDevice, f->st),
                                     "weight upload", __FILE__, __LINE__);
+    if (st == MR_OK)
+        st = mr_cuda_check_at(cudaStreamSynchronize(f->st), "weight upload", __FILE__, __LINE__);
     if (st != MR_OK) {
         cudaFree(d);
         return st;

@@ -10,13 +10,14 @@
  *   softmax attention (bf16 cache, bf16 q and p on tensor cores)   TOL_BF16 1e-2, the cache
  *     contents (rotated k, v) against the ref's fp32 cache         TOL_BF16, and q, k rotated
  *     in place                                                      TOL_F32
- * Lightning: H=4 d=32, H=8 d=64 and the real H=64 d=128; token counts 1, 2, 255, 256, 257, 600,
- * 1000; batches of several sequences with different lengths, start positions and non-zero
- * states (continuations); decode continuing a chunked prefill; a workspace of one and of three
- * chunks (groups split inside a segment, results bitwise equal to the one-group run); repeated
- * calls bitwise equal; fp32 and bf16 inputs; padding rows of decode left untouched.
- * Softmax: H=4/KV=1 d=32, H=8/KV=2 d=64, H=64/KV=8 d=128, rotary_dim d/2; prefill of 1, 2, 63,
- * 64, 65, 255, 256, 257, 600, 1000 tokens; a batch of five segments continuing cached histories
+ * Lightning: H=8 d=16 (the `small` preset), H=4 d=32, H=8 d=64 and the real H=64 d=128; token
+ * counts 1, 2, 255, 256, 257, 600, 1000; batches of several sequences with different lengths, start
+ * positions and non-zero states (continuations); decode continuing a chunked prefill; a workspace
+ * of one and of three chunks (groups split inside a segment, results bitwise equal to the one-group
+ * run); repeated calls bitwise equal; fp32 and bf16 inputs; padding rows of decode left untouched.
+ * Softmax: H=8/KV=2 d=16 (the `small` preset), H=4/KV=2 d=32 (`tiny`), H=4/KV=1 d=32,
+ * H=8/KV=2 d=64, H=64/KV=8 d=128, rotary_dim d/2; prefill of 1, 2, 63, 64, 65, 255, 256, 257,
+ * 600, 1000 tokens; a batch of five segments continuing cached histories
  * (pos0 0, 37, 700, 5, 250) with token rows no segment owns between them, block_tokens 256 and
  * 16; block tables in shuffled order whose unused entries, like every cache row not yet written,
  * hold NaN (a read out of range shows); decode steps after the prefills (rows shuffled, padding
@@ -528,8 +529,8 @@ static void test_lightning(int quick) {
     static const int one600[] = {600};
     struct {
         int H, d;
-    } shapes[] = {{4, 32}, {8, 64}, {64, 128}};
-    const int n_shapes = quick ? 2 : 3;
+    } shapes[] = {{8, 16}, {4, 32}, {8, 64}, {64, 128}};
+    const int n_shapes = quick ? 3 : 4;
     for (int si = 0; si < n_shapes; si++) {
         const int H = shapes[si].H, d = shapes[si].d;
         lt_decode_case(H, d, 1, 0);
@@ -540,7 +541,7 @@ static void test_lightning(int quick) {
         for (int i = 0; i < nt; i++) {
             char name[32];
             snprintf(name, sizeof name, "n=%d", toks[i]);
-            lt_case c = {name, H, d, 1, &toks[i], 0, si == 1, 64, 0, 0};
+            lt_case c = {name, H, d, 1, &toks[i], 0, si % 2 == 0, 64, 0, 0};
             lt_run_case(&c);
         }
         lt_case batch = {"batch", H, d, 6, batch_a, 1, 0, 64, 1, 3};
@@ -1263,9 +1264,9 @@ static void test_softmax(int quick) {
     static const int dec_quick[] = {0, 33, 129, 513, 5000};
     struct {
         int H, KV, d;
-    } shapes[] = {{4, 1, 32}, {8, 2, 64}, {64, 8, 128}};
+    } shapes[] = {{8, 2, 16}, {4, 2, 32}, {4, 1, 32}, {8, 2, 64}, {64, 8, 128}};
     sm_arg_checks();
-    const int n_shapes = quick ? 2 : 3;
+    const int n_shapes = quick ? 4 : 5;
     for (int si = 0; si < n_shapes; si++) {
         const int H = shapes[si].H, KV = shapes[si].KV, d = shapes[si].d;
         const int *toks = quick ? tok_quick : tok_all;
