@@ -28,8 +28,8 @@
  * Exit 77 (ctest SKIP) without a CUDA device; `--probe` only answers that; `--quick` runs the
  * small shapes and a subset of the token counts; `--lightning` / `--softmax` one family only;
  * `--all-variants` runs the prefill checks for every tuning variant (mr_cuda_*_prefill_args
- * .variant; the decode-only cases once); `--perf` times the kernels at the real dims, the prefills
- * once per variant (no checks). */
+ * .variant; the decode-only cases once; with --quick, the real-dims shape too); `--perf` times the
+ * kernels at the real dims, the prefills once per variant (no checks). */
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -52,6 +52,7 @@ static uint64_t g_rng = 0xa77e5eedull;
 static int g_fail = 0;
 /* the prefill variants the checks run (mr_cuda_*_prefill_args.variant) */
 static int g_lt_variant = 0, g_ap_variant = 0;
+static int g_all_variants = 0; /* --all-variants: --quick keeps the real-dims shape too */
 
 #define CK(call)                                                                                   \
     do {                                                                                           \
@@ -536,7 +537,7 @@ static void test_lightning(int quick, int all) {
     struct {
         int H, d;
     } shapes[] = {{8, 16}, {4, 32}, {8, 64}, {64, 128}};
-    const int n_shapes = quick ? 3 : 4;
+    const int n_shapes = quick && !g_all_variants ? 3 : 4;
     for (int si = 0; si < n_shapes; si++) {
         const int H = shapes[si].H, d = shapes[si].d;
         if (all) {
@@ -1275,7 +1276,7 @@ static void test_softmax(int quick, int all) {
         int H, KV, d;
     } shapes[] = {{8, 2, 16}, {4, 2, 32}, {4, 1, 32}, {8, 2, 64}, {64, 8, 128}};
     if (all) sm_arg_checks();
-    const int n_shapes = quick ? 4 : 5;
+    const int n_shapes = quick && !g_all_variants ? 4 : 5;
     for (int si = 0; si < n_shapes; si++) {
         const int H = shapes[si].H, KV = shapes[si].KV, d = shapes[si].d;
         const int *toks = quick ? tok_quick : tok_all;
@@ -1569,7 +1570,7 @@ int main(int argc, char **argv) {
         } else if (strcmp(argv[i], "--perf") == 0) {
             perf = 1;
         } else if (strcmp(argv[i], "--all-variants") == 0) {
-            all_variants = 1;
+            all_variants = g_all_variants = 1;
         } else if (strcmp(argv[i], "--lightning") == 0) {
             softmax = 0;
         } else if (strcmp(argv[i], "--softmax") == 0) {
