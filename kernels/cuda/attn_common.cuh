@@ -40,6 +40,13 @@ __device__ static __forceinline__ float4 attn_load4(const __nv_bfloat16 *p) {
     return make_float4(__low2float(lo), __high2float(lo), __low2float(hi), __high2float(hi));
 }
 
+/* Four bf16 (8 bytes, low half first) as floats. */
+__device__ static __forceinline__ float4 attn_bf16x4_to_f32(uint2 u) {
+    const __nv_bfloat162 lo = *reinterpret_cast<const __nv_bfloat162 *>(&u.x);
+    const __nv_bfloat162 hi = *reinterpret_cast<const __nv_bfloat162 *>(&u.y);
+    return make_float4(__low2float(lo), __high2float(lo), __low2float(hi), __high2float(hi));
+}
+
 __device__ static __forceinline__ float4 attn_silu4(float4 v) {
     return make_float4(attn_silu(v.x), attn_silu(v.y), attn_silu(v.z), attn_silu(v.w));
 }
@@ -137,12 +144,25 @@ __device__ static __forceinline__ void attn_ld_b_kn(const __nv_bfloat16 *base, i
 
 /* ---- softmax attention (attn_softmax_*.cu) ------------------------------------------------- */
 
+/* 2^x: exp2f, or with FTZ the bare ex2.approx.ftz (one MUFU instruction; results below 2^-126,
+ * which are p values of no weight, flush to zero; 2^-inf = 0 either way). */
+template <bool FTZ> __device__ static __forceinline__ float attn_exp2(float x) {
+    if constexpr (FTZ) {
+        float y;
+        asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+        return y;
+    } else {
+        return exp2f(x);
+    }
+}
+
 /* Online softmax over one 16-row block of scores in the mma C layout (this lane: rows g and
  * g + 8, hr = 0 / 1). s[NS][4] holds raw scores, −inf where masked; it leaves holding
  * p = 2^(s·sl2 − m_new) (sl2 = scale·log2 e). m[hr]: running row max of s·sl2 (−inf before the
  * first key); l[hr]: this lane's share of the row sum (the quad is summed once at the end);
- * acc[NA][4]: the output accumulator, rescaled by 2^(m_old − m_new). Warp-uniform (shuffles). */
-template <int NS, int NA>
+ * acc[NA][4]: the output accumulator, rescaled by 2^(m_old − m_new). Warp-uniform (shuffles).
+ * FTZ: attn_exp2<true> for the exponentials. */
+template <int NS, int NA, bool FTZ = false>
 __device__ static __forceinline__ void attn_online_softmax(float (&s)[NS][4], float (&acc)[NA][4],
                                                            float m[2], float l[2], float sl2) {
     float alpha[2];
@@ -155,14 +175,14 @@ __device__ static __forceinline__ void attn_online_softmax(float (&s)[NS][4], fl
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
         const float mn = fmaxf(m[hr], mx * sl2);
         const float mu = mn == -INFINITY ? 0.0f : mn; /* a row with no key yet: p = 0 */
-        alpha[hr] = exp2f(m[hr] - mu);
+        alpha[hr] = attn_exp2<FTZ>(m[hr] - mu);
         m[hr] = mn;
         float rs = 0.0f;
 #pragma unroll
         for (int n = 0; n < NS; n++)
 #pragma unroll
             for (int e = 0; e < 2; e++) {
-                const float p = exp2f(fmaf(s[n][2 * hr + e], sl2, -mu));
+                const float p = attn_exp2<FTZ>(fmaf(s[n][2 * hr + e], sl2, -mu));
                 s[n][2 * hr + e] = p;
                 rs += p;
             }

@@ -16,6 +16,9 @@
  *      scaled by λ^(i−j) (zero above the diagonal), rounded to bf16, O += P·V; K/V tiles double
  *      buffered with cp.async. Query tiles with more causal work are scheduled first.
  * Chunk and run tables travel by value in the kernel parameters (no upload, graph-capturable).
+ * Tuning variants (args.variant, MR_CUDA_LT_* bits; 0 is the default above), template parameters
+ * of the kernels: STATE_HI (launches 2, 3: the hi plane only), DECAY_FOLD (launches 1, 3: the
+ * intra-chunk decay folded into q and k16, see ltp_out_kernel), KV_PIPE (launch 1, bf16 inputs).
  *
  * Workspace per chunk slot of a group, in this order for the whole group:
  *   kv32 [G][H][D][D] fp32 | sb16 [G][H][2][D][D] bf16 (hi plane, lo plane)
@@ -74,12 +77,20 @@ template <int D> struct ltp_dims {
 
 /* ---- launch 1: SiLU(k), SiLU(v) to bf16, and KV_c ------------------------------------------- */
 
-template <typename TIn, int D>
+/* MR_CUDA_LT_DECAY_FOLD applies to the heads with slope < this: k rows are scaled by up to
+ * λ^-63 = e^(63·s) in bf16 / fp32, which stays far from overflow below it. */
+#define LTP_FOLD_MAX_SLOPE 1.0f
+
+/* grid (chunks, H), NT_KV threads. FOLD: k16 rows hold λ^-(j mod 64)·k_j for the folded heads
+ * (see ltp_out_kernel); PIPE (bf16 inputs): the next 64 rows' loads are in flight during the
+ * current rows' multiplies. */
+template <typename TIn, int D, bool FOLD, bool PIPE>
 static __global__ void __launch_bounds__(ltp_dims<D>::NT_KV, 2)
     ltp_kv_kernel(ltp_ctx ctx, const __grid_constant__ ltp_group grp) {
     constexpr int LD = ltp_dims<D>::LD, NT = ltp_dims<D>::NT_KV;
     constexpr int V4 = LTP_SUB * D / 4; /* float4 groups of one sub-block matrix */
     constexpr int PER = V4 / NT;        /* = 8 */
+    static_assert(!PIPE || sizeof(TIn) == 2, "PIPE keeps bf16 rows in registers");
     __shared__ __align__(16) __nv_bfloat16 ks[LTP_SUB * LD]; /* λ^(m−1−j)·k_j, rows j */
     __shared__ __align__(16) __nv_bfloat16 vs[LTP_SUB * LD]; /* v_j */
 
@@ -88,6 +99,7 @@ static __global__ void __launch_bounds__(ltp_dims<D>::NT_KV, 2)
     const ltp_chunk ch = grp.chunk[ci];
     const int m = ch.m;
     const float s = ctx.slope[h];
+    const bool fold = FOLD && s < LTP_FOLD_MAX_SLOPE;
     const size_t row_stride = (size_t)H * 3 * D;
     const TIn *src =
         static_cast<const TIn *>(ctx.qkv) + (size_t)ch.row0 * row_stride + (size_t)h * 3 * D;
@@ -100,32 +112,62 @@ static __global__ void __launch_bounds__(ltp_dims<D>::NT_KV, 2)
 #pragma unroll
         for (int r = 0; r < 4; r++) acc[n][r] = 0.0f;
 
-    for (int j0 = 0; j0 < m; j0 += LTP_SUB) {
-#pragma unroll 1 /* two passes of 4 loads per matrix: keeps the accumulators in registers */
-        for (int p0 = 0; p0 < PER; p0 += 4) {
-            float4 kr[4], vr[4];
+    /* float4 group idx of the sub-block at row j0, raw k and v → SiLU → the workspace rows and
+     * the shared operands (rows >= m: silu(0) = 0) */
+    auto put = [&](int j0, int idx, float4 kraw, float4 vraw) {
+        const int r = idx / (D / 4), c = (idx % (D / 4)) * 4, j = j0 + r;
+        const float4 k = attn_silu4(kraw), v = attn_silu4(vraw);
+        const float kd = j < m ? expf(-s * (float)(m - 1 - j)) : 0.0f;
+        float4 kw = k;
+        if (FOLD && fold) {
+            const float kf = expf(s * (float)(j & (LTP_SUB - 1)));
+            kw = make_float4(kf * k.x, kf * k.y, kf * k.z, kf * k.w);
+        }
+        *reinterpret_cast<uint2 *>(k16 + (size_t)j * D + c) = attn_pack4_bf16(kw);
+        *reinterpret_cast<uint2 *>(v16 + (size_t)j * D + c) = attn_pack4_bf16(v);
+        *reinterpret_cast<uint2 *>(ks + r * LD + c) =
+            attn_pack4_bf16(make_float4(kd * k.x, kd * k.y, kd * k.z, kd * k.w));
+        *reinterpret_cast<uint2 *>(vs + r * LD + c) = attn_pack4_bf16(v);
+    };
+
+    /* PIPE: the raw bf16 rows of the next sub-block, four elements per entry */
+    uint2 kn[PIPE ? PER : 1], vn[PIPE ? PER : 1];
+    auto load_raw = [&](int j0) {
 #pragma unroll
-            for (int p = 0; p < 4; p++) {
-                const int idx = tid + (p0 + p) * NT, r = idx / (D / 4), c = (idx % (D / 4)) * 4;
-                const int j = j0 + r;
-                kr[p] = vr[p] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-                if (j < m) {
-                    kr[p] = attn_load4(src + (size_t)j * row_stride + D + c);
-                    vr[p] = attn_load4(src + (size_t)j * row_stride + 2 * D + c);
-                }
+        for (int p = 0; p < PER; p++) {
+            const int idx = tid + p * NT, r = idx / (D / 4), c = (idx % (D / 4)) * 4;
+            const int j = j0 + r;
+            kn[p] = vn[p] = make_uint2(0u, 0u);
+            if (j < m) {
+                kn[p] = *reinterpret_cast<const uint2 *>(src + (size_t)j * row_stride + D + c);
+                vn[p] = *reinterpret_cast<const uint2 *>(src + (size_t)j * row_stride + 2 * D + c);
             }
+        }
+    };
+    if constexpr (PIPE) load_raw(0);
+
+    for (int j0 = 0; j0 < m; j0 += LTP_SUB) {
+        if constexpr (PIPE) {
 #pragma unroll
-            for (int p = 0; p < 4; p++) {
-                const int idx = tid + (p0 + p) * NT, r = idx / (D / 4), c = (idx % (D / 4)) * 4;
-                const int j = j0 + r;
-                const float4 k = attn_silu4(kr[p]), v = attn_silu4(vr[p]);
-                const float kd = j < m ? expf(-s * (float)(m - 1 - j)) : 0.0f;
-                /* rows >= m hold silu(0) = 0 */
-                *reinterpret_cast<uint2 *>(k16 + (size_t)j * D + c) = attn_pack4_bf16(k);
-                *reinterpret_cast<uint2 *>(v16 + (size_t)j * D + c) = attn_pack4_bf16(v);
-                *reinterpret_cast<uint2 *>(ks + r * LD + c) =
-                    attn_pack4_bf16(make_float4(kd * k.x, kd * k.y, kd * k.z, kd * k.w));
-                *reinterpret_cast<uint2 *>(vs + r * LD + c) = attn_pack4_bf16(v);
+            for (int p = 0; p < PER; p++)
+                put(j0, tid + p * NT, attn_bf16x4_to_f32(kn[p]), attn_bf16x4_to_f32(vn[p]));
+            if (j0 + LTP_SUB < m) load_raw(j0 + LTP_SUB); /* lands during the multiplies */
+        } else {
+#pragma unroll 1 /* two passes of 4 loads per matrix: keeps the accumulators in registers */
+            for (int p0 = 0; p0 < PER; p0 += 4) {
+                float4 kr[4], vr[4];
+#pragma unroll
+                for (int p = 0; p < 4; p++) {
+                    const int idx = tid + (p0 + p) * NT, r = idx / (D / 4), c = (idx % (D / 4)) * 4;
+                    const int j = j0 + r;
+                    kr[p] = vr[p] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                    if (j < m) {
+                        kr[p] = attn_load4(src + (size_t)j * row_stride + D + c);
+                        vr[p] = attn_load4(src + (size_t)j * row_stride + 2 * D + c);
+                    }
+                }
+#pragma unroll
+                for (int p = 0; p < 4; p++) put(j0, tid + (p0 + p) * NT, kr[p], vr[p]);
             }
         }
         __syncthreads();
@@ -160,8 +202,9 @@ static __global__ void __launch_bounds__(ltp_dims<D>::NT_KV, 2)
 
 enum { LTP_SCAN_THREADS = 256 };
 
-/* grid (ceil(D²/4 / 256), H, runs); one float4 of the state per thread. */
-template <int D>
+/* grid (ceil(D²/4 / 256), H, runs); one float4 of the state per thread. HI: the hi plane only
+ * (MR_CUDA_LT_STATE_HI). */
+template <int D, bool HI>
 static __global__ void __launch_bounds__(LTP_SCAN_THREADS)
     ltp_scan_kernel(ltp_ctx ctx, const __grid_constant__ ltp_group grp) {
     const int idx = blockIdx.x * LTP_SCAN_THREADS + threadIdx.x; /* float4 index in [D][D] */
@@ -187,7 +230,7 @@ static __global__ void __launch_bounds__(LTP_SCAN_THREADS)
         const float4 lo = make_float4(S.x - __low2float(h01), S.y - __high2float(h01),
                                       S.z - __low2float(h23), S.w - __high2float(h23));
         *reinterpret_cast<uint2 *>(hi) = h4;
-        *reinterpret_cast<uint2 *>(hi + (size_t)D * D) = attn_pack4_bf16(lo);
+        if (!HI) *reinterpret_cast<uint2 *>(hi + (size_t)D * D) = attn_pack4_bf16(lo);
         const float dm = expf(-s * (float)grp.chunk[c].m);
         S.x = fmaf(dm, S.x, cur.x);
         S.y = fmaf(dm, S.y, cur.y);
@@ -201,8 +244,13 @@ static __global__ void __launch_bounds__(LTP_SCAN_THREADS)
 
 enum { LTP_OUT_THREADS = 128 }; /* 4 warps × 16 query rows */
 
-/* grid (C / 64 query tiles, H, chunks); dynamic shared memory ltp_dims<D>::OUT_SMEM. */
-template <typename TIn, int D>
+/* grid (C / 64 query tiles, H, chunks); dynamic shared memory ltp_dims<D>::OUT_SMEM.
+ * HI (MR_CUDA_LT_STATE_HI): q·S_hi only. FOLD (MR_CUDA_LT_DECAY_FOLD, heads with slope <
+ * LTP_FOLD_MAX_SLOPE): with i0, j0 the first rows of the query and key tiles, q rows are
+ * scaled by λ^(i−i0) and the k16 rows hold λ^(j0−j)·k_j, so q'·k' = λ^(i−j−(i0−j0)) q·k: one
+ * multiply by λ^(i0−j0) per score (none on the diagonal tile), and q'·S · λ^(i0+1) is the
+ * inter-chunk part. */
+template <typename TIn, int D, bool HI, bool FOLD>
 static __global__ void __launch_bounds__(LTP_OUT_THREADS, 2)
     ltp_out_kernel(ltp_ctx ctx, const __grid_constant__ ltp_group grp) {
     constexpr int LD = ltp_dims<D>::LD, NTILE = D / 8;
@@ -218,12 +266,14 @@ static __global__ void __launch_bounds__(LTP_OUT_THREADS, 2)
     const int m = ch.m, i0 = qt * LTP_SUB;
     if (i0 >= m) return;
     const float l2s = ctx.slope[h] * LTP_LOG2E; /* λ^x = exp2(−l2s·x) */
+    const bool fold = FOLD && ctx.slope[h] < LTP_FOLD_MAX_SLOPE;
+    constexpr int PLANES = HI ? 1 : 2;
     const size_t ws_head = (size_t)ci * H + h;
 
     /* S_c planes → shared (async) while the query tile is converted */
     {
         const __nv_bfloat16 *sb = ctx.sb16 + ws_head * 2 * D * D;
-        for (int x = tid; x < 2 * D * D / 8; x += LTP_OUT_THREADS) {
+        for (int x = tid; x < PLANES * D * D / 8; x += LTP_OUT_THREADS) {
             const int row = x / (D / 8), col = (x % (D / 8)) * 8; /* row in [0, 2D) */
             attn_cp16(big + (size_t)row * LD + col, sb + (size_t)row * D + col);
         }
@@ -250,7 +300,12 @@ static __global__ void __launch_bounds__(LTP_OUT_THREADS, 2)
             for (int p = 0; p < P4; p++) {
                 const int idx = tid + (p0 + p) * LTP_OUT_THREADS;
                 const int r = idx / (D / 4), c = (idx % (D / 4)) * 4;
-                *reinterpret_cast<uint2 *>(qs + r * LD + c) = attn_pack4_bf16(attn_silu4(qr[p]));
+                float4 q = attn_silu4(qr[p]);
+                if (FOLD && fold) {
+                    const float f = exp2f(-l2s * (float)r); /* λ^(i − i0) */
+                    q = make_float4(f * q.x, f * q.y, f * q.z, f * q.w);
+                }
+                *reinterpret_cast<uint2 *>(qs + r * LD + c) = attn_pack4_bf16(q);
             }
         }
     }
@@ -268,7 +323,7 @@ static __global__ void __launch_bounds__(LTP_OUT_THREADS, 2)
 #pragma unroll
         for (int r = 0; r < 4; r++) acc[n][r] = 0.0f;
 #pragma unroll
-    for (int plane = 0; plane < 2; plane++) {
+    for (int plane = 0; plane < PLANES; plane++) {
         const __nv_bfloat16 *sp = big + (size_t)plane * D * LD;
 #pragma unroll
         for (int kk = 0; kk < D / 16; kk++)
@@ -282,7 +337,9 @@ static __global__ void __launch_bounds__(LTP_OUT_THREADS, 2)
     }
     const int ia = i0 + warp * 16 + g, ib = ia + 8; /* this lane's two query rows (in chunk) */
     {
-        const float fa = exp2f(-l2s * (float)(ia + 1)), fb = exp2f(-l2s * (float)(ib + 1));
+        /* folded: λ^(i0+1) on q' rows, which carry λ^(i − i0) already */
+        const float fa = exp2f(-l2s * (float)((FOLD && fold ? i0 : ia) + 1));
+        const float fb = exp2f(-l2s * (float)((FOLD && fold ? i0 : ib) + 1));
 #pragma unroll
         for (int n = 0; n < NTILE; n++) {
             acc[n][0] *= fa;
@@ -335,14 +392,32 @@ static __global__ void __launch_bounds__(LTP_OUT_THREADS, 2)
                 attn_mma(p[2 * np], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], b[0], b[1]);
                 attn_mma(p[2 * np + 1], qf[kk][0], qf[kk][1], qf[kk][2], qf[kk][3], b[2], b[3]);
             }
-            /* decay λ^(i−j) and the causal mask, in fp32 */
+        /* decay λ^(i−j) and the causal mask, in fp32 */
+        if (FOLD && fold) {
+            if (diag) {
 #pragma unroll
-        for (int n = 0; n < LTP_SUB / 8; n++)
+                for (int n = 0; n < LTP_SUB / 8; n++)
 #pragma unroll
-            for (int r = 0; r < 4; r++) {
-                const int i = r < 2 ? ia : ib, j = kt * LTP_SUB + n * 8 + 2 * t + (r & 1);
-                p[n][r] = j <= i ? p[n][r] * exp2f(-l2s * (float)(i - j)) : 0.0f;
+                    for (int r = 0; r < 4; r++) {
+                        const int i = r < 2 ? ia : ib, j = kt * LTP_SUB + n * 8 + 2 * t + (r & 1);
+                        if (j > i) p[n][r] = 0.0f;
+                    }
+            } else {
+                const float T = exp2f(-l2s * (float)(LTP_SUB * (qt - kt))); /* λ^(i0 − j0) */
+#pragma unroll
+                for (int n = 0; n < LTP_SUB / 8; n++)
+#pragma unroll
+                    for (int r = 0; r < 4; r++) p[n][r] *= T;
             }
+        } else {
+#pragma unroll
+            for (int n = 0; n < LTP_SUB / 8; n++)
+#pragma unroll
+                for (int r = 0; r < 4; r++) {
+                    const int i = r < 2 ? ia : ib, j = kt * LTP_SUB + n * 8 + 2 * t + (r & 1);
+                    p[n][r] = j <= i ? p[n][r] * exp2f(-l2s * (float)(i - j)) : 0.0f;
+                }
+        }
 #pragma unroll
         for (int kk = 0; kk < LTP_SUB / 16; kk++) {
             if (diag && kk > warp) continue;
@@ -390,41 +465,59 @@ extern "C" size_t mr_cuda_lightning_prefill_ws_bytes(int n_heads, int head_dim, 
 
 typedef void (*ltp_fn)(ltp_ctx, const ltp_group);
 
-template <int D> static ltp_fn ltp_kv_pick(mr_dtype dt) {
-    return dt == MR_DTYPE_F32 ? ltp_kv_kernel<float, D> : ltp_kv_kernel<__nv_bfloat16, D>;
+/* The kernels of variant v (MR_CUDA_LT_* bits) at head_dim D for input dtype dt. */
+template <int D> struct ltp_kernels { ltp_fn kv, scan, out; };
+
+template <int D, bool HI, bool FOLD> static ltp_kernels<D> ltp_pick_hf(mr_dtype dt, bool pipe) {
+    ltp_kernels<D> k;
+    if (dt == MR_DTYPE_F32) {
+        k.kv = ltp_kv_kernel<float, D, FOLD, false>;
+        k.out = ltp_out_kernel<float, D, HI, FOLD>;
+    } else {
+        k.kv = pipe ? ltp_kv_kernel<__nv_bfloat16, D, FOLD, true>
+                    : ltp_kv_kernel<__nv_bfloat16, D, FOLD, false>;
+        k.out = ltp_out_kernel<__nv_bfloat16, D, HI, FOLD>;
+    }
+    k.scan = ltp_scan_kernel<D, HI>;
+    return k;
 }
-template <int D> static ltp_fn ltp_out_pick(mr_dtype dt) {
-    return dt == MR_DTYPE_F32 ? ltp_out_kernel<float, D> : ltp_out_kernel<__nv_bfloat16, D>;
+
+template <int D> static ltp_kernels<D> ltp_pick(int v, mr_dtype dt) {
+    const bool hi = v & MR_CUDA_LT_STATE_HI, fold = v & MR_CUDA_LT_DECAY_FOLD;
+    const bool pipe = v & MR_CUDA_LT_KV_PIPE;
+    return hi ? (fold ? ltp_pick_hf<D, true, true>(dt, pipe)
+                      : ltp_pick_hf<D, true, false>(dt, pipe))
+              : (fold ? ltp_pick_hf<D, false, true>(dt, pipe)
+                      : ltp_pick_hf<D, false, false>(dt, pipe));
 }
 
 /* The three launches of one group. */
 template <int D>
 static mr_status ltp_launch_group(const ltp_ctx *ctx, const ltp_group *grp, int n_chunks,
-                                  int n_runs, mr_dtype dt, cudaStream_t st) {
+                                  int n_runs, mr_dtype dt, int v, cudaStream_t st) {
     const int H = ctx->n_heads;
-    ltp_kv_pick<D>(dt)<<<dim3((unsigned)n_chunks, (unsigned)H), ltp_dims<D>::NT_KV, 0, st>>>(*ctx,
-                                                                                             *grp);
+    const ltp_kernels<D> k = ltp_pick<D>(v, dt);
+    k.kv<<<dim3((unsigned)n_chunks, (unsigned)H), ltp_dims<D>::NT_KV, 0, st>>>(*ctx, *grp);
     MR_CUDA_CHECK_LAUNCH("lightning prefill kv launch");
     const unsigned scan_blocks = (unsigned)((D * D / 4 + LTP_SCAN_THREADS - 1) / LTP_SCAN_THREADS);
-    ltp_scan_kernel<D>
-        <<<dim3(scan_blocks, (unsigned)H, (unsigned)n_runs), LTP_SCAN_THREADS, 0, st>>>(*ctx, *grp);
+    k.scan<<<dim3(scan_blocks, (unsigned)H, (unsigned)n_runs), LTP_SCAN_THREADS, 0, st>>>(*ctx,
+                                                                                          *grp);
     MR_CUDA_CHECK_LAUNCH("lightning prefill scan launch");
-    const ltp_fn out = ltp_out_pick<D>(dt);
     const size_t smem = ltp_dims<D>::OUT_SMEM;
-    MR_CUDA_CHECK(cudaFuncSetAttribute((const void *)out,
+    MR_CUDA_CHECK(cudaFuncSetAttribute((const void *)k.out,
                                        cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    out<<<dim3(LTP_C / LTP_SUB, (unsigned)H, (unsigned)n_chunks), LTP_OUT_THREADS, smem, st>>>(
+    k.out<<<dim3(LTP_C / LTP_SUB, (unsigned)H, (unsigned)n_chunks), LTP_OUT_THREADS, smem, st>>>(
         *ctx, *grp);
     MR_CUDA_CHECK_LAUNCH("lightning prefill out launch");
     return MR_OK;
 }
 
 static mr_status ltp_launch(int d, const ltp_ctx *ctx, const ltp_group *grp, int n_chunks,
-                            int n_runs, mr_dtype dt, cudaStream_t st) {
-    return d == 16   ? ltp_launch_group<16>(ctx, grp, n_chunks, n_runs, dt, st)
-           : d == 32 ? ltp_launch_group<32>(ctx, grp, n_chunks, n_runs, dt, st)
-           : d == 64 ? ltp_launch_group<64>(ctx, grp, n_chunks, n_runs, dt, st)
-                     : ltp_launch_group<128>(ctx, grp, n_chunks, n_runs, dt, st);
+                            int n_runs, mr_dtype dt, int v, cudaStream_t st) {
+    return d == 16   ? ltp_launch_group<16>(ctx, grp, n_chunks, n_runs, dt, v, st)
+           : d == 32 ? ltp_launch_group<32>(ctx, grp, n_chunks, n_runs, dt, v, st)
+           : d == 64 ? ltp_launch_group<64>(ctx, grp, n_chunks, n_runs, dt, v, st)
+                     : ltp_launch_group<128>(ctx, grp, n_chunks, n_runs, dt, v, st);
 }
 
 extern "C" mr_status mr_cuda_lightning_prefill(const mr_cuda_lightning_prefill_args *a,
@@ -434,7 +527,8 @@ extern "C" mr_status mr_cuda_lightning_prefill(const mr_cuda_lightning_prefill_a
          (!a->segs || !a->slots || !a->slope || !a->qkv || !a->out || !a->state_pool || !a->ws)) ||
         (a->qkv_dtype != MR_DTYPE_F32 && a->qkv_dtype != MR_DTYPE_BF16) ||
         a->slot_stride < (size_t)a->n_heads * a->head_dim * a->head_dim || a->slot_stride % 4 ||
-        (uintptr_t)a->state_pool % 16 || (uintptr_t)a->ws % 256) {
+        (uintptr_t)a->state_pool % 16 || (uintptr_t)a->ws % 256 || a->variant < 0 ||
+        a->variant >= MR_CUDA_LT_VARIANTS) {
         MR_LOG_ERROR(MR_LOG_GPU, "lightning prefill: bad arguments");
         return MR_ERR_INVALID;
     }
@@ -479,7 +573,7 @@ extern "C" mr_status mr_cuda_lightning_prefill(const mr_cuda_lightning_prefill_a
         int run_open = 0; /* this segment has a run in the current group */
         for (int c0 = 0; c0 < seg->len; c0 += LTP_C) {
             if (n_chunks == G) {
-                MR_CHECK(ltp_launch(d, &ctx, gp, n_chunks, n_runs, a->qkv_dtype, st));
+                MR_CHECK(ltp_launch(d, &ctx, gp, n_chunks, n_runs, a->qkv_dtype, a->variant, st));
                 n_chunks = n_runs = 0;
                 run_open = 0;
             }
@@ -494,6 +588,7 @@ extern "C" mr_status mr_cuda_lightning_prefill(const mr_cuda_lightning_prefill_a
             n_chunks++;
         }
     }
-    if (n_chunks > 0) MR_CHECK(ltp_launch(d, &ctx, gp, n_chunks, n_runs, a->qkv_dtype, st));
+    if (n_chunks > 0)
+        MR_CHECK(ltp_launch(d, &ctx, gp, n_chunks, n_runs, a->qkv_dtype, a->variant, st));
     return MR_OK;
 }

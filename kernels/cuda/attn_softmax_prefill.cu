@@ -17,7 +17,12 @@
  *      offsets of each tile's rows are looked up two tiles ahead. Key rows past the last query's
  *      position are zero-filled, never read.
  * Shared memory per CTA: Q [128][D+8] + 2 stages × (K, V) [BN][D+8] bf16 + 2 × BN offsets:
- * 68.5 KiB at D = 128 (BN = 32), so two CTAs per SM (the 255-register cap is the limit). */
+ * 68.5 KiB at D = 128 (BN = 32), so two CTAs per SM (the 255-register cap is the limit).
+ * Tuning variants (args.variant, MR_CUDA_AP_* bits; 0 is the default above), template
+ * parameters of launch 2: FUSED_ROPE rotates q in launch 2's query-tile load (ap_rope_q_tile; its
+ * rows and head belong to one CTA, so it writes them back in place) and launch 1 does k and v only;
+ * EXP2_FTZ uses ex2.approx.ftz in the online softmax; KEYS64 takes BN = 64 at D = 128 (105 KiB,
+ * still two CTAs per SM; ptxas spills a few dozen bytes). */
 #include "common/check.h"
 #include "kernels/cuda/attn_common.cuh"
 #include "kernels/cuda/cuda_attention.h"
@@ -54,7 +59,8 @@ typedef struct ap_ctx {
     float *q, *k;
     const float *v;
     float *out;
-    float sl2; /* log2(e) / sqrt(d) */
+    float sl2;     /* log2(e) / sqrt(d) */
+    int q_in_attn; /* q is rotated by launch 2 (MR_CUDA_AP_FUSED_ROPE): launch 1 leaves it */
 } ap_ctx;
 
 /* The segment of the group holding tile (by_tile) or token x: the last one starting at or
@@ -84,17 +90,21 @@ static __global__ void __launch_bounds__(AP_ROPE_THREADS)
     const int D = c.head_dim;
     const int32_t blk = c.block_table[(size_t)sg.row * c.block_table_stride + pos / bt];
     const size_t crow = ((size_t)blk * bt + (size_t)(pos % bt)) * (size_t)KV * D;
-    attn_rope_token(c.q + (size_t)tok * H * D, H, c.k + (size_t)tok * KV * D,
+    attn_rope_token(c.q + (size_t)tok * H * D, c.q_in_attn ? 0 : H, c.k + (size_t)tok * KV * D,
                     c.v + (size_t)tok * KV * D, KV, D, c.rotary_dim, c.inv_freq, pos,
                     c.k_cache + crow, c.v_cache + crow, cs, sn);
 }
 
 /* ---- launch 2: causal flash attention over the cache ----------------------------------------- */
 
-template <int D> struct ap_dims {
-    /* keys per tile: 32 at D = 128 keeps the scores, the accumulator and the fragments in 255
-     * registers without spilling (64 spills a little there), 64 below */
-    static constexpr int BN = D == 128 ? 32 : 64;
+/* keys per tile by default: 32 at D = 128 keeps the scores, the accumulator and the fragments in
+ * 255 registers without spilling (64 spills a little there: MR_CUDA_AP_KEYS64), 64 below */
+template <int D> constexpr int ap_bn_default() {
+    return D == 128 ? 32 : 64;
+}
+
+template <int D, int BN_> struct ap_dims {
+    static constexpr int BN = BN_;
     static constexpr int LD = D + 8; /* shared row stride (elements): conflict-free ldmatrix */
     static constexpr size_t Q_BYTES = (size_t)AP_BM * LD * 2;
     static constexpr size_t KV_BYTES = (size_t)2 * 2 * BN * LD * 2; /* 2 stages × (K, V) */
@@ -102,11 +112,61 @@ template <int D> struct ap_dims {
     static constexpr size_t SMEM = Q_BYTES + KV_BYTES + OFF_BYTES;
 };
 
-/* grid (tiles of the group × H), heads fastest; dynamic shared memory ap_dims<D>::SMEM. */
+/* MR_CUDA_AP_FUSED_ROPE: the rotated columns [0, rot) of a query tile, rot = rotary_dim, a
+ * multiple of 8. Item (r, c4) is the pair of float4s at columns c = 4·c4 and c + rot/2 of row r
+ * (position P0 + r): rotated exactly as attn_rope_token does (fp32 angle, sincosf), written back
+ * to q when r < rows, and to the bf16 tile (zero rows past the segment). Four items per thread
+ * at a time, their loads issued together. */
 template <int D>
+__device__ static __forceinline__ void ap_rope_q_tile(const ap_ctx &c, float *qg, __nv_bfloat16 *qs,
+                                                      int rows, int P0) {
+    constexpr int LD = D + 8;
+    const int half = c.rotary_dim / 2, hq = half / 4, items = AP_BM * hq, H = c.n_heads;
+    for (int x0 = threadIdx.x; x0 < items; x0 += 4 * AP_THREADS) {
+        float4 a[4], b[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const int x = x0 + u * AP_THREADS, r = x / hq, col = (x % hq) * 4;
+            a[u] = b[u] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            if (x < items && r < rows) {
+                a[u] = attn_load4(qg + (size_t)r * H * D + col);
+                b[u] = attn_load4(qg + (size_t)r * H * D + col + half);
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const int x = x0 + u * AP_THREADS, r = x / hq, col = (x % hq) * 4;
+            if (x >= items) continue;
+            const float pos = (float)(P0 + r);
+            float x0v[4] = {a[u].x, a[u].y, a[u].z, a[u].w},
+                  x1v[4] = {b[u].x, b[u].y, b[u].z, b[u].w};
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                float sn, cs;
+                sincosf(pos * c.inv_freq[col + e], &sn, &cs);
+                const float v0 = x0v[e], v1 = x1v[e];
+                x0v[e] = v0 * cs - v1 * sn;
+                x1v[e] = v1 * cs + v0 * sn;
+            }
+            const float4 ra = make_float4(x0v[0], x0v[1], x0v[2], x0v[3]);
+            const float4 rb = make_float4(x1v[0], x1v[1], x1v[2], x1v[3]);
+            if (r < rows) {
+                *reinterpret_cast<float4 *>(qg + (size_t)r * H * D + col) = ra;
+                *reinterpret_cast<float4 *>(qg + (size_t)r * H * D + col + half) = rb;
+            }
+            *reinterpret_cast<uint2 *>(qs + r * LD + col) = attn_pack4_bf16(ra);
+            *reinterpret_cast<uint2 *>(qs + r * LD + col + half) = attn_pack4_bf16(rb);
+        }
+    }
+}
+
+/* grid (tiles of the group × H), heads fastest; dynamic shared memory ap_dims<D, BN>::SMEM.
+ * FUSE: the query tile is rotated here (rotary_dim % 8 == 0) and written back to q in place;
+ * FTZ: attn_exp2<true> in the online softmax. */
+template <int D, int BN_, bool FUSE, bool FTZ>
 static __global__ void __launch_bounds__(AP_THREADS, 2)
     ap_attn_kernel(ap_ctx c, const __grid_constant__ ap_group grp) {
-    constexpr int LD = ap_dims<D>::LD, BN = ap_dims<D>::BN, CPR = D / 8, NA = D / 8;
+    constexpr int LD = ap_dims<D, BN_>::LD, BN = BN_, CPR = D / 8, NA = D / 8;
     constexpr int NS = BN / 8;
     static_assert(BN * CPR % AP_THREADS == 0 && AP_BM * D / 4 % AP_THREADS == 0, "tiles");
     extern __shared__ __align__(16) unsigned char ap_smem[];
@@ -155,14 +215,17 @@ static __global__ void __launch_bounds__(AP_THREADS, 2)
     if (tid < BN && nkt > 1) offs[BN + tid] = row_off(1, tid);
     /* the (rotated) query tile → bf16; rows past the segment are zero */
     {
-        const float *qg = c.q + ((size_t)(sg.start + q0) * H + h) * D;
+        float *qg = c.q + ((size_t)(sg.start + q0) * H + h) * D;
+        const int rot = FUSE ? c.rotary_dim : 0; /* columns [0, rot) are rotated below */
 #pragma unroll 8
         for (int i = 0; i < AP_BM * D / 4 / AP_THREADS; i++) {
             const int x = tid + i * AP_THREADS, r = x / (D / 4), col = (x % (D / 4)) * 4;
+            if (FUSE && col < rot) continue;
             const float4 v = r < rows ? attn_load4(qg + (size_t)r * H * D + col)
                                       : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
             *reinterpret_cast<uint2 *>(qs + r * LD + col) = attn_pack4_bf16(v);
         }
+        if constexpr (FUSE) ap_rope_q_tile<D>(c, qg, qs, rows, P0);
     }
 
     float acc[2][NA][4];
@@ -220,19 +283,29 @@ static __global__ void __launch_bounds__(AP_THREADS, 2)
                             if (kp > qp) s[mb][n][r] = -INFINITY;
                         }
             }
-            attn_online_softmax(s[0], acc[0], m[0], l[0], c.sl2);
-            attn_online_softmax(s[1], acc[1], m[1], l[1], c.sl2);
+            /* P → bf16 A fragments p[mb][kk]; at 64-key tiles packed right after each block's
+             * softmax, so that the fp32 scores die early (the register peak) */
+            uint32_t p[2][BN / 16][4];
+            auto pack = [&](int mb, int kk) {
+                p[mb][kk][0] = attn_pack_bf16(s[mb][2 * kk][0], s[mb][2 * kk][1]);
+                p[mb][kk][1] = attn_pack_bf16(s[mb][2 * kk][2], s[mb][2 * kk][3]);
+                p[mb][kk][2] = attn_pack_bf16(s[mb][2 * kk + 1][0], s[mb][2 * kk + 1][1]);
+                p[mb][kk][3] = attn_pack_bf16(s[mb][2 * kk + 1][2], s[mb][2 * kk + 1][3]);
+            };
+#pragma unroll
+            for (int mb = 0; mb < 2; mb++) {
+                attn_online_softmax<NS, NA, FTZ>(s[mb], acc[mb], m[mb], l[mb], c.sl2);
+                if constexpr (BN == 64)
+#pragma unroll
+                    for (int kk = 0; kk < BN / 16; kk++) pack(mb, kk);
+            }
 #pragma unroll
             for (int kk = 0; kk < BN / 16; kk++) {
-                uint32_t p0[4], p1[4];
-#pragma unroll
-                for (int mb = 0; mb < 2; mb++) {
-                    uint32_t *p = mb ? p1 : p0;
-                    p[0] = attn_pack_bf16(s[mb][2 * kk][0], s[mb][2 * kk][1]);
-                    p[1] = attn_pack_bf16(s[mb][2 * kk][2], s[mb][2 * kk][3]);
-                    p[2] = attn_pack_bf16(s[mb][2 * kk + 1][0], s[mb][2 * kk + 1][1]);
-                    p[3] = attn_pack_bf16(s[mb][2 * kk + 1][2], s[mb][2 * kk + 1][3]);
+                if constexpr (BN != 64) {
+                    pack(0, kk);
+                    pack(1, kk);
                 }
+                const uint32_t *p0 = p[0][kk], *p1 = p[1][kk];
 #pragma unroll
                 for (int np = 0; np < D / 16; np++) {
                     uint32_t b[4];
@@ -269,25 +342,43 @@ static __global__ void __launch_bounds__(AP_THREADS, 2)
 
 /* ---- host --------------------------------------------------------------------------------- */
 
-template <int D>
+template <int D, int BN, bool FUSE, bool FTZ>
 static mr_status ap_launch_group(const ap_ctx *c, const ap_group *g, int tiles, int toks,
                                  cudaStream_t st) {
     ap_rope_kernel<<<(unsigned)toks, AP_ROPE_THREADS, 0, st>>>(*c, *g);
     MR_CUDA_CHECK_LAUNCH("attention prefill rope launch");
-    const size_t smem = ap_dims<D>::SMEM;
-    MR_CUDA_CHECK(cudaFuncSetAttribute((const void *)ap_attn_kernel<D>,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-    ap_attn_kernel<D><<<(unsigned)tiles *(unsigned)c->n_heads, AP_THREADS, smem, st>>>(*c, *g);
+    const size_t smem = ap_dims<D, BN>::SMEM;
+    const void *fn = (const void *)ap_attn_kernel<D, BN, FUSE, FTZ>;
+    MR_CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    ap_attn_kernel<D, BN, FUSE, FTZ>
+        <<<(unsigned)tiles *(unsigned)c->n_heads, AP_THREADS, smem, st>>>(*c, *g);
     MR_CUDA_CHECK_LAUNCH("attention prefill launch");
     return MR_OK;
 }
 
-static mr_status ap_launch(int d, const ap_ctx *c, const ap_group *g, int tiles, int toks,
+/* The variant's kernel at head_dim D (MR_CUDA_AP_KEYS64 only changes D = 128). */
+template <int D>
+static mr_status ap_launch_d(int v, const ap_ctx *c, const ap_group *g, int tiles, int toks,
+                             cudaStream_t st) {
+    constexpr int B0 = ap_bn_default<D>();
+    const bool fuse = c->q_in_attn != 0, ftz = (v & MR_CUDA_AP_EXP2_FTZ) != 0;
+    if (D == 128 && (v & MR_CUDA_AP_KEYS64))
+        return fuse ? (ftz ? ap_launch_group<D, 64, true, true>(c, g, tiles, toks, st)
+                           : ap_launch_group<D, 64, true, false>(c, g, tiles, toks, st))
+                    : (ftz ? ap_launch_group<D, 64, false, true>(c, g, tiles, toks, st)
+                           : ap_launch_group<D, 64, false, false>(c, g, tiles, toks, st));
+    return fuse ? (ftz ? ap_launch_group<D, B0, true, true>(c, g, tiles, toks, st)
+                       : ap_launch_group<D, B0, true, false>(c, g, tiles, toks, st))
+                : (ftz ? ap_launch_group<D, B0, false, true>(c, g, tiles, toks, st)
+                       : ap_launch_group<D, B0, false, false>(c, g, tiles, toks, st));
+}
+
+static mr_status ap_launch(int d, int v, const ap_ctx *c, const ap_group *g, int tiles, int toks,
                            cudaStream_t st) {
-    return d == 16   ? ap_launch_group<16>(c, g, tiles, toks, st)
-           : d == 32 ? ap_launch_group<32>(c, g, tiles, toks, st)
-           : d == 64 ? ap_launch_group<64>(c, g, tiles, toks, st)
-                     : ap_launch_group<128>(c, g, tiles, toks, st);
+    return d == 16   ? ap_launch_d<16>(v, c, g, tiles, toks, st)
+           : d == 32 ? ap_launch_d<32>(v, c, g, tiles, toks, st)
+           : d == 64 ? ap_launch_d<64>(v, c, g, tiles, toks, st)
+                     : ap_launch_d<128>(v, c, g, tiles, toks, st);
 }
 
 extern "C" mr_status mr_cuda_attention_prefill(const mr_cuda_attention_prefill_args *a,
@@ -308,6 +399,11 @@ extern "C" mr_status mr_cuda_attention_prefill(const mr_cuda_attention_prefill_a
     if (rot < 0 || rot > d || rot % 2 || (rot > 0 && !a->inv_freq)) {
         MR_LOG_ERROR(MR_LOG_GPU, "attention prefill: rotary_dim %d (head_dim %d, inv_freq %p)", rot,
                      d, (const void *)a->inv_freq);
+        return MR_ERR_INVALID;
+    }
+    if (a->variant < 0 || a->variant >= MR_CUDA_AP_VARIANTS) {
+        MR_LOG_ERROR(MR_LOG_GPU, "attention prefill: variant %d (0 .. %d)", a->variant,
+                     MR_CUDA_AP_VARIANTS - 1);
         return MR_ERR_INVALID;
     }
     if (a->n_segments < 0 || (a->n_segments > 0 && !a->segs)) {
@@ -362,6 +458,7 @@ extern "C" mr_status mr_cuda_attention_prefill(const mr_cuda_attention_prefill_a
     c.v = a->v;
     c.out = a->out;
     c.sl2 = (float)(AP_LOG2E / sqrt((double)d));
+    c.q_in_attn = (a->variant & MR_CUDA_AP_FUSED_ROPE) && rot % 8 == 0;
 
     ap_group grp; /* filled here, passed by value to each group's launches */
     grp.n_seg = grp.pad = 0;
@@ -372,7 +469,7 @@ extern "C" mr_status mr_cuda_attention_prefill(const mr_cuda_attention_prefill_a
         const int n_qt = (sg->len + AP_BM - 1) / AP_BM;
         if (grp.n_seg == AP_MAXSEG || (tiles + n_qt) * H > INT32_MAX ||
             toks + sg->len > INT32_MAX) {
-            MR_CHECK(ap_launch(d, &c, &grp, (int)tiles, (int)toks, st));
+            MR_CHECK(ap_launch(d, a->variant, &c, &grp, (int)tiles, (int)toks, st));
             grp.n_seg = 0;
             tiles = toks = 0;
         }
@@ -381,6 +478,6 @@ extern "C" mr_status mr_cuda_attention_prefill(const mr_cuda_attention_prefill_a
         tiles += n_qt;
         toks += sg->len;
     }
-    if (grp.n_seg > 0) MR_CHECK(ap_launch(d, &c, &grp, (int)tiles, (int)toks, st));
+    if (grp.n_seg > 0) MR_CHECK(ap_launch(d, a->variant, &c, &grp, (int)tiles, (int)toks, st));
     return MR_OK;
 }

@@ -32,6 +32,12 @@ __device__ static __forceinline__ float co_load(const __nv_bfloat16 *p, size_t i
     return __bfloat162float(p[i]);
 }
 
+__device__ static __forceinline__ double warp_sum_d(double v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
 __device__ static __forceinline__ float warp_sum(float v) {
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -270,9 +276,10 @@ static __global__ void __launch_bounds__(ROUTE_THREADS)
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nw = blockDim.x / 32;
     for (int e = warp; e < E; e += nw) {
         const TG *g = gate + (size_t)e * (size_t)dim;
-        float acc[ROUTE_TOK];
+        double acc[ROUTE_TOK]; /* fp64: logits as exact as the float64 reference, so ties
+                                * of the fp32 sum do not pick another expert than ref */
 #pragma unroll
-        for (int j = 0; j < ROUTE_TOK; j++) acc[j] = 0.0f;
+        for (int j = 0; j < ROUTE_TOK; j++) acc[j] = 0.0;
         /* four adjacent columns per lane and step: each warp load covers 128 columns */
         const int dim4 = dim & ~3;
         for (int c = 4 * lane; c < dim4; c += 128) {
@@ -284,19 +291,20 @@ static __global__ void __launch_bounds__(ROUTE_THREADS)
                 if (j < nt) {
                     const float *xr = x + (size_t)(t0 + j) * (size_t)dim + c;
 #pragma unroll
-                    for (int u = 0; u < 4; u++) acc[j] = fmaf(xr[u], gv[u], acc[j]);
+                    for (int u = 0; u < 4; u++) acc[j] = fma((double)xr[u], (double)gv[u], acc[j]);
                 }
         }
         for (int c = dim4 + lane; c < dim; c += 32) {
             const float gv = co_load(g, (size_t)c);
 #pragma unroll
             for (int j = 0; j < ROUTE_TOK; j++)
-                if (j < nt) acc[j] = fmaf(x[(size_t)(t0 + j) * (size_t)dim + c], gv, acc[j]);
+                if (j < nt)
+                    acc[j] = fma((double)x[(size_t)(t0 + j) * (size_t)dim + c], (double)gv, acc[j]);
         }
 #pragma unroll
         for (int j = 0; j < ROUTE_TOK; j++) {
-            const float s = warp_sum(acc[j]);
-            if (lane == 0) p_s[j][e] = s;
+            const double s = warp_sum_d(acc[j]);
+            if (lane == 0) p_s[j][e] = (float)s;
         }
     }
     __syncthreads();

@@ -84,7 +84,21 @@ typedef struct mr_cuda_lightning_prefill_args {
     size_t slot_stride;
     void *ws; /* workspace, 256-byte aligned */
     size_t ws_bytes;
+    int variant; /* MR_CUDA_LT_* bits; 0 (the default) unless timing or testing the others */
 } mr_cuda_lightning_prefill_args;
+
+/* Tuning variants of the prefill, a bit set (as MR_CUDA_AP_* below): each computes the same
+ * function and passes the same tests; 0 is the measured default. */
+enum {
+    MR_CUDA_LT_STATE_HI = 1,   /* q·S with the state's bf16 hi plane only (no lo plane: half
+                                  the inter-chunk multiplies; ~2^-9 relative, like q itself) */
+    MR_CUDA_LT_DECAY_FOLD = 2, /* the intra-chunk decay folded into the operands: q rows scaled
+                                  by λ^(i mod 64), k rows by λ^-(j mod 64), one multiply per
+                                  score by λ^(tile distance) instead of an exponential */
+    MR_CUDA_LT_KV_PIPE = 4,    /* launch 1 loads the next 64 rows of k, v while it multiplies
+                                  the current ones (bf16 inputs; fp32 inputs ignore it) */
+    MR_CUDA_LT_VARIANTS = 8
+};
 
 /* Workspace bytes for groups of up to max_chunks chunks (capped at MR_CUDA_LIGHTNING_MAX_GROUP;
  * 64 chunks = 16K tokens per group is plenty for full speed). */
@@ -112,7 +126,19 @@ typedef struct mr_cuda_attention_prefill_args {
     float *q, *k;                /* rotated in place */
     const float *v;
     float *out;
+    int variant; /* MR_CUDA_AP_* bits; 0 (the default) unless timing or testing the others */
 } mr_cuda_attention_prefill_args;
+
+/* Tuning variants of the prefill, a bit set: each computes the same function (within rounding)
+ * and passes the same tests; 0 is the measured default, the others are there so that one GPU run
+ * can time them side by side (tests/gpu/test_cuda_attention --perf). */
+enum {
+    MR_CUDA_AP_FUSED_ROPE = 1, /* q rotated in the attention kernel's query-tile load, launch 1
+                                  only k and v (when rotary_dim % 8 == 0; else ignored) */
+    MR_CUDA_AP_EXP2_FTZ = 2,   /* the softmax exponentials as bare ex2.approx.ftz */
+    MR_CUDA_AP_KEYS64 = 4,     /* 64-key tiles at head_dim 128 (default 32; 64 below 128) */
+    MR_CUDA_AP_VARIANTS = 8    /* variants are 0 .. MR_CUDA_AP_VARIANTS − 1 */
+};
 
 mr_status mr_cuda_attention_prefill(const mr_cuda_attention_prefill_args *a, cudaStream_t st);
 

@@ -44,6 +44,9 @@
 #include "kernels/cuda/cuda_attention.h"
 #include "tests/bench/bench_util.h"
 
+/* Prefill tuning variants to time (cuda_attention.h: MR_CUDA_LT_*, MR_CUDA_AP_* bits). */
+static int g_lp_variant, g_sp_variant;
+
 #define HID   6144
 #define NH    64
 #define NKV   8
@@ -134,7 +137,8 @@ static void bench_lp(bench *b, const long *toks, int nt, int group) {
                                                 .state_pool = state,
                                                 .slot_stride = hdd,
                                                 .ws = ws,
-                                                .ws_bytes = ws_bytes};
+                                                .ws_bytes = ws_bytes,
+                                                .variant = g_lp_variant};
         const double flop = (double)n * NH * (4.0 * BLK * HD + 4.0 * HD * HD);
         const double pred = flop / (0.3 * b->tc) * 1e3;
         const int inner = pred < 1.0 ? 10 : 1;
@@ -274,7 +278,8 @@ static void bench_sp(bench *b, const long *toks, int nt, int bt) {
                                                 .q = q,
                                                 .k = k,
                                                 .v = v,
-                                                .out = out};
+                                                .out = out,
+                                                .variant = g_sp_variant};
         const double flop = 2.0 * NH * HD * (double)n * (double)n;
         const double pred = flop / (0.3 * b->tc) * 1e3;
         const int inner = pred < 1.0 ? 10 : 1;
@@ -443,6 +448,10 @@ int main(int argc, char **argv) {
             group = atoi(v);
         else if (!strcmp(o, "--block-tokens"))
             bt = atoi(v);
+        else if (!strcmp(o, "--lp-variant"))
+            g_lp_variant = atoi(v);
+        else if (!strcmp(o, "--sp-variant"))
+            g_sp_variant = atoi(v);
         else if (!strcmp(o, "--peer"))
             peer_path = v;
         else if (!strcmp(o, "--json"))
@@ -511,7 +520,8 @@ usage:
     fprintf(stderr,
             "usage: %s [--cases lp,ld,sp,sd] [--lp-tokens 4K,32K,128K] [--ld-batch 1,16,64,256]\n"
             "       [--sp-tokens 4K,32K,128K] [--sd-batch 1,16,64,256] [--sd-ctx 4K,32K]\n"
-            "       [--lp-group 64] [--block-tokens 16] [--peer peer.jsonl] [--json out.jsonl]\n",
+            "       [--lp-group 64] [--block-tokens 16] [--lp-variant N] [--sp-variant N]\n"
+            "       [--peer peer.jsonl] [--json out.jsonl]\n",
             argv[0]);
     return 2;
 }

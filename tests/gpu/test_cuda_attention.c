@@ -27,7 +27,9 @@
  * The argument checks refuse bad shapes with a logged reason.
  * Exit 77 (ctest SKIP) without a CUDA device; `--probe` only answers that; `--quick` runs the
  * small shapes and a subset of the token counts; `--lightning` / `--softmax` one family only;
- * `--perf` times the softmax kernels at the real dims (no checks). */
+ * `--all-variants` runs the prefill checks for every tuning variant (mr_cuda_*_prefill_args
+ * .variant; the decode-only cases once; with --quick, the real-dims shape too); `--perf` times the
+ * kernels at the real dims, the prefills once per variant (no checks). */
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -48,6 +50,9 @@
 
 static uint64_t g_rng = 0xa77e5eedull;
 static int g_fail = 0;
+/* the prefill variants the checks run (mr_cuda_*_prefill_args.variant) */
+static int g_lt_variant = 0, g_ap_variant = 0;
+static int g_all_variants = 0; /* --all-variants: --quick keeps the real-dims shape too */
 
 #define CK(call)                                                                                   \
     do {                                                                                           \
@@ -288,7 +293,8 @@ static void lt_run_case(const lt_case *c) {
                                         .state_pool = d_pool,
                                         .slot_stride = slot_stride,
                                         .ws = d_ws,
-                                        .ws_bytes = ws_bytes};
+                                        .ws_bytes = ws_bytes,
+                                        .variant = g_lt_variant};
     float *out = xmalloc((size_t)n * out_w * sizeof(float));
     float *out2 = xmalloc((size_t)n * out_w * sizeof(float));
     float *pool_got = xmalloc((size_t)(S + 1) * slot_stride * sizeof(float));
@@ -522,7 +528,8 @@ static void lt_decode_case(int H, int d, int n_seq, int bf16) {
     CK(cudaFree(d_out));
 }
 
-static void test_lightning(int quick) {
+/* all: every check; else (another prefill variant) the decode-only cases are left out */
+static void test_lightning(int quick, int all) {
     static const int tok_all[] = {1, 2, 255, 256, 257, 600, 1000};
     static const int tok_quick[] = {1, 2, 257, 600};
     static const int batch_a[] = {300, 1, 256, 77, 513, 2};
@@ -530,12 +537,14 @@ static void test_lightning(int quick) {
     struct {
         int H, d;
     } shapes[] = {{8, 16}, {4, 32}, {8, 64}, {64, 128}};
-    const int n_shapes = quick ? 3 : 4;
+    const int n_shapes = quick && !g_all_variants ? 3 : 4;
     for (int si = 0; si < n_shapes; si++) {
         const int H = shapes[si].H, d = shapes[si].d;
-        lt_decode_case(H, d, 1, 0);
-        lt_decode_case(H, d, 5, 1);
-        lt_decode_case(H, d, 16, 0);
+        if (all) {
+            lt_decode_case(H, d, 1, 0);
+            lt_decode_case(H, d, 5, 1);
+            lt_decode_case(H, d, 16, 0);
+        }
         const int *toks = quick ? tok_quick : tok_all;
         const int nt = quick ? 4 : 7;
         for (int i = 0; i < nt; i++) {
@@ -969,7 +978,8 @@ static void sm_prefill(sm_world *w, const int *lens, int gaps) {
                                         .q = d_q,
                                         .k = d_k,
                                         .v = d_v,
-                                        .out = d_out};
+                                        .out = d_out,
+                                        .variant = g_ap_variant};
     for (int rep = 0; rep < 2; rep++) {
         CK(cudaMemcpy(d_q, c.q, (size_t)n * qw * sizeof(float), cudaMemcpyHostToDevice));
         CK(cudaMemcpy(d_k, c.k, (size_t)n * kw * sizeof(float), cudaMemcpyHostToDevice));
@@ -1254,7 +1264,7 @@ static void sm_arg_checks(void) {
     CK(cudaFree(buf));
 }
 
-static void test_softmax(int quick) {
+static void test_softmax(int quick, int all) {
     static const int tok_all[] = {1, 2, 63, 64, 65, 255, 256, 257, 600, 1000};
     static const int tok_quick[] = {1, 64, 65, 257, 600};
     static const int batch_lens[] = {300, 1, 129, 64, 513};
@@ -1265,8 +1275,8 @@ static void test_softmax(int quick) {
     struct {
         int H, KV, d;
     } shapes[] = {{8, 2, 16}, {4, 2, 32}, {4, 1, 32}, {8, 2, 64}, {64, 8, 128}};
-    sm_arg_checks();
-    const int n_shapes = quick ? 4 : 5;
+    if (all) sm_arg_checks();
+    const int n_shapes = quick && !g_all_variants ? 4 : 5;
     for (int si = 0; si < n_shapes; si++) {
         const int H = shapes[si].H, KV = shapes[si].KV, d = shapes[si].d;
         const int *toks = quick ? tok_quick : tok_all;
@@ -1287,12 +1297,14 @@ static void test_softmax(int quick) {
         sm_run_case(&cont);
         const int *dh = quick ? dec_quick : dec_hist;
         const int nd = quick ? 5 : 13;
-        sm_decode_case(H, KV, d, 16, nd, dh, 0);
-        sm_decode_case(H, KV, d, 256, nd, dh, 1);
+        if (all) {
+            sm_decode_case(H, KV, d, 16, nd, dh, 0);
+            sm_decode_case(H, KV, d, 256, nd, dh, 1);
+        }
     }
 }
 
-/* ---- softmax: timings at the real dims (--perf) ------------------------------------------- */
+/* ---- timings at the real dims (--perf): every prefill variant ------------------------------ */
 
 /* Fills n floats (or bf16 when half) of device memory with random values in [-amp, amp). */
 static void perf_fill(void *d, size_t n, float amp, int half) {
@@ -1313,6 +1325,98 @@ static void perf_fill(void *d, size_t n, float amp, int half) {
     free(h16);
 }
 
+/* "0 default" or "5 fused-rope+keys64": a variant's bits by name. */
+static const char *variant_name(int v, int lightning, char *buf, size_t n) {
+    static const char *ap[] = {"fused-rope", "exp2-ftz", "keys64"};
+    static const char *lt[] = {"state-hi", "decay-fold", "kv-pipe"};
+    const char **names = lightning ? lt : ap;
+    int off = snprintf(buf, n, "%d %s", v, v ? "" : "default");
+    for (int b = 0; b < 3; b++)
+        if (v & (1 << b))
+            off += snprintf(buf + off, n - (size_t)off, "%s%s", off > 2 ? "+" : "", names[b]);
+    return buf;
+}
+
+/* Times f(arg) on stream 0: one warm-up call, then the mean of reps calls (ms); *st collects
+ * the launchers' statuses. */
+static float perf_time(mr_status (*f)(const void *), const void *arg, int reps, mr_status *st) {
+    cudaEvent_t e0, e1;
+    CK(cudaEventCreate(&e0));
+    CK(cudaEventCreate(&e1));
+    *st = f(arg);
+    CK(cudaEventRecord(e0, 0));
+    for (int r = 0; r < reps; r++) {
+        const mr_status s1 = f(arg);
+        if (s1 != MR_OK) *st = s1;
+    }
+    CK(cudaEventRecord(e1, 0));
+    CK(cudaEventSynchronize(e1));
+    float ms;
+    CK(cudaEventElapsedTime(&ms, e0, e1));
+    CK(cudaEventDestroy(e0));
+    CK(cudaEventDestroy(e1));
+    return ms / (float)reps;
+}
+
+static mr_status perf_ap_call(const void *a) {
+    return mr_cuda_attention_prefill(a, 0);
+}
+static mr_status perf_lt_call(const void *a) {
+    return mr_cuda_lightning_prefill(a, 0);
+}
+
+/* Lightning prefill at the real dims (H=64, d=128, bf16 qkv, 64-chunk workspace), one sequence
+ * of n tokens, every variant; FLOPs counted as n·H·(4·256·d + 4·d²). */
+static void lt_perf(void) {
+    const int H = 64, d = 128;
+    float slope[64];
+    lt_slopes(slope, H);
+    float *d_slope = upload(slope, sizeof slope);
+    static const int ns[] = {4096, 32768, 131072};
+    for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) {
+        const int n = ns[i];
+        void *d_qkv = dmalloc((size_t)n * H * 3 * d * 2);
+        float *d_out = dmalloc((size_t)n * H * d * 4);
+        float *d_pool = dmalloc((size_t)H * d * d * 4);
+        const size_t ws_bytes = mr_cuda_lightning_prefill_ws_bytes(H, d, 64);
+        void *d_ws = dmalloc(ws_bytes);
+        perf_fill(d_qkv, (size_t)n * H * 3 * d, 2.0f, 1);
+        mr_segment seg = {0, n, 0};
+        const int32_t slot = 0;
+        for (int v = 0; v < MR_CUDA_LT_VARIANTS; v++) {
+            CK(cudaMemset(d_pool, 0, (size_t)H * d * d * 4));
+            mr_cuda_lightning_prefill_args a = {.n_heads = H,
+                                                .head_dim = d,
+                                                .slope = d_slope,
+                                                .qkv_dtype = MR_DTYPE_BF16,
+                                                .qkv = d_qkv,
+                                                .out = d_out,
+                                                .n_segments = 1,
+                                                .segs = &seg,
+                                                .slots = &slot,
+                                                .state_pool = d_pool,
+                                                .slot_stride = (size_t)H * d * d,
+                                                .ws = d_ws,
+                                                .ws_bytes = ws_bytes,
+                                                .variant = v};
+            mr_status st;
+            const float ms = perf_time(perf_lt_call, &a, n >= 131072 ? 3 : 10, &st);
+            const double flop = (double)n * H * (4.0 * 256 * d + 4.0 * d * d);
+            char name[64];
+            printf("perf lightning prefill H=%d d=%d bf16, %6d tokens, variant %-34s %9.3f ms  "
+                   "%6.1f TFLOP/s%s\n",
+                   H, d, n, variant_name(v, 1, name, sizeof name), ms, flop / (ms * 1e-3) / 1e12,
+                   st == MR_OK ? "" : "  FAIL");
+            if (st != MR_OK) g_fail = 1;
+        }
+        CK(cudaFree(d_qkv));
+        CK(cudaFree(d_out));
+        CK(cudaFree(d_pool));
+        CK(cudaFree(d_ws));
+    }
+    CK(cudaFree(d_slope));
+}
+
 static void sm_perf(void) {
     const int H = 64, KV = 8, d = 128, rot = 64, bt = 256, half = rot / 2;
     float inv[64];
@@ -1321,7 +1425,7 @@ static void sm_perf(void) {
     cudaEvent_t e0, e1;
     CK(cudaEventCreate(&e0));
     CK(cudaEventCreate(&e1));
-    static const int ns[] = {4096, 16384, 65536};
+    static const int ns[] = {4096, 32768, 131072};
     for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) {
         const int n = ns[i], nb = (n + bt - 1) / bt;
         int32_t *tab = xmalloc((size_t)nb * sizeof(int32_t));
@@ -1335,36 +1439,38 @@ static void sm_perf(void) {
         perf_fill(d_k, (size_t)n * KV * d, 2.0f, 0);
         perf_fill(d_v, (size_t)n * KV * d, 1.0f, 0);
         mr_segment seg = {0, n, 0};
-        mr_cuda_attention_prefill_args a = {.n_heads = H,
-                                            .n_kv_heads = KV,
-                                            .head_dim = d,
-                                            .rotary_dim = rot,
-                                            .inv_freq = d_inv,
-                                            .n_segments = 1,
-                                            .segs = &seg,
-                                            .block_table = d_tab,
-                                            .block_table_stride = nb,
-                                            .block_tokens = bt,
-                                            .k_cache = d_kc,
-                                            .v_cache = d_vc,
-                                            .q = d_q,
-                                            .k = d_k,
-                                            .v = d_v,
-                                            .out = d_out};
-        const int reps = n >= 65536 ? 2 : 5;
-        mr_status st = mr_cuda_attention_prefill(&a, 0); /* warm-up */
-        CK(cudaEventRecord(e0, 0));
-        for (int r = 0; r < reps; r++) st |= mr_cuda_attention_prefill(&a, 0);
-        CK(cudaEventRecord(e1, 0));
-        CK(cudaEventSynchronize(e1));
-        float ms;
-        CK(cudaEventElapsedTime(&ms, e0, e1));
-        ms /= (float)reps;
-        const double flop = 4.0 * (double)n * (double)n / 2.0 * d * H;
-        printf("perf softmax prefill H=%d KV=%d d=%d, %6d tokens: %9.3f ms  %6.1f TFLOP/s "
-               "(causal, 4·n²/2·d·H; RoPE and cache write included)%s\n",
-               H, KV, d, n, ms, flop / (ms * 1e-3) / 1e12, st == MR_OK ? "" : "  FAIL");
-        if (st != MR_OK) g_fail = 1;
+        for (int v = 0; v < MR_CUDA_AP_VARIANTS; v++) {
+            mr_cuda_attention_prefill_args a = {.n_heads = H,
+                                                .n_kv_heads = KV,
+                                                .head_dim = d,
+                                                .rotary_dim = rot,
+                                                .inv_freq = d_inv,
+                                                .n_segments = 1,
+                                                .segs = &seg,
+                                                .block_table = d_tab,
+                                                .block_table_stride = nb,
+                                                .block_tokens = bt,
+                                                .k_cache = d_kc,
+                                                .v_cache = d_vc,
+                                                .q = d_q,
+                                                .k = d_k,
+                                                .v = d_v,
+                                                .out = d_out,
+                                                .variant = v};
+            mr_status st;
+            const float ms = perf_time(perf_ap_call, &a,
+                                       n >= 131072  ? 1
+                                       : n >= 32768 ? 3
+                                                    : 10,
+                                       &st);
+            const double flop = 4.0 * (double)n * (double)n / 2.0 * d * H;
+            char name[64];
+            printf("perf softmax prefill H=%d KV=%d d=%d, %6d tokens, variant %-30s %9.3f ms  "
+                   "%6.1f TFLOP/s (causal, 4·n²/2·d·H; RoPE and cache write included)%s\n",
+                   H, KV, d, n, variant_name(v, 0, name, sizeof name), ms,
+                   flop / (ms * 1e-3) / 1e12, st == MR_OK ? "" : "  FAIL");
+            if (st != MR_OK) g_fail = 1;
+        }
         free(tab);
         CK(cudaFree(d_tab));
         CK(cudaFree(d_kc));
@@ -1456,29 +1562,47 @@ int main(int argc, char **argv) {
         printf("SKIP: no CUDA device\n");
         return 77;
     }
-    int quick = 0, perf = 0, lightning = 1, softmax = 1;
+    int quick = 0, perf = 0, lightning = 1, softmax = 1, all_variants = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--probe") == 0) return 0;
         if (strcmp(argv[i], "--quick") == 0) {
             quick = 1;
         } else if (strcmp(argv[i], "--perf") == 0) {
             perf = 1;
+        } else if (strcmp(argv[i], "--all-variants") == 0) {
+            all_variants = g_all_variants = 1;
         } else if (strcmp(argv[i], "--lightning") == 0) {
             softmax = 0;
         } else if (strcmp(argv[i], "--softmax") == 0) {
             lightning = 0;
         } else {
-            fprintf(stderr, "usage: %s [--probe | --quick | --perf] [--lightning | --softmax]\n",
+            fprintf(stderr,
+                    "usage: %s [--probe | --quick | --perf] [--all-variants] "
+                    "[--lightning | --softmax]\n",
                     argv[0]);
             return 2;
         }
     }
     mr_log_set_level(MR_LOG_LEVEL_WARN);
     if (perf) {
+        if (lightning) lt_perf();
         if (softmax) sm_perf();
     } else {
-        if (lightning) test_lightning(quick);
-        if (softmax) test_softmax(quick);
+        const int nlt = all_variants ? MR_CUDA_LT_VARIANTS : 1;
+        const int nap = all_variants ? MR_CUDA_AP_VARIANTS : 1;
+        for (int v = 0; lightning && v < nlt; v++) {
+            char name[64];
+            g_lt_variant = v;
+            printf("==== lightning prefill variant %s\n", variant_name(v, 1, name, sizeof name));
+            test_lightning(quick, v == 0);
+        }
+        for (int v = 0; softmax && v < nap; v++) {
+            char name[64];
+            g_ap_variant = v;
+            printf("==== softmax prefill variant %s\n", variant_name(v, 0, name, sizeof name));
+            test_softmax(quick, v == 0);
+        }
+        g_lt_variant = g_ap_variant = 0;
     }
     printf("%s\n", g_fail ? "FAILED" : "all passed");
     return g_fail;
