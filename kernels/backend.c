@@ -22,7 +22,8 @@ mr_status mr_backend_create(const char *name, const mr_backend_params *p, mr_bac
 #endif
     }
     MR_LOG_ERROR(MR_LOG_KERN,
-                 "unknown backend '%s' (expected ref, cpu, cuda[-int8|-int4][-fast], cuda-full)",
+                 "unknown backend '%s' (expected ref, cpu, cuda[-int8|-int4][-fast], cuda-full, "
+                 "cuda-gpu)",
                  name);
     return MR_ERR_INVALID;
 }
