@@ -641,8 +641,13 @@ static mr_status presize(gpu_be *g) {
         g, S_LWS,
         mr_cuda_lightning_prefill_ws_bytes(p->n_heads, p->head_dim, chunks < 64 ? chunks : 64),
         &d));
-    MR_CHECK(
-        scratch(g, S_AWS, mr_cuda_attention_decode_ws_bytes((int)T, p->n_heads, p->head_dim), &d));
+    size_t aws = 0; /* the split-KV partials take the most at few rows (more splits per row) */
+    for (int n = 1; n <= (int)T && n <= 4096; n++) {
+        const size_t b = mr_cuda_attention_decode_ws_bytes(n, p->n_heads, p->head_dim);
+        aws = b > aws ? b : aws;
+    }
+    const size_t aws_t = mr_cuda_attention_decode_ws_bytes((int)T, p->n_heads, p->head_dim);
+    MR_CHECK(scratch(g, S_AWS, aws_t > aws ? aws_t : aws, &d));
     /* the ring: a few steps' tables, or one step's hidden rows (cluster combine) */
     size_t pin = T * (size_t)p->hidden * sizeof(float) + T * 65 * sizeof(int32_t);
     pin = pin > ((size_t)4 << 20) ? pin : ((size_t)4 << 20);
