@@ -130,8 +130,8 @@ static void print_rows(const float *got, const float *gold, size_t rows, size_t 
         else
             snprintf(where, sizeof where, "greedy step %zu (pos %zu)", r, n_prompt - 1 + r);
         printf("  row %zu %-26s rel L2 %.3g  argmax %zu%s%zu  golden top-2 gap %.3g\n", r, where,
-               row_rel_l2(got + r * vocab, gold + r * vocab, vocab), ar, ar == ag ? " = " : " != ",
-               ag, gap);
+               row_rel_l2(got + r * vocab, gold + r * vocab, vocab), ar,
+               ar == ag ? " = " : " != ", ag, gap);
     }
 }
 
