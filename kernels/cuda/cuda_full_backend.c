@@ -431,7 +431,8 @@ static mr_status do_lightning(full_be *f, const mr_lightning_args *a) {
                                              .state_pool = pool,
                                              .slot_stride = slot,
                                              .ws = d_ws,
-                                             .ws_bytes = f->buf[B_WS].cap};
+                                             .ws_bytes = f->buf[B_WS].cap,
+                                             .variant = MR_CUDA_LT_DEFAULT};
         MR_CHECK(mr_cuda_lightning_prefill(&pa, f->st));
     }
     for (int s = 0; s < S; s++) {
@@ -573,6 +574,7 @@ static mr_status do_attention(full_be *f, const mr_attention_args *a) {
             .k = d_k,
             .v = d_v,
             .out = d_out,
+            .variant = MR_CUDA_AP_DEFAULT,
         };
         MR_CHECK(mr_cuda_attention_prefill(&pa, f->st));
     }

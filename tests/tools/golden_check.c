@@ -4,7 +4,9 @@
  *     For every case of DIR/golden.json: checks the checkpoint files' SHA-256 (the generator must
  *     have produced exactly the bytes the goldens were computed from), runs
  *     `BIN run --model DIR --ids PROMPT --greedy G --dump-logits TMP --backend B`, and requires
- *     identical greedy ids and a relative L2 error <= T (default 1e-4) on every logits row.
+ *     identical greedy ids and a relative L2 error <= T (default 1e-4) on every logits row. A
+ *     failed case lists every row: its error, its position (row 0 after the prompt, row r after
+ *     greedy token r), both argmaxes and the goldens' top-2 logit gap.
  *   golden_check ... --split A --whole B [--case NAME]
  *     Runs the case's prompt with --prefill-chunk A and with B and compares the two runs'
  *     logits (default tolerance 1e-5): split prefill must equal one-shot prefill.
@@ -76,20 +78,61 @@ static char *run_moerack(const char *bin, const char *model, const char *backend
     return line;
 }
 
+/* ||a - b|| / ||b|| of one row. */
+static double row_rel_l2(const float *a, const float *b, size_t vocab) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < vocab; i++) {
+        double d = (double)a[i] - (double)b[i];
+        num += d * d;
+        den += (double)b[i] * b[i];
+    }
+    return sqrt(num) / (den > 0 ? sqrt(den) : 1.0);
+}
+
 /* Max over rows of ||a - b|| / ||b||. */
 static double max_rel_l2(const float *a, const float *b, size_t rows, size_t vocab) {
     double worst = 0;
     for (size_t r = 0; r < rows; r++) {
-        double num = 0, den = 0;
-        for (size_t i = 0; i < vocab; i++) {
-            double d = (double)a[r * vocab + i] - (double)b[r * vocab + i];
-            num += d * d;
-            den += (double)b[r * vocab + i] * b[r * vocab + i];
-        }
-        double e = sqrt(num) / (den > 0 ? sqrt(den) : 1.0);
+        double e = row_rel_l2(a + r * vocab, b + r * vocab, vocab);
         if (!(e <= worst)) worst = e; /* NaN propagates */
     }
     return worst;
+}
+
+/* The gap between the largest and the second largest logit of a row, and the largest's index. */
+static double top2_gap(const float *x, size_t vocab, size_t *arg) {
+    double m1 = -INFINITY, m2 = -INFINITY;
+    *arg = 0;
+    for (size_t i = 0; i < vocab; i++) {
+        if (x[i] > m1) {
+            m2 = m1;
+            m1 = x[i];
+            *arg = i;
+        } else if (x[i] > m2) {
+            m2 = x[i];
+        }
+    }
+    return m1 - m2;
+}
+
+/* For a failed case: every row's error, which position it is, and the goldens' top-2 gap (a
+ * small gap next to the error is a near tie that greedy may flip; rows after a flip compare
+ * different inputs). Row 0 follows the prompt; row r > 0 follows generated token r. */
+static void print_rows(const float *got, const float *gold, size_t rows, size_t vocab,
+                       size_t n_prompt) {
+    for (size_t r = 0; r < rows; r++) {
+        size_t ag, ar;
+        const double gap = top2_gap(gold + r * vocab, vocab, &ag);
+        top2_gap(got + r * vocab, vocab, &ar);
+        char where[64];
+        if (r == 0)
+            snprintf(where, sizeof where, "prompt row (pos %zu)", n_prompt - 1);
+        else
+            snprintf(where, sizeof where, "greedy step %zu (pos %zu)", r, n_prompt - 1 + r);
+        printf("  row %zu %-26s rel L2 %.3g  argmax %zu%s%zu  golden top-2 gap %.3g\n", r, where,
+               row_rel_l2(got + r * vocab, gold + r * vocab, vocab), ar,
+               ar == ag ? " = " : " != ", ag, gap);
+    }
 }
 
 int main(int argc, char **argv) {
@@ -233,6 +276,8 @@ int main(int argc, char **argv) {
                ok ? "PASS" : "FAIL", name, json_array_size(prompt), backend, e, t,
                ids_ok ? "identical" : "DIFFERENT");
         if (!ids_ok) printf("  expected %s\n  got      %s\n", expect, ids ? ids : "(no output)");
+        if (!ok && gold && got && ng == nr && ng == rows * vocab)
+            print_rows(got, gold, rows, vocab, json_array_size(prompt));
         failures += !ok;
         cases++;
         free(ids);
