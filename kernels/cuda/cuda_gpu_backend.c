@@ -432,7 +432,7 @@ static mr_status do_lightning(gpu_be *g, const mr_lightning_args *a) {
                                          .slot_stride = a->slot_stride,
                                          .ws = g->buf[S_LWS].p,
                                          .ws_bytes = g->buf[S_LWS].cap,
-                                         .variant = 0};
+                                         .variant = MR_CUDA_LT_DEFAULT};
     return mr_cuda_lightning_prefill(&pa, g->st);
 }
 
@@ -530,7 +530,7 @@ static mr_status do_attention(gpu_be *g, const mr_attention_args *a) {
         .k = a->k,
         .v = a->v,
         .out = a->out,
-        .variant = 0,
+        .variant = MR_CUDA_AP_DEFAULT,
     };
     return mr_cuda_attention_prefill(&pa, g->st);
 }

@@ -17,7 +17,8 @@
  *
  * Numerics are those of cuda-full (the same kernels): bf16-rounded activations into the bf16
  * projections, bf16 lightning-prefill operands, a bf16 KV cache (here the cache itself is bf16,
- * as in cuda-full's device mirror). Supported head_dim: 16, 32, 64, 128 (refused at create).
+ * as in cuda-full's device mirror), with the production prefill variants MR_CUDA_LT_DEFAULT and
+ * MR_CUDA_AP_DEFAULT as in cuda-full. Supported head_dim: 16, 32, 64, 128 (refused at create).
  *
  * Errors: an op that fails logs the reason, fills its device outputs with NaN and the next
  * to_host returns the failure (the step fails). Not thread-safe: one thread drives it. */
