@@ -5,8 +5,9 @@
  *   mr_backend_destroy(be);
  *
  * Implementations: "ref" (kernels/ref, plain single-threaded C: the oracle every other backend is
- * tested against), "cpu" (kernels/cpu, threaded and vectorised) and "cuda*" (kernels/cuda: the
- * experts on a GPU, the rest on the cpu backend).
+ * tested against), "cpu" (kernels/cpu, threaded and vectorised), "cpu-resident" (the cpu backend
+ * behind the device-resident interface, checking its pointer contract: a test vehicle) and
+ * "cuda*" (kernels/cuda).
  *
  * Conventions shared by every op:
  *  - activations are float32, row-major [n_tokens][width];
@@ -17,7 +18,8 @@
  *    summation order depends only on the reduction length), so batching does not change results.
  *
  * Where the memory lives. A backend with ops.device_resident = 0 (ref, cpu, cuda, cuda-full)
- * takes host pointers everywhere. A device-resident backend (cuda-gpu) keeps the model's
+ * takes host pointers everywhere. A device-resident backend (cuda-gpu; cpu-resident checks this
+ * contract on the host) keeps the model's
  * activations, lightning states and KV cache in its own memory, allocated through its alloc op;
  * then, per pointer:
  *  - DEVICE (the backend's memory): every activation (x, y, h, qkv, q, k, v, o, gate, out,
