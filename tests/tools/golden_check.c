@@ -10,6 +10,13 @@
  *   golden_check ... --split A --whole B [--case NAME]
  *     Runs the case's prompt with --prefill-chunk A and with B and compares the two runs'
  *     logits (default tolerance 1e-5): split prefill must equal one-shot prefill.
+ *   golden_check ... --near-ties
+ *     For backends whose logits differ from the goldens' by more than rounding (bf16 kernels): a
+ *     greedy id may differ where the goldens' top two logits are closer than the run's own error
+ *     could separate — at the first differing step r, the flip is accepted iff the goldens' top-2
+ *     gap at row r is at most twice the largest absolute logit error of rows 0..r (each of the
+ *     two logits moved by at most that much), and rows after r (a different continuation) are
+ *     not compared. Reported as "near tie".
  *   golden_check ... --synthetic
  *     No shards: only DIR/config.json is checked, and the weights are generated from the golden's
  *     seed (model path synthetic:SEED:DIR), which must reproduce the goldens just the same.
@@ -135,21 +142,41 @@ static void print_rows(const float *got, const float *gold, size_t rows, size_t 
     }
 }
 
+/* The first step r where the comma-separated id lists differ; whether the goldens' top-2 gap at
+ * row r is at most twice the largest absolute logit difference of rows 0..r. */
+static int near_tie_flip(const char *got_ids, const char *want_ids, const float *got,
+                         const float *gold, size_t rows, size_t vocab, size_t *step) {
+    size_t r = 0;
+    const char *a = got_ids, *b = want_ids;
+    while (*a && *b && strtol(a, NULL, 10) == strtol(b, NULL, 10)) {
+        a = strchr(a, ',');
+        b = strchr(b, ',');
+        if (!a || !b) return 0; /* equal up to the end of one list: not a flip */
+        a++, b++, r++;
+    }
+    if (r >= rows) return 0;
+    double err = 0.0;
+    for (size_t i = 0; i <= r * vocab + vocab - 1; i++) {
+        const double d = fabs((double)got[i] - (double)gold[i]);
+        if (d > err) err = d;
+    }
+    size_t arg;
+    *step = r;
+    return top2_gap(gold + r * vocab, vocab, &arg) <= 2.0 * err;
+}
+
 int main(int argc, char **argv) {
-    static const struct option opts[] = {{"moerack", required_argument, 0, 'x'},
-                                         {"golden", required_argument, 0, 'g'},
-                                         {"model", required_argument, 0, 'm'},
-                                         {"backend", required_argument, 0, 'b'},
-                                         {"chunk", required_argument, 0, 'c'},
-                                         {"tol", required_argument, 0, 't'},
-                                         {"split", required_argument, 0, 's'},
-                                         {"whole", required_argument, 0, 'w'},
-                                         {"case", required_argument, 0, 'k'},
-                                         {"synthetic", no_argument, 0, 'S'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"moerack", required_argument, 0, 'x'}, {"golden", required_argument, 0, 'g'},
+        {"model", required_argument, 0, 'm'},   {"backend", required_argument, 0, 'b'},
+        {"chunk", required_argument, 0, 'c'},   {"tol", required_argument, 0, 't'},
+        {"split", required_argument, 0, 's'},   {"whole", required_argument, 0, 'w'},
+        {"case", required_argument, 0, 'k'},    {"near-ties", no_argument, 0, 'N'},
+        {"synthetic", no_argument, 0, 'S'},     {0, 0, 0, 0}};
     const char *bin = NULL, *gdir = NULL, *model = NULL, *backend = "cpu", *only = "len600";
     int chunk = 0, split = 0, whole = 0, synthetic = 0;
     double tol = -1;
+    int near_ties = 0;
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -179,6 +206,9 @@ int main(int argc, char **argv) {
             break;
         case 'k':
             only = optarg;
+            break;
+        case 'N':
+            near_ties = 1;
             break;
         case 'S': /* no shards: weights generated from the golden's seed and DIR/config.json */
             synthetic = 1;
@@ -271,6 +301,17 @@ int main(int argc, char **argv) {
                        : INFINITY;
         double t = tol > 0 ? tol : 1e-4;
         int ids_ok = ids && strcmp(ids, expect) == 0;
+        const int shape_ok = gold && got && ng == nr && ng == rows * vocab;
+        if (!ids_ok && near_ties && ids && shape_ok) {
+            size_t r = 0;
+            if (near_tie_flip(ids, expect, got, gold, rows, vocab, &r)) {
+                ids_ok = 1;
+                e = max_rel_l2(got, gold, r + 1, vocab); /* rows after r: another continuation */
+                printf("  near tie: greedy step %zu differs where the goldens' top-2 gap is within "
+                       "the run's logit error; rows after it not compared\n",
+                       r);
+            }
+        }
         int ok = ids_ok && e <= t;
         printf("%s %s (%zu prompt tokens, backend %s): max rel L2 %.3g (tol %.0e), greedy %s\n",
                ok ? "PASS" : "FAIL", name, json_array_size(prompt), backend, e, t,
