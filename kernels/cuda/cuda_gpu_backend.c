@@ -299,9 +299,13 @@ static mr_status do_linear(gpu_be *g, const mr_matrix *w, const float *x, int n,
     const void *dw;
     void *d_xb = NULL;
     MR_CHECK(weight(g, w->data, matrix_bytes(w), &dw));
+    /* bf16 weights: the activations split into hi + lo bf16 parts (two GEMMs), fp32-accurate
+     * like the oracle — one bf16 rounding of every projection input flips near-tied routers (the
+     * tiny goldens' 1-token prompt: 0.09). Costs a second pass over the weights at decode. */
     if (w->dtype == MR_DTYPE_BF16)
-        MR_CHECK(scratch(g, S_XB, (size_t)n * (size_t)w->cols * sizeof(uint16_t), &d_xb));
-    mr_cuda_linear_args a = {n, w->rows, w->cols, w->dtype, dw, MR_DTYPE_F32, x, d_xb, y};
+        MR_CHECK(scratch(g, S_XB, 2 * (size_t)n * (size_t)w->cols * sizeof(uint16_t), &d_xb));
+    uint16_t *d_lo = d_xb ? (uint16_t *)d_xb + (size_t)n * (size_t)w->cols : NULL;
+    mr_cuda_linear_args a = {n, w->rows, w->cols, w->dtype, dw, MR_DTYPE_F32, x, d_xb, y, d_lo};
     return mr_cuda_linear(g->blas, &a, g->st);
 }
 
