@@ -33,6 +33,12 @@ void mr_arena_fini(mr_arena *a) {
     memset(a, 0, sizeof *a);
 }
 
+void mr_arena_wrap(mr_arena *a, void *base, size_t cap) {
+    memset(a, 0, sizeof *a);
+    a->base = base;
+    a->cap = cap;
+}
+
 void *mr_arena_alloc(mr_arena *a, size_t bytes) {
     size_t off = (a->used + 63) & ~(size_t)63;
     if (off > a->cap || bytes > a->cap - off) return NULL;

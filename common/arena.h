@@ -19,6 +19,9 @@ typedef struct mr_arena {
 
 mr_status mr_arena_init(mr_arena *a, size_t cap);
 void mr_arena_fini(mr_arena *a);
+/* An arena over memory the caller owns and frees (device memory, say: the arena only computes
+ * addresses, it never reads or writes the block); base must be 64-byte aligned. No fini. */
+void mr_arena_wrap(mr_arena *a, void *base, size_t cap);
 void *mr_arena_alloc(mr_arena *a, size_t bytes);
 static inline void mr_arena_reset(mr_arena *a) {
     a->used = 0;

@@ -13,6 +13,13 @@ static const char *const formats[] = {"bf16", "int8", "int4", NULL};
 static const char *const backends[] = {"cpu",       "ref",       "cuda",           "cuda-int8",
                                        "cuda-int4", "cuda-fast", "cuda-int8-fast", "cuda-int4-fast",
                                        NULL};
+/* The coordinator's also: the backends that run the attention stack on a GPU (cuda-full,
+ * cuda-gpu) and the device-resident test vehicle (cpu-resident). Not for workers: cuda-gpu's moe
+ * takes device activations. */
+static const char *const coord_backends[] = {
+    "cpu",       "ref",       "cuda",           "cuda-int8",
+    "cuda-int4", "cuda-fast", "cuda-int8-fast", "cuda-int4-fast",
+    "cuda-full", "cuda-gpu",  "cpu-resident",   NULL};
 
 static const mr_opt cluster_opts[] = {
     MR_OPT_STRING_(mr_cluster_conf, name, "moerack", "cluster name, shown by `moerack status`"),
@@ -35,7 +42,7 @@ static const mr_opt coord_opts[] = {
     MR_OPT_STRING_(mr_coord_conf, listen, "127.0.0.1:7400", "control endpoint host:port"),
     MR_OPT_STRING_(mr_coord_conf, address, "",
                    "endpoint workers connect to (\"\" = listen); set when listen is 0.0.0.0"),
-    MR_OPT_ENUM_(mr_coord_conf, backend, backends, "cpu", "compute backend for attention"),
+    MR_OPT_ENUM_(mr_coord_conf, backend, coord_backends, "cpu", "compute backend for attention"),
     MR_OPT_INT_(mr_coord_conf, threads, 0, 1024, "0", "CPU threads (0 = all CPUs)"),
     MR_OPT_INT_(mr_coord_conf, max_batch_tokens, 1, 1 << 20, "512", "tokens per forward step"),
     MR_OPT_INT_(mr_coord_conf, max_seqs, 1, 1 << 16, "8", "concurrent sequences (state slots)"),

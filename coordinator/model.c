@@ -8,6 +8,7 @@
 #include "common/arena.h"
 #include "common/check.h"
 #include "common/log.h"
+#include "coordinator/model_mem.h"
 #include "worker/expert_store.h"
 
 /* Weights of one decoder layer. Matrices keep the checkpoint's bf16 (else f32); vectors are f32. */
@@ -45,7 +46,14 @@ struct mr_model {
     mr_expert_store *experts; /* NULL when experts are remote */
     mr_moe_provider moe;
     local_call local_calls[MR_MAX_MICRO_BATCHES];
-    mr_arena ws; /* per-step scratch */
+    /* Per-step scratch: activations in model memory (the backend's device memory for a
+     * device-resident backend: model_mem.h), and host-side arrays (token ids, segments, routing,
+     * state and table pointers) in host memory. */
+    void *act_mem;
+    mr_arena act, ws;
+    /* Device-resident backend with a provider other than the local experts (cluster mode): the
+     * experts' inputs and outputs pass through these host buffers, [max_batch_tokens][hidden]. */
+    float *moe_x_host, *moe_y_host;
 };
 
 void mr_model_params_default(mr_model_params *p) {
@@ -151,54 +159,69 @@ static void compute_slopes(const mr_model_config *c, int layer, float *slope) {
 /* ---- creation -------------------------------------------------------------------------------- */
 
 static size_t workspace_bytes(const mr_model_config *c, int T, int max_seqs);
+static size_t activation_bytes(const mr_model_config *c, int T, int max_seqs, int on_device);
 
 /* Prints what this process will allocate, before it allocates any of it, and refuses a plan
  * larger than the machine's physical memory (which overcommit would otherwise turn into an OOM
- * kill in the middle of loading). */
+ * kill in the middle of loading). With a device-resident backend, states, KV cache and
+ * activations are device memory: printed, but not counted against the host. */
 static mr_status memory_plan(const mr_model_config *c, const mr_model_params *p, size_t weights,
-                             int64_t kv_blocks) {
+                             int64_t kv_blocks, const mr_backend *backend) {
+    const int on_device = mr_mem_on_device(backend);
     size_t experts = p->load_experts ? (size_t)c->num_hidden_layers * c->num_local_experts * 3 *
                                            (size_t)c->hidden_size * c->intermediate_size * 2
                                      : 0;
     size_t states = (size_t)p->max_seqs * mr_model_config_n_lightning(c) * c->num_attention_heads *
                     c->head_dim * c->head_dim * sizeof(float);
     size_t kv = (size_t)kv_blocks * p->kv_block_tokens * c->num_key_value_heads * c->head_dim *
-                sizeof(float) * 2 * mr_model_config_n_softmax(c);
-    size_t ws = workspace_bytes(c, p->max_batch_tokens, p->max_seqs);
+                mr_mem_kv_elem_size(backend) * 2 * mr_model_config_n_softmax(c);
+    size_t act = activation_bytes(c, p->max_batch_tokens, p->max_seqs, on_device);
+    size_t ws = workspace_bytes(c, p->max_batch_tokens, p->max_seqs) + act;
     size_t total = weights + experts + states + kv + ws;
+    size_t host_total = on_device ? total - states - kv - act : total;
     char bw[16], be[16], bs[16], bk[16], bws[16], bt[16];
     MR_LOG_INFO(MR_LOG_MODEL,
                 "memory plan: non-expert weights %s, experts %s, lightning states %s (%d sequences "
                 "x %d layers), KV cache %s (%lld blocks of %d tokens x %d layers), workspace %s "
-                "(%d tokens per step): total %s",
+                "(%d tokens per step): total %s%s",
                 mr_human_bytes(weights, bw), mr_human_bytes(experts, be),
                 mr_human_bytes(states, bs), p->max_seqs, mr_model_config_n_lightning(c),
                 mr_human_bytes(kv, bk), (long long)kv_blocks, p->kv_block_tokens,
                 mr_model_config_n_softmax(c), mr_human_bytes(ws, bws), p->max_batch_tokens,
-                mr_human_bytes(total, bt));
+                mr_human_bytes(total, bt),
+                on_device ? " (states, KV cache and activations on the device)" : "");
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-    if (pages > 0 && page > 0 && (double)total > (double)pages * (double)page) {
+    if (pages > 0 && page > 0 && (double)host_total > (double)pages * (double)page) {
         char have[16];
         MR_LOG_ERROR(MR_LOG_MODEL,
                      "memory plan: %s needed but this machine has %s; lower max_seqs, "
                      "max_context or max_batch_tokens, or hold the experts on workers",
-                     bt, mr_human_bytes((size_t)pages * (size_t)page, have));
+                     mr_human_bytes(host_total, bt),
+                     mr_human_bytes((size_t)pages * (size_t)page, have));
         return MR_ERR_FULL;
     }
     return MR_OK;
 }
 
+/* Host scratch of a step (model_mem.h: always host memory). */
 static size_t workspace_bytes(const mr_model_config *c, int T, int max_seqs) {
-    const size_t H = (size_t)c->hidden_size, inner = (size_t)c->num_attention_heads * c->head_dim;
     const size_t k = (size_t)c->num_experts_per_tok;
+    size_t floats = (size_t)T * k; /* wts */
+    size_t other = (size_t)T * k * sizeof(int32_t) + (size_t)T * sizeof(int32_t) +
+                   (size_t)(max_seqs + 1) * (sizeof(mr_segment) + 3 * sizeof(void *));
+    return floats * sizeof(float) + other + 64 * 16;
+}
+
+/* Activations of a step (model memory), plus the logits rows a device-resident backend writes
+ * before they go to the host. */
+static size_t activation_bytes(const mr_model_config *c, int T, int max_seqs, int on_device) {
+    const size_t H = (size_t)c->hidden_size, inner = (size_t)c->num_attention_heads * c->head_dim;
     size_t floats = 3 * (size_t)T * H       /* x, h, y */
                     + (size_t)T * 3 * inner /* qkv or q|k|v */
                     + 2 * (size_t)T * inner /* gate, o */
-                    + (size_t)T * k         /* wts */
                     + (size_t)max_seqs * H; /* rows for the LM head */
-    size_t other = (size_t)T * k * sizeof(int32_t) + (size_t)T * sizeof(int32_t) +
-                   (size_t)max_seqs * (sizeof(mr_segment) + 2 * sizeof(void *) + sizeof(int));
-    return floats * sizeof(float) + other + 64 * 32;
+    if (on_device) floats += (size_t)max_seqs * (size_t)c->vocab_size;
+    return floats * sizeof(float) + 64 * 16;
 }
 
 /* The experts held in this process: dispatch records the arguments, combine computes. */
@@ -210,6 +233,8 @@ static mr_status local_dispatch(void *ctx, int layer, int mb, const float *x, in
     return MR_OK;
 }
 
+/* out: model memory (device memory with a device-resident backend; its moe op takes device
+ * x and out, host ids and wts). */
 static mr_status local_combine(void *ctx, int layer, int mb, float *out) {
     mr_model *m = ctx;
     const local_call *c = &m->local_calls[mb];
@@ -221,7 +246,10 @@ static mr_status local_combine(void *ctx, int layer, int mb, float *out) {
 void mr_model_destroy(mr_model *m) {
     if (!m) return;
     mr_expert_store_free(m->experts);
-    mr_state_pool_destroy(m->states);
+    mr_state_pool_destroy(m->states); /* model memory goes back before its backend */
+    mr_mem_free(m->be, m->act_mem);
+    mr_mem_free_staging(m->be, m->moe_x_host);
+    mr_mem_free_staging(m->be, m->moe_y_host);
     mr_backend_destroy(m->be);
     mr_arena_fini(&m->ws);
     mr_free_aligned(m->weight_mem);
@@ -277,7 +305,19 @@ mr_status mr_model_create(mr_ckpt *ck, const mr_model_params *p, mr_model **out)
         st = MR_ERR_INVALID;
         goto err;
     }
-    if ((st = memory_plan(c, p, wl.off, blocks)) != MR_OK) goto err;
+    mr_backend_params bp = {
+        .n_threads = p->n_threads,
+        .max_tokens = p->max_batch_tokens,
+        .hidden = c->hidden_size,
+        .inter = c->intermediate_size,
+        .n_heads = c->num_attention_heads,
+        .head_dim = c->head_dim,
+        .block_size = c->block_size,
+        .max_experts = c->num_local_experts,
+        .top_k = c->num_experts_per_tok,
+    };
+    MR_CHECK_GOTO(mr_backend_create(p->backend, &bp, &m->be), err);
+    if ((st = memory_plan(c, p, wl.off, blocks, m->be)) != MR_OK) goto err;
     st = MR_ERR_NOMEM;
     if (!(m->weight_mem = mr_alloc_aligned(wl.off))) {
         MR_LOG_ERROR(MR_LOG_MODEL, "cannot allocate %zu bytes of weights", wl.off);
@@ -298,18 +338,6 @@ mr_status mr_model_create(mr_ckpt *ck, const mr_model_params *p, mr_model **out)
         m->moe = (mr_moe_provider){local_dispatch, local_combine, m};
     }
 
-    mr_backend_params bp = {
-        .n_threads = p->n_threads,
-        .max_tokens = p->max_batch_tokens,
-        .hidden = c->hidden_size,
-        .inter = c->intermediate_size,
-        .n_heads = c->num_attention_heads,
-        .head_dim = c->head_dim,
-        .block_size = c->block_size,
-        .max_experts = c->num_local_experts,
-        .top_k = c->num_experts_per_tok,
-    };
-    MR_CHECK_GOTO(mr_backend_create(p->backend, &bp, &m->be), err);
     if (m->experts && m->be->ops->moe_prepare) { /* a GPU backend takes the experts now */
         const mr_expert_set **sets = malloc((size_t)L * sizeof *sets);
         if (!sets) {
@@ -321,9 +349,19 @@ mr_status mr_model_create(mr_ckpt *ck, const mr_model_params *p, mr_model **out)
         free(sets);
         if (st != MR_OK) goto err;
     }
-    MR_CHECK_GOTO(mr_state_pool_create(c, p->max_seqs, (int)blocks, p->kv_block_tokens, &m->states),
-                  err);
+    MR_CHECK_GOTO(
+        mr_state_pool_create_on(m->be, c, p->max_seqs, (int)blocks, p->kv_block_tokens, &m->states),
+        err);
     MR_CHECK_GOTO(mr_arena_init(&m->ws, workspace_bytes(c, p->max_batch_tokens, p->max_seqs)), err);
+    const int on_device = mr_mem_on_device(m->be);
+    const size_t act_bytes = activation_bytes(c, p->max_batch_tokens, p->max_seqs, on_device);
+    MR_CHECK_GOTO(mr_mem_alloc(m->be, act_bytes, &m->act_mem), err);
+    mr_arena_wrap(&m->act, m->act_mem, act_bytes);
+    if (on_device) {
+        const size_t io = (size_t)p->max_batch_tokens * (size_t)c->hidden_size * sizeof(float);
+        MR_CHECK_GOTO(mr_mem_alloc_staging(m->be, io, (void **)&m->moe_x_host), err);
+        MR_CHECK_GOTO(mr_mem_alloc_staging(m->be, io, (void **)&m->moe_y_host), err);
+    }
     free(specs);
     *out = m;
     return MR_OK;
@@ -392,10 +430,13 @@ void mr_model_seq_close(mr_model *m, mr_seq *s) {
 
 /* ---- the step -------------------------------------------------------------------------------- */
 
+/* Activations (x .. head_rows, logits) are model memory (model_mem.h); the rest is host memory. */
 typedef struct step_buffers {
     float *x, *h, *y;       /* [T][hidden] residual stream, normalised input, sub-block output */
     float *big;             /* [T][3·inner]: lightning qkv, or softmax q | k | v */
     float *gate, *o;        /* [T][inner] */
+    float *head_rows;       /* [n_seqs][hidden] */
+    float *logits;          /* [n_seqs][vocab]: device-resident backends only, else NULL */
     int32_t *ids;           /* [T][k] */
     float *wts;             /* [T][k] */
     int32_t *tokens;        /* [T] */
@@ -403,7 +444,6 @@ typedef struct step_buffers {
     mr_seq **seq_of;        /* [n_seqs + 1] sequence of each piece */
     float **states;         /* [n_seqs + 1] lightning states of the current layer */
     const int32_t **tables; /* [n_seqs + 1] */
-    float *head_rows;       /* [n_seqs][hidden] */
 } step_buffers;
 
 /* A contiguous range of the step's tokens that runs as one unit: [base, base + n). */
@@ -416,15 +456,19 @@ static mr_status alloc_buffers(mr_model *m, int T, int n_seqs, step_buffers *b) 
     const mr_model_config *c = &m->cfg;
     const size_t H = (size_t)c->hidden_size, inner = (size_t)c->num_attention_heads * c->head_dim;
     const size_t k = (size_t)c->num_experts_per_tok;
-    mr_arena *a = &m->ws;
-    mr_arena_reset(a);
+    mr_arena *a = &m->act;
+    mr_arena_reset(&m->act);
+    mr_arena_reset(&m->ws);
 #define TAKE(ptr, count) (((ptr) = mr_arena_alloc(a, (size_t)(count) * sizeof *(ptr))) != NULL)
     int ok = TAKE(b->x, T * H) && TAKE(b->h, T * H) && TAKE(b->y, T * H) &&
              TAKE(b->big, T * 3 * inner) && TAKE(b->gate, T * inner) && TAKE(b->o, T * inner) &&
-             TAKE(b->ids, T * k) && TAKE(b->wts, T * k) && TAKE(b->tokens, T) &&
-             TAKE(b->segs, n_seqs + 1) && TAKE(b->seq_of, n_seqs + 1) &&
-             TAKE(b->states, n_seqs + 1) && TAKE(b->tables, n_seqs + 1) &&
              TAKE(b->head_rows, n_seqs * H);
+    b->logits = NULL;
+    if (ok && mr_mem_on_device(m->be)) ok = TAKE(b->logits, (size_t)n_seqs * c->vocab_size);
+    a = &m->ws;
+    ok = ok && TAKE(b->ids, T * k) && TAKE(b->wts, T * k) && TAKE(b->tokens, T) &&
+         TAKE(b->segs, n_seqs + 1) && TAKE(b->seq_of, n_seqs + 1) && TAKE(b->states, n_seqs + 1) &&
+         TAKE(b->tables, n_seqs + 1);
 #undef TAKE
     return ok ? MR_OK : MR_ERR_INTERNAL;
 }
@@ -500,6 +544,8 @@ static void attention_block(mr_model *m, const layer_weights *w, const micro_bat
             .state = b->states,
             .qkv = big,
             .out = o,
+            .state_pool = mr_state_pool_lightning_base(m->states, w->type_index),
+            .slot_stride = mr_state_pool_slot_stride(m->states),
         };
         be->ops->lightning(be, &la);
         be->ops->norm_gate(be, o, gate, w->attn_norm, T, inner, (float)c->lightning_norm_eps, o);
@@ -534,6 +580,12 @@ static void attention_block(mr_model *m, const layer_weights *w, const micro_bat
     }
 }
 
+/* 1 when the experts' inputs and outputs pass through host buffers: a device-resident backend
+ * with a provider other than the local experts (whose moe op takes device memory). */
+static int moe_staged(const mr_model *m) {
+    return mr_mem_on_device(m->be) && m->moe.dispatch != local_dispatch;
+}
+
 /* Attention sub-block of layer `l` for one micro-batch, then the router; ends by dispatching the
  * experts: x ← α·r + β·Attn(h) with h = RMS(x); h ← RMS(x); route(h). */
 static mr_status attention_half(mr_model *m, int l, const micro_batch *mb, int mb_index,
@@ -552,7 +604,12 @@ static mr_status attention_half(mr_model *m, int l, const micro_batch *mb, int m
     int32_t *ids = b->ids + (size_t)mb->base * k;
     float *wts = b->wts + (size_t)mb->base * k;
     be->ops->route(be, &w->router, h, mb->n, k, ids, wts);
-    return m->moe.dispatch(m->moe.ctx, l, mb_index, h, mb->n, k, ids, wts);
+    const float *moe_x = h;
+    if (moe_staged(m)) { /* a remote provider reads host memory */
+        moe_x = m->moe_x_host + off;
+        MR_CHECK(mr_mem_to_host(be, m->moe_x_host + off, h, (size_t)mb->n * H * sizeof(float)));
+    }
+    return m->moe.dispatch(m->moe.ctx, l, mb_index, moe_x, mb->n, k, ids, wts);
 }
 
 /* MoE sub-block after the experts came back: x ← α·g + β·MoE(g). */
@@ -561,7 +618,13 @@ static mr_status moe_half(mr_model *m, int l, int mb_index, const micro_batch *m
     const mr_model_config *c = &m->cfg;
     const size_t H = (size_t)c->hidden_size, off = (size_t)mb->base * H;
     float *x = b->x + off, *h = b->h + off, *y = b->y + off;
-    MR_CHECK(m->moe.combine(m->moe.ctx, l, mb_index, y));
+    if (moe_staged(m)) {
+        MR_CHECK(m->moe.combine(m->moe.ctx, l, mb_index, m->moe_y_host + off));
+        MR_CHECK(
+            mr_mem_to_device(m->be, y, m->moe_y_host + off, (size_t)mb->n * H * sizeof(float)));
+    } else {
+        MR_CHECK(m->moe.combine(m->moe.ctx, l, mb_index, y));
+    }
     m->be->ops->scale_add(m->be, c->postnorm ? h : x, y, (float)c->alpha_mlp, (float)c->beta_mlp,
                           (size_t)mb->n * H, x);
     return MR_OK;
@@ -626,8 +689,8 @@ mr_status mr_model_step(mr_model *m, const mr_step_seq *seqs, int n_seqs, float 
     for (int s = 0, t = 0; s < n_seqs; t += seqs[s].n_tokens, s++) {
         if (seqs[s].want_logits) {
             int last = t + seqs[s].n_tokens - 1;
-            memcpy(b.head_rows + (size_t)n_rows * H, b.x + (size_t)last * H,
-                   (size_t)H * sizeof(float));
+            MR_CHECK(mr_mem_copy(be, b.head_rows + (size_t)n_rows * H, b.x + (size_t)last * H,
+                                 (size_t)H * sizeof(float)));
             n_rows++;
         }
         seqs[s].seq->n_past += seqs[s].n_tokens;
@@ -635,7 +698,11 @@ mr_status mr_model_step(mr_model *m, const mr_step_seq *seqs, int n_seqs, float 
     if (n_rows) {
         be->ops->rmsnorm(be, b.head_rows, m->final_norm, n_rows, H, (float)c->rms_norm_eps,
                          b.head_rows);
-        be->ops->linear(be, &m->lm_head, b.head_rows, n_rows, logits);
+        be->ops->linear(be, &m->lm_head, b.head_rows, n_rows, b.logits ? b.logits : logits);
     }
+    /* a device-resident backend: the logits come down (and any failure of the step comes out) */
+    if (b.logits)
+        MR_CHECK(mr_mem_to_host(be, logits, b.logits,
+                                (size_t)n_rows * (size_t)c->vocab_size * sizeof(float)));
     return MR_OK;
 }

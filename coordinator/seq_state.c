@@ -5,13 +5,14 @@
 
 #include "common/arena.h"
 #include "common/log.h"
+#include "coordinator/model_mem.h"
 
 void mr_state_pool_destroy(mr_state_pool *p) {
     if (!p) return;
-    mr_free_aligned(p->lightning);
+    mr_mem_free(p->be, p->lightning);
     for (int i = 0; i < p->n_softmax; i++) {
-        if (p->k_cache) mr_free_aligned(p->k_cache[i]);
-        if (p->v_cache) mr_free_aligned(p->v_cache[i]);
+        if (p->k_cache) mr_mem_free(p->be, p->k_cache[i]);
+        if (p->v_cache) mr_mem_free(p->be, p->v_cache[i]);
     }
     free(p->k_cache);
     free(p->v_cache);
@@ -22,9 +23,26 @@ void mr_state_pool_destroy(mr_state_pool *p) {
 
 mr_status mr_state_pool_create(const mr_model_config *c, int max_seqs, int n_blocks,
                                int block_tokens, mr_state_pool **out) {
+    return mr_state_pool_create_on(NULL, c, max_seqs, n_blocks, block_tokens, out);
+}
+
+static int alloc_zeroed(mr_backend *be, size_t bytes, float **out) {
+    void *p = NULL;
+    if (mr_mem_alloc(be, bytes, &p) != MR_OK) return 0;
+    *out = p;
+    /* device memory is cleared once, so a kernel never reads uninitialised bits; host memory is
+     * left untouched (pages committed on use): states are cleared by mr_seq_open, and cache rows
+     * are written before they are read */
+    return !mr_mem_on_device(be) || mr_mem_zero(be, p, bytes) == MR_OK;
+}
+
+mr_status mr_state_pool_create_on(mr_backend *be, const mr_model_config *c, int max_seqs,
+                                  int n_blocks, int block_tokens, mr_state_pool **out) {
     if (max_seqs < 1 || n_blocks < 1 || block_tokens < 1) return MR_ERR_INVALID;
     mr_state_pool *p = calloc(1, sizeof *p);
     if (!p) return MR_ERR_NOMEM;
+    p->be = be;
+    p->kv_elem_size = mr_mem_kv_elem_size(be);
     p->n_lightning = mr_model_config_n_lightning(c);
     p->n_softmax = mr_model_config_n_softmax(c);
     p->n_heads = c->num_attention_heads;
@@ -34,17 +52,18 @@ mr_status mr_state_pool_create(const mr_model_config *c, int max_seqs, int n_blo
     p->max_seqs = max_seqs;
     p->block_tokens = block_tokens;
     p->n_blocks = n_blocks;
-    size_t block_floats = (size_t)block_tokens * p->n_kv_heads * p->head_dim;
+    const size_t block_elems = (size_t)block_tokens * p->n_kv_heads * p->head_dim;
+    const size_t cache_bytes = (size_t)n_blocks * block_elems * p->kv_elem_size;
     int ok = (p->free_slots = malloc((size_t)max_seqs * sizeof(int))) &&
              (p->free_blocks = malloc((size_t)n_blocks * sizeof(int32_t))) &&
              (p->k_cache = calloc((size_t)p->n_softmax + 1, sizeof(float *))) &&
              (p->v_cache = calloc((size_t)p->n_softmax + 1, sizeof(float *)));
     if (ok && p->n_lightning)
-        ok = (p->lightning = mr_alloc_aligned((size_t)max_seqs * p->n_lightning * p->state_floats *
-                                              sizeof(float))) != NULL;
+        ok = alloc_zeroed(be, (size_t)max_seqs * p->n_lightning * p->state_floats * sizeof(float),
+                          &p->lightning);
     for (int i = 0; ok && i < p->n_softmax; i++)
-        ok = (p->k_cache[i] = mr_alloc_aligned((size_t)n_blocks * block_floats * sizeof(float))) &&
-             (p->v_cache[i] = mr_alloc_aligned((size_t)n_blocks * block_floats * sizeof(float)));
+        ok = alloc_zeroed(be, cache_bytes, &p->k_cache[i]) &&
+             alloc_zeroed(be, cache_bytes, &p->v_cache[i]);
     if (!ok) {
         MR_LOG_ERROR(MR_LOG_MODEL, "state pool: cannot allocate %d sequence slots and %d KV blocks",
                      max_seqs, n_blocks);
@@ -61,10 +80,9 @@ mr_status mr_state_pool_create(const mr_model_config *c, int max_seqs, int n_blo
 }
 
 size_t mr_state_pool_bytes(const mr_state_pool *p) {
-    size_t block_floats = (size_t)p->block_tokens * p->n_kv_heads * p->head_dim;
-    return ((size_t)p->max_seqs * p->n_lightning * p->state_floats +
-            2 * (size_t)p->n_softmax * p->n_blocks * block_floats) *
-           sizeof(float);
+    size_t block_elems = (size_t)p->block_tokens * p->n_kv_heads * p->head_dim;
+    return (size_t)p->max_seqs * p->n_lightning * p->state_floats * sizeof(float) +
+           2 * (size_t)p->n_softmax * p->n_blocks * block_elems * p->kv_elem_size;
 }
 
 mr_status mr_seq_open(mr_state_pool *p, int64_t max_tokens, mr_seq **out) {
@@ -80,9 +98,17 @@ mr_status mr_seq_open(mr_state_pool *p, int64_t max_tokens, mr_seq **out) {
     s->slot = p->free_slots[--p->n_free_slots];
     s->max_tokens = max_tokens;
     s->max_blocks = (int)max_blocks;
-    if (p->n_lightning)
-        memset(p->lightning + (size_t)s->slot * p->n_lightning * p->state_floats, 0,
-               (size_t)p->n_lightning * p->state_floats * sizeof(float));
+    if (p->n_lightning) {
+        mr_status st =
+            mr_mem_zero(p->be, p->lightning + (size_t)s->slot * p->n_lightning * p->state_floats,
+                        (size_t)p->n_lightning * p->state_floats * sizeof(float));
+        if (st != MR_OK) {
+            p->free_slots[p->n_free_slots++] = s->slot;
+            free(s->blocks);
+            free(s);
+            return st;
+        }
+    }
     *out = s;
     return MR_OK;
 }
@@ -107,4 +133,12 @@ void mr_seq_close(mr_state_pool *p, mr_seq *s) {
 
 float *mr_seq_lightning_state(mr_state_pool *p, const mr_seq *s, int index) {
     return p->lightning + ((size_t)s->slot * p->n_lightning + (size_t)index) * p->state_floats;
+}
+
+float *mr_state_pool_lightning_base(mr_state_pool *p, int index) {
+    return p->lightning + (size_t)index * p->state_floats;
+}
+
+size_t mr_state_pool_slot_stride(const mr_state_pool *p) {
+    return (size_t)p->n_lightning * p->state_floats;
 }

@@ -12,6 +12,11 @@
  *   ... forward step: writes state and cache, then advances s->n_past ...
  *   mr_seq_close(pool, s);
  *
+ * The states and caches are host memory, or the backend's device memory when the pool is created
+ * on a device-resident backend (mr_state_pool_create_on; coordinator/model_mem.h): then the
+ * pointers below must not be dereferenced on the host, and the KV cache holds the backend's
+ * kv_dtype. The free lists and block tables are host memory either way.
+ *
  * Owned by the engine's step thread. */
 #ifndef MR_SEQ_STATE_H
 #define MR_SEQ_STATE_H
@@ -21,6 +26,7 @@
 
 #include "common/model_config.h"
 #include "common/status.h"
+#include "kernels/backend.h"
 
 typedef struct mr_seq {
     int slot;       /* lightning-state slot */
@@ -31,20 +37,26 @@ typedef struct mr_seq {
 } mr_seq;
 
 typedef struct mr_state_pool {
+    mr_backend *be; /* NULL: host memory; else states and caches are allocated through it */
     int n_lightning, n_softmax;
     int n_heads, head_dim, n_kv_heads;
     size_t state_floats; /* per lightning layer per sequence: H * d * d */
-    float *lightning;    /* [max_seqs][n_lightning][H][d][d] */
+    float *lightning;    /* [max_seqs][n_lightning][H][d][d] float32 */
     int max_seqs;
     int *free_slots, n_free_slots;
     int block_tokens, n_blocks;
     int32_t *free_blocks;
     int n_free_blocks;
+    size_t kv_elem_size;        /* 4 (float32) or 2 (bf16: the backend's kv_dtype) */
     float **k_cache, **v_cache; /* per softmax layer: [n_blocks][block_tokens][KV][d] */
 } mr_state_pool;
 
+/* Host memory, float32 KV cache. */
 mr_status mr_state_pool_create(const mr_model_config *c, int max_seqs, int n_blocks,
                                int block_tokens, mr_state_pool **out);
+/* In the memory of backend be (which must outlive the pool), KV cache in its kv_dtype. */
+mr_status mr_state_pool_create_on(mr_backend *be, const mr_model_config *c, int max_seqs,
+                                  int n_blocks, int block_tokens, mr_state_pool **out);
 void mr_state_pool_destroy(mr_state_pool *p);
 size_t mr_state_pool_bytes(const mr_state_pool *p);
 
@@ -56,5 +68,8 @@ mr_status mr_seq_reserve(mr_state_pool *p, mr_seq *s, int n_new);
 void mr_seq_close(mr_state_pool *p, mr_seq *s);
 /* The [H][d][d] state of the `index`-th lightning layer. */
 float *mr_seq_lightning_state(mr_state_pool *p, const mr_seq *s, int index);
+/* The states of the `index`-th lightning layer form a pool: slot s at base + s · stride floats. */
+float *mr_state_pool_lightning_base(mr_state_pool *p, int index);
+size_t mr_state_pool_slot_stride(const mr_state_pool *p);
 
 #endif

@@ -4,6 +4,7 @@
 
 #include "common/log.h"
 #include "kernels/cpu/cpu_backend.h"
+#include "kernels/cpu/resident_backend.h"
 #include "kernels/ref/ref_backend.h"
 #ifdef MR_HAVE_CUDA
 #include "kernels/cuda/cuda_backend.h"
@@ -12,6 +13,7 @@
 mr_status mr_backend_create(const char *name, const mr_backend_params *p, mr_backend **out) {
     if (strcmp(name, "ref") == 0) return mr_ref_backend_create(p, out);
     if (strcmp(name, "cpu") == 0) return mr_cpu_backend_create(p, out);
+    if (strcmp(name, "cpu-resident") == 0) return mr_resident_backend_create(p, out);
     if (strncmp(name, "cuda", 4) == 0) {
 #ifdef MR_HAVE_CUDA
         return mr_cuda_backend_create(name, p, out);
@@ -22,7 +24,8 @@ mr_status mr_backend_create(const char *name, const mr_backend_params *p, mr_bac
 #endif
     }
     MR_LOG_ERROR(MR_LOG_KERN,
-                 "unknown backend '%s' (expected ref, cpu, cuda[-int8|-int4][-fast], cuda-full)",
+                 "unknown backend '%s' (expected ref, cpu, cpu-resident, cuda[-int8|-int4][-fast], "
+                 "cuda-full, cuda-gpu)",
                  name);
     return MR_ERR_INVALID;
 }

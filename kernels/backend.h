@@ -5,8 +5,9 @@
  *   mr_backend_destroy(be);
  *
  * Implementations: "ref" (kernels/ref, plain single-threaded C: the oracle every other backend is
- * tested against), "cpu" (kernels/cpu, threaded and vectorised) and "cuda*" (kernels/cuda: the
- * experts on a GPU, the rest on the cpu backend).
+ * tested against), "cpu" (kernels/cpu, threaded and vectorised), "cpu-resident" (the cpu backend
+ * behind the device-resident interface, checking its pointer contract: a test vehicle) and
+ * "cuda*" (kernels/cuda).
  *
  * Conventions shared by every op:
  *  - activations are float32, row-major [n_tokens][width];
@@ -14,7 +15,24 @@
  *    linear computes y = x · Wᵀ with float32 accumulation and float32 output;
  *  - ops never allocate: scratch is reserved once by mr_backend_create() from params;
  *  - an op's result for a token never depends on the other tokens in the batch (per-element
- *    summation order depends only on the reduction length), so batching does not change results. */
+ *    summation order depends only on the reduction length), so batching does not change results.
+ *
+ * Where the memory lives. A backend with ops.device_resident = 0 (ref, cpu, cuda, cuda-full)
+ * takes host pointers everywhere. A device-resident backend (cuda-gpu; cpu-resident checks this
+ * contract on the host) keeps the model's
+ * activations, lightning states and KV cache in its own memory, allocated through its alloc op;
+ * then, per pointer:
+ *  - DEVICE (the backend's memory): every activation (x, y, h, qkv, q, k, v, o, gate, out,
+ *    logits before to_host), the lightning states (state[s], state_pool), the KV cache
+ *    (k_cache, v_cache, in the backend's kv_dtype);
+ *  - HOST, read during the call only: token ids of embed, segments, block tables (the array of
+ *    pointers and the tables), the ids and wts moe reads;
+ *  - HOST, written before the op returns: the ids and wts route writes (route synchronises);
+ *  - HOST, weights: mr_matrix data, norm vectors, slopes, inv_freq stay the model's host copies;
+ *    the backend uploads each once (on first use, or in moe_prepare for experts) and finds it
+ *    again by host address, so they must not change while the backend lives.
+ * Device-resident ops run in order on one stream and return before the GPU has finished: an op
+ * failure is logged, poisons its outputs with NaN and is reported by the next to_host. */
 #ifndef MR_BACKEND_H
 #define MR_BACKEND_H
 
@@ -77,6 +95,10 @@ typedef struct mr_lightning_args {
     float *const *state; /* [n_segments] */
     const float *qkv;
     float *out;
+    /* The pool the states belong to: state[s] = state_pool + slot · slot_stride floats. Unused by
+     * host backends (may be NULL / 0); a device-resident backend addresses states by slot. */
+    float *state_pool;
+    size_t slot_stride;
 } mr_lightning_args;
 
 /* Softmax attention for one layer over a batch of segments, with a paged KV cache.
@@ -85,7 +107,9 @@ typedef struct mr_lightning_args {
  * fp32(pos)·inv_freq[c]) to q and k in place, writes k and v into the cache at positions pos0..,
  * and attends causally over positions [0, pos] with scale 1/sqrt(d); q head j reads kv head j /
  * (H/KV). Cache layout per layer: k_cache, v_cache [n_blocks][block_tokens][KV][d] float32; a
- * sequence's position p lives in block block_table[s][p / block_tokens], row p % block_tokens. */
+ * sequence's position p lives in block block_table[s][p / block_tokens], row p % block_tokens.
+ * The cache's element type is the backend's kv_dtype: float32 (the default; k_cache and v_cache
+ * point at floats) or bf16 (they point at uint16_t bits: cuda-gpu). */
 typedef struct mr_attention_args {
     int n_heads, n_kv_heads, head_dim, rotary_dim;
     const float *inv_freq; /* [rotary_dim/2] */
@@ -131,7 +155,30 @@ typedef struct mr_backend_ops {
      * them here, once, after they are loaded and before any moe call; layers[l] is the set later
      * passed to moe for layer l (same pointer). Fails, logging why, if they do not fit. */
     mr_status (*moe_prepare)(mr_backend *be, const mr_expert_set *const *layers, int n_layers);
+
+    /* ---- device-resident backends (all NULL / 0 in ref, cpu, cuda, cuda-full) ---------------
+     * 1: activations, states and the KV cache are the backend's memory (see the top of this
+     * file); the model allocates them with alloc and touches them only through the ops below. */
+    int device_resident;
+    /* Element type of the KV cache: MR_DTYPE_F32 (0, the default) or MR_DTYPE_BF16. */
+    mr_dtype kv_dtype;
+    /* bytes of DEVICE memory, or of page-locked HOST memory for kind MR_MEM_HOST (staging that
+     * the host reads and writes directly); contents undefined. Fails with MR_ERR_NOMEM, logged. */
+    mr_status (*alloc)(mr_backend *be, size_t bytes, int kind, void **out);
+    void (*free)(mr_backend *be, void *p, int kind); /* NULL allowed */
+    /* Enqueued on the backend's stream: p[0..bytes) = (unsigned char)value (DEVICE p). */
+    mr_status (*memset)(mr_backend *be, void *p, int value, size_t bytes);
+    /* Enqueued: DEVICE dst[0..bytes) = DEVICE src (no overlap). */
+    mr_status (*copy)(mr_backend *be, void *dst, const void *src, size_t bytes);
+    /* Waits for everything enqueued, then HOST dst = DEVICE src; returns the first failure of any
+     * op since the previous to_host (MR_OK if none). */
+    mr_status (*to_host)(mr_backend *be, void *dst, const void *src, size_t bytes);
+    /* DEVICE dst = HOST src, ordered after the enqueued work; src may be reused on return. */
+    mr_status (*to_device)(mr_backend *be, void *dst, const void *src, size_t bytes);
 } mr_backend_ops;
+
+/* Kinds of alloc. */
+enum { MR_MEM_DEVICE = 0, MR_MEM_HOST = 1 };
 
 typedef struct mr_backend_params {
     int n_threads;  /* cpu: worker threads incl. the caller; <= 0: all CPUs */
@@ -150,7 +197,8 @@ struct mr_backend {
 
 /* name: "ref", "cpu", or where built with CUDA "cuda", "cuda-int8", "cuda-int4" and their "-fast"
  * variants (cpu for every op but moe, which runs on GPU 0 with bf16 / int8 / int4 weights; see
- * kernels/cuda/cuda_backend.h), and "cuda-full" (every op on GPU 0; cuda_full_backend.h). */
+ * kernels/cuda/cuda_backend.h), "cuda-full" (every op on GPU 0 with host pointers;
+ * cuda_full_backend.h) and "cuda-gpu" (every op on GPU 0, device-resident; cuda_gpu_backend.h). */
 mr_status mr_backend_create(const char *name, const mr_backend_params *p, mr_backend **out);
 void mr_backend_destroy(mr_backend *be);
 

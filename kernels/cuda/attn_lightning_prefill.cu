@@ -16,9 +16,10 @@
  *      scaled by λ^(i−j) (zero above the diagonal), rounded to bf16, O += P·V; K/V tiles double
  *      buffered with cp.async. Query tiles with more causal work are scheduled first.
  * Chunk and run tables travel by value in the kernel parameters (no upload, graph-capturable).
- * Tuning variants (args.variant, MR_CUDA_LT_* bits; 0 is the default above), template parameters
- * of the kernels: STATE_HI (launches 2, 3: the hi plane only), DECAY_FOLD (launches 1, 3: the
- * intra-chunk decay folded into q and k16, see ltp_out_kernel), KV_PIPE (launch 1, bf16 inputs).
+ * Tuning variants (args.variant, MR_CUDA_LT_* bits; 0 is the plain kernel above, production uses
+ * MR_CUDA_LT_DEFAULT = all three), template parameters of the kernels: STATE_HI (launches 2, 3:
+ * the hi plane only), DECAY_FOLD (launches 1, 3: the intra-chunk decay folded into q and k16, see
+ * ltp_out_kernel; at one token every factor is exactly 1), KV_PIPE (launch 1, bf16 inputs).
  *
  * Workspace per chunk slot of a group, in this order for the whole group:
  *   kv32 [G][H][D][D] fp32 | sb16 [G][H][2][D][D] bf16 (hi plane, lo plane)

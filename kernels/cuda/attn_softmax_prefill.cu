@@ -18,9 +18,10 @@
  *      position are zero-filled, never read.
  * Shared memory per CTA: Q [128][D+8] + 2 stages × (K, V) [BN][D+8] bf16 + 2 × BN offsets:
  * 68.5 KiB at D = 128 (BN = 32), so two CTAs per SM (the 255-register cap is the limit).
- * Tuning variants (args.variant, MR_CUDA_AP_* bits; 0 is the default above), template
- * parameters of launch 2: FUSED_ROPE rotates q in launch 2's query-tile load (ap_rope_q_tile; its
- * rows and head belong to one CTA, so it writes them back in place) and launch 1 does k and v only;
+ * Tuning variants (args.variant, MR_CUDA_AP_* bits; 0 is the plain kernel above, production uses
+ * MR_CUDA_AP_DEFAULT = EXP2_FTZ | KEYS64), template parameters of launch 2: FUSED_ROPE rotates q
+ * in launch 2's query-tile load (ap_rope_q_tile; its rows and head belong to one CTA, so it writes
+ * them back in place) and launch 1 does k and v only;
  * EXP2_FTZ uses ex2.approx.ftz in the online softmax; KEYS64 takes BN = 64 at D = 128 (105 KiB,
  * still two CTAs per SM; ptxas spills a few dozen bytes). */
 #include "common/check.h"

@@ -220,6 +220,17 @@ extern "C" mr_status mr_cuda_f32_to_bf16(const float *src, size_t n, uint16_t *d
     return MR_OK;
 }
 
+/* hi[i] = bf16(x[i]), lo[i] = bf16(x[i] − hi[i]). */
+static __global__ void f32_split_bf16_kernel(const float *src, size_t n, __nv_bfloat16 *hi,
+                                             __nv_bfloat16 *lo) {
+    const size_t stride = (size_t)gridDim.x * blockDim.x;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        const __nv_bfloat16 h = __float2bfloat16_rn(src[i]);
+        hi[i] = h;
+        lo[i] = __float2bfloat16_rn(src[i] - __bfloat162float(h));
+    }
+}
+
 /* ---- dense projection ----------------------------------------------------------------------
  * Row-major y[n][rows] = x[n][cols] · W[rows][cols]ᵀ in cuBLAS's column-major terms: the
  * row-major W is a column-major cols × rows matrix (ld cols), x a cols × n matrix (ld cols), y a
@@ -248,7 +259,14 @@ extern "C" mr_status mr_cuda_linear(cublasHandle_t blas, const mr_cuda_linear_ar
         return MR_OK;
     }
     const void *xb = a->x;
-    if (a->x_dtype == MR_DTYPE_F32) {
+    const int split = a->x_dtype == MR_DTYPE_F32 && a->x_lo_bf16;
+    if (split) {
+        const size_t cnt = (size_t)a->n * (size_t)a->cols;
+        f32_split_bf16_kernel<<<elementwise_blocks(cnt), 256, 0, st>>>(
+            (const float *)a->x, cnt, (__nv_bfloat16 *)a->x_bf16, (__nv_bfloat16 *)a->x_lo_bf16);
+        MR_CUDA_CHECK_LAUNCH("f32_split_bf16 kernel launch");
+        xb = a->x_bf16;
+    } else if (a->x_dtype == MR_DTYPE_F32) {
         mr_status s =
             mr_cuda_f32_to_bf16((const float *)a->x, (size_t)a->n * (size_t)a->cols, a->x_bf16, st);
         if (s != MR_OK) return s;
@@ -257,6 +275,11 @@ extern "C" mr_status mr_cuda_linear(cublasHandle_t blas, const mr_cuda_linear_ar
     MR_CUBLAS_CHECK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, a->rows, a->n, a->cols, &one, a->w,
                                  CUDA_R_16BF, a->cols, xb, CUDA_R_16BF, a->cols, &zero, a->y,
                                  CUDA_R_32F, a->rows, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    if (split) /* y += W · lo */
+        MR_CUBLAS_CHECK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, a->rows, a->n, a->cols, &one,
+                                     a->w, CUDA_R_16BF, a->cols, a->x_lo_bf16, CUDA_R_16BF, a->cols,
+                                     &one, a->y, CUDA_R_32F, a->rows, CUBLAS_COMPUTE_32F,
+                                     CUBLAS_GEMM_DEFAULT));
     return MR_OK;
 }
 

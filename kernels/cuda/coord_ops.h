@@ -100,7 +100,7 @@ mr_status mr_cuda_norm_gate(const mr_cuda_norm_gate_args *a, cudaStream_t st);
  * y[n][rows] = x[n][cols] · Wᵀ with fp32 accumulation and fp32 output, through cuBLAS on the
  * given handle (its stream is set to st; its pointer mode must be host, the default).
  *  - w BF16, x F32: x is first rounded to bf16 into x_bf16 (scratch, [n][cols], required), then
- *    a bf16 × bf16 → fp32 GEMM on tensor cores;
+ *    a bf16 × bf16 → fp32 GEMM on tensor cores (or split in two parts: x_lo_bf16 below);
  *  - w BF16, x BF16: the GEMM directly (x_bf16 unused);
  *  - w F32, x F32: an fp32 GEMM (CUBLAS_COMPUTE_32F_PEDANTIC: no TF32, no reduced precision) —
  *    the fp32 LM head and ref-exact checks.
@@ -114,6 +114,10 @@ typedef struct mr_cuda_linear_args {
     const void *x;    /* [n][cols] */
     uint16_t *x_bf16; /* scratch [n][cols] bf16: needed for w BF16 with x F32 */
     float *y;         /* [n][rows] */
+    /* Optional, w BF16 with x F32: scratch [n][cols] for the low part. Given, x is split into
+     * hi = bf16(x) and lo = bf16(x − hi) and y = W·hi + W·lo (two GEMMs): fp32-accurate activations
+     * (|x − hi − lo| ≤ 2⁻¹⁶|x|) at twice the tensor work — the accuracy the CPU oracle has. */
+    uint16_t *x_lo_bf16;
 } mr_cuda_linear_args;
 
 mr_status mr_cuda_linear(cublasHandle_t blas, const mr_cuda_linear_args *a, cudaStream_t st);

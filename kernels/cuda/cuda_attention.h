@@ -84,11 +84,12 @@ typedef struct mr_cuda_lightning_prefill_args {
     size_t slot_stride;
     void *ws; /* workspace, 256-byte aligned */
     size_t ws_bytes;
-    int variant; /* MR_CUDA_LT_* bits; 0 (the default) unless timing or testing the others */
+    int variant; /* MR_CUDA_LT_* bits: MR_CUDA_LT_DEFAULT in production; 0 = no bits */
 } mr_cuda_lightning_prefill_args;
 
 /* Tuning variants of the prefill, a bit set (as MR_CUDA_AP_* below): each computes the same
- * function and passes the same tests; 0 is the measured default. */
+ * function and passes the same tests; 0 is the plain kernel, MR_CUDA_LT_DEFAULT the measured
+ * default. */
 enum {
     MR_CUDA_LT_STATE_HI = 1,   /* q·S with the state's bf16 hi plane only (no lo plane: half
                                   the inter-chunk multiplies; ~2^-9 relative, like q itself) */
@@ -97,7 +98,14 @@ enum {
                                   score by λ^(tile distance) instead of an exponential */
     MR_CUDA_LT_KV_PIPE = 4,    /* launch 1 loads the next 64 rows of k, v while it multiplies
                                   the current ones (bf16 inputs; fp32 inputs ignore it) */
-    MR_CUDA_LT_VARIANTS = 8
+    MR_CUDA_LT_VARIANTS = 8,
+    /* The production default. Issue 7 run C (H200, H = 64, d = 128, bf16 inputs, test
+     * --perf): variant 7 117 TFLOP/s at 32K and 128K tokens (111 at 4K), variant 5 108, 0 96;
+     * run D, same run as the PyTorch peer: variant 5 11.1/9.9/9.9× the HF chunked algorithm at
+     * 4K/32K/128K, variant 0 10.0/8.8/8.7×. The fold is exact up to the bf16 rounding of the
+     * scaled operands (the runs' one-token "fold failures" were the test's conditioning: the
+     * fold changes nothing at one token, see test_cuda_attention.c). */
+    MR_CUDA_LT_DEFAULT = MR_CUDA_LT_STATE_HI | MR_CUDA_LT_DECAY_FOLD | MR_CUDA_LT_KV_PIPE
 };
 
 /* Workspace bytes for groups of up to max_chunks chunks (capped at MR_CUDA_LIGHTNING_MAX_GROUP;
@@ -126,18 +134,23 @@ typedef struct mr_cuda_attention_prefill_args {
     float *q, *k;                /* rotated in place */
     const float *v;
     float *out;
-    int variant; /* MR_CUDA_AP_* bits; 0 (the default) unless timing or testing the others */
+    int variant; /* MR_CUDA_AP_* bits: MR_CUDA_AP_DEFAULT in production; 0 = no bits */
 } mr_cuda_attention_prefill_args;
 
 /* Tuning variants of the prefill, a bit set: each computes the same function (within rounding)
- * and passes the same tests; 0 is the measured default, the others are there so that one GPU run
- * can time them side by side (tests/gpu/test_cuda_attention --perf). */
+ * and passes the same tests; 0 is the plain kernel, MR_CUDA_AP_DEFAULT the measured default; the
+ * others are there so that one GPU run can time them side by side (tests/gpu/test_cuda_attention
+ * --perf, bench_cuda_attention --sp-variant). */
 enum {
     MR_CUDA_AP_FUSED_ROPE = 1, /* q rotated in the attention kernel's query-tile load, launch 1
                                   only k and v (when rotary_dim % 8 == 0; else ignored) */
     MR_CUDA_AP_EXP2_FTZ = 2,   /* the softmax exponentials as bare ex2.approx.ftz */
     MR_CUDA_AP_KEYS64 = 4,     /* 64-key tiles at head_dim 128 (default 32; 64 below 128) */
-    MR_CUDA_AP_VARIANTS = 8    /* variants are 0 .. MR_CUDA_AP_VARIANTS − 1 */
+    MR_CUDA_AP_VARIANTS = 8,   /* variants are 0 .. MR_CUDA_AP_VARIANTS − 1 */
+    /* The production default. Issue 7 run D (H200, H = 64, KV = 8, d = 128, same run as the
+     * PyTorch peer): variant 6 0.91/0.91/0.97× SDPA flash at 4K/32K/128K tokens, variant 0
+     * 0.83/0.85/0.90×. */
+    MR_CUDA_AP_DEFAULT = MR_CUDA_AP_EXP2_FTZ | MR_CUDA_AP_KEYS64
 };
 
 mr_status mr_cuda_attention_prefill(const mr_cuda_attention_prefill_args *a, cudaStream_t st);

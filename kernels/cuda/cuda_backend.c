@@ -9,6 +9,7 @@
 #include "common/log.h"
 #include "kernels/cuda/cuda_experts.h"
 #include "kernels/cuda/cuda_full_backend.h"
+#include "kernels/cuda/cuda_gpu_backend.h"
 
 typedef struct cuda_be {
     mr_backend *cpu;
@@ -61,19 +62,23 @@ static void cb_route(mr_backend *be, const mr_matrix *gate, const float *x, int 
     inner(be)->ops->route(inner(be), gate, x, n, k, ids, wts);
 }
 
-static void cb_moe(mr_backend *be, const mr_expert_set *set, const float *x, int n, int k,
-                   const int32_t *ids, const float *wts, float *out) {
-    cuda_be *c = be->impl;
-    if (n <= 0) return;
+/* The prepared layer index of set, or -1; advances the lookup hint. */
+static int find_layer(cuda_be *c, const mr_expert_set *set) {
     int layer = -1;
     if (c->last < c->n_layers && c->sets[c->last] == set) layer = c->last;
     for (int l = 0; layer < 0 && l < c->n_layers; l++)
         if (c->sets[l] == set) layer = l;
+    if (layer >= 0) c->last = layer + 1 < c->n_layers ? layer + 1 : 0;
+    return layer;
+}
+
+static void cb_moe(mr_backend *be, const mr_expert_set *set, const float *x, int n, int k,
+                   const int32_t *ids, const float *wts, float *out) {
+    cuda_be *c = be->impl;
+    if (n <= 0) return;
+    const int layer = find_layer(c, set);
     mr_status st = MR_ERR_INVALID;
-    if (c->cx && layer >= 0) {
-        c->last = layer + 1 < c->n_layers ? layer + 1 : 0;
-        st = mr_cuda_experts_run(c->cx, layer, x, n, k, ids, wts, out);
-    }
+    if (c->cx && layer >= 0) st = mr_cuda_experts_run(c->cx, layer, x, n, k, ids, wts, out);
     if (st != MR_OK) {
         MR_LOG_ERROR(MR_LOG_GPU, "cuda moe: %s",
                      !c->cx || layer < 0 ? "experts of this layer were not prepared"
@@ -171,6 +176,17 @@ static const mr_backend_ops cuda_ops = {
     .moe_prepare = cb_moe_prepare,
 };
 
+mr_status mr_cuda_backend_experts(mr_backend *be, const mr_expert_set *set, mr_cuda_experts **cx,
+                                  int *layer) {
+    if (!be || be->ops != &cuda_ops) return MR_ERR_INVALID;
+    cuda_be *c = be->impl;
+    const int l = c->cx ? find_layer(c, set) : -1;
+    if (l < 0) return MR_ERR_INVALID;
+    *cx = c->cx;
+    *layer = l;
+    return MR_OK;
+}
+
 mr_status mr_cuda_backend_create(const char *name, const mr_backend_params *p, mr_backend **out) {
     static const struct {
         const char *name;
@@ -184,6 +200,7 @@ mr_status mr_cuda_backend_create(const char *name, const mr_backend_params *p, m
         {"cuda-int4-fast", MR_CUDA_WFMT_INT4, MR_CUDA_ACT_BF16},
     };
     if (strcmp(name, "cuda-full") == 0) return mr_cuda_full_backend_create(p, out);
+    if (strcmp(name, "cuda-gpu") == 0) return mr_cuda_gpu_backend_create(p, out);
     int fmt = -1, act = 0;
     for (size_t i = 0; i < sizeof names / sizeof *names; i++)
         if (strcmp(name, names[i].name) == 0) {
@@ -193,7 +210,7 @@ mr_status mr_cuda_backend_create(const char *name, const mr_backend_params *p, m
     if (fmt < 0) {
         MR_LOG_ERROR(MR_LOG_KERN,
                      "unknown backend '%s' (expected cuda, cuda-int8, cuda-int4, one of them with "
-                     "-fast, or cuda-full)",
+                     "-fast, cuda-full or cuda-gpu)",
                      name);
         return MR_ERR_INVALID;
     }

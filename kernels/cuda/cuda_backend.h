@@ -9,12 +9,21 @@
  * moe_prepare op, once, for all layers (the model and the worker call it after loading the expert
  * store); moe then finds the layer by its set pointer. A moe call before moe_prepare, or one that
  * fails on the GPU, writes NaN into out and logs the reason (the op has no status).
- * "cuda-full" (cuda_full_backend.h) runs every op on the GPU. */
+ * "cuda-full" (cuda_full_backend.h) runs every op on the GPU; "cuda-gpu" (cuda_gpu_backend.h)
+ * does too, on device-resident activations. */
 #ifndef MR_CUDA_BACKEND_H
 #define MR_CUDA_BACKEND_H
 
 #include "kernels/backend.h"
+#include "kernels/cuda/cuda_experts.h"
 
 mr_status mr_cuda_backend_create(const char *name, const mr_backend_params *p, mr_backend **out);
+
+/* For a backend that runs its experts on device activations (cuda-gpu): the executor of a
+ * "cuda"-family backend `be` (not cuda-full / cuda-gpu) and the layer index of a set prepared by
+ * its moe_prepare. MR_ERR_INVALID (not logged) for another backend, before moe_prepare, or for a
+ * set it was not given. */
+mr_status mr_cuda_backend_experts(mr_backend *be, const mr_expert_set *set, mr_cuda_experts **cx,
+                                  int *layer);
 
 #endif

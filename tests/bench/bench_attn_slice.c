@@ -353,7 +353,8 @@ static void attention(slice *s, int l, int n, const attn_call *c) {
                                                 .state_pool = s->state[l],
                                                 .slot_stride = HDD,
                                                 .ws = s->lws,
-                                                .ws_bytes = s->lws_bytes};
+                                                .ws_bytes = s->lws_bytes,
+                                                .variant = MR_CUDA_LT_DEFAULT};
             CM(mr_cuda_lightning_prefill(&a, s->st));
         }
         return;
@@ -397,7 +398,8 @@ static void attention(slice *s, int l, int n, const attn_call *c) {
                                             .q = s->gate,
                                             .k = s->k,
                                             .v = s->v,
-                                            .out = s->o};
+                                            .out = s->o,
+                                            .variant = MR_CUDA_AP_DEFAULT};
         CM(mr_cuda_attention_prefill(&a, s->st));
     }
 #else

@@ -44,8 +44,9 @@
 #include "kernels/cuda/cuda_attention.h"
 #include "tests/bench/bench_util.h"
 
-/* Prefill tuning variants to time (cuda_attention.h: MR_CUDA_LT_*, MR_CUDA_AP_* bits). */
-static int g_lp_variant, g_sp_variant;
+/* Prefill tuning variants to time (cuda_attention.h: MR_CUDA_LT_*, MR_CUDA_AP_* bits): the
+ * production defaults unless --lp-variant / --sp-variant (0 = no bits). */
+static int g_lp_variant = MR_CUDA_LT_DEFAULT, g_sp_variant = MR_CUDA_AP_DEFAULT;
 
 #define HID   6144
 #define NH    64

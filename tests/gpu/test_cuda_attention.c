@@ -4,7 +4,17 @@
  * Error measure: normalised L2 per head, ‖cuda − ref‖ / ‖ref‖ over every token of the call
  * (and per (sequence, head) for states), worst one printed and checked, so a head whose outputs
  * are small next to the others (fast decay) cannot hide behind them. Outputs are poisoned (NaN)
- * before every call. Tolerances:
+ * before every call. One exception, short segments from a zero state (lightning, at most
+ * LT_SHORT tokens): there o[t] = Σ_s λ^(t−s)(q_t·k_s)·v_s per head over few terms, and the kernel
+ * rounds SiLU(q), SiLU(k), SiLU(v) and the scores to bf16 for the tensor cores
+ * (cuda_attention.h), so per head ‖err‖/‖ref‖ ≈ |δ(q·k)|/|q·k| with |δ(q·k)| <= ~2u·Σ_c |q_c k_c|
+ * (u = 2^-9): unbounded when the sum cancels (issue 7 runs C and E: 1e-2 … 1 at one and two
+ * tokens; a CPU model of the rounding reaches 68 over 12,800 random heads). Those are normalised
+ * by the magnitudes of the terms instead, ‖err‖ / ‖Σ_s λ^(t−s)(Σ_c |q_c k_s,c|)·|v_s|‖ per head,
+ * the standard dot-product error bound: <= 6e-3 in the same model, while a wrong decay or a
+ * missing or misplaced term stays O(1). Every case draws its inputs from a seed of its own
+ * parameters, so each variant of
+ * --all-variants sees the same inputs and their errors compare directly. Tolerances:
  *   lightning decode (fp32 throughout)                            TOL_F32  2e-5
  *   lightning prefill, outputs and carried states (bf16 operands) TOL_BF16 1e-2
  *   softmax attention (bf16 cache, bf16 q and p on tensor cores)   TOL_BF16 1e-2, the cache
@@ -50,8 +60,9 @@
 
 static uint64_t g_rng = 0xa77e5eedull;
 static int g_fail = 0;
-/* the prefill variants the checks run (mr_cuda_*_prefill_args.variant) */
-static int g_lt_variant = 0, g_ap_variant = 0;
+/* the prefill variants the checks run (mr_cuda_*_prefill_args.variant): the production
+ * defaults, or each in turn with --all-variants */
+static int g_lt_variant = MR_CUDA_LT_DEFAULT, g_ap_variant = MR_CUDA_AP_DEFAULT;
 static int g_all_variants = 0; /* --all-variants: --quick keeps the real-dims shape too */
 
 #define CK(call)                                                                                   \
@@ -92,10 +103,12 @@ static void download(void *h, const void *d, size_t n) {
     CK(cudaMemcpy(h, d, n, cudaMemcpyDeviceToHost));
 }
 
-/* Worst over groups of the normalised L2 error: group gi's elements are base + gi·gstride +
- * r·rstride + [0, width) for r < rows. Non-finite values in `got` make it infinite. */
-static double worst_nerr(const float *got, const float *ref, int groups, size_t gstride, int rows,
-                         size_t rstride, int width) {
+/* Worst over groups of ‖got − ref‖ / ‖scale‖ (scale NULL: ‖ref‖): group gi's elements are
+ * base + gi·gstride + r·rstride + [0, width) for r < rows. Non-finite values in `got` make it
+ * infinite. */
+static double worst_nerr_scaled(const float *got, const float *ref, const float *scale, int groups,
+                                size_t gstride, int rows, size_t rstride, int width) {
+    if (!scale) scale = ref;
     double worst = 0.0;
     for (int gi = 0; gi < groups; gi++) {
         double num = 0.0, den = 0.0;
@@ -105,12 +118,26 @@ static double worst_nerr(const float *got, const float *ref, int groups, size_t 
                 if (!isfinite(got[x])) return INFINITY;
                 const double dlt = (double)got[x] - (double)ref[x];
                 num += dlt * dlt;
-                den += (double)ref[x] * (double)ref[x];
+                den += (double)scale[x] * (double)scale[x];
             }
         const double e = den > 0.0 ? sqrt(num / den) : sqrt(num);
         if (e > worst) worst = e;
     }
     return worst;
+}
+
+static double worst_nerr(const float *got, const float *ref, int groups, size_t gstride, int rows,
+                         size_t rstride, int width) {
+    return worst_nerr_scaled(got, ref, NULL, groups, gstride, rows, rstride, width);
+}
+
+/* A seed for one case from its parameters: every variant of a case (--all-variants) sees the
+ * same inputs, so their errors compare directly, and adding a case does not move the others. */
+static uint64_t case_seed(const char *name, const int *v, int nv) {
+    uint64_t h = 0xa77e5eedull;
+    for (const char *c = name; *c; c++) h = (h ^ (uint64_t)(unsigned char)*c) * 0x100000001b3ull;
+    for (int i = 0; i < nv; i++) h = (h ^ (uint64_t)(uint32_t)v[i]) * 0x100000001b3ull;
+    return h;
 }
 
 static void check(const char *what, double err, double tol) {
@@ -243,8 +270,42 @@ typedef struct lt_case {
     int decode_steps; /* then this many decode steps on every sequence */
 } lt_case;
 
+static float silu(float x) {
+    return x / (1.0f + expf(-x));
+}
+
+/* The magnitude of each output of a short segment from a zero state: the lightning output is
+ * o[t] = Σ_{s≤t} λ^(t−s) (q_t·k_s) v_s (SiLU applied), whose rounding error is bounded by
+ * u·Σ_{s≤t} λ^(t−s) (Σ_c |q_t,c k_s,c|)·|v_s| — not by |o[t]|, which cancels when q·k does. */
+static void lt_short_scale(const float *qkv, int n, int H, int d, const float *slope,
+                           float *scale) {
+    const size_t in_w = (size_t)H * 3 * d, out_w = (size_t)H * d;
+    for (int t = 0; t < n; t++)
+        for (int h = 0; h < H; h++) {
+            const float *q = qkv + (size_t)t * in_w + (size_t)h * 3 * d;
+            float *o = scale + (size_t)t * out_w + (size_t)h * d;
+            for (int e = 0; e < d; e++) o[e] = 0.0f;
+            for (int s = 0; s <= t; s++) {
+                const float *k = qkv + (size_t)s * in_w + (size_t)h * 3 * d + d, *v = k + d;
+                double m = 0.0;
+                for (int c = 0; c < d; c++) m += fabs((double)silu(q[c]) * (double)silu(k[c]));
+                m *= exp(-(double)slope[h] * (t - s));
+                for (int e = 0; e < d; e++) o[e] += (float)(m * fabs(silu(v[e])));
+            }
+        }
+}
+
+/* Segments of at most this many tokens from a zero state are checked against the magnitude of
+ * their terms (lt_short_scale); longer ones average enough terms for ‖ref‖ to be the scale. */
+enum { LT_SHORT = 16 };
+
 static void lt_run_case(const lt_case *c) {
     const int H = c->H, d = c->d, S = c->n_seg;
+    {
+        int key[5 + 8] = {H, d, c->warm_state, c->bf16, S};
+        for (int s = 0; s < S && s < 8; s++) key[5 + s] = c->lens[s];
+        g_rng = case_seed(c->name, key, 5 + (S < 8 ? S : 8));
+    }
     const size_t dd = (size_t)d * d, hdd = (size_t)H * dd;
     const size_t slot_stride = hdd + 64; /* not the dense stride, on purpose */
     mr_segment *segs = xmalloc((size_t)S * sizeof *segs);
@@ -323,7 +384,15 @@ static void lt_run_case(const lt_case *c) {
 
     printf("lightning prefill %s: H=%d d=%d %s, %d segment(s), %d tokens%s\n", c->name, H, d,
            c->bf16 ? "bf16 in" : "f32 in", S, n, c->warm_state ? ", warm states" : "");
-    check("outputs, per head", worst_nerr(out, ref_out, H, (size_t)d, n, out_w, d), TOL_BF16);
+    if (S == 1 && n <= LT_SHORT && !c->warm_state) { /* few tokens: q·k may cancel */
+        float *scale = xmalloc((size_t)n * out_w * sizeof(float));
+        lt_short_scale(qkv, n, H, d, slope, scale);
+        check("outputs, per head, / Σ λ^(t-s)(Σ|q_c k_c|)·|v| (short)",
+              worst_nerr_scaled(out, ref_out, scale, H, (size_t)d, n, out_w, d), TOL_BF16);
+        free(scale);
+    } else {
+        check("outputs, per head", worst_nerr(out, ref_out, H, (size_t)d, n, out_w, d), TOL_BF16);
+    }
     double st_err = 0.0;
     for (int s = 0; s < S; s++) {
         double e = worst_nerr(pool_got + (size_t)slots[s] * slot_stride, ref_state[s], H, dd, 1, 0,
@@ -1118,6 +1187,11 @@ typedef struct sm_case {
 } sm_case;
 
 static void sm_run_case(const sm_case *k) {
+    {
+        int key[7 + 8] = {k->H, k->KV, k->d, k->bt, k->gaps, k->decode_steps, k->n_seg};
+        for (int s = 0; s < k->n_seg && s < 8; s++) key[7 + s] = k->lens[s];
+        g_rng = case_seed(k->name, key, 7 + (k->n_seg < 8 ? k->n_seg : 8));
+    }
     int *cap = xmalloc((size_t)k->n_seg * sizeof(int)), *hist = xmalloc((size_t)k->n_seg * 4);
     for (int s = 0; s < k->n_seg; s++) {
         hist[s] = k->hist ? k->hist[s] : 0;
@@ -1325,15 +1399,19 @@ static void perf_fill(void *d, size_t n, float amp, int half) {
     free(h16);
 }
 
-/* "0 default" or "5 fused-rope+keys64": a variant's bits by name. */
+/* "0 none" or "6 exp2-ftz+keys64 (default)": a variant's bits by name, and whether it is the
+ * production default (MR_CUDA_*_DEFAULT). */
 static const char *variant_name(int v, int lightning, char *buf, size_t n) {
     static const char *ap[] = {"fused-rope", "exp2-ftz", "keys64"};
     static const char *lt[] = {"state-hi", "decay-fold", "kv-pipe"};
     const char **names = lightning ? lt : ap;
-    int off = snprintf(buf, n, "%d %s", v, v ? "" : "default");
+    int off = snprintf(buf, n, "%d %s", v, v ? "" : "none");
+    const int first = off;
     for (int b = 0; b < 3; b++)
         if (v & (1 << b))
-            off += snprintf(buf + off, n - (size_t)off, "%s%s", off > 2 ? "+" : "", names[b]);
+            off += snprintf(buf + off, n - (size_t)off, "%s%s", off > first ? "+" : "", names[b]);
+    if (v == (lightning ? MR_CUDA_LT_DEFAULT : MR_CUDA_AP_DEFAULT))
+        snprintf(buf + off, n - (size_t)off, " (default)");
     return buf;
 }
 
@@ -1403,7 +1481,7 @@ static void lt_perf(void) {
             const float ms = perf_time(perf_lt_call, &a, n >= 131072 ? 3 : 10, &st);
             const double flop = (double)n * H * (4.0 * 256 * d + 4.0 * d * d);
             char name[64];
-            printf("perf lightning prefill H=%d d=%d bf16, %6d tokens, variant %-34s %9.3f ms  "
+            printf("perf lightning prefill H=%d d=%d bf16, %6d tokens, variant %-40s %9.3f ms  "
                    "%6.1f TFLOP/s%s\n",
                    H, d, n, variant_name(v, 1, name, sizeof name), ms, flop / (ms * 1e-3) / 1e12,
                    st == MR_OK ? "" : "  FAIL");
@@ -1465,7 +1543,7 @@ static void sm_perf(void) {
                                        &st);
             const double flop = 4.0 * (double)n * (double)n / 2.0 * d * H;
             char name[64];
-            printf("perf softmax prefill H=%d KV=%d d=%d, %6d tokens, variant %-30s %9.3f ms  "
+            printf("perf softmax prefill H=%d KV=%d d=%d, %6d tokens, variant %-36s %9.3f ms  "
                    "%6.1f TFLOP/s (causal, 4·n²/2·d·H; RoPE and cache write included)%s\n",
                    H, KV, d, n, variant_name(v, 0, name, sizeof name), ms,
                    flop / (ms * 1e-3) / 1e12, st == MR_OK ? "" : "  FAIL");
@@ -1588,21 +1666,25 @@ int main(int argc, char **argv) {
         if (lightning) lt_perf();
         if (softmax) sm_perf();
     } else {
+        /* without --all-variants: the production defaults only, the decode cases with them */
         const int nlt = all_variants ? MR_CUDA_LT_VARIANTS : 1;
         const int nap = all_variants ? MR_CUDA_AP_VARIANTS : 1;
-        for (int v = 0; lightning && v < nlt; v++) {
+        for (int i = 0; lightning && i < nlt; i++) {
             char name[64];
+            const int v = all_variants ? i : MR_CUDA_LT_DEFAULT;
             g_lt_variant = v;
             printf("==== lightning prefill variant %s\n", variant_name(v, 1, name, sizeof name));
-            test_lightning(quick, v == 0);
+            test_lightning(quick, i == 0);
         }
-        for (int v = 0; softmax && v < nap; v++) {
+        for (int i = 0; softmax && i < nap; i++) {
             char name[64];
+            const int v = all_variants ? i : MR_CUDA_AP_DEFAULT;
             g_ap_variant = v;
             printf("==== softmax prefill variant %s\n", variant_name(v, 0, name, sizeof name));
-            test_softmax(quick, v == 0);
+            test_softmax(quick, i == 0);
         }
-        g_lt_variant = g_ap_variant = 0;
+        g_lt_variant = MR_CUDA_LT_DEFAULT;
+        g_ap_variant = MR_CUDA_AP_DEFAULT;
     }
     printf("%s\n", g_fail ? "FAILED" : "all passed");
     return g_fail;

@@ -370,7 +370,7 @@ static void ref_linear_mt(const mr_matrix *w, const float *x, int n, float *y) {
 static void test_linear(int n, int rows, int cols, int wmode) {
     char what[160];
     const size_t WN = (size_t)rows * cols, XN = (size_t)n * cols, YN = (size_t)n * rows;
-    const int wb = wmode != 0, xb = wmode == 2;
+    const int wb = wmode != 0, xb = wmode == 2, split = wmode == 3;
     float *w = xmalloc(WN * sizeof(float)), *x = xmalloc(XN * sizeof(float));
     float *ref = xmalloc(YN * sizeof(float)), *got = xmalloc(YN * sizeof(float));
     fill(w, WN, 0.05f, wb);
@@ -379,16 +379,22 @@ static void test_linear(int n, int rows, int cols, int wmode) {
     mr_matrix m = {wb ? (const void *)whb : w, wb ? MR_DTYPE_BF16 : MR_DTYPE_F32, rows, cols};
     ref_linear_mt(&m, x, n, ref);
     void *d_w = upload_as(w, WN, wb), *d_x = upload_as(x, XN, xb);
-    uint16_t *d_xb = wmode == 1 ? dmalloc(XN * 2) : NULL;
+    uint16_t *d_xb = wmode == 1 || split ? dmalloc(XN * 2) : NULL;
+    uint16_t *d_lo = split ? dmalloc(XN * 2) : NULL;
     float *d_y = dpoison(YN);
-    mr_cuda_linear_args a = {
-        n,   rows, cols, wb ? MR_DTYPE_BF16 : MR_DTYPE_F32, d_w, xb ? MR_DTYPE_BF16 : MR_DTYPE_F32,
-        d_x, d_xb, d_y};
+    mr_cuda_linear_args a = {n,    rows,
+                             cols, wb ? MR_DTYPE_BF16 : MR_DTYPE_F32,
+                             d_w,  xb ? MR_DTYPE_BF16 : MR_DTYPE_F32,
+                             d_x,  d_xb,
+                             d_y,  d_lo};
     OK(mr_cuda_linear(g_blas, &a, g_st));
     download(got, d_y, YN * sizeof(float));
-    static const char *mode_name[] = {"f32 W, f32 x", "bf16 W, f32 x", "bf16 W, bf16 x"};
+    static const char *mode_name[] = {"f32 W, f32 x", "bf16 W, f32 x", "bf16 W, bf16 x",
+                                      "bf16 W, f32 x split hi+lo"};
     snprintf(what, sizeof what, "linear %s n %d [%d x %d]", mode_name[wmode], n, rows, cols);
+    /* split: x − hi − lo ≤ 2^-16 |x| per element, far below TOL_DOT's fp32 summation allowance */
     check(what, nerr(got, ref, YN), wmode == 1 ? TOL_BF16 : TOL_DOT);
+    cudaFree(d_lo);
     cudaFree(d_w);
     cudaFree(d_x);
     cudaFree(d_xb);
@@ -546,7 +552,7 @@ static void test_invalid(void) {
     ok &= mr_cuda_rmsnorm(&r, g_st) == MR_ERR_INVALID;
     mr_cuda_route_args ro = {1, 8, 4, 5, MR_DTYPE_F32, d, d, di, d}; /* k > E */
     ok &= mr_cuda_route(&ro, g_st) == MR_ERR_INVALID;
-    mr_cuda_linear_args li = {1, 4, 4, MR_DTYPE_BF16, d, MR_DTYPE_F32, d, NULL, d + 16};
+    mr_cuda_linear_args li = {1, 4, 4, MR_DTYPE_BF16, d, MR_DTYPE_F32, d, NULL, d + 16, NULL};
     ok &= mr_cuda_linear(g_blas, &li, g_st) == MR_ERR_INVALID; /* no x_bf16 scratch */
     mr_cuda_embed_args em = {1, 4, 4, MR_DTYPE_I8, d, di, d};
     ok &= mr_cuda_embed(&em, g_st) == MR_ERR_INVALID;
@@ -612,7 +618,7 @@ int main(int argc, char **argv) {
     test_norm_gate(2, 100, 1, 1);
 
     printf("linear\n");
-    for (int mode = 0; mode < 3; mode++) {
+    for (int mode = 0; mode < 4; mode++) {
         test_linear(1, 48, 64, mode);
         test_linear(3, 100, 72, mode);
         test_linear(37, 96, 64, mode);
@@ -621,8 +627,9 @@ int main(int argc, char **argv) {
     if (!quick) {
         test_linear(1, 24576, 6144, 1); /* qkv */
         test_linear(19, 24576, 6144, 1);
-        test_linear(5, 8192, 6144, 1); /* output gate */
-        test_linear(7, 6144, 8192, 1); /* out_proj */
+        test_linear(19, 24576, 6144, 3); /* split activations (cuda-full) */
+        test_linear(5, 8192, 6144, 1);   /* output gate */
+        test_linear(7, 6144, 8192, 1);   /* out_proj */
         test_linear(3, 6144, 8192, 2);
         test_linear(1, 6144, 8192, 0);
         test_linear(19, 6144, 8192, 0);

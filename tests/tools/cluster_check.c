@@ -4,6 +4,7 @@
  * Scenarios:
  *   equivalence --workers N [--replicas R]  golden prompts through the cluster vs single process
  *     [--worker-backend B --tol T]          workers on backend B (e.g. cuda), rel L2 tolerance T
+ *     [--coord-backend B]                   the coordinator on backend B (cuda-gpu, cpu-resident)
  *     [--synthetic SEED]                    every process generates the weights (no shards)
  *                                           (default 1e-6; bf16 GPU experts need ~2e-2)
  *   residency                               a worker reads only its experts' bytes
@@ -43,6 +44,7 @@
 #include "proto/sock.h"
 
 static const char *g_bin, *g_model, *g_golden, *g_work, *g_worker_backend;
+static char g_coord_line[128];     /* "backend = ...;" for the coordinator group, or empty */
 static long long g_synthetic = -1; /* >= 0: cluster.synthetic_weights and single runs alike */
 static char g_synthetic_line[64];
 static double g_tol = 1e-6;
@@ -150,6 +152,7 @@ static mr_status launch(mr_launch *l, int workers, int replicas, int timeout_ms,
                           .worker_threads = 1,
                           .expert_timeout_ms = timeout_ms,
                           .worker_backend = g_worker_backend,
+                          .extra_coordinator = g_coord_line[0] ? g_coord_line : NULL,
                           .extra_cluster = g_synthetic >= 0 ? g_synthetic_line : NULL};
     mr_status st = mr_launch_start(&p, l);
     if (st == MR_OK) st = mr_launch_wait(l, "HEALTHY", 30000);
@@ -1000,12 +1003,17 @@ static void scenario_bad_configs(void) {
 }
 
 int main(int argc, char **argv) {
-    static const struct option opts[] = {
-        {"bin-dir", required_argument, 0, 'b'},        {"model", required_argument, 0, 'm'},
-        {"golden", required_argument, 0, 'g'},         {"work", required_argument, 0, 'w'},
-        {"workers", required_argument, 0, 'n'},        {"replicas", required_argument, 0, 'r'},
-        {"worker-backend", required_argument, 0, 'B'}, {"tol", required_argument, 0, 't'},
-        {"synthetic", required_argument, 0, 'S'},      {0, 0, 0, 0}};
+    static const struct option opts[] = {{"bin-dir", required_argument, 0, 'b'},
+                                         {"model", required_argument, 0, 'm'},
+                                         {"golden", required_argument, 0, 'g'},
+                                         {"work", required_argument, 0, 'w'},
+                                         {"workers", required_argument, 0, 'n'},
+                                         {"replicas", required_argument, 0, 'r'},
+                                         {"worker-backend", required_argument, 0, 'B'},
+                                         {"tol", required_argument, 0, 't'},
+                                         {"synthetic", required_argument, 0, 'S'},
+                                         {"coord-backend", required_argument, 0, 'C'},
+                                         {0, 0, 0, 0}};
     int workers = 2, replicas = 1, o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -1032,6 +1040,9 @@ int main(int argc, char **argv) {
             break;
         case 't':
             g_tol = atof(optarg);
+            break;
+        case 'C':
+            snprintf(g_coord_line, sizeof g_coord_line, "  backend = \"%s\";\n", optarg);
             break;
         case 'S':
             g_synthetic = atoll(optarg);

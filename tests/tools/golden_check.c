@@ -4,10 +4,21 @@
  *     For every case of DIR/golden.json: checks the checkpoint files' SHA-256 (the generator must
  *     have produced exactly the bytes the goldens were computed from), runs
  *     `BIN run --model DIR --ids PROMPT --greedy G --dump-logits TMP --backend B`, and requires
- *     identical greedy ids and a relative L2 error <= T (default 1e-4) on every logits row.
+ *     identical greedy ids and a relative L2 error <= T (default 1e-4) on every logits row. A
+ *     failed case lists every row: its error, its position (row 0 after the prompt, row r after
+ *     greedy token r), both argmaxes and the goldens' top-2 logit gap.
  *   golden_check ... --split A --whole B [--case NAME]
  *     Runs the case's prompt with --prefill-chunk A and with B and compares the two runs'
  *     logits (default tolerance 1e-5): split prefill must equal one-shot prefill.
+ *   golden_check ... --near-ties
+ *     For backends whose logits differ from the goldens' by more than rounding (bf16 kernels): a
+ *     greedy id may differ where the goldens' top two logits are closer than the run's own error
+ *     could separate — at the first differing step r, the flip is accepted iff the goldens' top-2
+ *     gap at row r is at most twice the largest absolute logit error of rows 0..r (each of the
+ *     two logits moved by at most that much), and rows after r (a different continuation) are
+ *     not compared. Reported as "near tie".
+ *   golden_check ... --skip NAME
+ *     Leaves out one case (a documented known difference; the test's CMake comment says why).
  *   golden_check ... --synthetic
  *     No shards: only DIR/config.json is checked, and the weights are generated from the golden's
  *     seed (model path synthetic:SEED:DIR), which must reproduce the goldens just the same.
@@ -76,20 +87,84 @@ static char *run_moerack(const char *bin, const char *model, const char *backend
     return line;
 }
 
+/* ||a - b|| / ||b|| of one row. */
+static double row_rel_l2(const float *a, const float *b, size_t vocab) {
+    double num = 0, den = 0;
+    for (size_t i = 0; i < vocab; i++) {
+        double d = (double)a[i] - (double)b[i];
+        num += d * d;
+        den += (double)b[i] * b[i];
+    }
+    return sqrt(num) / (den > 0 ? sqrt(den) : 1.0);
+}
+
 /* Max over rows of ||a - b|| / ||b||. */
 static double max_rel_l2(const float *a, const float *b, size_t rows, size_t vocab) {
     double worst = 0;
     for (size_t r = 0; r < rows; r++) {
-        double num = 0, den = 0;
-        for (size_t i = 0; i < vocab; i++) {
-            double d = (double)a[r * vocab + i] - (double)b[r * vocab + i];
-            num += d * d;
-            den += (double)b[r * vocab + i] * b[r * vocab + i];
-        }
-        double e = sqrt(num) / (den > 0 ? sqrt(den) : 1.0);
+        double e = row_rel_l2(a + r * vocab, b + r * vocab, vocab);
         if (!(e <= worst)) worst = e; /* NaN propagates */
     }
     return worst;
+}
+
+/* The gap between the largest and the second largest logit of a row, and the largest's index. */
+static double top2_gap(const float *x, size_t vocab, size_t *arg) {
+    double m1 = -INFINITY, m2 = -INFINITY;
+    *arg = 0;
+    for (size_t i = 0; i < vocab; i++) {
+        if (x[i] > m1) {
+            m2 = m1;
+            m1 = x[i];
+            *arg = i;
+        } else if (x[i] > m2) {
+            m2 = x[i];
+        }
+    }
+    return m1 - m2;
+}
+
+/* For a failed case: every row's error, which position it is, and the goldens' top-2 gap (a
+ * small gap next to the error is a near tie that greedy may flip; rows after a flip compare
+ * different inputs). Row 0 follows the prompt; row r > 0 follows generated token r. */
+static void print_rows(const float *got, const float *gold, size_t rows, size_t vocab,
+                       size_t n_prompt) {
+    for (size_t r = 0; r < rows; r++) {
+        size_t ag, ar;
+        const double gap = top2_gap(gold + r * vocab, vocab, &ag);
+        top2_gap(got + r * vocab, vocab, &ar);
+        char where[64];
+        if (r == 0)
+            snprintf(where, sizeof where, "prompt row (pos %zu)", n_prompt - 1);
+        else
+            snprintf(where, sizeof where, "greedy step %zu (pos %zu)", r, n_prompt - 1 + r);
+        printf("  row %zu %-26s rel L2 %.3g  argmax %zu%s%zu  golden top-2 gap %.3g\n", r, where,
+               row_rel_l2(got + r * vocab, gold + r * vocab, vocab), ar,
+               ar == ag ? " = " : " != ", ag, gap);
+    }
+}
+
+/* The first step r where the comma-separated id lists differ; whether the goldens' top-2 gap at
+ * row r is at most twice the largest absolute logit difference of rows 0..r. */
+static int near_tie_flip(const char *got_ids, const char *want_ids, const float *got,
+                         const float *gold, size_t rows, size_t vocab, size_t *step) {
+    size_t r = 0;
+    const char *a = got_ids, *b = want_ids;
+    while (*a && *b && strtol(a, NULL, 10) == strtol(b, NULL, 10)) {
+        a = strchr(a, ',');
+        b = strchr(b, ',');
+        if (!a || !b) return 0; /* equal up to the end of one list: not a flip */
+        a++, b++, r++;
+    }
+    if (r >= rows) return 0;
+    double err = 0.0;
+    for (size_t i = 0; i <= r * vocab + vocab - 1; i++) {
+        const double d = fabs((double)got[i] - (double)gold[i]);
+        if (d > err) err = d;
+    }
+    size_t arg;
+    *step = r;
+    return top2_gap(gold + r * vocab, vocab, &arg) <= 2.0 * err;
 }
 
 int main(int argc, char **argv) {
@@ -102,11 +177,15 @@ int main(int argc, char **argv) {
                                          {"split", required_argument, 0, 's'},
                                          {"whole", required_argument, 0, 'w'},
                                          {"case", required_argument, 0, 'k'},
+                                         {"near-ties", no_argument, 0, 'N'},
+                                         {"skip", required_argument, 0, 'K'},
                                          {"synthetic", no_argument, 0, 'S'},
                                          {0, 0, 0, 0}};
-    const char *bin = NULL, *gdir = NULL, *model = NULL, *backend = "cpu", *only = "len600";
+    const char *bin = NULL, *gdir = NULL, *model = NULL, *backend = "cpu", *only = "len600",
+               *skip = NULL;
     int chunk = 0, split = 0, whole = 0, synthetic = 0;
     double tol = -1;
+    int near_ties = 0;
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -136,6 +215,12 @@ int main(int argc, char **argv) {
             break;
         case 'k':
             only = optarg;
+            break;
+        case 'N':
+            near_ties = 1;
+            break;
+        case 'K':
+            skip = optarg;
             break;
         case 'S': /* no shards: weights generated from the golden's seed and DIR/config.json */
             synthetic = 1;
@@ -190,6 +275,10 @@ int main(int argc, char **argv) {
         json_t *prompt = json_object_get(c, "prompt"), *greedy = json_object_get(c, "greedy");
         size_t rows = (size_t)json_integer_value(json_object_get(c, "rows"));
         int n_gen = (int)json_array_size(greedy);
+        if (skip && strcmp(name, skip) == 0) {
+            printf("SKIP %s (--skip)\n", name);
+            continue;
+        }
         if (split) {
             if (strcmp(name, only) != 0) continue;
             char *ia = run_moerack(bin, model, backend, prompt, n_gen, tmp_a, split);
@@ -228,11 +317,24 @@ int main(int argc, char **argv) {
                        : INFINITY;
         double t = tol > 0 ? tol : 1e-4;
         int ids_ok = ids && strcmp(ids, expect) == 0;
+        const int shape_ok = gold && got && ng == nr && ng == rows * vocab;
+        if (!ids_ok && near_ties && ids && shape_ok) {
+            size_t r = 0;
+            if (near_tie_flip(ids, expect, got, gold, rows, vocab, &r)) {
+                ids_ok = 1;
+                e = max_rel_l2(got, gold, r + 1, vocab); /* rows after r: another continuation */
+                printf("  near tie: greedy step %zu differs where the goldens' top-2 gap is within "
+                       "the run's logit error; rows after it not compared\n",
+                       r);
+            }
+        }
         int ok = ids_ok && e <= t;
         printf("%s %s (%zu prompt tokens, backend %s): max rel L2 %.3g (tol %.0e), greedy %s\n",
                ok ? "PASS" : "FAIL", name, json_array_size(prompt), backend, e, t,
                ids_ok ? "identical" : "DIFFERENT");
         if (!ids_ok) printf("  expected %s\n  got      %s\n", expect, ids ? ids : "(no output)");
+        if (!ok && gold && got && ng == nr && ng == rows * vocab)
+            print_rows(got, gold, rows, vocab, json_array_size(prompt));
         failures += !ok;
         cases++;
         free(ids);

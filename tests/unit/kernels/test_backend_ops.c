@@ -179,7 +179,7 @@ static void test_lightning(void **state) {
         pc[s] = sc + s * sf;
     }
     float *or_ = calloc((size_t)T * H * d, 4), *oc = calloc((size_t)T * H * d, 4);
-    mr_lightning_args a = {H, d, B, slope, nseg, segs, pr, qkv, or_};
+    mr_lightning_args a = {H, d, B, slope, nseg, segs, pr, qkv, or_, NULL, 0};
     ref_be->ops->lightning(ref_be, &a);
     a.state = pc;
     a.out = oc;
@@ -210,7 +210,7 @@ static void test_lightning(void **state) {
     mr_segment one = {0, 40, 0};
     float *ps = s_alone;
     mr_lightning_args b = {
-        H, d, B, slope, 1, &one, &ps, qkv + (size_t)segs[4].start * H * 3 * d, o_alone};
+        H, d, B, slope, 1, &one, &ps, qkv + (size_t)segs[4].start * H * 3 * d, o_alone, NULL, 0};
     cpu_be->ops->lightning(cpu_be, &b);
     assert_memory_equal(o_alone, oc + (size_t)segs[4].start * H * d, (size_t)40 * H * d * 4);
     assert_memory_equal(s_alone, pc[4], sf * 4);
@@ -227,7 +227,9 @@ static void test_lightning(void **state) {
                                &sg,
                                &ps,
                                qkv + (size_t)(segs[4].start + parts[i][0]) * H * 3 * d,
-                               o_split + (size_t)parts[i][0] * H * d};
+                               o_split + (size_t)parts[i][0] * H * d,
+                               NULL,
+                               0};
         cpu_be->ops->lightning(cpu_be, &c);
     }
     assert_true(nerr(o_split, o_alone, (size_t)40 * H * d) < 1e-5);

@@ -1,0 +1,696 @@
+/* cuda_gpu_backend.c — see cuda_gpu_backend.h.
+ *
+ * Pointer ownership, per op (backend.h has the general rule):
+ *  - device: every float activation argument, state[s] and state_pool, k_cache and v_cache
+ *    (uint16_t bf16 bits behind the float pointers), the outputs; the backend's own scratch;
+ *  - host: mr_matrix data and the norm / slope / inv_freq vectors (looked up in the weight
+ *    cache, which holds their device copies), embed's ids, segments, block tables, moe's ids and
+ *    wts (read during the call), route's ids and wts (written before return).
+ * Small host arrays go up through `pin`, a page-locked ring: a copy is enqueued from a fresh
+ * piece of it, and the ring restarts after the stream has been waited for (by route, to_host,
+ * or when it is full), so a piece is never rewritten while its copy may be pending. Device
+ * scratch is reused op after op: the stream orders a copy into it after the previous kernels. */
+#include "kernels/cuda/cuda_gpu_backend.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include "common/check.h"
+#include "common/log.h"
+#include "kernels/cuda/coord_ops.h"
+#include "kernels/cuda/cuda_attention.h"
+#include "kernels/cuda/cuda_backend.h"
+#include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/cuda_experts.h"
+
+/* Device scratch, by role. Sized at create for max_tokens; grown (with a wait) only if a call
+ * needs more, e.g. block tables of longer contexts than the first guess. */
+enum {
+    S_XB,    /* bf16 activations of linear: [n][cols] */
+    S_IDS,   /* embed ids, decode slots: [n] int32 */
+    S_TAB,   /* block table [rows][stride] + decode positions [n], int32 */
+    S_ROUTE, /* router ids [n][k] int32, then wts [n][k] fp32 */
+    S_LWS,   /* lightning prefill workspace */
+    S_AWS,   /* softmax decode workspace */
+    S_COUNT
+};
+
+typedef struct dev_buf {
+    void *p;
+    size_t cap;
+} dev_buf;
+
+/* One uploaded weight: host bytes [host, host + bytes) live at dev. */
+typedef struct weight_entry {
+    const void *host;
+    size_t bytes;
+    void *dev;
+} weight_entry;
+
+/* Owned by the thread that drives the backend. */
+typedef struct gpu_be {
+    mr_backend *cuda; /* "cuda": the expert executor (moe_prepare, moe) */
+    mr_backend_params p;
+    cudaStream_t st;
+    cublasHandle_t blas;
+    cudaEvent_t ev_main, ev_experts; /* orders the executor's stream with st, both ways */
+    mr_status err;                   /* first op failure since the last to_host */
+    weight_entry *w;                 /* open addressing by host address, [w_cap] (power of 2) */
+    size_t w_cap, n_w;
+    dev_buf buf[S_COUNT];
+    unsigned char *pin; /* page-locked upload / download ring */
+    size_t pin_cap, pin_used;
+    int32_t *h_slots; /* host [max_tokens]: prefill slots (read during the launch call) */
+    int h_slots_cap;
+} gpu_be;
+
+static gpu_be *impl(mr_backend *be) {
+    return be->impl;
+}
+
+/* ---- memory helpers -------------------------------------------------------------------------- */
+
+static mr_status scratch(gpu_be *g, int which, size_t bytes, void **out) {
+    dev_buf *b = &g->buf[which];
+    if (bytes == 0) bytes = 1;
+    if (b->cap < bytes) {
+        const size_t cap = bytes + bytes / 4;
+        MR_LOG_DEBUG(MR_LOG_GPU, "cuda-gpu: scratch %d grows to %zu bytes", which, cap);
+        MR_CUDA_CHECK(cudaStreamSynchronize(g->st)); /* a pending kernel may still read it */
+        cudaFree(b->p);
+        b->p = NULL;
+        b->cap = 0;
+        MR_CUDA_CHECK(cudaMalloc(&b->p, cap));
+        b->cap = cap;
+    }
+    *out = b->p;
+    return MR_OK;
+}
+
+/* A piece of the page-locked ring for a copy about to be enqueued (64-byte aligned). */
+static mr_status pin_take(gpu_be *g, size_t bytes, void **out) {
+    bytes = (bytes + 63) & ~(size_t)63;
+    if (g->pin_used + bytes > g->pin_cap) {
+        MR_CUDA_CHECK(cudaStreamSynchronize(g->st)); /* every earlier copy has landed */
+        g->pin_used = 0;
+        if (bytes > g->pin_cap) {
+            const size_t cap = bytes + bytes / 4;
+            cudaFreeHost(g->pin);
+            g->pin = NULL;
+            g->pin_cap = 0;
+            MR_CUDA_CHECK(cudaHostAlloc((void **)&g->pin, cap, cudaHostAllocDefault));
+            g->pin_cap = cap;
+        }
+    }
+    *out = g->pin + g->pin_used;
+    g->pin_used += bytes;
+    return MR_OK;
+}
+
+/* Waits for the stream; the ring is free again. */
+static mr_status wait_stream(gpu_be *g) {
+    MR_CUDA_CHECK(cudaStreamSynchronize(g->st));
+    g->pin_used = 0;
+    return MR_OK;
+}
+
+/* dev[0..bytes) = host[0..bytes), enqueued; host may be reused on return. */
+static mr_status upload(gpu_be *g, void *dev, const void *host, size_t bytes) {
+    void *p;
+    if (bytes == 0) return MR_OK;
+    MR_CHECK(pin_take(g, bytes, &p));
+    memcpy(p, host, bytes);
+    MR_CUDA_CHECK(cudaMemcpyAsync(dev, p, bytes, cudaMemcpyHostToDevice, g->st));
+    return MR_OK;
+}
+
+static size_t weight_slot(const gpu_be *g, const void *host) {
+    uint64_t h = (uint64_t)(uintptr_t)host * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h >> 32) & (g->w_cap - 1);
+}
+
+static mr_status weight_table_grow(gpu_be *g) {
+    const size_t cap = g->w_cap ? 2 * g->w_cap : 1024;
+    weight_entry *old = g->w;
+    const size_t old_cap = g->w_cap;
+    weight_entry *w = calloc(cap, sizeof *w);
+    if (!w) return MR_ERR_NOMEM;
+    g->w = w;
+    g->w_cap = cap;
+    for (size_t i = 0; i < old_cap; i++)
+        if (old[i].host) {
+            size_t j = weight_slot(g, old[i].host);
+            while (w[j].host) j = (j + 1) & (cap - 1);
+            w[j] = old[i];
+        }
+    free(old);
+    return MR_OK;
+}
+
+/* The device copy of the host weight [host, host + bytes), uploaded on first use (on the
+ * stream, waited for: the host bytes are pageable and the copy must be whole before a kernel). */
+static mr_status weight(gpu_be *g, const void *host, size_t bytes, const void **dev) {
+    if (!host) {
+        MR_LOG_ERROR(MR_LOG_GPU, "cuda-gpu: a weight without host data");
+        return MR_ERR_INVALID;
+    }
+    size_t j = weight_slot(g, host);
+    for (; g->w[j].host; j = (j + 1) & (g->w_cap - 1))
+        if (g->w[j].host == host && g->w[j].bytes == bytes) {
+            *dev = g->w[j].dev;
+            return MR_OK;
+        }
+    if (2 * (g->n_w + 1) > g->w_cap) {
+        MR_CHECK(weight_table_grow(g));
+        j = weight_slot(g, host);
+        while (g->w[j].host) j = (j + 1) & (g->w_cap - 1);
+    }
+    void *d = NULL;
+    MR_CUDA_CHECK(cudaMalloc(&d, bytes ? bytes : 1));
+    mr_status st = mr_cuda_check_at(cudaMemcpyAsync(d, host, bytes, cudaMemcpyHostToDevice, g->st),
+                                    "weight upload", __FILE__, __LINE__);
+    if (st == MR_OK) st = wait_stream(g);
+    if (st != MR_OK) {
+        cudaFree(d);
+        return st;
+    }
+    g->w[j] = (weight_entry){host, bytes, d};
+    g->n_w++;
+    *dev = d;
+    return MR_OK;
+}
+
+static size_t matrix_bytes(const mr_matrix *m) {
+    return (size_t)m->rows * (size_t)m->cols * mr_dtype_size(m->dtype);
+}
+
+/* An op failed: log, poison its device output with NaN (all-ones bytes), remember the failure
+ * for the next to_host. */
+static void op_failed(gpu_be *g, const char *op, mr_status st, void *out, size_t bytes) {
+    MR_LOG_ERROR(MR_LOG_GPU, "cuda-gpu %s: %s (outputs set to NaN)", op, mr_status_str(st));
+    if (out && bytes) cudaMemsetAsync(out, 0xFF, bytes, g->st);
+    if (g->err == MR_OK) g->err = st;
+}
+
+/* ---- memory ops ------------------------------------------------------------------------------ */
+
+static mr_status gb_alloc(mr_backend *be, size_t bytes, int kind, void **out) {
+    (void)be;
+    void *p = NULL;
+    cudaError_t e = kind == MR_MEM_HOST ? cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault)
+                                        : cudaMalloc(&p, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+        size_t free_b = 0, total_b = 0;
+        cudaGetLastError(); /* clear the allocation error */
+        cudaMemGetInfo(&free_b, &total_b);
+        MR_LOG_ERROR(MR_LOG_GPU,
+                     "cuda-gpu: cannot allocate %zu bytes of %s memory (%s; %zu of %zu "
+                     "device bytes free)",
+                     bytes, kind == MR_MEM_HOST ? "page-locked host" : "device",
+                     cudaGetErrorString(e), free_b, total_b);
+        return MR_ERR_NOMEM;
+    }
+    *out = p;
+    return MR_OK;
+}
+
+static void gb_free(mr_backend *be, void *p, int kind) {
+    (void)be;
+    if (!p) return;
+    if (kind == MR_MEM_HOST)
+        cudaFreeHost(p);
+    else
+        cudaFree(p);
+}
+
+static mr_status gb_memset(mr_backend *be, void *p, int value, size_t bytes) {
+    if (bytes) MR_CUDA_CHECK(cudaMemsetAsync(p, value, bytes, impl(be)->st));
+    return MR_OK;
+}
+
+static mr_status gb_copy(mr_backend *be, void *dst, const void *src, size_t bytes) {
+    if (bytes)
+        MR_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, impl(be)->st));
+    return MR_OK;
+}
+
+static mr_status gb_to_host(mr_backend *be, void *dst, const void *src, size_t bytes) {
+    gpu_be *g = impl(be);
+    if (bytes) MR_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, g->st));
+    MR_CHECK(wait_stream(g));
+    const mr_status st = g->err;
+    g->err = MR_OK;
+    return st;
+}
+
+static mr_status gb_to_device(mr_backend *be, void *dst, const void *src, size_t bytes) {
+    return upload(impl(be), dst, src, bytes);
+}
+
+/* ---- coordinator ops ------------------------------------------------------------------------- */
+
+static mr_status do_embed(gpu_be *g, const mr_matrix *t, const int32_t *ids, int n, float *out) {
+    const void *dt;
+    void *d_ids;
+    MR_CHECK(weight(g, t->data, matrix_bytes(t), &dt));
+    MR_CHECK(scratch(g, S_IDS, (size_t)n * sizeof(int32_t), &d_ids));
+    MR_CHECK(upload(g, d_ids, ids, (size_t)n * sizeof(int32_t)));
+    mr_cuda_embed_args a = {n, t->rows, t->cols, t->dtype, dt, d_ids, out};
+    return mr_cuda_embed(&a, g->st);
+}
+
+static void gb_embed(mr_backend *be, const mr_matrix *t, const int32_t *ids, int n, float *out) {
+    if (n <= 0) return;
+    mr_status st = do_embed(impl(be), t, ids, n, out);
+    if (st != MR_OK)
+        op_failed(impl(be), "embed", st, out, (size_t)n * (size_t)t->cols * sizeof(float));
+}
+
+static mr_status do_rmsnorm(gpu_be *g, const float *x, const float *w, int n, int dim, float eps,
+                            float *y) {
+    const void *dw;
+    MR_CHECK(weight(g, w, (size_t)dim * sizeof(float), &dw));
+    mr_cuda_rmsnorm_args a = {
+        .n = n, .dim = dim, .eps = eps, .w_dtype = MR_DTYPE_F32, .w = dw, .x = x, .y = y};
+    return mr_cuda_rmsnorm(&a, g->st);
+}
+
+static void gb_rmsnorm(mr_backend *be, const float *x, const float *w, int n, int dim, float eps,
+                       float *y) {
+    if (n <= 0) return;
+    mr_status st = do_rmsnorm(impl(be), x, w, n, dim, eps, y);
+    if (st != MR_OK) op_failed(impl(be), "rmsnorm", st, y, (size_t)n * (size_t)dim * sizeof(float));
+}
+
+static void gb_scale_add(mr_backend *be, const float *h, const float *y, float a, float b, size_t n,
+                         float *out) {
+    if (n == 0) return;
+    mr_status st = mr_cuda_scale_add(h, y, a, b, n, out, impl(be)->st);
+    if (st != MR_OK) op_failed(impl(be), "scale_add", st, out, n * sizeof(float));
+}
+
+static mr_status do_linear(gpu_be *g, const mr_matrix *w, const float *x, int n, float *y) {
+    const void *dw;
+    void *d_xb = NULL;
+    MR_CHECK(weight(g, w->data, matrix_bytes(w), &dw));
+    /* bf16 weights: the activations split into hi + lo bf16 parts (two GEMMs), fp32-accurate
+     * like the oracle — one bf16 rounding of every projection input flips near-tied routers (the
+     * tiny goldens' 1-token prompt: 0.09). Costs a second pass over the weights at decode. */
+    if (w->dtype == MR_DTYPE_BF16)
+        MR_CHECK(scratch(g, S_XB, 2 * (size_t)n * (size_t)w->cols * sizeof(uint16_t), &d_xb));
+    uint16_t *d_lo = d_xb ? (uint16_t *)d_xb + (size_t)n * (size_t)w->cols : NULL;
+    mr_cuda_linear_args a = {n, w->rows, w->cols, w->dtype, dw, MR_DTYPE_F32, x, d_xb, y, d_lo};
+    return mr_cuda_linear(g->blas, &a, g->st);
+}
+
+static void gb_linear(mr_backend *be, const mr_matrix *w, const float *x, int n, float *y) {
+    if (n <= 0) return;
+    mr_status st = do_linear(impl(be), w, x, n, y);
+    if (st != MR_OK)
+        op_failed(impl(be), "linear", st, y, (size_t)n * (size_t)w->rows * sizeof(float));
+}
+
+static mr_status do_norm_gate(gpu_be *g, const float *o, const float *gate, const float *w, int n,
+                              int dim, float eps, float *out) {
+    const void *dw;
+    MR_CHECK(weight(g, w, (size_t)dim * sizeof(float), &dw));
+    mr_cuda_norm_gate_args a = {n, dim, eps, MR_DTYPE_F32, dw, o, gate, out};
+    return mr_cuda_norm_gate(&a, g->st);
+}
+
+static void gb_norm_gate(mr_backend *be, const float *o, const float *gate, const float *w, int n,
+                         int dim, float eps, float *out) {
+    if (n <= 0) return;
+    mr_status st = do_norm_gate(impl(be), o, gate, w, n, dim, eps, out);
+    if (st != MR_OK)
+        op_failed(impl(be), "norm_gate", st, out, (size_t)n * (size_t)dim * sizeof(float));
+}
+
+/* The router on the device; ids and wts come down to the host (the expert executor and the
+ * dispatcher plan on the host), so this op waits for the stream. */
+static mr_status do_route(gpu_be *g, const mr_matrix *gate, const float *x, int n, int k,
+                          int32_t *ids, float *wts) {
+    const void *dg;
+    void *d, *h;
+    const size_t kb = (size_t)n * (size_t)k * sizeof(int32_t);
+    MR_CHECK(weight(g, gate->data, matrix_bytes(gate), &dg));
+    MR_CHECK(scratch(g, S_ROUTE, 2 * kb, &d));
+    MR_CHECK(pin_take(g, 2 * kb, &h));
+    int32_t *d_ids = d;
+    float *d_wts = (float *)((unsigned char *)d + kb);
+    mr_cuda_route_args a = {n, gate->cols, gate->rows, k, gate->dtype, dg, x, d_ids, d_wts};
+    MR_CHECK(mr_cuda_route(&a, g->st));
+    MR_CUDA_CHECK(cudaMemcpyAsync(h, d, 2 * kb, cudaMemcpyDeviceToHost, g->st));
+    MR_CHECK(wait_stream(g));
+    memcpy(ids, h, kb);
+    memcpy(wts, (unsigned char *)h + kb, kb);
+    return MR_OK;
+}
+
+static void gb_route(mr_backend *be, const mr_matrix *gate, const float *x, int n, int k,
+                     int32_t *ids, float *wts) {
+    if (n <= 0) return;
+    mr_status st = do_route(impl(be), gate, x, n, k, ids, wts);
+    if (st != MR_OK) {
+        op_failed(impl(be), "route", st, NULL, 0);
+        for (size_t i = 0; i < (size_t)n * (size_t)k; i++) {
+            ids[i] = 0;
+            wts[i] = NAN;
+        }
+    }
+}
+
+/* ---- lightning --------------------------------------------------------------------------------
+ * The states are slots of the layer's pool: slot = (state[s] − state_pool) / slot_stride. All
+ * segments of one token → the decode kernel (row i of the batch: the slot of the segment that
+ * starts there, −1 for rows of no segment); otherwise the chunked prefill. */
+
+static int batch_rows(int n_segments, const mr_segment *segs) {
+    int nt = 0;
+    for (int s = 0; s < n_segments; s++)
+        if (segs[s].start + segs[s].len > nt) nt = segs[s].start + segs[s].len;
+    return nt;
+}
+
+static mr_status state_slot(const mr_lightning_args *a, int s, int32_t *slot) {
+    const ptrdiff_t off = a->state[s] - a->state_pool;
+    if (!a->state_pool || a->slot_stride == 0 || off < 0 || (size_t)off % a->slot_stride != 0 ||
+        (size_t)off / a->slot_stride > INT32_MAX) {
+        MR_LOG_ERROR(MR_LOG_GPU, "cuda-gpu lightning: state %d is not a slot of the given pool", s);
+        return MR_ERR_INVALID;
+    }
+    *slot = (int32_t)((size_t)off / a->slot_stride);
+    return MR_OK;
+}
+
+static mr_status do_lightning(gpu_be *g, const mr_lightning_args *a) {
+    const int H = a->n_heads, d = a->head_dim, S = a->n_segments;
+    const int nt = batch_rows(S, a->segs);
+    const void *d_slope;
+    MR_CHECK(weight(g, a->slope, (size_t)H * sizeof(float), &d_slope));
+    int all_one = 1;
+    for (int s = 0; s < S; s++) all_one &= a->segs[s].len == 1;
+    if (S > g->h_slots_cap || nt > g->h_slots_cap) {
+        const int cap = S > nt ? S : nt;
+        int32_t *h = realloc(g->h_slots, (size_t)cap * sizeof *h);
+        if (!h) return MR_ERR_NOMEM;
+        g->h_slots = h;
+        g->h_slots_cap = cap;
+    }
+    int32_t *h = g->h_slots;
+    if (all_one) {
+        void *d_slots;
+        for (int i = 0; i < nt; i++) h[i] = -1;
+        for (int s = 0; s < S; s++) MR_CHECK(state_slot(a, s, &h[a->segs[s].start]));
+        MR_CHECK(scratch(g, S_IDS, (size_t)nt * sizeof(int32_t), &d_slots));
+        MR_CHECK(upload(g, d_slots, h, (size_t)nt * sizeof(int32_t)));
+        mr_cuda_lightning_decode_args da = {.n_heads = H,
+                                            .head_dim = d,
+                                            .slope = d_slope,
+                                            .n = nt,
+                                            .qkv_dtype = MR_DTYPE_F32,
+                                            .qkv = a->qkv,
+                                            .out = a->out,
+                                            .slots = d_slots,
+                                            .state_pool = a->state_pool,
+                                            .slot_stride = a->slot_stride};
+        return mr_cuda_lightning_decode(&da, g->st);
+    }
+    for (int s = 0; s < S; s++) MR_CHECK(state_slot(a, s, &h[s]));
+    mr_cuda_lightning_prefill_args pa = {.n_heads = H,
+                                         .head_dim = d,
+                                         .slope = d_slope,
+                                         .qkv_dtype = MR_DTYPE_F32,
+                                         .qkv = a->qkv,
+                                         .out = a->out,
+                                         .n_segments = S,
+                                         .segs = a->segs,
+                                         .slots = h,
+                                         .state_pool = a->state_pool,
+                                         .slot_stride = a->slot_stride,
+                                         .ws = g->buf[S_LWS].p,
+                                         .ws_bytes = g->buf[S_LWS].cap,
+                                         .variant = MR_CUDA_LT_DEFAULT};
+    return mr_cuda_lightning_prefill(&pa, g->st);
+}
+
+static void gb_lightning(mr_backend *be, const mr_lightning_args *a) {
+    if (a->n_segments <= 0) return;
+    mr_status st = do_lightning(impl(be), a);
+    if (st != MR_OK)
+        op_failed(impl(be), "lightning", st, a->out,
+                  (size_t)batch_rows(a->n_segments, a->segs) * (size_t)a->n_heads *
+                      (size_t)a->head_dim * sizeof(float));
+}
+
+/* ---- softmax attention ------------------------------------------------------------------------
+ * The cache is the pool itself (bf16, the backend's kv_dtype); only the block tables go up,
+ * packed [rows][stride] with stride = the most blocks of any segment: one row per segment
+ * (prefill) or per batch row (decode, followed by the positions, −1 for rows of no segment). */
+
+static mr_status do_attention(gpu_be *g, const mr_attention_args *a) {
+    const int H = a->n_heads, KV = a->n_kv_heads, d = a->head_dim, S = a->n_segments;
+    const int bt = a->block_tokens, nt = batch_rows(S, a->segs);
+    int stride = 1, all_one = 1, max_pos = 0;
+    for (int s = 0; s < S; s++) {
+        const int64_t npos = a->segs[s].pos0 + a->segs[s].len;
+        if (npos > INT32_MAX - bt) {
+            MR_LOG_ERROR(MR_LOG_GPU, "cuda-gpu attention: position %lld out of range",
+                         (long long)npos);
+            return MR_ERR_INVALID;
+        }
+        const int nb = (int)((npos + bt - 1) / bt);
+        stride = nb > stride ? nb : stride;
+        all_one &= a->segs[s].len == 1;
+        max_pos = (int)npos > max_pos ? (int)npos : max_pos;
+    }
+    const void *d_freq;
+    MR_CHECK(weight(g, a->inv_freq, (size_t)(a->rotary_dim / 2) * sizeof(float), &d_freq));
+    const int rows = all_one ? nt : S;
+    const size_t n_tab = (size_t)rows * (size_t)stride, n_all = n_tab + (all_one ? (size_t)nt : 0);
+    void *hp, *d_tab;
+    MR_CHECK(pin_take(g, n_all * sizeof(int32_t), &hp));
+    int32_t *tab = hp, *pos = tab + n_tab;
+    memset(tab, 0, n_all * sizeof(int32_t));
+    if (all_one)
+        for (int i = 0; i < nt; i++) pos[i] = -1;
+    for (int s = 0; s < S; s++) {
+        const mr_segment *sg = &a->segs[s];
+        const int nb = (int)((sg->pos0 + sg->len + bt - 1) / bt);
+        const int r = all_one ? sg->start : s;
+        memcpy(tab + (size_t)r * (size_t)stride, a->block_tables[s], (size_t)nb * sizeof(int32_t));
+        if (all_one) pos[r] = (int32_t)sg->pos0;
+    }
+    MR_CHECK(scratch(g, S_TAB, n_all * sizeof(int32_t), &d_tab));
+    MR_CUDA_CHECK(
+        cudaMemcpyAsync(d_tab, hp, n_all * sizeof(int32_t), cudaMemcpyHostToDevice, g->st));
+    uint16_t *kc = (uint16_t *)(void *)a->k_cache, *vc = (uint16_t *)(void *)a->v_cache;
+    if (all_one) {
+        void *d_ws;
+        MR_CHECK(scratch(g, S_AWS, mr_cuda_attention_decode_ws_bytes(nt, H, d), &d_ws));
+        mr_cuda_attention_decode_args da = {
+            .n_heads = H,
+            .n_kv_heads = KV,
+            .head_dim = d,
+            .rotary_dim = a->rotary_dim,
+            .inv_freq = d_freq,
+            .n = nt,
+            .pos = (const int32_t *)d_tab + n_tab,
+            .block_table = d_tab,
+            .block_table_stride = stride,
+            .block_tokens = bt,
+            .max_pos = max_pos,
+            .k_cache = kc,
+            .v_cache = vc,
+            .q = a->q,
+            .k = a->k,
+            .v = a->v,
+            .out = a->out,
+            .ws = d_ws,
+            .ws_bytes = g->buf[S_AWS].cap,
+        };
+        return mr_cuda_attention_decode(&da, g->st);
+    }
+    mr_cuda_attention_prefill_args pa = {
+        .n_heads = H,
+        .n_kv_heads = KV,
+        .head_dim = d,
+        .rotary_dim = a->rotary_dim,
+        .inv_freq = d_freq,
+        .n_segments = S,
+        .segs = a->segs,
+        .block_table = d_tab,
+        .block_table_stride = stride,
+        .block_tokens = bt,
+        .k_cache = kc,
+        .v_cache = vc,
+        .q = a->q,
+        .k = a->k,
+        .v = a->v,
+        .out = a->out,
+        .variant = MR_CUDA_AP_DEFAULT,
+    };
+    return mr_cuda_attention_prefill(&pa, g->st);
+}
+
+static void gb_attention(mr_backend *be, const mr_attention_args *a) {
+    if (a->n_segments <= 0) return;
+    mr_status st = do_attention(impl(be), a);
+    if (st != MR_OK)
+        op_failed(impl(be), "attention", st, a->out,
+                  (size_t)batch_rows(a->n_segments, a->segs) * (size_t)a->n_heads *
+                      (size_t)a->head_dim * sizeof(float));
+}
+
+/* ---- experts ----------------------------------------------------------------------------------
+ * On the executor's stream, after everything enqueued on st so far (x is ready), and st waits for
+ * it in turn (out is ready for the next op). */
+
+static mr_status do_moe(gpu_be *g, const mr_expert_set *set, const float *x, int n, int k,
+                        const int32_t *ids, const float *wts, float *out) {
+    mr_cuda_experts *cx;
+    int layer;
+    if (mr_cuda_backend_experts(g->cuda, set, &cx, &layer) != MR_OK) {
+        MR_LOG_ERROR(MR_LOG_GPU, "cuda-gpu moe: the experts of this layer were not prepared");
+        return MR_ERR_INVALID;
+    }
+    cudaStream_t xs = (cudaStream_t)mr_cuda_experts_stream(cx);
+    MR_CUDA_CHECK(cudaEventRecord(g->ev_main, g->st));
+    MR_CUDA_CHECK(cudaStreamWaitEvent(xs, g->ev_main, 0));
+    MR_CHECK(mr_cuda_experts_enqueue(cx, layer, x, n, k, ids, wts, out));
+    MR_CUDA_CHECK(cudaEventRecord(g->ev_experts, xs));
+    MR_CUDA_CHECK(cudaStreamWaitEvent(g->st, g->ev_experts, 0));
+    return MR_OK;
+}
+
+static void gb_moe(mr_backend *be, const mr_expert_set *set, const float *x, int n, int k,
+                   const int32_t *ids, const float *wts, float *out) {
+    if (n <= 0) return;
+    mr_status st = do_moe(impl(be), set, x, n, k, ids, wts, out);
+    if (st != MR_OK)
+        op_failed(impl(be), "moe", st, out, (size_t)n * (size_t)set->hidden * sizeof(float));
+}
+
+static mr_status gb_moe_prepare(mr_backend *be, const mr_expert_set *const *layers, int n_layers) {
+    mr_backend *c = impl(be)->cuda;
+    return c->ops->moe_prepare(c, layers, n_layers);
+}
+
+/* ---- lifetime -------------------------------------------------------------------------------- */
+
+static void gb_destroy(mr_backend *be) {
+    if (!be) return;
+    gpu_be *g = be->impl;
+    if (g) {
+        if (g->st) cudaStreamSynchronize(g->st);
+        for (size_t i = 0; i < g->w_cap; i++)
+            if (g->w[i].host) cudaFree(g->w[i].dev);
+        for (int i = 0; i < S_COUNT; i++) cudaFree(g->buf[i].p);
+        cudaFreeHost(g->pin);
+        if (g->ev_main) cudaEventDestroy(g->ev_main);
+        if (g->ev_experts) cudaEventDestroy(g->ev_experts);
+        if (g->blas) cublasDestroy(g->blas);
+        if (g->st) cudaStreamDestroy(g->st);
+        mr_backend_destroy(g->cuda);
+        free(g->w);
+        free(g->h_slots);
+        free(g);
+    }
+    free(be);
+}
+
+static const mr_backend_ops gpu_ops = {
+    .name = "cuda-gpu",
+    .destroy = gb_destroy,
+    .embed = gb_embed,
+    .rmsnorm = gb_rmsnorm,
+    .scale_add = gb_scale_add,
+    .linear = gb_linear,
+    .lightning = gb_lightning,
+    .norm_gate = gb_norm_gate,
+    .attention = gb_attention,
+    .route = gb_route,
+    .moe = gb_moe,
+    .moe_prepare = gb_moe_prepare,
+    .device_resident = 1,
+    .kv_dtype = MR_DTYPE_BF16,
+    .alloc = gb_alloc,
+    .free = gb_free,
+    .memset = gb_memset,
+    .copy = gb_copy,
+    .to_host = gb_to_host,
+    .to_device = gb_to_device,
+};
+
+/* Scratch for steps of up to max_tokens tokens, so that none grows in the steady state (block
+ * tables start at 64 blocks per row and grow with the context). */
+static mr_status presize(gpu_be *g) {
+    const mr_backend_params *p = &g->p;
+    const size_t T = (size_t)(p->max_tokens > 0 ? p->max_tokens : 1);
+    const int inner = p->n_heads * p->head_dim;
+    const size_t cols = (size_t)(p->hidden > inner ? p->hidden : inner);
+    const int chunks = (int)((T + MR_CUDA_LIGHTNING_CHUNK - 1) / MR_CUDA_LIGHTNING_CHUNK) + 1;
+    void *d;
+    MR_CHECK(scratch(g, S_XB, T * cols * sizeof(uint16_t), &d));
+    MR_CHECK(scratch(g, S_IDS, T * sizeof(int32_t), &d));
+    MR_CHECK(scratch(g, S_TAB, T * 65 * sizeof(int32_t), &d));
+    MR_CHECK(scratch(g, S_ROUTE, T * (size_t)(p->top_k > 0 ? p->top_k : 1) * 8, &d));
+    MR_CHECK(scratch(
+        g, S_LWS,
+        mr_cuda_lightning_prefill_ws_bytes(p->n_heads, p->head_dim, chunks < 64 ? chunks : 64),
+        &d));
+    size_t aws = 0; /* the split-KV partials take the most at few rows (more splits per row) */
+    for (int n = 1; n <= (int)T && n <= 4096; n++) {
+        const size_t b = mr_cuda_attention_decode_ws_bytes(n, p->n_heads, p->head_dim);
+        aws = b > aws ? b : aws;
+    }
+    const size_t aws_t = mr_cuda_attention_decode_ws_bytes((int)T, p->n_heads, p->head_dim);
+    MR_CHECK(scratch(g, S_AWS, aws_t > aws ? aws_t : aws, &d));
+    /* the ring: a few steps' tables, or one step's hidden rows (cluster combine) */
+    size_t pin = T * (size_t)p->hidden * sizeof(float) + T * 65 * sizeof(int32_t);
+    pin = pin > ((size_t)4 << 20) ? pin : ((size_t)4 << 20);
+    MR_CUDA_CHECK(cudaHostAlloc((void **)&g->pin, pin, cudaHostAllocDefault));
+    g->pin_cap = pin;
+    return MR_OK;
+}
+
+mr_status mr_cuda_gpu_backend_create(const mr_backend_params *p, mr_backend **out) {
+    mr_status st = MR_OK;
+    if (p->head_dim != 16 && p->head_dim != 32 && p->head_dim != 64 && p->head_dim != 128) {
+        MR_LOG_ERROR(MR_LOG_GPU,
+                     "cuda-gpu: head_dim %d is not supported by the attention kernels (16, 32, 64, "
+                     "128)",
+                     p->head_dim);
+        return MR_ERR_UNSUPPORTED;
+    }
+    mr_backend *be = calloc(1, sizeof *be);
+    gpu_be *g = calloc(1, sizeof *g);
+    if (!be || !g) {
+        free(be);
+        free(g);
+        return MR_ERR_NOMEM;
+    }
+    be->ops = &gpu_ops;
+    be->impl = g;
+    g->p = *p;
+    MR_CHECK_GOTO(mr_cuda_backend_create("cuda", p, &g->cuda), err_destroy);
+    MR_CUDA_CHECK_GOTO(cudaSetDevice(0), err_destroy);
+    MR_CUDA_CHECK_GOTO(cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking), err_destroy);
+    MR_CUDA_CHECK_GOTO(cudaEventCreateWithFlags(&g->ev_main, cudaEventDisableTiming), err_destroy);
+    MR_CUDA_CHECK_GOTO(cudaEventCreateWithFlags(&g->ev_experts, cudaEventDisableTiming),
+                       err_destroy);
+    MR_CUBLAS_CHECK_GOTO(cublasCreate(&g->blas), err_destroy);
+    MR_CHECK_GOTO(weight_table_grow(g), err_destroy);
+    MR_CHECK_GOTO(presize(g), err_destroy);
+    *out = be;
+    return MR_OK;
+err_destroy:
+    gb_destroy(be); /* accepts the half-built backend */
+    return st;
+}
