@@ -111,6 +111,36 @@ def main():
               f"| {med(bw):.4g} ({spread(bw)}) | {ratio(bw, pb)} "
               f"| {med(bbw):.4g} | {ratio(bbw, pb)} | {med([x[2] for x in t]):.4g} |")
     calibration(wall, wall_pt, ours)
+    per_rep(ours, pt_lat)
+
+
+def per_rep(ours, pt_lat):
+    """Every repetition's p50 in run order, and the ratio of the fastest repetitions. On a shared
+    host the busy pollers (ib_write_lat, and moerack with --busy-poll) are bimodal: a repetition that
+    meets other load loses whole scheduler ticks (p50 of 2-4 ms instead of 0.2-0.4 ms), which moves
+    a median of few repetitions; the fastest repetition is the one that ran undisturbed."""
+    sizes = sorted(s for s in ours.get("rdma", {}) if s <= 4096)
+    if not sizes:
+        return
+    print("\nEvery repetition's p50 µs in run order (perftest = ib_write_lat t_typical); fastest = "
+          "the best repetition of each, ratio of the fastest.\n")
+    print("| size | perftest | moerack event | moerack busy poll | fastest: perftest / event / busy "
+          "| ratio event | ratio busy |")
+    print("|---|---|---|---|---|---|---|")
+    for sz in sizes:
+        pl = pt_lat.get(sz, [])
+        ev = [x[0] for x in ours["rdma"].get(sz, [])]
+        bp = [x[0] for x in ours.get("rdma-busy-poll", {}).get(sz, [])]
+
+        def row(xs):
+            return " ".join(f"{x:.0f}" for x in xs) if xs else "-"
+
+        def best(xs):
+            return min(xs) if xs else float("nan")
+
+        print(f"| {human(sz)} | {row(pl)} | {row(ev)} | {row(bp)} "
+              f"| {best(pl):.0f} / {best(ev):.0f} / {best(bp):.0f} "
+              f"| {best(ev) / best(pl):.2f} | {best(bp) / best(pl):.2f} |")
 
 
 def calibration(wall, wall_pt, ours):
