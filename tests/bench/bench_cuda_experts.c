@@ -25,37 +25,13 @@
 #include "common/rng.h"
 #include "kernels/cuda/cuda_experts.h"
 #include "kernels/cuda/cuda_internal.h"
+#include "tests/gpu/gpu_check.h"
 
 #define H      6144
 #define I      9216
 #define E      32
 #define TOPK   2
 #define LAYERS 80
-
-#define CK(call)                                                                                   \
-    do {                                                                                           \
-        cudaError_t e_ = (call);                                                                   \
-        if (e_ != cudaSuccess) {                                                                   \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
-#define CB(call)                                                                                   \
-    do {                                                                                           \
-        cublasStatus_t s_ = (call);                                                                \
-        if (s_ != CUBLAS_STATUS_SUCCESS) {                                                         \
-            fprintf(stderr, "%s:%d: %s: cuBLAS %d\n", __FILE__, __LINE__, #call, (int)s_);         \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
-#define CM(call)                                                                                   \
-    do {                                                                                           \
-        mr_status s_ = (call);                                                                     \
-        if (s_ != MR_OK) {                                                                         \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, mr_status_str(s_));      \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
 
 static int cmp_f(const void *a, const void *b) {
     float x = *(const float *)a, y = *(const float *)b;

@@ -20,35 +20,11 @@
 #include <cuda_runtime.h>
 
 #include "common/status.h"
+#include "tests/gpu/gpu_check.h" /* CK, CB, CM */
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-#define CK(call)                                                                                   \
-    do {                                                                                           \
-        cudaError_t e_ = (call);                                                                   \
-        if (e_ != cudaSuccess) {                                                                   \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
-#define CB(call)                                                                                   \
-    do {                                                                                           \
-        cublasStatus_t s_ = (call);                                                                \
-        if (s_ != CUBLAS_STATUS_SUCCESS) {                                                         \
-            fprintf(stderr, "%s:%d: %s: cuBLAS %d\n", __FILE__, __LINE__, #call, (int)s_);         \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
-#define CM(call)                                                                                   \
-    do {                                                                                           \
-        mr_status s_ = (call);                                                                     \
-        if (s_ != MR_OK) {                                                                         \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, mr_status_str(s_));      \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
 
 /* 0 with the properties of device 0 filled in; -1 (after a message) when there is none. */
 int bench_probe_device(struct cudaDeviceProp *prop);

@@ -54,6 +54,7 @@
 #include "common/rng.h"
 #include "kernels/backend.h"
 #include "kernels/cuda/cuda_attention.h"
+#include "tests/gpu/gpu_check.h"
 
 #define TOL_F32  2e-5
 #define TOL_BF16 1e-2
@@ -65,42 +66,8 @@ static int g_fail = 0;
 static int g_lt_variant = MR_CUDA_LT_DEFAULT, g_ap_variant = MR_CUDA_AP_DEFAULT;
 static int g_all_variants = 0; /* --all-variants: --quick keeps the real-dims shape too */
 
-#define CK(call)                                                                                   \
-    do {                                                                                           \
-        cudaError_t e_ = (call);                                                                   \
-        if (e_ != cudaSuccess) {                                                                   \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
-
 static float urand(void) {
     return mr_rng_uniform_pm1(&g_rng);
-}
-
-static void *xmalloc(size_t n) {
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fprintf(stderr, "out of host memory (%zu bytes)\n", n);
-        exit(1);
-    }
-    return p;
-}
-
-static void *dmalloc(size_t n) {
-    void *p;
-    CK(cudaMalloc(&p, n ? n : 1));
-    return p;
-}
-
-static void *upload(const void *h, size_t n) {
-    void *d = dmalloc(n);
-    CK(cudaMemcpy(d, h, n, cudaMemcpyHostToDevice));
-    return d;
-}
-
-static void download(void *h, const void *d, size_t n) {
-    CK(cudaMemcpy(h, d, n, cudaMemcpyDeviceToHost));
 }
 
 /* Worst over groups of ‖got − ref‖ / ‖scale‖ (scale NULL: ‖ref‖): group gi's elements are

@@ -38,6 +38,7 @@
 #include "common/rng.h"
 #include "kernels/backend.h"
 #include "kernels/cuda/coord_ops.h"
+#include "tests/gpu/gpu_check.h"
 
 #define TOL_EXACT 1e-7
 #define TOL_NORM  4e-6
@@ -50,53 +51,8 @@ static mr_backend *g_ref;
 static cudaStream_t g_st;
 static cublasHandle_t g_blas;
 
-#define CK(call)                                                                                   \
-    do {                                                                                           \
-        cudaError_t e_ = (call);                                                                   \
-        if (e_ != cudaSuccess) {                                                                   \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(e_)); \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
-
-/* An op launcher's status: anything but MR_OK is a failure of the test binary. */
-#define OK(call)                                                                                   \
-    do {                                                                                           \
-        mr_status s_ = (call);                                                                     \
-        if (s_ != MR_OK) {                                                                         \
-            fprintf(stderr, "%s:%d: %s: %s\n", __FILE__, __LINE__, #call, mr_status_str(s_));      \
-            exit(1);                                                                               \
-        }                                                                                          \
-    } while (0)
-
 static float urand(void) {
     return mr_rng_uniform_pm1(&g_rng);
-}
-
-static void *xmalloc(size_t n) {
-    void *p = malloc(n ? n : 1);
-    if (!p) {
-        fprintf(stderr, "out of host memory (%zu bytes)\n", n);
-        exit(1);
-    }
-    return p;
-}
-
-static void *dmalloc(size_t n) {
-    void *p;
-    CK(cudaMalloc(&p, n ? n : 1));
-    return p;
-}
-
-static void *upload(const void *h, size_t n) {
-    void *d = dmalloc(n);
-    CK(cudaMemcpy(d, h, n, cudaMemcpyHostToDevice));
-    return d;
-}
-
-static void download(void *h, const void *d, size_t n) {
-    CK(cudaStreamSynchronize(g_st));
-    CK(cudaMemcpy(h, d, n, cudaMemcpyDeviceToHost));
 }
 
 /* A device buffer of n floats filled with NaN (0xff bytes). */
@@ -179,7 +135,7 @@ static void test_embed(int vocab, int dim, int n, int bf16) {
     float *d_out = dpoison((size_t)(n + 1) * dim);
     mr_cuda_embed_args a = {n + 1,   vocab, dim,  bf16 ? MR_DTYPE_BF16 : MR_DTYPE_F32,
                             d_table, d_ids, d_out};
-    OK(mr_cuda_embed(&a, g_st));
+    CM(mr_cuda_embed(&a, g_st));
     download(got, d_out, (size_t)(n + 1) * dim * sizeof(float));
     int nan_row = 1;
     for (int c = 0; c < dim; c++) nan_row &= isnan(got[(size_t)n * dim + c]);
@@ -250,7 +206,7 @@ static void test_rmsnorm(int n, int dim, int bf16w, int fused, int alias) {
         a.y = d_y = d_x;
         a.x_out = d_xo = dpoison(N);
     }
-    OK(mr_cuda_rmsnorm(&a, g_st));
+    CM(mr_cuda_rmsnorm(&a, g_st));
     download(got_y, d_y, N * sizeof(float));
     static const char *alias_name[] = {"separate", "x_out = x", "y = x (postnorm)"};
     snprintf(what, sizeof what, "rmsnorm %s w n %d dim %d %s%s", bf16w ? "bf16" : "f32", n, dim,
@@ -287,7 +243,7 @@ static void test_scale_add(size_t n) {
     const float a = 0.6f, b = 1.7f;
     g_ref->ops->scale_add(g_ref, h, y, a, b, n, ref);
     float *d_h = upload(h, n * sizeof(float)), *d_y = upload(y, n * sizeof(float));
-    OK(mr_cuda_scale_add(d_h, d_y, a, b, n, d_h, g_st)); /* out = h */
+    CM(mr_cuda_scale_add(d_h, d_y, a, b, n, d_h, g_st)); /* out = h */
     download(got, d_h, n * sizeof(float));
     snprintf(what, sizeof what, "scale_add n %zu (out = h)", n);
     check(what, nerr(got, ref, n), TOL_EXACT);
@@ -315,7 +271,7 @@ static void test_norm_gate(int n, int dim, int bf16w, int in_place) {
     float *d_out = in_place ? d_o : dpoison(N);
     mr_cuda_norm_gate_args a = {n,   dim, eps, bf16w ? MR_DTYPE_BF16 : MR_DTYPE_F32,
                                 d_w, d_o, d_g, d_out};
-    OK(mr_cuda_norm_gate(&a, g_st));
+    CM(mr_cuda_norm_gate(&a, g_st));
     download(got, d_out, N * sizeof(float));
     snprintf(what, sizeof what, "norm_gate %s w n %d dim %d%s", bf16w ? "bf16" : "f32", n, dim,
              in_place ? " (out = o)" : "");
@@ -387,7 +343,7 @@ static void test_linear(int n, int rows, int cols, int wmode) {
                              d_w,  xb ? MR_DTYPE_BF16 : MR_DTYPE_F32,
                              d_x,  d_xb,
                              d_y,  d_lo};
-    OK(mr_cuda_linear(g_blas, &a, g_st));
+    CM(mr_cuda_linear(g_blas, &a, g_st));
     download(got, d_y, YN * sizeof(float));
     static const char *mode_name[] = {"f32 W, f32 x", "bf16 W, f32 x", "bf16 W, bf16 x",
                                       "bf16 W, f32 x split hi+lo"};
@@ -431,7 +387,7 @@ static void test_route(int n, int dim, int E, int k, int bf16g) {
     CK(cudaMemset(d_ids, 0xff, (size_t)n * k * 4));
     mr_cuda_route_args a = {n,   dim, E,     k,  bf16g ? MR_DTYPE_BF16 : MR_DTYPE_F32,
                             d_g, d_x, d_ids, d_w};
-    OK(mr_cuda_route(&a, g_st));
+    CM(mr_cuda_route(&a, g_st));
     download(got_ids, d_ids, (size_t)n * k * 4);
     download(got_w, d_w, (size_t)n * k * 4);
     /* near-ties among the top k+1, from double-precision probabilities */
@@ -509,7 +465,7 @@ static void test_argmax(int n, int vocab) {
     float *d_l = upload(l, N * sizeof(float));
     int32_t *d_ids = dmalloc((size_t)n * 4);
     CK(cudaMemset(d_ids, 0xff, (size_t)n * 4));
-    OK(mr_cuda_argmax(d_l, n, vocab, d_ids, g_st));
+    CM(mr_cuda_argmax(d_l, n, vocab, d_ids, g_st));
     download(got, d_ids, (size_t)n * 4);
     snprintf(what, sizeof what, "argmax n %d vocab %d (ties, NaN, last id)", n, vocab);
     check_true(what, memcmp(got, want, (size_t)n * 4) == 0);
@@ -529,7 +485,7 @@ static void test_state_copy(void) {
     float *h = xmalloc(N * sizeof(float)), *got = xmalloc(N * sizeof(float));
     fill(h, N, 1.0f, 0);
     float *d = upload(h, N * sizeof(float));
-    OK(mr_cuda_state_copy(d, L, layer_stride, slot_stride, slot_floats, 2, 0, g_st));
+    CM(mr_cuda_state_copy(d, L, layer_stride, slot_stride, slot_floats, 2, 0, g_st));
     download(got, d, N * sizeof(float));
     for (int l = 0; l < L; l++)
         memcpy(h + (size_t)l * layer_stride, h + (size_t)l * layer_stride + 2 * slot_stride,
