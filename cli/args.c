@@ -43,3 +43,34 @@ int mr_cli_parse_ids(const char *s, int vocab, int32_t **out) {
     *out = ids;
     return n;
 }
+
+int mr_cli_parse_gpus(const char *s, int *devs, int max) {
+    int n = 0;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long v = strtol(p, &end, 10);
+        if (errno || end == p || (*end && *end != ',') || v < 0 || v > 1023) {
+            MR_LOG_ERROR(MR_LOG_CLI, "--gpus: entry %d of '%s' is not a GPU number in [0, 1023]",
+                         n + 1, s);
+            return -1;
+        }
+        if (n == max) {
+            MR_LOG_ERROR(MR_LOG_CLI, "--gpus: more than %d GPUs", max);
+            return -1;
+        }
+        for (int i = 0; i < n; i++)
+            if (devs[i] == (int)v) {
+                MR_LOG_ERROR(MR_LOG_CLI, "--gpus: GPU %ld is listed twice", v);
+                return -1;
+            }
+        devs[n++] = (int)v;
+        p = *end ? end + 1 : end;
+    }
+    if (n == 0) {
+        MR_LOG_ERROR(MR_LOG_CLI, "--gpus: empty list");
+        return -1;
+    }
+    return n;
+}

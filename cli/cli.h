@@ -19,6 +19,9 @@ int mr_cli_read_stdin(char **out, size_t *len);
 
 /* Parses a non-negative integer option value; logs "--name: ..." and returns -1 if invalid. */
 long long mr_cli_parse_int(const char *opt, const char *s, long long lo, long long hi);
+/* Parses --gpus "0,1": 1 to max distinct device ordinals in [0, 1023] into devs; returns the
+ * count, or logs and returns -1. */
+int mr_cli_parse_gpus(const char *s, int *devs, int max);
 /* Parses "1,2,3" into a new array (caller frees); logs and returns -1 on a bad list. */
 int mr_cli_parse_ids(const char *s, int vocab, int32_t **out);
 

@@ -5,7 +5,10 @@
  * forward: prefill and decode tokens/s of the single-process engine, printed beside the measured
  * bandwidth and the decode ceiling it implies (bandwidth / bytes read per decode token). With a
  * device-resident backend (cuda-gpu) the host bandwidth says nothing: it prints the bandwidth
- * the decode achieved instead (bytes per token · tokens/s), to hold against the GPU's HBM. */
+ * the decode achieved instead (bytes per token · tokens/s), to hold against the GPU's HBM.
+ * With --gpus A,B,... the layers are split over those GPUs (stages): it prints the split, each
+ * GPU's memory in use after the run, and times the stage copy (the residual stream of one decode
+ * token and of one prefill chunk from stage 0 to stage 1). */
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +27,7 @@
 #include "common/threadpool.h"
 #include "common/timeutil.h"
 #include "coordinator/model.h"
+#include "coordinator/model_mem.h"
 #include "kernels/cpu/cpu_backend.h"
 
 typedef struct membw_job {
@@ -84,12 +88,64 @@ static int bench_membw(int argc, char **argv) {
     return bw > 0 ? 0 : 1;
 }
 
+/* Seconds per copy of `bytes` from stage 0 to stage 1: one copy waited for (latency), or `reps`
+ * copies then one wait (throughput); -1 on failure. Buffers allocated here, outside any step. */
+static double time_stage_copy(mr_backend *b0, mr_backend *b1, size_t bytes, int reps, int wait_each) {
+    void *src = NULL, *dst = NULL;
+    double dt = -1;
+    if (mr_mem_alloc(b0, bytes, &src) == MR_OK && mr_mem_alloc(b1, bytes, &dst) == MR_OK &&
+        mr_mem_zero(b0, src, bytes) == MR_OK && mr_mem_copy_across(b1, dst, b0, src, bytes) == MR_OK &&
+        mr_mem_to_host(b1, NULL, NULL, 0) == MR_OK) {
+        int ok = 1;
+        const double t0 = mr_now_s();
+        for (int r = 0; ok && r < reps; r++) {
+            ok = mr_mem_copy_across(b1, dst, b0, src, bytes) == MR_OK;
+            if (ok && (wait_each || r == reps - 1)) ok = mr_mem_to_host(b1, NULL, NULL, 0) == MR_OK;
+        }
+        if (ok) dt = (mr_now_s() - t0) / reps;
+    }
+    mr_mem_free(b1, dst);
+    mr_mem_free(b0, src);
+    return dt;
+}
+
+/* The stages: layers, planned bytes, memory in use on each GPU; the cost of a stage copy. */
+static void print_stages(mr_model *m, int chunk) {
+    const mr_stage_plan *plan = mr_model_stage_plan(m);
+    const mr_model_params *mp = mr_model_params_of(m);
+    for (int s = 0; s < plan->n_stages; s++) {
+        mr_backend *be = mr_model_stage_backend(m, s);
+        size_t free_b = 0, total_b = 0;
+        const int known = be->ops->mem_info && be->ops->mem_info(be, &free_b, &total_b) == MR_OK;
+        printf("stage %d        device %d: layers %d-%d, planned %.2f GB", s, mp->stage_devices[s],
+               plan->first_layer[s], plan->first_layer[s + 1] - 1, (double)plan->bytes[s] / 1e9);
+        if (known)
+            printf(", %.2f GB of %.2f GB in use now", (double)(total_b - free_b) / 1e9,
+                   (double)total_b / 1e9);
+        printf("\n");
+    }
+    if (plan->n_stages < 2) return;
+    mr_backend *b0 = mr_model_stage_backend(m, 0), *b1 = mr_model_stage_backend(m, 1);
+    const size_t row = (size_t)mr_model_config_of(m)->hidden_size * sizeof(float);
+    const size_t sizes[2] = {row, row * (size_t)chunk};
+    for (int i = 0; i < 2; i++) {
+        const double lat = time_stage_copy(b0, b1, sizes[i], 200, 1);
+        const double thr = time_stage_copy(b0, b1, sizes[i], 200, 0);
+        printf("stage copy     %d token%s (%.1f KB): %.1f us waited for, %.1f us each of 200 in a row "
+               "(%.1f GB/s)\n",
+               i ? chunk : 1, i && chunk > 1 ? "s" : "", (double)sizes[i] / 1e3, lat * 1e6,
+               thr * 1e6, thr > 0 ? (double)sizes[i] / thr / 1e9 : 0.0);
+    }
+}
+
 static int bench_forward(int argc, char **argv) {
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'},   {"backend", required_argument, 0, 'b'},
         {"threads", required_argument, 0, 't'}, {"prompt-len", required_argument, 0, 'p'},
         {"decode", required_argument, 0, 'd'},  {"chunk", required_argument, 0, 'c'},
-        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
+        {"gpus", required_argument, 0, 'G'},    {"help", no_argument, 0, 'h'},
+        {0, 0, 0, 0}};
+    int n_gpus = 1, gpus[MR_MAX_STAGES] = {0};
     const char *model_dir = NULL, *backend = "cpu";
     long long threads = 0, plen = 512, ndec = 64, chunk = 512;
     optind = 1;
@@ -114,9 +170,13 @@ static int bench_forward(int argc, char **argv) {
         case 'c':
             if ((chunk = mr_cli_parse_int("--chunk", optarg, 1, 1 << 20)) < 0) return 2;
             break;
+        case 'G':
+            if ((n_gpus = mr_cli_parse_gpus(optarg, gpus, MR_MAX_STAGES)) < 0) return 2;
+            break;
         case 'h':
             printf("usage: moerack bench forward --model DIR [--backend cpu|cuda-gpu|...]\n"
-                   "       [--threads N] [--prompt-len 512] [--decode 64] [--chunk 512]\n");
+                   "       [--threads N] [--prompt-len 512] [--decode 64] [--chunk 512]\n"
+                   "       [--gpus 0,1]  (layers split over these GPUs)\n");
             return 0;
         default:
             return 2;
@@ -142,7 +202,11 @@ static int bench_forward(int argc, char **argv) {
     mp.max_batch_tokens = (int)chunk;
     mp.max_seqs = 1;
     mp.max_context = plen + 3 * ndec + 1;
+    mp.n_stages = n_gpus;
+    memcpy(mp.stage_devices, gpus, sizeof gpus);
+    const double t_load0 = mr_now_s();
     if (mr_model_create(ck, &mp, &m) != MR_OK) goto out;
+    const double t_load = mr_now_s() - t_load0;
     if (!(ids = malloc((size_t)plen * sizeof *ids)) ||
         !(logits = malloc((size_t)c->vocab_size * sizeof *logits)))
         goto out;
@@ -207,9 +271,10 @@ static int bench_forward(int argc, char **argv) {
     else
         printf("backend        %s, %d threads, %s kernels\n", backend,
                nthreads ? nthreads : (int)sysconf(_SC_NPROCESSORS_ONLN), mr_cpu_backend_isa());
-    printf("weights        %.3f GB (%.3f GB non-expert + %.3f GB experts)\n",
+    printf("weights        %.3f GB (%.3f GB non-expert + %.3f GB experts); model created in %.1f s\n",
            (double)(nonexpert + expert_bytes) / 1e9, (double)nonexpert / 1e9,
-           (double)expert_bytes / 1e9);
+           (double)expert_bytes / 1e9, t_load);
+    print_stages(m, (int)chunk);
     if (!on_device)
         printf("read bandwidth %.2f GB/s (best pass before/after the run, same threads)\n",
                bw / 1e9);

@@ -41,6 +41,8 @@ static void usage(FILE *out) {
             "  --threads N          cpu threads (default: all CPUs)\n"
             "  --prefill-chunk N    prompt tokens per forward step (default 512)\n"
             "  --micro-batches 1|2  split long prefill steps in two (as the cluster does)\n"
+            "  --gpus LIST          split the layers over these GPUs, e.g. 0,1 (cuda-gpu; for\n"
+            "                       cpu-resident each entry is one more stage: a test vehicle)\n"
             "  --log-level LEVEL    error|warn|info|debug (default warn)\n"
             "  --coordinator H:P    run on a cluster instead (or --config CLUSTER.cfg)\n");
 }
@@ -168,12 +170,13 @@ int mr_cmd_run(int argc, char **argv) {
                                          {"tokenizer", required_argument, 0, 'T'},
                                          {"chat", no_argument, 0, 'C'},
                                          {"synthetic-weights", required_argument, 0, 'S'},
+                                         {"gpus", required_argument, 0, 'G'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *model_dir = NULL, *ids_arg = NULL, *dump = NULL, *backend = "cpu";
     const char *coordinator = NULL, *cluster_config = NULL;
     const char *prompt = NULL, *tok_path = NULL;
-    int chat = 0;
+    int chat = 0, n_gpus = 1, gpus[MR_MAX_STAGES] = {0};
     long long greedy = 8, threads = 0, chunk = 512, micro = 1, synthetic = -1;
     mr_log_set_level(MR_LOG_LEVEL_WARN);
     optind = 1;
@@ -233,6 +236,9 @@ int mr_cmd_run(int argc, char **argv) {
             if ((micro = mr_cli_parse_int("--micro-batches", optarg, 1, MR_MAX_MICRO_BATCHES)) < 0)
                 return 2;
             break;
+        case 'G':
+            if ((n_gpus = mr_cli_parse_gpus(optarg, gpus, MR_MAX_STAGES)) < 0) return 2;
+            break;
         case 'h':
             usage(stdout);
             return 0;
@@ -288,6 +294,8 @@ int mr_cmd_run(int argc, char **argv) {
     mp.max_seqs = 1;
     mp.max_context = n_ids + greedy + 1;
     mp.micro_batches = (int)micro;
+    mp.n_stages = n_gpus;
+    memcpy(mp.stage_devices, gpus, sizeof gpus);
     double t0 = mr_now_s();
     if (mr_model_create(ck, &mp, &m) != MR_OK) goto out;
     double t_load = mr_now_s() - t0;

@@ -14,6 +14,7 @@
 /* Weights of one decoder layer. Matrices keep the checkpoint's bf16 (else f32); vectors are f32. */
 typedef struct layer_weights {
     mr_attn_type type;
+    int stage;      /* the stage (backend) that runs this layer */
     int type_index; /* index among layers of the same type (state / KV slot) */
     float alpha_attn, beta_attn;
     float *input_norm, *post_norm;     /* [hidden] */
@@ -35,7 +36,9 @@ typedef struct local_call {
 struct mr_model {
     mr_model_config cfg;
     mr_model_params params;
-    mr_backend *be;
+    mr_backend *be; /* stage 0's backend (the embedding's) */
+    mr_stage_plan plan;
+    mr_backend *stage_be[MR_MAX_STAGES]; /* [plan.n_stages] one backend per stage */
     mr_state_pool *states;
     unsigned char *weight_mem;
     size_t weight_bytes;
@@ -46,11 +49,11 @@ struct mr_model {
     mr_expert_store *experts; /* NULL when experts are remote */
     mr_moe_provider moe;
     local_call local_calls[MR_MAX_MICRO_BATCHES];
-    /* Per-step scratch: activations in model memory (the backend's device memory for a
-     * device-resident backend: model_mem.h), and host-side arrays (token ids, segments, routing,
-     * state and table pointers) in host memory. */
-    void *act_mem;
-    mr_arena act, ws;
+    /* Per-step scratch: activations in model memory, one arena per stage in its backend's memory
+     * (device memory for a device-resident backend: model_mem.h), and host-side arrays (token
+     * ids, segments, routing, state and table pointers) in host memory, shared by the stages. */
+    void *act_mem[MR_MAX_STAGES];
+    mr_arena act[MR_MAX_STAGES], ws;
     /* Device-resident backend with a provider other than the local experts (cluster mode): the
      * experts' inputs and outputs pass through these host buffers, [max_batch_tokens][hidden]. */
     float *moe_x_host, *moe_y_host;
@@ -65,6 +68,7 @@ void mr_model_params_default(mr_model_params *p) {
     p->kv_block_tokens = 16;
     p->load_experts = 1;
     p->micro_batches = 1;
+    p->n_stages = 1;
 }
 
 /* ---- weights --------------------------------------------------------------------------------- */
@@ -73,6 +77,9 @@ typedef struct weight_loader {
     mr_ckpt *ck;
     unsigned char *mem; /* NULL in the sizing pass */
     size_t off;
+    /* sizing pass: bytes per layer [L], of the embedding (first stage) and of the final norm and
+     * LM head (last stage); NULL layer_bytes: not counted */
+    size_t *layer_bytes, head, tail;
 } weight_loader;
 
 /* Reserves (pass 1) or loads (pass 2) one tensor. Matrices keep bf16, else become f32;
@@ -141,9 +148,18 @@ static mr_status load_weights(mr_model *m, weight_loader *wl, const mr_tensor_sp
         default:
             return MR_ERR_INTERNAL;
         }
+        const size_t before = wl->off;
         MR_CHECK(load_tensor(wl, s, f32, mat, vec));
+        if (wl->layer_bytes) {
+            size_t *acct = L ? &wl->layer_bytes[s->layer]
+                             : (s->part == MR_PART_EMBED ? &wl->head : &wl->tail);
+            *acct += wl->off - before;
+        }
     }
-    if (m->cfg.tie_word_embeddings) m->lm_head = m->embed;
+    if (m->cfg.tie_word_embeddings) {
+        m->lm_head = m->embed;
+        wl->tail += wl->head; /* the last stage uploads its own copy */
+    }
     return MR_OK;
 }
 
@@ -159,14 +175,15 @@ static void compute_slopes(const mr_model_config *c, int layer, float *slope) {
 /* ---- creation -------------------------------------------------------------------------------- */
 
 static size_t workspace_bytes(const mr_model_config *c, int T, int max_seqs);
-static size_t activation_bytes(const mr_model_config *c, int T, int max_seqs, int on_device);
+static size_t activation_bytes(const mr_model_config *c, int T, int max_seqs, int on_device,
+                               int with_head);
 
 /* Prints what this process will allocate, before it allocates any of it, and refuses a plan
  * larger than the machine's physical memory (which overcommit would otherwise turn into an OOM
  * kill in the middle of loading). With a device-resident backend, states, KV cache and
  * activations are device memory: printed, but not counted against the host. */
 static mr_status memory_plan(const mr_model_config *c, const mr_model_params *p, size_t weights,
-                             int64_t kv_blocks, const mr_backend *backend) {
+                             int64_t kv_blocks, const mr_backend *backend, int experts_on_host) {
     const int on_device = mr_mem_on_device(backend);
     size_t experts = p->load_experts ? (size_t)c->num_hidden_layers * c->num_local_experts * 3 *
                                            (size_t)c->hidden_size * c->intermediate_size * 2
@@ -175,10 +192,11 @@ static mr_status memory_plan(const mr_model_config *c, const mr_model_params *p,
                     c->head_dim * c->head_dim * sizeof(float);
     size_t kv = (size_t)kv_blocks * p->kv_block_tokens * c->num_key_value_heads * c->head_dim *
                 mr_mem_kv_elem_size(backend) * 2 * mr_model_config_n_softmax(c);
-    size_t act = activation_bytes(c, p->max_batch_tokens, p->max_seqs, on_device);
+    size_t act = activation_bytes(c, p->max_batch_tokens, p->max_seqs, on_device, 1);
     size_t ws = workspace_bytes(c, p->max_batch_tokens, p->max_seqs) + act;
     size_t total = weights + experts + states + kv + ws;
     size_t host_total = on_device ? total - states - kv - act : total;
+    if (!experts_on_host) host_total -= experts; /* synthetic, generated on the device */
     char bw[16], be[16], bs[16], bk[16], bws[16], bt[16];
     MR_LOG_INFO(MR_LOG_MODEL,
                 "memory plan: non-expert weights %s, experts %s, lightning states %s (%d sequences "
@@ -212,16 +230,30 @@ static size_t workspace_bytes(const mr_model_config *c, int T, int max_seqs) {
     return floats * sizeof(float) + other + 64 * 16;
 }
 
-/* Activations of a step (model memory), plus the logits rows a device-resident backend writes
- * before they go to the host. */
-static size_t activation_bytes(const mr_model_config *c, int T, int max_seqs, int on_device) {
+/* Activations of a step in one stage (model memory); with_head (the last stage): plus the rows
+ * of the LM head and the logits rows a device-resident backend writes before they go to the
+ * host. alloc_buffers takes exactly these. */
+static size_t activation_bytes(const mr_model_config *c, int T, int max_seqs, int on_device,
+                               int with_head) {
     const size_t H = (size_t)c->hidden_size, inner = (size_t)c->num_attention_heads * c->head_dim;
     size_t floats = 3 * (size_t)T * H       /* x, h, y */
                     + (size_t)T * 3 * inner /* qkv or q|k|v */
                     + 2 * (size_t)T * inner /* gate, o */
                     + (size_t)max_seqs * H; /* rows for the LM head */
-    if (on_device) floats += (size_t)max_seqs * (size_t)c->vocab_size;
+    if (with_head && on_device) floats += (size_t)max_seqs * (size_t)c->vocab_size;
     return floats * sizeof(float) + 64 * 16;
+}
+
+static size_t matrix_bytes(const mr_matrix *w) {
+    return w->data ? (size_t)w->rows * w->cols * mr_dtype_size(w->dtype) : 0;
+}
+
+/* Bytes of one expert, whether its weights are here or generated elsewhere (synthetic). */
+static size_t expert_bytes(const mr_expert *e) {
+    const mr_matrix *w[3] = {&e->w1, &e->w3, &e->w2};
+    size_t b = 0;
+    for (int i = 0; i < 3; i++) b += (size_t)w[i]->rows * w[i]->cols * mr_dtype_size(w[i]->dtype);
+    return b;
 }
 
 /* The experts held in this process: dispatch records the arguments, combine computes. */
@@ -238,19 +270,113 @@ static mr_status local_dispatch(void *ctx, int layer, int mb, const float *x, in
 static mr_status local_combine(void *ctx, int layer, int mb, float *out) {
     mr_model *m = ctx;
     const local_call *c = &m->local_calls[mb];
-    m->be->ops->moe(m->be, mr_expert_store_layer(m->experts, layer), c->x, c->n, c->k, c->ids,
-                    c->wts, out);
+    mr_backend *be = m->stage_be[m->layers[layer].stage];
+    be->ops->moe(be, mr_expert_store_layer(m->experts, layer), c->x, c->n, c->k, c->ids, c->wts,
+                 out);
     return MR_OK;
+}
+
+/* ---- stages ---------------------------------------------------------------------------------- */
+
+/* One backend per stage, stage s on device params.stage_devices[s]. More than one stage needs
+ * backends whose memory the model can copy between: device-resident ones with copy_from (each
+ * op on its own device), or the host backends (memcpy). */
+static mr_status create_stage_backends(mr_model *m, mr_backend_params *bp) {
+    const mr_model_params *p = &m->params;
+    const int S = p->n_stages, L = m->cfg.num_hidden_layers;
+    if (S < 1 || S > MR_MAX_STAGES || S > L) {
+        MR_LOG_ERROR(MR_LOG_MODEL, "model: %d stages (GPUs) for %d layers: need 1 to %d", S, L,
+                     L < MR_MAX_STAGES ? L : MR_MAX_STAGES);
+        return MR_ERR_INVALID;
+    }
+    for (int s = 0; s < S; s++) {
+        bp->device = p->stage_devices[s];
+        MR_CHECK(mr_backend_create(p->backend, bp, &m->stage_be[s]));
+    }
+    m->be = m->stage_be[0];
+    const mr_backend_ops *ops = m->be->ops;
+    const int host = strcmp(ops->name, "ref") == 0 || strcmp(ops->name, "cpu") == 0;
+    if (S > 1 && !host && !(ops->device_resident && ops->copy_from)) {
+        MR_LOG_ERROR(MR_LOG_MODEL,
+                     "model: backend %s runs on one GPU; layers split over %d GPUs need backend "
+                     "cuda-gpu",
+                     ops->name, S);
+        return MR_ERR_UNSUPPORTED;
+    }
+    return MR_OK;
+}
+
+/* Splits the layers into the stages by the device bytes each needs (its weights, its local
+ * experts, its states or KV cache; the embedding on the first stage, final norm and LM head on
+ * the last), prints the plan and refuses one that does not fit a GPU's free memory. */
+static mr_status plan_stages(mr_model *m, size_t *layer_bytes, size_t head, size_t tail,
+                             int64_t kv_blocks) {
+    const mr_model_config *c = &m->cfg;
+    const mr_model_params *p = &m->params;
+    const int L = c->num_hidden_layers, S = p->n_stages, on_device = mr_mem_on_device(m->be);
+    const size_t expert = (size_t)c->num_local_experts * 3 * (size_t)c->hidden_size *
+                          (size_t)c->intermediate_size * 2; /* bf16 */
+    const size_t state = (size_t)p->max_seqs * c->num_attention_heads * c->head_dim *
+                         c->head_dim * sizeof(float);
+    const size_t kv = 2 * (size_t)kv_blocks * p->kv_block_tokens * c->num_key_value_heads *
+                      c->head_dim * mr_mem_kv_elem_size(m->be);
+    for (int l = 0; l < L; l++)
+        layer_bytes[l] += (p->load_experts ? expert : 0) +
+                          (c->attn_type[l] == MR_ATTN_LIGHTNING ? state : kv);
+    MR_CHECK(mr_stage_plan_make(layer_bytes, L, head, tail, S, &m->plan));
+    for (int l = 0; l < L; l++) m->layers[l].stage = mr_stage_plan_stage_of(&m->plan, l);
+    mr_status st = MR_OK;
+    for (int s = 0; s < S; s++) {
+        mr_backend *be = m->stage_be[s];
+        const size_t act = activation_bytes(c, p->max_batch_tokens, p->max_seqs, on_device,
+                                            s == S - 1);
+        const size_t need = m->plan.bytes[s] + act;
+        size_t free_b = 0, total_b = 0;
+        const int known = be->ops->mem_info && be->ops->mem_info(be, &free_b, &total_b) == MR_OK;
+        char bn[16], bf[16], bt[16], has[160] = "";
+        if (known)
+            snprintf(has, sizeof has, "; the GPU has %s free of %s", mr_human_bytes(free_b, bf),
+                     mr_human_bytes(total_b, bt));
+        MR_LOG_INFO(MR_LOG_MODEL,
+                    "stage %d of %d: %s %d, layers %d-%d (%d)%s%s: %s (weights, experts, states "
+                    "and KV cache of its layers, activations)%s",
+                    s, S, known ? "GPU" : "device", p->stage_devices[s], m->plan.first_layer[s],
+                    m->plan.first_layer[s + 1] - 1,
+                    m->plan.first_layer[s + 1] - m->plan.first_layer[s],
+                    s == 0 ? " + embedding" : "", s == S - 1 ? " + final norm and LM head" : "",
+                    mr_human_bytes(need, bn), has);
+        /* the backend's own scratch (cuBLAS, attention workspaces) is already allocated: free
+         * memory is what is left for the model */
+        if (known && need > free_b) {
+            MR_LOG_ERROR(MR_LOG_MODEL,
+                         "stage %d (GPU %d, layers %d-%d) needs %s but the GPU has %s free; add "
+                         "GPUs (coordinator.gpus / --gpus), hold the experts on workers, or lower "
+                         "max_seqs, max_context or max_batch_tokens",
+                         s, p->stage_devices[s], m->plan.first_layer[s],
+                         m->plan.first_layer[s + 1] - 1, mr_human_bytes(need, bn),
+                         mr_human_bytes(free_b, bf));
+            st = MR_ERR_FULL;
+        }
+    }
+    return st;
+}
+
+/* The residual stream rows [base, base + n) move from stage `from` to stage `to` (the next layer's;
+ * see the step: x is the only activation live across a layer boundary). */
+static mr_status stage_transfer(mr_model *m, int from, int to, const float *src, float *dst,
+                                size_t floats) {
+    return mr_mem_copy_across(m->stage_be[to], dst, m->stage_be[from], src,
+                              floats * sizeof(float));
 }
 
 void mr_model_destroy(mr_model *m) {
     if (!m) return;
     mr_expert_store_free(m->experts);
     mr_state_pool_destroy(m->states); /* model memory goes back before its backend */
-    mr_mem_free(m->be, m->act_mem);
+    for (int s = 0; s < MR_MAX_STAGES; s++) mr_mem_free(m->stage_be[s], m->act_mem[s]);
     mr_mem_free_staging(m->be, m->moe_x_host);
     mr_mem_free_staging(m->be, m->moe_y_host);
-    mr_backend_destroy(m->be);
+    for (int s = 0; s < MR_MAX_STAGES; s++) mr_backend_destroy(m->stage_be[s]);
     mr_arena_fini(&m->ws);
     mr_free_aligned(m->weight_mem);
     if (m->layers)
@@ -272,6 +398,7 @@ mr_status mr_model_create(mr_ckpt *ck, const mr_model_params *p, mr_model **out)
     if (!m) return MR_ERR_NOMEM;
     mr_status st = MR_ERR_NOMEM;
     mr_tensor_spec *specs = NULL;
+    size_t *layer_bytes = NULL;
     m->cfg = *c;
     m->params = *p;
     const int L = c->num_hidden_layers;
@@ -293,7 +420,8 @@ mr_status mr_model_create(mr_ckpt *ck, const mr_model_params *p, mr_model **out)
     int n = mr_layout_count(c);
     if (!(specs = malloc((size_t)n * sizeof *specs))) goto err;
     mr_layout_build(c, specs);
-    weight_loader wl = {ck, NULL, 0};
+    if (!(layer_bytes = calloc((size_t)L, sizeof *layer_bytes))) goto err;
+    weight_loader wl = {ck, NULL, 0, layer_bytes, 0, 0};
     MR_CHECK_GOTO(load_weights(m, &wl, specs, n), err);
     m->weight_bytes = wl.off;
     int64_t blocks = p->kv_blocks > 0
@@ -316,15 +444,19 @@ mr_status mr_model_create(mr_ckpt *ck, const mr_model_params *p, mr_model **out)
         .max_experts = c->num_local_experts,
         .top_k = c->num_experts_per_tok,
     };
-    MR_CHECK_GOTO(mr_backend_create(p->backend, &bp, &m->be), err);
-    if ((st = memory_plan(c, p, wl.off, blocks, m->be)) != MR_OK) goto err;
+    MR_CHECK_GOTO(create_stage_backends(m, &bp), err);
+    /* synthetic experts for a backend that takes them (moe_prepare): generated where they are
+     * kept (the GPU), none on the host */
+    const int defer_experts = mr_ckpt_is_synthetic(ck) && m->be->ops->moe_prepare != NULL;
+    if ((st = memory_plan(c, p, wl.off, blocks, m->be, !defer_experts)) != MR_OK) goto err;
+    MR_CHECK_GOTO(plan_stages(m, layer_bytes, wl.head, wl.tail, blocks), err);
     st = MR_ERR_NOMEM;
     if (!(m->weight_mem = mr_alloc_aligned(wl.off))) {
         MR_LOG_ERROR(MR_LOG_MODEL, "cannot allocate %zu bytes of weights", wl.off);
         st = MR_ERR_NOMEM;
         goto err;
     }
-    wl = (weight_loader){ck, m->weight_mem, 0};
+    wl = (weight_loader){ck, m->weight_mem, 0, NULL, 0, 0};
     MR_CHECK_GOTO(load_weights(m, &wl, specs, n), err);
 
     if (p->load_experts) {
@@ -332,7 +464,7 @@ mr_status mr_model_create(mr_ckpt *ck, const mr_model_params *p, mr_model **out)
         unsigned char *all = malloc(cnt);
         if (!all) goto err;
         memset(all, 1, cnt);
-        st = mr_expert_store_load(ck, all, 0, NULL, NULL, &m->experts);
+        st = mr_expert_store_load(ck, all, defer_experts, NULL, NULL, &m->experts);
         free(all);
         if (st != MR_OK) goto err;
         m->moe = (mr_moe_provider){local_dispatch, local_combine, m};
@@ -345,28 +477,40 @@ mr_status mr_model_create(mr_ckpt *ck, const mr_model_params *p, mr_model **out)
             goto err;
         }
         for (int l = 0; l < L; l++) sets[l] = mr_expert_store_layer(m->experts, l);
-        st = m->be->ops->moe_prepare(m->be, sets, L);
+        /* each stage's GPU takes the experts of its layers */
+        for (int s = 0; st == MR_OK && s < m->plan.n_stages; s++) {
+            mr_backend *be = m->stage_be[s];
+            const int first = m->plan.first_layer[s];
+            st = be->ops->moe_prepare(be, sets + first, m->plan.first_layer[s + 1] - first);
+        }
         free(sets);
         if (st != MR_OK) goto err;
     }
-    MR_CHECK_GOTO(
-        mr_state_pool_create_on(m->be, c, p->max_seqs, (int)blocks, p->kv_block_tokens, &m->states),
-        err);
+    mr_backend *layer_be[MR_MAX_LAYERS];
+    for (int l = 0; l < L; l++) layer_be[l] = m->stage_be[m->layers[l].stage];
+    MR_CHECK_GOTO(mr_state_pool_create_staged(layer_be, c, p->max_seqs, (int)blocks,
+                                              p->kv_block_tokens, &m->states),
+                  err);
     MR_CHECK_GOTO(mr_arena_init(&m->ws, workspace_bytes(c, p->max_batch_tokens, p->max_seqs)), err);
     const int on_device = mr_mem_on_device(m->be);
-    const size_t act_bytes = activation_bytes(c, p->max_batch_tokens, p->max_seqs, on_device);
-    MR_CHECK_GOTO(mr_mem_alloc(m->be, act_bytes, &m->act_mem), err);
-    mr_arena_wrap(&m->act, m->act_mem, act_bytes);
+    for (int s = 0; s < m->plan.n_stages; s++) {
+        const size_t act_bytes = activation_bytes(c, p->max_batch_tokens, p->max_seqs, on_device,
+                                                  s == m->plan.n_stages - 1);
+        MR_CHECK_GOTO(mr_mem_alloc(m->stage_be[s], act_bytes, &m->act_mem[s]), err);
+        mr_arena_wrap(&m->act[s], m->act_mem[s], act_bytes);
+    }
     if (on_device) {
         const size_t io = (size_t)p->max_batch_tokens * (size_t)c->hidden_size * sizeof(float);
         MR_CHECK_GOTO(mr_mem_alloc_staging(m->be, io, (void **)&m->moe_x_host), err);
         MR_CHECK_GOTO(mr_mem_alloc_staging(m->be, io, (void **)&m->moe_y_host), err);
     }
     free(specs);
+    free(layer_bytes);
     *out = m;
     return MR_OK;
 err:
     free(specs);
+    free(layer_bytes);
     mr_model_destroy(m);
     return st;
 }
@@ -381,6 +525,12 @@ const mr_model_config *mr_model_config_of(const mr_model *m) {
 mr_backend *mr_model_backend(mr_model *m) {
     return m->be;
 }
+const mr_stage_plan *mr_model_stage_plan(const mr_model *m) {
+    return &m->plan;
+}
+mr_backend *mr_model_stage_backend(mr_model *m, int s) {
+    return s >= 0 && s < m->plan.n_stages ? m->stage_be[s] : NULL;
+}
 mr_state_pool *mr_model_states(mr_model *m) {
     return m->states;
 }
@@ -388,13 +538,16 @@ void mr_model_set_moe_provider(mr_model *m, mr_moe_provider p) {
     m->moe = p;
 }
 
-size_t mr_model_weight_bytes(const mr_model *m, size_t *expert_bytes) {
-    if (expert_bytes) *expert_bytes = m->experts ? mr_expert_store_bytes(m->experts) : 0;
+size_t mr_model_weight_bytes(const mr_model *m, size_t *experts) {
+    if (experts) { /* counted from the shapes: synthetic experts may live on the GPU alone */
+        *experts = 0;
+        for (int l = 0; m->experts && l < m->cfg.num_hidden_layers; l++) {
+            const mr_expert_set *set = mr_expert_store_layer(m->experts, l);
+            for (int e = 0; e < set->n_experts; e++)
+                if (mr_expert_present(&set->experts[e])) *experts += expert_bytes(&set->experts[e]);
+        }
+    }
     return m->weight_bytes;
-}
-
-static size_t matrix_bytes(const mr_matrix *w) {
-    return w->data ? (size_t)w->rows * w->cols * mr_dtype_size(w->dtype) : 0;
 }
 
 size_t mr_model_decode_bytes_per_token(const mr_model *m) {
@@ -408,10 +561,8 @@ size_t mr_model_decode_bytes_per_token(const mr_model *m) {
         if (m->experts) {
             const mr_expert_set *set = mr_expert_store_layer(m->experts, l);
             for (int e = 0; e < set->n_experts; e++)
-                if (set->experts[e].w1.data) {
-                    b += (size_t)c->num_experts_per_tok *
-                         (matrix_bytes(&set->experts[e].w1) + matrix_bytes(&set->experts[e].w3) +
-                          matrix_bytes(&set->experts[e].w2));
+                if (mr_expert_present(&set->experts[e])) {
+                    b += (size_t)c->num_experts_per_tok * expert_bytes(&set->experts[e]);
                     break;
                 }
         }
@@ -430,13 +581,14 @@ void mr_model_seq_close(mr_model *m, mr_seq *s) {
 
 /* ---- the step -------------------------------------------------------------------------------- */
 
-/* Activations (x .. head_rows, logits) are model memory (model_mem.h); the rest is host memory. */
+/* Activations (x .. head_rows, logits) are model memory (model_mem.h) of one stage; the rest is
+ * host memory, the same arrays in every stage's step_buffers. */
 typedef struct step_buffers {
     float *x, *h, *y;       /* [T][hidden] residual stream, normalised input, sub-block output */
     float *big;             /* [T][3·inner]: lightning qkv, or softmax q | k | v */
     float *gate, *o;        /* [T][inner] */
-    float *head_rows;       /* [n_seqs][hidden] */
-    float *logits;          /* [n_seqs][vocab]: device-resident backends only, else NULL */
+    float *head_rows;       /* [n_seqs][hidden]: the last stage only, else NULL */
+    float *logits;          /* [n_seqs][vocab]: the last stage of device-resident backends only */
     int32_t *ids;           /* [T][k] */
     float *wts;             /* [T][k] */
     int32_t *tokens;        /* [T] */
@@ -452,23 +604,32 @@ typedef struct micro_batch {
     int first_piece, n_pieces;
 } micro_batch;
 
-static mr_status alloc_buffers(mr_model *m, int T, int n_seqs, step_buffers *b) {
+/* bs[s] for every stage s: its activations from its arena, the host arrays shared. */
+static mr_status alloc_buffers(mr_model *m, int T, int n_seqs, step_buffers *bs) {
     const mr_model_config *c = &m->cfg;
     const size_t H = (size_t)c->hidden_size, inner = (size_t)c->num_attention_heads * c->head_dim;
     const size_t k = (size_t)c->num_experts_per_tok;
-    mr_arena *a = &m->act;
-    mr_arena_reset(&m->act);
+    const int S = m->plan.n_stages;
+    step_buffers *b = &bs[0];
+    mr_arena *a = &m->ws;
     mr_arena_reset(&m->ws);
 #define TAKE(ptr, count) (((ptr) = mr_arena_alloc(a, (size_t)(count) * sizeof *(ptr))) != NULL)
-    int ok = TAKE(b->x, T * H) && TAKE(b->h, T * H) && TAKE(b->y, T * H) &&
-             TAKE(b->big, T * 3 * inner) && TAKE(b->gate, T * inner) && TAKE(b->o, T * inner) &&
-             TAKE(b->head_rows, n_seqs * H);
-    b->logits = NULL;
-    if (ok && mr_mem_on_device(m->be)) ok = TAKE(b->logits, (size_t)n_seqs * c->vocab_size);
-    a = &m->ws;
-    ok = ok && TAKE(b->ids, T * k) && TAKE(b->wts, T * k) && TAKE(b->tokens, T) &&
-         TAKE(b->segs, n_seqs + 1) && TAKE(b->seq_of, n_seqs + 1) && TAKE(b->states, n_seqs + 1) &&
-         TAKE(b->tables, n_seqs + 1);
+    int ok = TAKE(b->ids, T * k) && TAKE(b->wts, T * k) && TAKE(b->tokens, T) &&
+             TAKE(b->segs, n_seqs + 1) && TAKE(b->seq_of, n_seqs + 1) &&
+             TAKE(b->states, n_seqs + 1) && TAKE(b->tables, n_seqs + 1);
+    for (int s = 0; ok && s < S; s++) {
+        b = &bs[s];
+        if (s > 0) *b = bs[0];
+        a = &m->act[s];
+        mr_arena_reset(a);
+        ok = TAKE(b->x, T * H) && TAKE(b->h, T * H) && TAKE(b->y, T * H) &&
+             TAKE(b->big, T * 3 * inner) && TAKE(b->gate, T * inner) && TAKE(b->o, T * inner);
+        b->head_rows = b->logits = NULL;
+        if (ok && s == S - 1) {
+            ok = TAKE(b->head_rows, n_seqs * H);
+            if (ok && mr_mem_on_device(m->be)) ok = TAKE(b->logits, (size_t)n_seqs * c->vocab_size);
+        }
+    }
 #undef TAKE
     return ok ? MR_OK : MR_ERR_INTERNAL;
 }
@@ -521,7 +682,7 @@ static int plan_micro_batches(const mr_model *m, const mr_step_seq *seqs, int n_
 static void attention_block(mr_model *m, const layer_weights *w, const micro_batch *mb,
                             step_buffers *b) {
     const mr_model_config *c = &m->cfg;
-    mr_backend *be = m->be;
+    mr_backend *be = m->stage_be[w->stage];
     const int inner = c->num_attention_heads * c->head_dim, T = mb->n;
     const size_t H = (size_t)c->hidden_size;
     const float *h = b->h + (size_t)mb->base * H;
@@ -587,12 +748,12 @@ static int moe_staged(const mr_model *m) {
 }
 
 /* Attention sub-block of layer `l` for one micro-batch, then the router; ends by dispatching the
- * experts: x ← α·r + β·Attn(h) with h = RMS(x); h ← RMS(x); route(h). */
+ * experts: x ← α·r + β·Attn(h) with h = RMS(x); h ← RMS(x); route(h). b: the layer's stage's. */
 static mr_status attention_half(mr_model *m, int l, const micro_batch *mb, int mb_index,
                                 step_buffers *b) {
     const mr_model_config *c = &m->cfg;
     const layer_weights *w = &m->layers[l];
-    mr_backend *be = m->be;
+    mr_backend *be = m->stage_be[w->stage];
     const size_t H = (size_t)c->hidden_size, off = (size_t)mb->base * H;
     const int k = c->num_experts_per_tok;
     float *x = b->x + off, *h = b->h + off, *y = b->y + off;
@@ -612,28 +773,28 @@ static mr_status attention_half(mr_model *m, int l, const micro_batch *mb, int m
     return m->moe.dispatch(m->moe.ctx, l, mb_index, moe_x, mb->n, k, ids, wts);
 }
 
-/* MoE sub-block after the experts came back: x ← α·g + β·MoE(g). */
+/* MoE sub-block after the experts came back: x ← α·g + β·MoE(g). b: the layer's stage's. */
 static mr_status moe_half(mr_model *m, int l, int mb_index, const micro_batch *mb,
                           step_buffers *b) {
     const mr_model_config *c = &m->cfg;
     const size_t H = (size_t)c->hidden_size, off = (size_t)mb->base * H;
+    mr_backend *be = m->stage_be[m->layers[l].stage];
     float *x = b->x + off, *h = b->h + off, *y = b->y + off;
     if (moe_staged(m)) {
         MR_CHECK(m->moe.combine(m->moe.ctx, l, mb_index, m->moe_y_host + off));
-        MR_CHECK(
-            mr_mem_to_device(m->be, y, m->moe_y_host + off, (size_t)mb->n * H * sizeof(float)));
+        MR_CHECK(mr_mem_to_device(be, y, m->moe_y_host + off, (size_t)mb->n * H * sizeof(float)));
     } else {
         MR_CHECK(m->moe.combine(m->moe.ctx, l, mb_index, y));
     }
-    m->be->ops->scale_add(m->be, c->postnorm ? h : x, y, (float)c->alpha_mlp, (float)c->beta_mlp,
-                          (size_t)mb->n * H, x);
+    be->ops->scale_add(be, c->postnorm ? h : x, y, (float)c->alpha_mlp, (float)c->beta_mlp,
+                       (size_t)mb->n * H, x);
     return MR_OK;
 }
 
 mr_status mr_model_step(mr_model *m, const mr_step_seq *seqs, int n_seqs, float *logits) {
     const mr_model_config *c = &m->cfg;
     mr_backend *be = m->be;
-    const int H = c->hidden_size, L = c->num_hidden_layers;
+    const int H = c->hidden_size, L = c->num_hidden_layers, S = m->plan.n_stages;
     if (n_seqs < 1 || n_seqs > m->params.max_seqs) return MR_ERR_INVALID;
     if (!m->moe.dispatch) {
         MR_LOG_ERROR(MR_LOG_MODEL, "model step: no expert provider installed");
@@ -669,22 +830,35 @@ mr_status mr_model_step(mr_model *m, const mr_step_seq *seqs, int n_seqs, float 
             return st;
         }
     }
-    step_buffers b;
-    MR_CHECK(alloc_buffers(m, T, n_seqs, &b));
+    step_buffers bs[MR_MAX_STAGES];
+    MR_CHECK(alloc_buffers(m, T, n_seqs, bs));
     for (int s = 0, t = 0; s < n_seqs; t += seqs[s].n_tokens, s++)
-        memcpy(b.tokens + t, seqs[s].tokens, (size_t)seqs[s].n_tokens * sizeof(int32_t));
+        memcpy(bs[0].tokens + t, seqs[s].tokens, (size_t)seqs[s].n_tokens * sizeof(int32_t));
     micro_batch mb[MR_MAX_MICRO_BATCHES];
-    const int M = plan_micro_batches(m, seqs, n_seqs, T, &b, mb);
+    const int M = plan_micro_batches(m, seqs, n_seqs, T, &bs[0], mb);
 
-    /* Ping-pong: while one micro-batch's experts are out, the other runs its attention. */
-    be->ops->embed(be, &m->embed, b.tokens, T, b.x);
-    for (int i = 0; i < M; i++) MR_CHECK(attention_half(m, 0, &mb[i], i, &b));
+    /* Ping-pong: while one micro-batch's experts are out, the other runs its attention. Between
+     * layers of two stages the micro-batch's rows of x go to the next stage: x is the only
+     * activation live across a layer boundary (attention_half recomputes h from x first; y, the
+     * projections and the routing are per layer), postnorm or not. */
+    be->ops->embed(be, &m->embed, bs[0].tokens, T, bs[0].x);
+    for (int i = 0; i < M; i++) MR_CHECK(attention_half(m, 0, &mb[i], i, &bs[m->layers[0].stage]));
     for (int l = 0; l < L; l++)
         for (int i = 0; i < M; i++) {
-            MR_CHECK(moe_half(m, l, i, &mb[i], &b));
-            if (l + 1 < L) MR_CHECK(attention_half(m, l + 1, &mb[i], i, &b));
+            const int from = m->layers[l].stage;
+            MR_CHECK(moe_half(m, l, i, &mb[i], &bs[from]));
+            if (l + 1 == L) continue;
+            const int to = m->layers[l + 1].stage;
+            const size_t off = (size_t)mb[i].base * H;
+            if (to != from)
+                MR_CHECK(stage_transfer(m, from, to, bs[from].x + off, bs[to].x + off,
+                                        (size_t)mb[i].n * H));
+            MR_CHECK(attention_half(m, l + 1, &mb[i], i, &bs[to]));
         }
 
+    /* the final norm and LM head on the last stage (the last layer's: model_stages.h) */
+    step_buffers b = bs[S - 1];
+    be = m->stage_be[S - 1];
     int n_rows = 0;
     for (int s = 0, t = 0; s < n_seqs; t += seqs[s].n_tokens, s++) {
         if (seqs[s].want_logits) {
@@ -700,7 +874,10 @@ mr_status mr_model_step(mr_model *m, const mr_step_seq *seqs, int n_seqs, float 
                          b.head_rows);
         be->ops->linear(be, &m->lm_head, b.head_rows, n_rows, b.logits ? b.logits : logits);
     }
-    /* a device-resident backend: the logits come down (and any failure of the step comes out) */
+    /* a device-resident backend: the logits come down (and any failure of the step comes out, the
+     * other stages' first: their streams are done, the last stage waited for them) */
+    for (int s = 0; b.logits && s < S - 1; s++)
+        MR_CHECK(mr_mem_to_host(m->stage_be[s], NULL, NULL, 0));
     if (b.logits)
         MR_CHECK(mr_mem_to_host(be, logits, b.logits,
                                 (size_t)n_rows * (size_t)c->vocab_size * sizeof(float)));

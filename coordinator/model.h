@@ -9,7 +9,9 @@
  * mixed); the per-layer maths is spec §3 with the postnorm residuals. Experts run through a
  * provider: by default the experts loaded into this process (single-process engine); a cluster
  * coordinator installs a provider that dispatches to workers. Each step's scratch comes from an
- * arena sized at creation for `max_batch_tokens`: a step never allocates.
+ * arena sized at creation for `max_batch_tokens`: a step never allocates. The layers may be split
+ * over several backends (GPUs), a pipeline of stages run in order by the step thread
+ * (mr_model_params.n_stages).
  * Owned by one thread (the step thread). */
 #ifndef MR_MODEL_H
 #define MR_MODEL_H
@@ -17,6 +19,7 @@
 #include <stdint.h>
 
 #include "common/checkpoint.h"
+#include "coordinator/model_stages.h"
 #include "coordinator/seq_state.h"
 #include "kernels/backend.h"
 
@@ -32,6 +35,13 @@ typedef struct mr_model_params {
     int kv_blocks;        /* 0: max_seqs * ceil(max_context / kv_block_tokens) */
     int load_experts;     /* 1: hold every expert in this process */
     int micro_batches;    /* 1 or 2: split a step to overlap attention with experts */
+    /* Layer stages (model_stages.h): the layers split over n_stages backends of `backend`, stage
+     * s created with device stage_devices[s] (cuda-gpu: the GPU; cpu-resident and the host
+     * backends ignore it: a test vehicle); its layers' weights, local experts, states and KV
+     * cache live there, and the residual stream is copied to the next stage between layers.
+     * Default: 1 stage on device 0. */
+    int n_stages;
+    int stage_devices[MR_MAX_STAGES];
 } mr_model_params;
 
 void mr_model_params_default(mr_model_params *p);
@@ -64,7 +74,10 @@ void mr_model_destroy(mr_model *m);
 
 const mr_model_config *mr_model_config_of(const mr_model *m);
 const mr_model_params *mr_model_params_of(const mr_model *m);
-mr_backend *mr_model_backend(mr_model *m);
+mr_backend *mr_model_backend(mr_model *m); /* stage 0's */
+/* The layer split, and stage s's backend (s < plan->n_stages). */
+const mr_stage_plan *mr_model_stage_plan(const mr_model *m);
+mr_backend *mr_model_stage_backend(mr_model *m, int s);
 mr_state_pool *mr_model_states(mr_model *m);
 void mr_model_set_moe_provider(mr_model *m, mr_moe_provider p);
 /* Bytes of weights held: non-expert and expert. */

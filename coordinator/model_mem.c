@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "common/arena.h"
+#include "common/log.h"
 
 size_t mr_mem_kv_elem_size(const mr_backend *be) {
     return be && be->ops->kv_dtype == MR_DTYPE_BF16 ? 2 : sizeof(float);
@@ -63,4 +64,19 @@ mr_status mr_mem_to_device(mr_backend *be, void *dst, const void *host, size_t b
     if (mr_mem_on_device(be)) return be->ops->to_device(be, dst, host, bytes);
     if (dst != host) memcpy(dst, host, bytes);
     return MR_OK;
+}
+
+mr_status mr_mem_copy_across(mr_backend *dst_be, void *dst, mr_backend *src_be, const void *src,
+                             size_t bytes) {
+    if (dst_be == src_be) return mr_mem_copy(dst_be, dst, src, bytes);
+    if (!mr_mem_on_device(dst_be) && !mr_mem_on_device(src_be)) { /* host memory both */
+        memcpy(dst, src, bytes);
+        return MR_OK;
+    }
+    if (!dst_be || !src_be || !dst_be->ops->copy_from) {
+        MR_LOG_ERROR(MR_LOG_MODEL, "backend %s cannot copy from backend %s",
+                     dst_be ? dst_be->ops->name : "host", src_be ? src_be->ops->name : "host");
+        return MR_ERR_UNSUPPORTED;
+    }
+    return dst_be->ops->copy_from(dst_be, dst, src_be, src, bytes);
 }

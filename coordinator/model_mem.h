@@ -42,5 +42,10 @@ mr_status mr_mem_copy(mr_backend *be, void *dst, const void *src, size_t bytes);
 mr_status mr_mem_to_host(mr_backend *be, void *host, const void *src, size_t bytes);
 /* Host → model memory; host may be reused on return. */
 mr_status mr_mem_to_device(mr_backend *be, void *dst, const void *host, size_t bytes);
+/* Model memory of src_be → model memory of dst_be (two stages of the model: backends of the same
+ * kind, e.g. two GPUs), ordered as the copy_from op says; the same backend: mr_mem_copy; host
+ * backends: memcpy. MR_ERR_UNSUPPORTED (logged) for device-resident backends without copy_from. */
+mr_status mr_mem_copy_across(mr_backend *dst_be, void *dst, mr_backend *src_be, const void *src,
+                             size_t bytes);
 
 #endif

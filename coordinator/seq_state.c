@@ -9,11 +9,15 @@
 
 void mr_state_pool_destroy(mr_state_pool *p) {
     if (!p) return;
-    mr_mem_free(p->be, p->lightning);
-    for (int i = 0; i < p->n_softmax; i++) {
-        if (p->k_cache) mr_mem_free(p->be, p->k_cache[i]);
-        if (p->v_cache) mr_mem_free(p->be, p->v_cache[i]);
+    for (int i = 0; p->lightning && p->lightning_be && i < p->n_lightning; i++)
+        mr_mem_free(p->lightning_be[i], p->lightning[i]);
+    for (int i = 0; p->softmax_be && i < p->n_softmax; i++) {
+        if (p->k_cache) mr_mem_free(p->softmax_be[i], p->k_cache[i]);
+        if (p->v_cache) mr_mem_free(p->softmax_be[i], p->v_cache[i]);
     }
+    free(p->lightning);
+    free(p->lightning_be);
+    free(p->softmax_be);
     free(p->k_cache);
     free(p->v_cache);
     free(p->free_slots);
@@ -38,11 +42,21 @@ static int alloc_zeroed(mr_backend *be, size_t bytes, float **out) {
 
 mr_status mr_state_pool_create_on(mr_backend *be, const mr_model_config *c, int max_seqs,
                                   int n_blocks, int block_tokens, mr_state_pool **out) {
-    if (max_seqs < 1 || n_blocks < 1 || block_tokens < 1) return MR_ERR_INVALID;
+    mr_backend *layer_be[MR_MAX_LAYERS];
+    for (int l = 0; l < c->num_hidden_layers && l < MR_MAX_LAYERS; l++) layer_be[l] = be;
+    return mr_state_pool_create_staged(layer_be, c, max_seqs, n_blocks, block_tokens, out);
+}
+
+mr_status mr_state_pool_create_staged(mr_backend *const *layer_be, const mr_model_config *c,
+                                      int max_seqs, int n_blocks, int block_tokens,
+                                      mr_state_pool **out) {
+    if (max_seqs < 1 || n_blocks < 1 || block_tokens < 1 || c->num_hidden_layers < 1 ||
+        c->num_hidden_layers > MR_MAX_LAYERS)
+        return MR_ERR_INVALID;
     mr_state_pool *p = calloc(1, sizeof *p);
     if (!p) return MR_ERR_NOMEM;
-    p->be = be;
-    p->kv_elem_size = mr_mem_kv_elem_size(be);
+    p->be = layer_be[0];
+    p->kv_elem_size = mr_mem_kv_elem_size(p->be);
     p->n_lightning = mr_model_config_n_lightning(c);
     p->n_softmax = mr_model_config_n_softmax(c);
     p->n_heads = c->num_attention_heads;
@@ -57,13 +71,23 @@ mr_status mr_state_pool_create_on(mr_backend *be, const mr_model_config *c, int 
     int ok = (p->free_slots = malloc((size_t)max_seqs * sizeof(int))) &&
              (p->free_blocks = malloc((size_t)n_blocks * sizeof(int32_t))) &&
              (p->k_cache = calloc((size_t)p->n_softmax + 1, sizeof(float *))) &&
-             (p->v_cache = calloc((size_t)p->n_softmax + 1, sizeof(float *)));
-    if (ok && p->n_lightning)
-        ok = alloc_zeroed(be, (size_t)max_seqs * p->n_lightning * p->state_floats * sizeof(float),
-                          &p->lightning);
-    for (int i = 0; ok && i < p->n_softmax; i++)
-        ok = alloc_zeroed(be, cache_bytes, &p->k_cache[i]) &&
-             alloc_zeroed(be, cache_bytes, &p->v_cache[i]);
+             (p->v_cache = calloc((size_t)p->n_softmax + 1, sizeof(float *))) &&
+             (p->lightning = calloc((size_t)p->n_lightning + 1, sizeof(float *))) &&
+             (p->lightning_be = calloc((size_t)p->n_lightning + 1, sizeof(mr_backend *))) &&
+             (p->softmax_be = calloc((size_t)p->n_softmax + 1, sizeof(mr_backend *)));
+    for (int l = 0; ok && l < c->num_hidden_layers; l++) {
+        const int i = mr_model_config_type_index(c, l);
+        mr_backend *be = layer_be[l];
+        if (c->attn_type[l] == MR_ATTN_LIGHTNING) {
+            p->lightning_be[i] = be;
+            ok = alloc_zeroed(be, (size_t)max_seqs * p->state_floats * sizeof(float),
+                              &p->lightning[i]);
+        } else {
+            p->softmax_be[i] = be;
+            ok = alloc_zeroed(be, cache_bytes, &p->k_cache[i]) &&
+                 alloc_zeroed(be, cache_bytes, &p->v_cache[i]);
+        }
+    }
     if (!ok) {
         MR_LOG_ERROR(MR_LOG_MODEL, "state pool: cannot allocate %d sequence slots and %d KV blocks",
                      max_seqs, n_blocks);
@@ -98,10 +122,9 @@ mr_status mr_seq_open(mr_state_pool *p, int64_t max_tokens, mr_seq **out) {
     s->slot = p->free_slots[--p->n_free_slots];
     s->max_tokens = max_tokens;
     s->max_blocks = (int)max_blocks;
-    if (p->n_lightning) {
-        mr_status st =
-            mr_mem_zero(p->be, p->lightning + (size_t)s->slot * p->n_lightning * p->state_floats,
-                        (size_t)p->n_lightning * p->state_floats * sizeof(float));
+    for (int i = 0; i < p->n_lightning; i++) {
+        mr_status st = mr_mem_zero(p->lightning_be[i], mr_seq_lightning_state(p, s, i),
+                                   p->state_floats * sizeof(float));
         if (st != MR_OK) {
             p->free_slots[p->n_free_slots++] = s->slot;
             free(s->blocks);
@@ -132,13 +155,13 @@ void mr_seq_close(mr_state_pool *p, mr_seq *s) {
 }
 
 float *mr_seq_lightning_state(mr_state_pool *p, const mr_seq *s, int index) {
-    return p->lightning + ((size_t)s->slot * p->n_lightning + (size_t)index) * p->state_floats;
+    return p->lightning[index] + (size_t)s->slot * p->state_floats;
 }
 
 float *mr_state_pool_lightning_base(mr_state_pool *p, int index) {
-    return p->lightning + (size_t)index * p->state_floats;
+    return p->lightning[index];
 }
 
 size_t mr_state_pool_slot_stride(const mr_state_pool *p) {
-    return (size_t)p->n_lightning * p->state_floats;
+    return p->state_floats;
 }

@@ -15,7 +15,10 @@
  * The states and caches are host memory, or the backend's device memory when the pool is created
  * on a device-resident backend (mr_state_pool_create_on; coordinator/model_mem.h): then the
  * pointers below must not be dereferenced on the host, and the KV cache holds the backend's
- * kv_dtype. The free lists and block tables are host memory either way.
+ * kv_dtype. Each layer's states and cache are one allocation through that layer's backend
+ * (mr_state_pool_create_staged: the model's layers split over GPUs keep them on their own GPU);
+ * the slot and block ids are the same in every layer. The free lists and block tables are host
+ * memory either way.
  *
  * Owned by the engine's step thread. */
 #ifndef MR_SEQ_STATE_H
@@ -37,11 +40,13 @@ typedef struct mr_seq {
 } mr_seq;
 
 typedef struct mr_state_pool {
-    mr_backend *be; /* NULL: host memory; else states and caches are allocated through it */
+    mr_backend *be; /* the first layer's backend (NULL: host memory); all are of one kind */
     int n_lightning, n_softmax;
     int n_heads, head_dim, n_kv_heads;
-    size_t state_floats; /* per lightning layer per sequence: H * d * d */
-    float *lightning;    /* [max_seqs][n_lightning][H][d][d] float32 */
+    size_t state_floats;       /* per lightning layer per sequence: H * d * d */
+    float **lightning;         /* per lightning layer: [max_seqs][H][d][d] float32 */
+    mr_backend **lightning_be; /* per lightning layer: the backend holding its states */
+    mr_backend **softmax_be;   /* per softmax layer: the backend holding its cache */
     int max_seqs;
     int *free_slots, n_free_slots;
     int block_tokens, n_blocks;
@@ -57,6 +62,11 @@ mr_status mr_state_pool_create(const mr_model_config *c, int max_seqs, int n_blo
 /* In the memory of backend be (which must outlive the pool), KV cache in its kv_dtype. */
 mr_status mr_state_pool_create_on(mr_backend *be, const mr_model_config *c, int max_seqs,
                                   int n_blocks, int block_tokens, mr_state_pool **out);
+/* Layer l's states or cache in the memory of layer_be[l] (num_hidden_layers entries, backends of
+ * one kind that outlive the pool; NULL entries: host memory). */
+mr_status mr_state_pool_create_staged(mr_backend *const *layer_be, const mr_model_config *c,
+                                      int max_seqs, int n_blocks, int block_tokens,
+                                      mr_state_pool **out);
 void mr_state_pool_destroy(mr_state_pool *p);
 size_t mr_state_pool_bytes(const mr_state_pool *p);
 

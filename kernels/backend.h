@@ -175,6 +175,17 @@ typedef struct mr_backend_ops {
     mr_status (*to_host)(mr_backend *be, void *dst, const void *src, size_t bytes);
     /* DEVICE dst = HOST src, ordered after the enqueued work; src may be reused on return. */
     mr_status (*to_device)(mr_backend *be, void *dst, const void *src, size_t bytes);
+
+    /* ---- stages: one backend per GPU (all optional) ------------------------------------------
+     * DEVICE dst (this backend's memory) = DEVICE src of `src_be`, another backend of the same
+     * ops (e.g. on another GPU; src_be may be be). Ordered after the work enqueued so far on both
+     * backends; work enqueued later on either is ordered after the copy (src may then be
+     * overwritten, dst read). NULL: model_mem.h copies host backends with memcpy and refuses
+     * device-resident ones. */
+    mr_status (*copy_from)(mr_backend *be, void *dst, mr_backend *src_be, const void *src,
+                           size_t bytes);
+    /* Free and total bytes of the backend's device memory (NULL: not a GPU, no limit checked). */
+    mr_status (*mem_info)(mr_backend *be, size_t *free_bytes, size_t *total_bytes);
 } mr_backend_ops;
 
 /* Kinds of alloc. */
@@ -184,6 +195,9 @@ typedef struct mr_backend_params {
     int n_threads;  /* cpu: worker threads incl. the caller; <= 0: all CPUs */
     int max_tokens; /* most tokens in one call */
     int hidden, inter, n_heads, head_dim, block_size, max_experts, top_k;
+    /* cuda-gpu: the CUDA device (ordinal among the visible ones) every op, allocation and the
+     * expert executor use; the host thread may drive several such backends. Others ignore it. */
+    int device;
     /* Optional: called by moe_prepare after each expert is on the device (done of total over
      * all layers, device bytes so far). */
     void (*progress)(void *user, int done, int total, size_t bytes);
@@ -198,7 +212,8 @@ struct mr_backend {
 /* name: "ref", "cpu", or where built with CUDA "cuda", "cuda-int8", "cuda-int4" and their "-fast"
  * variants (cpu for every op but moe, which runs on GPU 0 with bf16 / int8 / int4 weights; see
  * kernels/cuda/cuda_backend.h), "cuda-full" (every op on GPU 0 with host pointers;
- * cuda_full_backend.h) and "cuda-gpu" (every op on GPU 0, device-resident; cuda_gpu_backend.h). */
+ * cuda_full_backend.h) and "cuda-gpu" (every op on GPU params.device, device-resident;
+ * cuda_gpu_backend.h). */
 mr_status mr_backend_create(const char *name, const mr_backend_params *p, mr_backend **out);
 void mr_backend_destroy(mr_backend *be);
 

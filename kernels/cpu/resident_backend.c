@@ -222,6 +222,25 @@ static mr_status rb_copy(mr_backend *be, void *dst, const void *src, size_t byte
     return MR_OK;
 }
 
+static const mr_backend_ops resident_ops;
+
+/* The host fallback of a cross-stage copy: memcpy, with dst checked against this backend's device
+ * memory and src against the source backend's (another cpu-resident backend stands in for
+ * another GPU: a pointer of the wrong stage is a violation, as it would be a crash there). */
+static mr_status rb_copy_from(mr_backend *be, void *dst, mr_backend *src_be, const void *src,
+                              size_t bytes) {
+    resident_be *r = impl(be);
+    if (src_be->ops != &resident_ops) {
+        violation(r, "copy_from", "the source backend is not cpu-resident");
+        return MR_ERR_INVALID;
+    }
+    DEV(r, "copy_from", dst, bytes);
+    if (!inside(impl(src_be), src, bytes, MR_MEM_DEVICE))
+        violation(r, "copy_from", "src is not device memory of the source backend");
+    memcpy(dst, src, bytes);
+    return MR_OK;
+}
+
 static mr_status rb_to_host(mr_backend *be, void *dst, const void *src, size_t bytes) {
     resident_be *r = impl(be);
     if (bytes) {
@@ -271,6 +290,7 @@ static const mr_backend_ops resident_ops = {
     .copy = rb_copy,
     .to_host = rb_to_host,
     .to_device = rb_to_device,
+    .copy_from = rb_copy_from,
 };
 
 mr_status mr_resident_backend_create(const mr_backend_params *p, mr_backend **out) {

@@ -120,7 +120,7 @@ static mr_status cb_moe_prepare(mr_backend *be, const mr_expert_set *const *laye
         for (int e = 0; e < E && e < layers[l]->n_experts; e++)
             held[(size_t)l * E + e] = mr_expert_present(&layers[l]->experts[e]);
     }
-    mr_cuda_experts_params p = {.device = 0,
+    mr_cuda_experts_params p = {.device = c->p.device,
                                 .fmt = c->fmt,
                                 .n_layers = n_layers,
                                 .n_experts = E,

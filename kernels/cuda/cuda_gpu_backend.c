@@ -41,6 +41,8 @@ enum {
     S_COUNT
 };
 
+enum { MAX_PEERS = 64 };
+
 typedef struct dev_buf {
     void *p;
     size_t cap;
@@ -57,9 +59,12 @@ typedef struct weight_entry {
 typedef struct gpu_be {
     mr_backend *cuda; /* "cuda": the expert executor (moe_prepare, moe) */
     mr_backend_params p;
+    int dev; /* p.device: made current at every entry (one thread may drive several GPUs) */
     cudaStream_t st;
     cublasHandle_t blas;
     cudaEvent_t ev_main, ev_experts; /* orders the executor's stream with st, both ways */
+    cudaEvent_t ev_xfer;             /* copy_from: orders st with another backend's stream */
+    unsigned char peer_tried[MAX_PEERS]; /* copy_from: peer access to device i asked for */
     mr_status err;                   /* first op failure since the last to_host */
     weight_entry *w;                 /* open addressing by host address, [w_cap] (power of 2) */
     size_t w_cap, n_w;
@@ -72,6 +77,14 @@ typedef struct gpu_be {
 
 static gpu_be *impl(mr_backend *be) {
     return be->impl;
+}
+
+/* The backend's device made current; every entry point calls this first (another backend of the
+ * same thread may have made its own device current since). */
+static gpu_be *use(mr_backend *be) {
+    gpu_be *g = be->impl;
+    cudaSetDevice(g->dev);
+    return g;
 }
 
 /* ---- memory helpers -------------------------------------------------------------------------- */
@@ -201,10 +214,12 @@ static void op_failed(gpu_be *g, const char *op, mr_status st, void *out, size_t
 /* ---- memory ops ------------------------------------------------------------------------------ */
 
 static mr_status gb_alloc(mr_backend *be, size_t bytes, int kind, void **out) {
-    (void)be;
+    use(be);
     void *p = NULL;
-    cudaError_t e = kind == MR_MEM_HOST ? cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocDefault)
-                                        : cudaMalloc(&p, bytes ? bytes : 1);
+    /* host staging is portable: the model may hand it to the backend of another GPU */
+    cudaError_t e = kind == MR_MEM_HOST
+                        ? cudaHostAlloc(&p, bytes ? bytes : 1, cudaHostAllocPortable)
+                        : cudaMalloc(&p, bytes ? bytes : 1);
     if (e != cudaSuccess) {
         size_t free_b = 0, total_b = 0;
         cudaGetLastError(); /* clear the allocation error */
@@ -221,8 +236,8 @@ static mr_status gb_alloc(mr_backend *be, size_t bytes, int kind, void **out) {
 }
 
 static void gb_free(mr_backend *be, void *p, int kind) {
-    (void)be;
     if (!p) return;
+    use(be);
     if (kind == MR_MEM_HOST)
         cudaFreeHost(p);
     else
@@ -230,18 +245,18 @@ static void gb_free(mr_backend *be, void *p, int kind) {
 }
 
 static mr_status gb_memset(mr_backend *be, void *p, int value, size_t bytes) {
-    if (bytes) MR_CUDA_CHECK(cudaMemsetAsync(p, value, bytes, impl(be)->st));
+    if (bytes) MR_CUDA_CHECK(cudaMemsetAsync(p, value, bytes, use(be)->st));
     return MR_OK;
 }
 
 static mr_status gb_copy(mr_backend *be, void *dst, const void *src, size_t bytes) {
     if (bytes)
-        MR_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, impl(be)->st));
+        MR_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, use(be)->st));
     return MR_OK;
 }
 
 static mr_status gb_to_host(mr_backend *be, void *dst, const void *src, size_t bytes) {
-    gpu_be *g = impl(be);
+    gpu_be *g = use(be);
     if (bytes) MR_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, g->st));
     MR_CHECK(wait_stream(g));
     const mr_status st = g->err;
@@ -250,7 +265,58 @@ static mr_status gb_to_host(mr_backend *be, void *dst, const void *src, size_t b
 }
 
 static mr_status gb_to_device(mr_backend *be, void *dst, const void *src, size_t bytes) {
-    return upload(impl(be), dst, src, bytes);
+    return upload(use(be), dst, src, bytes);
+}
+
+/* Lets this backend's device read device `peer`'s memory directly (NVLink / PCIe peer to peer),
+ * asked for once per peer; without it cudaMemcpyPeerAsync still works, staged by the driver. */
+static void enable_peer(gpu_be *g, int peer) {
+    if (peer == g->dev || peer < 0 || peer >= MAX_PEERS || g->peer_tried[peer]) return;
+    g->peer_tried[peer] = 1;
+    int can = 0;
+    if (cudaDeviceCanAccessPeer(&can, g->dev, peer) != cudaSuccess || !can) {
+        cudaGetLastError();
+        MR_LOG_WARN(MR_LOG_GPU, "cuda-gpu: GPU %d cannot access GPU %d directly; stage copies go "
+                                "through host memory",
+                    g->dev, peer);
+        return;
+    }
+    const cudaError_t e = cudaDeviceEnablePeerAccess(peer, 0);
+    if (e != cudaSuccess && e != cudaErrorPeerAccessAlreadyEnabled)
+        MR_LOG_WARN(MR_LOG_GPU, "cuda-gpu: peer access GPU %d -> %d: %s", g->dev, peer,
+                    cudaGetErrorString(e));
+    cudaGetLastError(); /* clear an already-enabled error */
+}
+
+/* dst (this GPU) = src (src_be's GPU), on this backend's stream: it waits for src_be's stream
+ * (src is ready), and src_be's stream waits for the copy (src may be overwritten after). */
+static mr_status gb_copy_from(mr_backend *be, void *dst, mr_backend *src_be, const void *src,
+                              size_t bytes) {
+    if (src_be->ops != be->ops) {
+        MR_LOG_ERROR(MR_LOG_GPU, "cuda-gpu copy_from: the source backend is %s, not cuda-gpu",
+                     src_be->ops->name);
+        return MR_ERR_INVALID;
+    }
+    if (bytes == 0) return MR_OK;
+    gpu_be *s = impl(src_be);
+    if (s == impl(be)) return gb_copy(be, dst, src, bytes);
+    use(src_be);
+    MR_CUDA_CHECK(cudaEventRecord(s->ev_xfer, s->st));
+    gpu_be *d = use(be);
+    enable_peer(d, s->dev);
+    MR_CUDA_CHECK(cudaStreamWaitEvent(d->st, s->ev_xfer, 0));
+    MR_CUDA_CHECK(cudaMemcpyPeerAsync(dst, d->dev, src, s->dev, bytes, d->st));
+    MR_CUDA_CHECK(cudaEventRecord(d->ev_xfer, d->st));
+    use(src_be);
+    const cudaError_t e = cudaStreamWaitEvent(s->st, d->ev_xfer, 0);
+    use(be);
+    return mr_cuda_check_at(e, "cudaStreamWaitEvent(src, copy done)", __FILE__, __LINE__);
+}
+
+static mr_status gb_mem_info(mr_backend *be, size_t *free_bytes, size_t *total_bytes) {
+    use(be);
+    MR_CUDA_CHECK(cudaMemGetInfo(free_bytes, total_bytes));
+    return MR_OK;
 }
 
 /* ---- coordinator ops ------------------------------------------------------------------------- */
@@ -267,7 +333,7 @@ static mr_status do_embed(gpu_be *g, const mr_matrix *t, const int32_t *ids, int
 
 static void gb_embed(mr_backend *be, const mr_matrix *t, const int32_t *ids, int n, float *out) {
     if (n <= 0) return;
-    mr_status st = do_embed(impl(be), t, ids, n, out);
+    mr_status st = do_embed(use(be), t, ids, n, out);
     if (st != MR_OK)
         op_failed(impl(be), "embed", st, out, (size_t)n * (size_t)t->cols * sizeof(float));
 }
@@ -284,14 +350,14 @@ static mr_status do_rmsnorm(gpu_be *g, const float *x, const float *w, int n, in
 static void gb_rmsnorm(mr_backend *be, const float *x, const float *w, int n, int dim, float eps,
                        float *y) {
     if (n <= 0) return;
-    mr_status st = do_rmsnorm(impl(be), x, w, n, dim, eps, y);
+    mr_status st = do_rmsnorm(use(be), x, w, n, dim, eps, y);
     if (st != MR_OK) op_failed(impl(be), "rmsnorm", st, y, (size_t)n * (size_t)dim * sizeof(float));
 }
 
 static void gb_scale_add(mr_backend *be, const float *h, const float *y, float a, float b, size_t n,
                          float *out) {
     if (n == 0) return;
-    mr_status st = mr_cuda_scale_add(h, y, a, b, n, out, impl(be)->st);
+    mr_status st = mr_cuda_scale_add(h, y, a, b, n, out, use(be)->st);
     if (st != MR_OK) op_failed(impl(be), "scale_add", st, out, n * sizeof(float));
 }
 
@@ -311,7 +377,7 @@ static mr_status do_linear(gpu_be *g, const mr_matrix *w, const float *x, int n,
 
 static void gb_linear(mr_backend *be, const mr_matrix *w, const float *x, int n, float *y) {
     if (n <= 0) return;
-    mr_status st = do_linear(impl(be), w, x, n, y);
+    mr_status st = do_linear(use(be), w, x, n, y);
     if (st != MR_OK)
         op_failed(impl(be), "linear", st, y, (size_t)n * (size_t)w->rows * sizeof(float));
 }
@@ -327,7 +393,7 @@ static mr_status do_norm_gate(gpu_be *g, const float *o, const float *gate, cons
 static void gb_norm_gate(mr_backend *be, const float *o, const float *gate, const float *w, int n,
                          int dim, float eps, float *out) {
     if (n <= 0) return;
-    mr_status st = do_norm_gate(impl(be), o, gate, w, n, dim, eps, out);
+    mr_status st = do_norm_gate(use(be), o, gate, w, n, dim, eps, out);
     if (st != MR_OK)
         op_failed(impl(be), "norm_gate", st, out, (size_t)n * (size_t)dim * sizeof(float));
 }
@@ -356,7 +422,7 @@ static mr_status do_route(gpu_be *g, const mr_matrix *gate, const float *x, int 
 static void gb_route(mr_backend *be, const mr_matrix *gate, const float *x, int n, int k,
                      int32_t *ids, float *wts) {
     if (n <= 0) return;
-    mr_status st = do_route(impl(be), gate, x, n, k, ids, wts);
+    mr_status st = do_route(use(be), gate, x, n, k, ids, wts);
     if (st != MR_OK) {
         op_failed(impl(be), "route", st, NULL, 0);
         for (size_t i = 0; i < (size_t)n * (size_t)k; i++) {
@@ -442,7 +508,7 @@ static mr_status do_lightning(gpu_be *g, const mr_lightning_args *a) {
 
 static void gb_lightning(mr_backend *be, const mr_lightning_args *a) {
     if (a->n_segments <= 0) return;
-    mr_status st = do_lightning(impl(be), a);
+    mr_status st = do_lightning(use(be), a);
     if (st != MR_OK)
         op_failed(impl(be), "lightning", st, a->out,
                   (size_t)batch_rows(a->n_segments, a->segs) * (size_t)a->n_heads *
@@ -541,7 +607,7 @@ static mr_status do_attention(gpu_be *g, const mr_attention_args *a) {
 
 static void gb_attention(mr_backend *be, const mr_attention_args *a) {
     if (a->n_segments <= 0) return;
-    mr_status st = do_attention(impl(be), a);
+    mr_status st = do_attention(use(be), a);
     if (st != MR_OK)
         op_failed(impl(be), "attention", st, a->out,
                   (size_t)batch_rows(a->n_segments, a->segs) * (size_t)a->n_heads *
@@ -572,13 +638,13 @@ static mr_status do_moe(gpu_be *g, const mr_expert_set *set, const float *x, int
 static void gb_moe(mr_backend *be, const mr_expert_set *set, const float *x, int n, int k,
                    const int32_t *ids, const float *wts, float *out) {
     if (n <= 0) return;
-    mr_status st = do_moe(impl(be), set, x, n, k, ids, wts, out);
+    mr_status st = do_moe(use(be), set, x, n, k, ids, wts, out);
     if (st != MR_OK)
         op_failed(impl(be), "moe", st, out, (size_t)n * (size_t)set->hidden * sizeof(float));
 }
 
 static mr_status gb_moe_prepare(mr_backend *be, const mr_expert_set *const *layers, int n_layers) {
-    mr_backend *c = impl(be)->cuda;
+    mr_backend *c = use(be)->cuda; /* the executor allocates on the current device */
     return c->ops->moe_prepare(c, layers, n_layers);
 }
 
@@ -588,6 +654,7 @@ static void gb_destroy(mr_backend *be) {
     if (!be) return;
     gpu_be *g = be->impl;
     if (g) {
+        cudaSetDevice(g->dev);
         if (g->st) cudaStreamSynchronize(g->st);
         for (size_t i = 0; i < g->w_cap; i++)
             if (g->w[i].host) cudaFree(g->w[i].dev);
@@ -595,6 +662,7 @@ static void gb_destroy(mr_backend *be) {
         cudaFreeHost(g->pin);
         if (g->ev_main) cudaEventDestroy(g->ev_main);
         if (g->ev_experts) cudaEventDestroy(g->ev_experts);
+        if (g->ev_xfer) cudaEventDestroy(g->ev_xfer);
         if (g->blas) cublasDestroy(g->blas);
         if (g->st) cudaStreamDestroy(g->st);
         mr_backend_destroy(g->cuda);
@@ -626,6 +694,8 @@ static const mr_backend_ops gpu_ops = {
     .copy = gb_copy,
     .to_host = gb_to_host,
     .to_device = gb_to_device,
+    .copy_from = gb_copy_from,
+    .mem_info = gb_mem_info,
 };
 
 /* Scratch for steps of up to max_tokens tokens, so that none grows in the steady state (block
@@ -679,12 +749,22 @@ mr_status mr_cuda_gpu_backend_create(const mr_backend_params *p, mr_backend **ou
     be->ops = &gpu_ops;
     be->impl = g;
     g->p = *p;
+    g->dev = p->device;
+    int n_dev = 0;
+    if (cudaGetDeviceCount(&n_dev) != cudaSuccess) cudaGetLastError();
+    if (p->device < 0 || p->device >= n_dev) {
+        MR_LOG_ERROR(MR_LOG_GPU, "cuda-gpu: GPU %d does not exist (%d visible GPU%s)", p->device,
+                     n_dev, n_dev == 1 ? "" : "s");
+        st = MR_ERR_INVALID;
+        goto err_destroy;
+    }
     MR_CHECK_GOTO(mr_cuda_backend_create("cuda", p, &g->cuda), err_destroy);
-    MR_CUDA_CHECK_GOTO(cudaSetDevice(0), err_destroy);
+    MR_CUDA_CHECK_GOTO(cudaSetDevice(g->dev), err_destroy);
     MR_CUDA_CHECK_GOTO(cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking), err_destroy);
     MR_CUDA_CHECK_GOTO(cudaEventCreateWithFlags(&g->ev_main, cudaEventDisableTiming), err_destroy);
     MR_CUDA_CHECK_GOTO(cudaEventCreateWithFlags(&g->ev_experts, cudaEventDisableTiming),
                        err_destroy);
+    MR_CUDA_CHECK_GOTO(cudaEventCreateWithFlags(&g->ev_xfer, cudaEventDisableTiming), err_destroy);
     MR_CUBLAS_CHECK_GOTO(cublasCreate(&g->blas), err_destroy);
     MR_CHECK_GOTO(weight_table_grow(g), err_destroy);
     MR_CHECK_GOTO(presize(g), err_destroy);

@@ -1,4 +1,5 @@
-/* cuda_gpu_backend.h — the "cuda-gpu" backend: the coordinator engine resident on GPU 0.
+/* cuda_gpu_backend.h — the "cuda-gpu" backend: the coordinator engine resident on one GPU
+ * (params.device; 0 by default).
  *
  *   mr_model_params mp;  mr_model_params_default(&mp);  mp.backend = "cuda-gpu";
  *   mr_model_create(ck, &mp, &m);   // activations, states, KV cache allocated on the GPU
@@ -21,7 +22,12 @@
  * MR_CUDA_AP_DEFAULT as in cuda-full. Supported head_dim: 16, 32, 64, 128 (refused at create).
  *
  * Errors: an op that fails logs the reason, fills its device outputs with NaN and the next
- * to_host returns the failure (the step fails). Not thread-safe: one thread drives it. */
+ * to_host returns the failure (the step fails). Not thread-safe: one thread drives it.
+ *
+ * Several GPUs (the model's layer stages, coordinator/model_stages.h): one backend per device;
+ * every entry point makes its device current first, so one host thread can drive them all, and
+ * copy_from moves a stage's activations to the next GPU (cudaMemcpyPeerAsync on the receiving
+ * stream, ordered with events on both streams; peer access enabled on first use). */
 #ifndef MR_CUDA_GPU_BACKEND_H
 #define MR_CUDA_GPU_BACKEND_H
 

@@ -19,6 +19,12 @@
  *     not compared. Reported as "near tie".
  *   golden_check ... --skip NAME
  *     Leaves out one case (a documented known difference; the test's CMake comment says why).
+ *   golden_check ... --gpus LIST [--micro-batches N]
+ *     Passes `--gpus LIST` (the layers split over stages) and `--micro-batches N` to every run.
+ *   golden_check ... --gpus A --same-as-gpus B
+ *     For every case: the run on stages A and the run on stages B (same backend, chunk and
+ *     micro-batches) must give identical greedy ids and bit for bit identical logits (a split of
+ *     the layers changes where an op runs, never what it computes). No goldens' tolerance.
  *   golden_check ... --synthetic
  *     No shards: only DIR/config.json is checked, and the weights are generated from the golden's
  *     seed (model path synthetic:SEED:DIR), which must reproduce the goldens just the same.
@@ -60,14 +66,18 @@ static float *read_f32(const char *path, size_t *n) {
     return v;
 }
 
-/* Runs moerack; returns its stdout (ids line) or NULL. */
+/* Runs moerack (with --gpus gpus unless NULL, --micro-batches micro unless 0); returns its stdout
+ * (ids line) or NULL. */
 static char *run_moerack(const char *bin, const char *model, const char *backend, json_t *prompt,
-                         int greedy, const char *dump, int chunk) {
-    size_t cap = 256 + json_array_size(prompt) * 8 + strlen(bin) + strlen(model) + strlen(dump);
+                         int greedy, const char *dump, int chunk, const char *gpus, int micro) {
+    size_t cap = 320 + json_array_size(prompt) * 8 + strlen(bin) + strlen(model) + strlen(dump) +
+                 (gpus ? strlen(gpus) : 0);
     char *cmd = malloc(cap), *p = cmd;
     p += sprintf(p, "'%s' run --model '%s' --backend %s --greedy %d --dump-logits '%s'", bin, model,
                  backend, greedy, dump);
     if (chunk > 0) p += sprintf(p, " --prefill-chunk %d", chunk);
+    if (gpus) p += sprintf(p, " --gpus '%s'", gpus);
+    if (micro > 0) p += sprintf(p, " --micro-batches %d", micro);
     p += sprintf(p, " --ids ");
     for (size_t i = 0; i < json_array_size(prompt); i++)
         p += sprintf(p, "%s%lld", i ? "," : "",
@@ -180,7 +190,12 @@ int main(int argc, char **argv) {
                                          {"near-ties", no_argument, 0, 'N'},
                                          {"skip", required_argument, 0, 'K'},
                                          {"synthetic", no_argument, 0, 'S'},
+                                         {"gpus", required_argument, 0, 'G'},
+                                         {"same-as-gpus", required_argument, 0, 'B'},
+                                         {"micro-batches", required_argument, 0, 'M'},
                                          {0, 0, 0, 0}};
+    const char *gpus = NULL, *same_as = NULL;
+    int micro = 0;
     const char *bin = NULL, *gdir = NULL, *model = NULL, *backend = "cpu", *only = "len600",
                *skip = NULL;
     int chunk = 0, split = 0, whole = 0, synthetic = 0;
@@ -224,6 +239,15 @@ int main(int argc, char **argv) {
             break;
         case 'S': /* no shards: weights generated from the golden's seed and DIR/config.json */
             synthetic = 1;
+            break;
+        case 'G':
+            gpus = optarg;
+            break;
+        case 'B':
+            same_as = optarg;
+            break;
+        case 'M':
+            micro = atoi(optarg);
             break;
         default:
             return 2;
@@ -281,8 +305,8 @@ int main(int argc, char **argv) {
         }
         if (split) {
             if (strcmp(name, only) != 0) continue;
-            char *ia = run_moerack(bin, model, backend, prompt, n_gen, tmp_a, split);
-            char *ib = run_moerack(bin, model, backend, prompt, n_gen, tmp_b, whole);
+            char *ia = run_moerack(bin, model, backend, prompt, n_gen, tmp_a, split, gpus, micro);
+            char *ib = run_moerack(bin, model, backend, prompt, n_gen, tmp_b, whole, gpus, micro);
             size_t na = 0, nb = 0;
             float *la = read_f32(tmp_a, &na), *lb = read_f32(tmp_b, &nb);
             double e = (la && lb && na == nb && na == rows * vocab)
@@ -301,7 +325,34 @@ int main(int argc, char **argv) {
             free(lb);
             continue;
         }
-        char *ids = run_moerack(bin, model, backend, prompt, n_gen, tmp_a, chunk);
+        if (same_as) { /* bitwise: stages A against stages B */
+            char *ia = run_moerack(bin, model, backend, prompt, n_gen, tmp_a, chunk, gpus, micro);
+            char *ib = run_moerack(bin, model, backend, prompt, n_gen, tmp_b, chunk, same_as, micro);
+            size_t na = 0, nb = 0;
+            float *la = read_f32(tmp_a, &na), *lb = read_f32(tmp_b, &nb);
+            size_t differ = 0;
+            const int shape_ok = la && lb && na == nb && na == rows * vocab;
+            for (size_t i = 0; shape_ok && i < na; i++)
+                differ += memcmp(&la[i], &lb[i], sizeof(float)) != 0;
+            const int ok = ia && ib && strcmp(ia, ib) == 0 && shape_ok && differ == 0;
+            printf("%s %s (%zu prompt tokens, backend %s, chunk %d, micro-batches %d): gpus %s vs "
+                   "%s: %s, ids %s\n",
+                   ok ? "PASS" : "FAIL", name, json_array_size(prompt), backend, chunk, micro,
+                   gpus ? gpus : "(default)", same_as,
+                   !shape_ok ? "logits missing or of another shape"
+                   : differ  ? "logits DIFFER"
+                             : "logits bit for bit equal",
+                   ia && ib && !strcmp(ia, ib) ? "equal" : "DIFFER");
+            if (shape_ok && differ) printf("  %zu of %zu logits differ\n", differ, na);
+            failures += !ok;
+            cases++;
+            free(ia);
+            free(ib);
+            free(la);
+            free(lb);
+            continue;
+        }
+        char *ids = run_moerack(bin, model, backend, prompt, n_gen, tmp_a, chunk, gpus, micro);
         char expect[8192] = "";
         size_t off = 0;
         for (int i = 0; i < n_gen; i++)
