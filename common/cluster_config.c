@@ -83,6 +83,10 @@ static const mr_opt coord_opts[] = {
     MR_OPT_STRING_(mr_coord_conf, rdma_device, "",
                    "rdma: the device data connections must use (e.g. \"mlx5_0\"); \"\" = "
                    "whichever device owns the worker route"),
+    MR_OPT_INTS_(mr_coord_conf, gpus, 0, 1023, "[0]",
+                 "backend cuda-gpu: the GPUs the layers are split over, in pipeline order (e.g. "
+                 "`[0, 1]`: contiguous stages balanced by bytes, the embedding on the first, the LM "
+                 "head on the last); indices into CUDA_VISIBLE_DEVICES when that is set"),
 };
 
 static const mr_opt worker_opts[] = {
@@ -299,6 +303,17 @@ mr_status mr_cluster_config_load(const char *path, mr_cluster_config *out) {
                     errors++;
                 }
             }
+        }
+        const mr_opt_ints *gpus = &out->coord.gpus;
+        if (gpus->n > 1 && strcmp(out->coord.backend, "cuda-gpu") != 0 &&
+            strcmp(out->coord.backend, "cpu-resident") != 0) {
+            config_setting_t *gs = config_lookup(&cf, "coordinator.gpus");
+            MR_LOG_ERROR(MR_LOG_CONF,
+                         "%s:%d: coordinator.gpus lists %d GPUs but coordinator.backend = \"%s\" "
+                         "runs on one; splitting the layers over GPUs needs backend \"cuda-gpu\"",
+                         path, gs ? (int)config_setting_source_line(gs) : line, gpus->n,
+                         out->coord.backend);
+            errors++;
         }
         if (out->coord.replicas > out->n_workers && out->n_workers > 0) {
             MR_LOG_ERROR(MR_LOG_CONF, "%s: coordinator.replicas = %d exceeds the %d workers", path,

@@ -15,6 +15,7 @@
 
 #include <stdio.h>
 
+#include "common/config_table.h"
 #include "common/status.h"
 
 typedef struct mr_cluster_conf {
@@ -49,6 +50,7 @@ typedef struct mr_coord_conf {
     char test_forced_output[1024]; /* test mode: every request's output is this text */
     char test_forced_answer[1024]; /* test mode: the output after a tool result */
     char rdma_device[64];          /* rdma: required device name, "" = whichever owns the IP */
+    mr_opt_ints gpus;              /* cuda-gpu: the layers split over these GPUs, in order */
 } mr_coord_conf;
 
 typedef struct mr_worker_conf {

@@ -32,6 +32,18 @@ static int set_text(const mr_opt *o, const char *text, void *target) {
     case MR_OPT_ENUM:
         snprintf(dst, o->size, "%s", text);
         return 0;
+    case MR_OPT_INTS: { /* "[a, b, ...]": defaults are written by us, well formed */
+        mr_opt_ints *l = (mr_opt_ints *)dst;
+        l->n = 0;
+        for (const char *p = text; *p && l->n < MR_OPT_INTS_MAX;) {
+            while (*p == '[' || *p == ',' || *p == ' ') p++;
+            if (*p == ']' || !*p) break;
+            char *end;
+            l->v[l->n++] = (int)strtol(p, &end, 10);
+            p = end;
+        }
+        return 0;
+    }
     }
     return -1;
 }
@@ -57,6 +69,8 @@ static const char *type_name(mr_opt_type t) {
         return "string";
     case MR_OPT_ENUM:
         return "string";
+    case MR_OPT_INTS:
+        return "list of integers";
     }
     return "?";
 }
@@ -118,6 +132,40 @@ static int apply_one(const mr_opt *o, const config_setting_t *s, const char *fil
             }
         }
         snprintf(dst, o->size, "%s", v);
+        return 0;
+    }
+    case MR_OPT_INTS: {
+        if (ty != CONFIG_TYPE_ARRAY && ty != CONFIG_TYPE_LIST) goto wrong_type;
+        const int n = config_setting_length(s);
+        if (n < 1 || n > MR_OPT_INTS_MAX) {
+            MR_LOG_ERROR(MR_LOG_CONF, "%s:%d: %s.%s has %d entries (1 to %d)", file, line, where,
+                         o->name, n, MR_OPT_INTS_MAX);
+            return -1;
+        }
+        mr_opt_ints l = {0};
+        for (int i = 0; i < n; i++) {
+            const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+            const int et = config_setting_type(e);
+            if (et != CONFIG_TYPE_INT && et != CONFIG_TYPE_INT64) {
+                MR_LOG_ERROR(MR_LOG_CONF, "%s:%d: %s.%s[%d] must be an integer", file, line, where,
+                             o->name, i);
+                return -1;
+            }
+            const long long v = config_setting_get_int64(e);
+            if (!((double)v >= o->min && (double)v <= o->max)) {
+                MR_LOG_ERROR(MR_LOG_CONF, "%s:%d: %s.%s[%d] = %lld is out of range [%g, %g]", file,
+                             line, where, o->name, i, v, o->min, o->max);
+                return -1;
+            }
+            for (int j = 0; j < i; j++)
+                if (l.v[j] == (int)v) {
+                    MR_LOG_ERROR(MR_LOG_CONF, "%s:%d: %s.%s lists %lld twice", file, line, where,
+                                 o->name, v);
+                    return -1;
+                }
+            l.v[l.n++] = (int)v;
+        }
+        memcpy(dst, &l, sizeof l);
         return 0;
     }
     }
@@ -183,6 +231,13 @@ void mr_opt_dump(const mr_opt_table *t, const void *target, FILE *out, int inden
         case MR_OPT_ENUM:
             fprintf(out, "\"%s\"", src);
             break;
+        case MR_OPT_INTS: {
+            const mr_opt_ints *l = (const mr_opt_ints *)(const void *)src;
+            fprintf(out, "[");
+            for (int k = 0; k < l->n; k++) fprintf(out, "%s%d", k ? ", " : "", l->v[k]);
+            fprintf(out, "]");
+            break;
+        }
         }
         fprintf(out, ";\n");
     }
@@ -197,6 +252,9 @@ void mr_opt_markdown(const mr_opt_table *t, FILE *out) {
         char range[160] = "";
         if (o->type == MR_OPT_INT || o->type == MR_OPT_INT64 || o->type == MR_OPT_DOUBLE)
             snprintf(range, sizeof range, "%g … %g", o->min, o->max);
+        else if (o->type == MR_OPT_INTS)
+            snprintf(range, sizeof range, "1 … %d distinct of %g … %g", MR_OPT_INTS_MAX, o->min,
+                     o->max);
         else if (o->type == MR_OPT_ENUM) {
             size_t n = 0;
             for (const char *const *c = o->choices; *c; c++)

@@ -26,7 +26,15 @@ typedef enum mr_opt_type {
     MR_OPT_BOOL,   /* int 0/1 */
     MR_OPT_STRING, /* char[size] */
     MR_OPT_ENUM,   /* char[size], one of `choices` */
+    MR_OPT_INTS,   /* mr_opt_ints: a list of 1 .. MR_OPT_INTS_MAX distinct integers */
 } mr_opt_type;
+
+#define MR_OPT_INTS_MAX 16
+/* A list option's value: n entries, each in the option's bounds, no two equal. */
+typedef struct mr_opt_ints {
+    int n;
+    int v[MR_OPT_INTS_MAX];
+} mr_opt_ints;
 
 typedef struct mr_opt {
     const char *name;
@@ -49,6 +57,9 @@ typedef struct mr_opt {
     { #f, MR_OPT_BOOL, offsetof(T, f), sizeof(int), d, 0, 1, NULL, doc }
 #define MR_OPT_STRING_(T, f, d, doc)                                                               \
     { #f, MR_OPT_STRING, offsetof(T, f), sizeof(((T *)0)->f), d, 0, 0, NULL, doc }
+/* d: the default as libconfig text, e.g. "[0]" */
+#define MR_OPT_INTS_(T, f, lo, hi, d, doc)                                                         \
+    { #f, MR_OPT_INTS, offsetof(T, f), sizeof(mr_opt_ints), d, lo, hi, NULL, doc }
 #define MR_OPT_ENUM_(T, f, choices, d, doc)                                                        \
     { #f, MR_OPT_ENUM, offsetof(T, f), sizeof(((T *)0)->f), d, 0, 0, choices, doc }
 

@@ -178,6 +178,9 @@ int main(int argc, char **argv) {
     mp.kv_block_tokens = cc.coord.kv_block_tokens;
     mp.load_experts = 0;
     mp.micro_batches = cc.coord.micro_batches;
+    _Static_assert(MR_OPT_INTS_MAX == MR_MAX_STAGES, "coordinator.gpus holds one GPU per stage");
+    mp.n_stages = cc.coord.gpus.n;
+    memcpy(mp.stage_devices, cc.coord.gpus.v, sizeof cc.coord.gpus.v);
     if (mr_model_create(ck, &mp, &m) != MR_OK) goto out;
     /* the weights are copied: unmap the shards (their page cache can go; workers read theirs) */
     mr_ckpt_close(ck);
