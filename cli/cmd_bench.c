@@ -90,11 +90,13 @@ static int bench_membw(int argc, char **argv) {
 
 /* Seconds per copy of `bytes` from stage 0 to stage 1: one copy waited for (latency), or `reps`
  * copies then one wait (throughput); -1 on failure. Buffers allocated here, outside any step. */
-static double time_stage_copy(mr_backend *b0, mr_backend *b1, size_t bytes, int reps, int wait_each) {
+static double time_stage_copy(mr_backend *b0, mr_backend *b1, size_t bytes, int reps,
+                              int wait_each) {
     void *src = NULL, *dst = NULL;
     double dt = -1;
     if (mr_mem_alloc(b0, bytes, &src) == MR_OK && mr_mem_alloc(b1, bytes, &dst) == MR_OK &&
-        mr_mem_zero(b0, src, bytes) == MR_OK && mr_mem_copy_across(b1, dst, b0, src, bytes) == MR_OK &&
+        mr_mem_zero(b0, src, bytes) == MR_OK &&
+        mr_mem_copy_across(b1, dst, b0, src, bytes) == MR_OK &&
         mr_mem_to_host(b1, NULL, NULL, 0) == MR_OK) {
         int ok = 1;
         const double t0 = mr_now_s();
@@ -131,20 +133,24 @@ static void print_stages(mr_model *m, int chunk) {
     for (int i = 0; i < 2; i++) {
         const double lat = time_stage_copy(b0, b1, sizes[i], 200, 1);
         const double thr = time_stage_copy(b0, b1, sizes[i], 200, 0);
-        printf("stage copy     %d token%s (%.1f KB): %.1f us waited for, %.1f us each of 200 in a row "
-               "(%.1f GB/s)\n",
-               i ? chunk : 1, i && chunk > 1 ? "s" : "", (double)sizes[i] / 1e3, lat * 1e6,
-               thr * 1e6, thr > 0 ? (double)sizes[i] / thr / 1e9 : 0.0);
+        printf(
+            "stage copy     %d token%s (%.1f KB): %.1f us waited for, %.1f us each of 200 in a row "
+            "(%.1f GB/s)\n",
+            i ? chunk : 1, i && chunk > 1 ? "s" : "", (double)sizes[i] / 1e3, lat * 1e6, thr * 1e6,
+            thr > 0 ? (double)sizes[i] / thr / 1e9 : 0.0);
     }
 }
 
 static int bench_forward(int argc, char **argv) {
-    static const struct option opts[] = {
-        {"model", required_argument, 0, 'm'},   {"backend", required_argument, 0, 'b'},
-        {"threads", required_argument, 0, 't'}, {"prompt-len", required_argument, 0, 'p'},
-        {"decode", required_argument, 0, 'd'},  {"chunk", required_argument, 0, 'c'},
-        {"gpus", required_argument, 0, 'G'},    {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
+    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
+                                         {"backend", required_argument, 0, 'b'},
+                                         {"threads", required_argument, 0, 't'},
+                                         {"prompt-len", required_argument, 0, 'p'},
+                                         {"decode", required_argument, 0, 'd'},
+                                         {"chunk", required_argument, 0, 'c'},
+                                         {"gpus", required_argument, 0, 'G'},
+                                         {"help", no_argument, 0, 'h'},
+                                         {0, 0, 0, 0}};
     int n_gpus = 1, gpus[MR_MAX_STAGES] = {0};
     const char *model_dir = NULL, *backend = "cpu";
     long long threads = 0, plen = 512, ndec = 64, chunk = 512;
@@ -271,9 +277,10 @@ static int bench_forward(int argc, char **argv) {
     else
         printf("backend        %s, %d threads, %s kernels\n", backend,
                nthreads ? nthreads : (int)sysconf(_SC_NPROCESSORS_ONLN), mr_cpu_backend_isa());
-    printf("weights        %.3f GB (%.3f GB non-expert + %.3f GB experts); model created in %.1f s\n",
-           (double)(nonexpert + expert_bytes) / 1e9, (double)nonexpert / 1e9,
-           (double)expert_bytes / 1e9, t_load);
+    printf(
+        "weights        %.3f GB (%.3f GB non-expert + %.3f GB experts); model created in %.1f s\n",
+        (double)(nonexpert + expert_bytes) / 1e9, (double)nonexpert / 1e9,
+        (double)expert_bytes / 1e9, t_load);
     print_stages(m, (int)chunk);
     if (!on_device)
         printf("read bandwidth %.2f GB/s (best pass before/after the run, same threads)\n",

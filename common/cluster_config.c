@@ -83,10 +83,11 @@ static const mr_opt coord_opts[] = {
     MR_OPT_STRING_(mr_coord_conf, rdma_device, "",
                    "rdma: the device data connections must use (e.g. \"mlx5_0\"); \"\" = "
                    "whichever device owns the worker route"),
-    MR_OPT_INTS_(mr_coord_conf, gpus, 0, 1023, "[0]",
-                 "backend cuda-gpu: the GPUs the layers are split over, in pipeline order (e.g. "
-                 "`[0, 1]`: contiguous stages balanced by bytes, the embedding on the first, the LM "
-                 "head on the last); indices into CUDA_VISIBLE_DEVICES when that is set"),
+    MR_OPT_INTS_(
+        mr_coord_conf, gpus, 0, 1023, "[0]",
+        "backend cuda-gpu: the GPUs the layers are split over, in pipeline order (e.g. "
+        "`[0, 1]`: contiguous stages balanced by bytes, the embedding on the first, the LM "
+        "head on the last); indices into CUDA_VISIBLE_DEVICES when that is set"),
 };
 
 static const mr_opt worker_opts[] = {

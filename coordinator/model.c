@@ -152,8 +152,8 @@ static mr_status load_weights(mr_model *m, weight_loader *wl, const mr_tensor_sp
         const size_t before = wl->off;
         MR_CHECK(load_tensor(wl, s, f32, mat, vec));
         if (wl->layer_bytes) {
-            size_t *acct = L ? &wl->layer_bytes[s->layer]
-                             : (s->part == MR_PART_EMBED ? &wl->head : &wl->tail);
+            size_t *acct =
+                L ? &wl->layer_bytes[s->layer] : (s->part == MR_PART_EMBED ? &wl->head : &wl->tail);
             *acct += wl->off - before;
         }
     }
@@ -317,20 +317,20 @@ static mr_status plan_stages(mr_model *m, size_t *layer_bytes, size_t head, size
     const int L = c->num_hidden_layers, S = p->n_stages, on_device = mr_mem_on_device(m->be);
     const size_t expert = (size_t)c->num_local_experts * 3 * (size_t)c->hidden_size *
                           (size_t)c->intermediate_size * 2; /* bf16 */
-    const size_t state = (size_t)p->max_seqs * c->num_attention_heads * c->head_dim *
-                         c->head_dim * sizeof(float);
+    const size_t state =
+        (size_t)p->max_seqs * c->num_attention_heads * c->head_dim * c->head_dim * sizeof(float);
     const size_t kv = 2 * (size_t)kv_blocks * p->kv_block_tokens * c->num_key_value_heads *
                       c->head_dim * mr_mem_kv_elem_size(m->be);
     for (int l = 0; l < L; l++)
-        layer_bytes[l] += (p->load_experts ? expert : 0) +
-                          (c->attn_type[l] == MR_ATTN_LIGHTNING ? state : kv);
+        layer_bytes[l] +=
+            (p->load_experts ? expert : 0) + (c->attn_type[l] == MR_ATTN_LIGHTNING ? state : kv);
     MR_CHECK(mr_stage_plan_make(layer_bytes, L, head, tail, S, &m->plan));
     for (int l = 0; l < L; l++) m->layers[l].stage = mr_stage_plan_stage_of(&m->plan, l);
     mr_status st = MR_OK;
     for (int s = 0; s < S; s++) {
         mr_backend *be = m->stage_be[s];
-        const size_t act = activation_bytes(c, p->max_batch_tokens, p->max_seqs, on_device,
-                                            s == S - 1);
+        const size_t act =
+            activation_bytes(c, p->max_batch_tokens, p->max_seqs, on_device, s == S - 1);
         const size_t need = m->plan.bytes[s] + act;
         size_t free_b = 0, total_b = 0;
         const int known = be->ops->mem_info && be->ops->mem_info(be, &free_b, &total_b) == MR_OK;
@@ -366,8 +366,7 @@ static mr_status plan_stages(mr_model *m, size_t *layer_bytes, size_t head, size
  * see the step: x is the only activation live across a layer boundary). */
 static mr_status stage_transfer(mr_model *m, int from, int to, const float *src, float *dst,
                                 size_t floats) {
-    return mr_mem_copy_across(m->stage_be[to], dst, m->stage_be[from], src,
-                              floats * sizeof(float));
+    return mr_mem_copy_across(m->stage_be[to], dst, m->stage_be[from], src, floats * sizeof(float));
 }
 
 void mr_model_destroy(mr_model *m) {

@@ -26,7 +26,7 @@ mr_status mr_stage_plan_make(const size_t *layer_bytes, int n_layers, size_t fir
     prefix[0] = 0;
     for (int l = 0; l < L; l++) prefix[l + 1] = prefix[l] + layer_bytes[l];
 #define AT(a, s, e) (a)[(size_t)(s) * (size_t)(L + 1) + (size_t)(e)]
-    /* stage s covers [b, e); its bytes include the extras of the first and the last stage */
+        /* stage s covers [b, e); its bytes include the extras of the first and the last stage */
 #define COST(s, b, e)                                                                              \
     (prefix[e] - prefix[b] + ((s) == 0 ? first_extra : 0) + ((s) == S - 1 ? last_extra : 0))
     for (int e = 1; e <= L; e++) {

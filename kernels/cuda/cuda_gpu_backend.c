@@ -62,11 +62,11 @@ typedef struct gpu_be {
     int dev; /* p.device: made current at every entry (one thread may drive several GPUs) */
     cudaStream_t st;
     cublasHandle_t blas;
-    cudaEvent_t ev_main, ev_experts; /* orders the executor's stream with st, both ways */
-    cudaEvent_t ev_xfer;             /* copy_from: orders st with another backend's stream */
+    cudaEvent_t ev_main, ev_experts;     /* orders the executor's stream with st, both ways */
+    cudaEvent_t ev_xfer;                 /* copy_from: orders st with another backend's stream */
     unsigned char peer_tried[MAX_PEERS]; /* copy_from: peer access to device i asked for */
-    mr_status err;                   /* first op failure since the last to_host */
-    weight_entry *w;                 /* open addressing by host address, [w_cap] (power of 2) */
+    mr_status err;                       /* first op failure since the last to_host */
+    weight_entry *w;                     /* open addressing by host address, [w_cap] (power of 2) */
     size_t w_cap, n_w;
     dev_buf buf[S_COUNT];
     unsigned char *pin; /* page-locked upload / download ring */
@@ -276,8 +276,9 @@ static void enable_peer(gpu_be *g, int peer) {
     int can = 0;
     if (cudaDeviceCanAccessPeer(&can, g->dev, peer) != cudaSuccess || !can) {
         cudaGetLastError();
-        MR_LOG_WARN(MR_LOG_GPU, "cuda-gpu: GPU %d cannot access GPU %d directly; stage copies go "
-                                "through host memory",
+        MR_LOG_WARN(MR_LOG_GPU,
+                    "cuda-gpu: GPU %d cannot access GPU %d directly; stage copies go "
+                    "through host memory",
                     g->dev, peer);
         return;
     }

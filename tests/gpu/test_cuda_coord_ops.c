@@ -21,7 +21,8 @@
  * for argmax); token counts 1, 3, 37, 257; in-place variants the coordinator uses (rmsnorm y = x,
  * the fused residual with and without postnorm aliasing, norm_gate out = o); bf16 and fp32
  * weights and tables; argument checks (MR_ERR_INVALID); the state slot copy.
- * Exit 77 (ctest SKIP) without a CUDA device; `--probe` only answers that; `--quick` skips the
+ * Exit 77 (ctest SKIP) without a CUDA device; `--probe [N]` only answers that (77 with fewer than N
+ * devices); `--quick` skips the
  * real-size GEMMs. */
 #include <math.h>
 #include <pthread.h>
@@ -525,7 +526,8 @@ int main(int argc, char **argv) {
         printf("SKIP: no CUDA device\n");
         return 77;
     }
-    if (argc > 1 && strcmp(argv[1], "--probe") == 0) return 0;
+    if (argc > 1 && strcmp(argv[1], "--probe") == 0) /* --probe N: N devices or skip */
+        return argc > 2 && devs < atoi(argv[2]) ? 77 : 0;
     const int quick = argc > 1 && strcmp(argv[1], "--quick") == 0;
     mr_log_set_level(quick ? MR_LOG_LEVEL_WARN : MR_LOG_LEVEL_ERROR);
     mr_backend_params bp = {.n_threads = 1,

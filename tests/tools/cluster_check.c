@@ -5,6 +5,7 @@
  *   equivalence --workers N [--replicas R]  golden prompts through the cluster vs single process
  *     [--worker-backend B --tol T]          workers on backend B (e.g. cuda), rel L2 tolerance T
  *     [--coord-backend B]                   the coordinator on backend B (cuda-gpu, cpu-resident)
+ *     [--coord-gpus LIST]                   its layers split over these stages (coordinator.gpus)
  *     [--synthetic SEED]                    every process generates the weights (no shards)
  *                                           (default 1e-6; bf16 GPU experts need ~2e-2)
  *   residency                               a worker reads only its experts' bytes
@@ -44,7 +45,8 @@
 #include "proto/sock.h"
 
 static const char *g_bin, *g_model, *g_golden, *g_work, *g_worker_backend;
-static char g_coord_line[128];     /* "backend = ...;" for the coordinator group, or empty */
+static char
+    g_coord_line[160]; /* "backend = ...; gpus = [...];" for the coordinator group, or empty */
 static long long g_synthetic = -1; /* >= 0: cluster.synthetic_weights and single runs alike */
 static char g_synthetic_line[64];
 static double g_tol = 1e-6;
@@ -972,6 +974,27 @@ static void scenario_bad_configs(void) {
          "cluster = { model = \"@M\"; };\nworkers = ({ name = \"w0\"; data_listen = \"nowhere\"; "
          "});\n",
          "cfg:2: workers[0].data_listen = \"nowhere\" is not host:port"},
+        {"gpus not a list",
+         "cluster = { model = \"@M\"; };\ncoordinator = { backend = \"cuda-gpu\";\n gpus = 1; "
+         "};\nworkers = ({ name = \"w0\"; data_listen = \"127.0.0.1:1\"; });\n",
+         "cfg:3: coordinator.gpus must be a list of integers"},
+        {"gpus entry out of range",
+         "cluster = { model = \"@M\"; };\ncoordinator = { backend = \"cuda-gpu\";\n gpus = [0, "
+         "-1]; };\nworkers = ({ name = \"w0\"; data_listen = \"127.0.0.1:1\"; });\n",
+         "cfg:3: coordinator.gpus[1] = -1 is out of range"},
+        {"gpus listed twice",
+         "cluster = { model = \"@M\"; };\ncoordinator = { backend = \"cuda-gpu\";\n gpus = [1, "
+         "1]; };\nworkers = ({ name = \"w0\"; data_listen = \"127.0.0.1:1\"; });\n",
+         "cfg:3: coordinator.gpus lists 1 twice"},
+        {"gpus empty",
+         "cluster = { model = \"@M\"; };\ncoordinator = { backend = \"cuda-gpu\";\n gpus = []; "
+         "};\nworkers = ({ name = \"w0\"; data_listen = \"127.0.0.1:1\"; });\n",
+         "cfg:3: coordinator.gpus has 0 entries (1 to 16)"},
+        {"gpus with a one-GPU backend",
+         "cluster = { model = \"@M\"; };\ncoordinator = { backend = \"cuda-full\";\n gpus = [0, "
+         "1]; };\nworkers = ({ name = \"w0\"; data_listen = \"127.0.0.1:1\"; });\n",
+         "cfg:3: coordinator.gpus lists 2 GPUs but coordinator.backend = \"cuda-full\" runs on "
+         "one"},
     };
     char dir[2048];
     snprintf(dir, sizeof dir, "%s/badcfg", g_work);
@@ -1003,17 +1026,14 @@ static void scenario_bad_configs(void) {
 }
 
 int main(int argc, char **argv) {
-    static const struct option opts[] = {{"bin-dir", required_argument, 0, 'b'},
-                                         {"model", required_argument, 0, 'm'},
-                                         {"golden", required_argument, 0, 'g'},
-                                         {"work", required_argument, 0, 'w'},
-                                         {"workers", required_argument, 0, 'n'},
-                                         {"replicas", required_argument, 0, 'r'},
-                                         {"worker-backend", required_argument, 0, 'B'},
-                                         {"tol", required_argument, 0, 't'},
-                                         {"synthetic", required_argument, 0, 'S'},
-                                         {"coord-backend", required_argument, 0, 'C'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"bin-dir", required_argument, 0, 'b'},        {"model", required_argument, 0, 'm'},
+        {"golden", required_argument, 0, 'g'},         {"work", required_argument, 0, 'w'},
+        {"workers", required_argument, 0, 'n'},        {"replicas", required_argument, 0, 'r'},
+        {"worker-backend", required_argument, 0, 'B'}, {"tol", required_argument, 0, 't'},
+        {"synthetic", required_argument, 0, 'S'},      {"coord-backend", required_argument, 0, 'C'},
+        {"coord-gpus", required_argument, 0, 'G'},     {0, 0, 0, 0}};
+    char coord_backend[64] = "", coord_gpus[64] = "";
     int workers = 2, replicas = 1, o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (o) {
@@ -1042,7 +1062,10 @@ int main(int argc, char **argv) {
             g_tol = atof(optarg);
             break;
         case 'C':
-            snprintf(g_coord_line, sizeof g_coord_line, "  backend = \"%s\";\n", optarg);
+            snprintf(coord_backend, sizeof coord_backend, "  backend = \"%s\";\n", optarg);
+            break;
+        case 'G':
+            snprintf(coord_gpus, sizeof coord_gpus, "  gpus = [%s];\n", optarg);
             break;
         case 'S':
             g_synthetic = atoll(optarg);
@@ -1059,6 +1082,7 @@ int main(int argc, char **argv) {
             "usage: cluster_check --bin-dir DIR --model DIR --golden DIR --work DIR SCENARIO\n");
         return 2;
     }
+    snprintf(g_coord_line, sizeof g_coord_line, "%s%s", coord_backend, coord_gpus);
     signal(SIGPIPE, SIG_IGN);
     mr_log_set_short(1);
     const char *sc = argv[optind];

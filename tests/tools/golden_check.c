@@ -178,22 +178,15 @@ static int near_tie_flip(const char *got_ids, const char *want_ids, const float 
 }
 
 int main(int argc, char **argv) {
-    static const struct option opts[] = {{"moerack", required_argument, 0, 'x'},
-                                         {"golden", required_argument, 0, 'g'},
-                                         {"model", required_argument, 0, 'm'},
-                                         {"backend", required_argument, 0, 'b'},
-                                         {"chunk", required_argument, 0, 'c'},
-                                         {"tol", required_argument, 0, 't'},
-                                         {"split", required_argument, 0, 's'},
-                                         {"whole", required_argument, 0, 'w'},
-                                         {"case", required_argument, 0, 'k'},
-                                         {"near-ties", no_argument, 0, 'N'},
-                                         {"skip", required_argument, 0, 'K'},
-                                         {"synthetic", no_argument, 0, 'S'},
-                                         {"gpus", required_argument, 0, 'G'},
-                                         {"same-as-gpus", required_argument, 0, 'B'},
-                                         {"micro-batches", required_argument, 0, 'M'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"moerack", required_argument, 0, 'x'},       {"golden", required_argument, 0, 'g'},
+        {"model", required_argument, 0, 'm'},         {"backend", required_argument, 0, 'b'},
+        {"chunk", required_argument, 0, 'c'},         {"tol", required_argument, 0, 't'},
+        {"split", required_argument, 0, 's'},         {"whole", required_argument, 0, 'w'},
+        {"case", required_argument, 0, 'k'},          {"near-ties", no_argument, 0, 'N'},
+        {"skip", required_argument, 0, 'K'},          {"synthetic", no_argument, 0, 'S'},
+        {"gpus", required_argument, 0, 'G'},          {"same-as-gpus", required_argument, 0, 'B'},
+        {"micro-batches", required_argument, 0, 'M'}, {0, 0, 0, 0}};
     const char *gpus = NULL, *same_as = NULL;
     int micro = 0;
     const char *bin = NULL, *gdir = NULL, *model = NULL, *backend = "cpu", *only = "len600",
@@ -327,7 +320,8 @@ int main(int argc, char **argv) {
         }
         if (same_as) { /* bitwise: stages A against stages B */
             char *ia = run_moerack(bin, model, backend, prompt, n_gen, tmp_a, chunk, gpus, micro);
-            char *ib = run_moerack(bin, model, backend, prompt, n_gen, tmp_b, chunk, same_as, micro);
+            char *ib =
+                run_moerack(bin, model, backend, prompt, n_gen, tmp_b, chunk, same_as, micro);
             size_t na = 0, nb = 0;
             float *la = read_f32(tmp_a, &na), *lb = read_f32(tmp_b, &nb);
             size_t differ = 0;
