@@ -142,18 +142,15 @@ static void print_stages(mr_model *m, int chunk) {
 }
 
 static int bench_forward(int argc, char **argv) {
-    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
-                                         {"backend", required_argument, 0, 'b'},
-                                         {"threads", required_argument, 0, 't'},
-                                         {"prompt-len", required_argument, 0, 'p'},
-                                         {"decode", required_argument, 0, 'd'},
-                                         {"chunk", required_argument, 0, 'c'},
-                                         {"gpus", required_argument, 0, 'G'},
-                                         {"help", no_argument, 0, 'h'},
-                                         {0, 0, 0, 0}};
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'},   {"backend", required_argument, 0, 'b'},
+        {"threads", required_argument, 0, 't'}, {"prompt-len", required_argument, 0, 'p'},
+        {"decode", required_argument, 0, 'd'},  {"chunk", required_argument, 0, 'c'},
+        {"gpus", required_argument, 0, 'G'},    {"batch", required_argument, 0, 'B'},
+        {"help", no_argument, 0, 'h'},          {0, 0, 0, 0}};
     int n_gpus = 1, gpus[MR_MAX_STAGES] = {0};
     const char *model_dir = NULL, *backend = "cpu";
-    long long threads = 0, plen = 512, ndec = 64, chunk = 512;
+    long long threads = 0, plen = 512, ndec = 64, chunk = 512, batch = 1;
     optind = 1;
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -179,10 +176,14 @@ static int bench_forward(int argc, char **argv) {
         case 'G':
             if ((n_gpus = mr_cli_parse_gpus(optarg, gpus, MR_MAX_STAGES)) < 0) return 2;
             break;
+        case 'B':
+            if ((batch = mr_cli_parse_int("--batch", optarg, 1, 4096)) < 0) return 2;
+            break;
         case 'h':
             printf("usage: moerack bench forward --model DIR [--backend cpu|cuda-gpu|...]\n"
                    "       [--threads N] [--prompt-len 512] [--decode 64] [--chunk 512]\n"
-                   "       [--gpus 0,1]  (layers split over these GPUs)\n");
+                   "       [--gpus 0,1]  (layers split over these GPUs)\n"
+                   "       [--batch 1]   (sequences decoded together, each its own prompt)\n");
             return 0;
         default:
             return 2;
@@ -195,9 +196,11 @@ static int bench_forward(int argc, char **argv) {
     mr_log_set_level(MR_LOG_LEVEL_WARN);
     mr_ckpt *ck = NULL;
     mr_model *m = NULL;
-    mr_seq *seq = NULL;
-    int32_t *ids = NULL;
+    mr_seq **seqs = NULL;
+    int32_t *ids = NULL, *next = NULL;
     float *logits = NULL;
+    mr_step_seq *in = NULL;
+    const size_t B = (size_t)batch;
     int rc = 1;
     if (mr_ckpt_open(model_dir, &ck) != MR_OK) goto out;
     const mr_model_config *c = mr_ckpt_config(ck);
@@ -205,19 +208,20 @@ static int bench_forward(int argc, char **argv) {
     mr_model_params_default(&mp);
     mp.backend = backend;
     mp.n_threads = (int)threads;
-    mp.max_batch_tokens = (int)chunk;
-    mp.max_seqs = 1;
+    mp.max_batch_tokens = (int)(chunk > batch ? chunk : batch);
+    mp.max_seqs = (int)batch;
     mp.max_context = plen + 3 * ndec + 1;
     mp.n_stages = n_gpus;
     memcpy(mp.stage_devices, gpus, sizeof gpus);
     const double t_load0 = mr_now_s();
     if (mr_model_create(ck, &mp, &m) != MR_OK) goto out;
     const double t_load = mr_now_s() - t_load0;
-    if (!(ids = malloc((size_t)plen * sizeof *ids)) ||
-        !(logits = malloc((size_t)c->vocab_size * sizeof *logits)))
+    if (!(ids = malloc(B * (size_t)plen * sizeof *ids)) || !(seqs = calloc(B, sizeof *seqs)) ||
+        !(next = malloc(B * sizeof *next)) || !(in = malloc(B * sizeof *in)) ||
+        !(logits = malloc(B * (size_t)c->vocab_size * sizeof *logits)))
         goto out;
-    uint64_t rs = 42;
-    for (long long i = 0; i < plen; i++)
+    uint64_t rs = 42; /* sequence b's prompt: ids[b · plen ..] */
+    for (size_t i = 0; i < B * (size_t)plen; i++)
         ids[i] = (int32_t)(mr_splitmix64(&rs) % (uint64_t)c->vocab_size);
 
     size_t expert_bytes, nonexpert = mr_model_weight_bytes(m, &expert_bytes);
@@ -229,31 +233,36 @@ static int bench_forward(int argc, char **argv) {
     /* The machine is shared (a VM): take the best of many passes before and after the run. */
     double bw = on_device ? 0 : measure_read_bw((size_t)1 << 30, nthreads, 10);
 
-    /* prefill: twice, report the second (warm caches, pages faulted in) */
+    /* prefill: sequence 0 twice, report the second (warm caches, pages faulted in); then the
+     * other sequences of the batch, untimed */
     double t_prefill = 0;
-    for (int rep = 0; rep < 2; rep++) {
-        if (seq) mr_model_seq_close(m, seq);
-        seq = NULL;
-        if (mr_model_seq_open(m, mp.max_context, &seq) != MR_OK) goto out;
+    for (int rep = 0; rep < 2 + (int)B - 1; rep++) {
+        const size_t b = rep < 2 ? 0 : (size_t)rep - 1;
+        if (seqs[b]) mr_model_seq_close(m, seqs[b]);
+        seqs[b] = NULL;
+        if (mr_model_seq_open(m, mp.max_context, &seqs[b]) != MR_OK) goto out;
         double t0 = mr_now_s();
         for (long long i = 0; i < plen; i += chunk) {
             int len = (int)(plen - i < chunk ? plen - i : chunk);
-            mr_step_seq in = {seq, ids + i, len, i + len == plen};
-            if (mr_model_step(m, &in, 1, logits) != MR_OK) goto out;
+            mr_step_seq one = {seqs[b], ids + b * (size_t)plen + i, len, i + len == plen};
+            if (mr_model_step(m, &one, 1, logits + b * (size_t)c->vocab_size) != MR_OK) goto out;
         }
-        t_prefill = mr_now_s() - t0;
+        if (rep < 2) t_prefill = mr_now_s() - t0;
     }
-    /* decode: three rounds of ndec tokens continuing the same sequence; report the best and
-     * the median round (the first warms caches and branch predictors) */
+    /* decode: three rounds of ndec steps continuing the same sequences (a step is one token of
+     * every sequence); report the best and the median round (the first warms caches) */
     double rounds[3];
     for (int r = 0; r < 3; r++) {
         double t0 = mr_now_s();
         for (long long g = 0; g < ndec; g++) {
-            int32_t next = 0;
-            for (int v = 1; v < c->vocab_size; v++)
-                if (logits[v] > logits[next]) next = v;
-            mr_step_seq in = {seq, &next, 1, 1};
-            if (mr_model_step(m, &in, 1, logits) != MR_OK) goto out;
+            for (size_t b = 0; b < B; b++) {
+                const float *row = logits + b * (size_t)c->vocab_size;
+                next[b] = 0;
+                for (int v = 1; v < c->vocab_size; v++)
+                    if (row[v] > row[next[b]]) next[b] = v;
+                in[b] = (mr_step_seq){seqs[b], &next[b], 1, 1};
+            }
+            if (mr_model_step(m, in, (int)B, logits) != MR_OK) goto out;
         }
         rounds[r] = mr_now_s() - t0;
     }
@@ -268,7 +277,7 @@ static int bench_forward(int argc, char **argv) {
                 sorted[j] = t;
             }
     double t_decode = sorted[0];
-    double dec_tps = (double)ndec / t_decode;
+    double dec_tps = (double)ndec / t_decode; /* steps per second */
     double ceiling = bw / (double)(per_token + state_bytes);
     printf("model          %s (%d layers, hidden %d, %d experts x %d)\n", model_dir,
            c->num_hidden_layers, c->hidden_size, c->num_local_experts, c->intermediate_size);
@@ -290,20 +299,31 @@ static int bench_forward(int argc, char **argv) {
            (double)state_bytes / 1e6);
     printf("prefill        %lld tokens in %.3f s = %.1f tokens/s\n", plen, t_prefill,
            (double)plen / t_prefill);
-    printf("decode         %lld tokens in %.3f s = %.2f tokens/s (best of 3 rounds; median %.2f)\n",
-           ndec, t_decode, dec_tps, (double)ndec / sorted[1]);
-    if (on_device)
-        printf("decode reads   %.1f GB/s achieved (bytes per token x tokens/s; compare with HBM)\n",
-               dec_tps * (double)(per_token + state_bytes) / 1e9);
+    if (B == 1)
+        printf("decode         %lld tokens in %.3f s = %.2f tokens/s (best of 3 rounds; median "
+               "%.2f)\n",
+               ndec, t_decode, dec_tps, (double)ndec / sorted[1]);
+    else
+        printf("decode         batch %zu: %lld steps in %.3f s = %.2f tokens/s, %.2f per sequence "
+               "(best of 3 rounds; median %.2f tokens/s)\n",
+               B, ndec, t_decode, dec_tps * (double)B, dec_tps,
+               (double)B * (double)ndec / sorted[1]);
+    if (on_device) /* a step reads the weights once for the whole batch */
+        printf("decode reads   %.1f GB/s achieved (bytes per step x steps/s; compare with HBM)\n",
+               dec_tps * (double)(per_token + B * state_bytes) / 1e9);
     else
         printf("decode ceiling %.2f tokens/s (bandwidth / bytes per token); achieved %.0f%%\n",
                ceiling, 100.0 * dec_tps / ceiling);
     rc = 0;
 out:
-    if (seq) mr_model_seq_close(m, seq);
+    for (size_t b = 0; seqs && b < B; b++)
+        if (seqs[b]) mr_model_seq_close(m, seqs[b]);
     mr_model_destroy(m);
     mr_ckpt_close(ck);
     free(ids);
+    free(next);
+    free(in);
+    free(seqs);
     free(logits);
     return rc;
 }

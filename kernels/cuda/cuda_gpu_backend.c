@@ -83,7 +83,8 @@ static gpu_be *impl(mr_backend *be) {
  * same thread may have made its own device current since). */
 static gpu_be *use(mr_backend *be) {
     gpu_be *g = be->impl;
-    cudaSetDevice(g->dev);
+    int cur = -1; /* cudaGetDevice reads the thread's current device: cheaper than setting it */
+    if (cudaGetDevice(&cur) != cudaSuccess || cur != g->dev) cudaSetDevice(g->dev);
     return g;
 }
 
