@@ -258,6 +258,10 @@ extern "C" mr_status mr_cuda_linear(cublasHandle_t blas, const mr_cuda_linear_ar
                                      CUBLAS_GEMM_DEFAULT));
         return MR_OK;
     }
+    if (a->x_dtype == MR_DTYPE_F32 && !a->no_gemv &&
+        mr_cuda_gemv_supported(a->n, a->cols, a->w, a->x))
+        return mr_cuda_gemv_bf16((const uint16_t *)a->w, (const float *)a->x, a->n, a->rows,
+                                 a->cols, a->y, st);
     const void *xb = a->x;
     const int split = a->x_dtype == MR_DTYPE_F32 && a->x_lo_bf16;
     if (split) {

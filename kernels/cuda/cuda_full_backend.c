@@ -293,7 +293,8 @@ static mr_status do_linear(full_be *f, const mr_matrix *w, const float *x, int n
     if (w->dtype == MR_DTYPE_BF16) MR_CHECK(stage(f, B_XB, xb, &d_xb));
     MR_CHECK(up(f, d_x, x, xb));
     uint16_t *d_lo = d_xb ? (uint16_t *)d_xb + (size_t)n * (size_t)w->cols : NULL;
-    mr_cuda_linear_args a = {n, w->rows, w->cols, w->dtype, dw, MR_DTYPE_F32, d_x, d_xb, d_y, d_lo};
+    mr_cuda_linear_args a = {n,   w->rows, w->cols, w->dtype, dw, MR_DTYPE_F32,
+                             d_x, d_xb,    d_y,     d_lo,     0};
     MR_CHECK(mr_cuda_linear(f->blas, &a, f->st));
     MR_CHECK(down(f, y, d_y, yb));
     return sync(f);

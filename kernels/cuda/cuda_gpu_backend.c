@@ -305,7 +305,7 @@ static mr_status do_linear(gpu_be *g, const mr_matrix *w, const float *x, int n,
     if (w->dtype == MR_DTYPE_BF16)
         MR_CHECK(scratch(g, S_XB, 2 * (size_t)n * (size_t)w->cols * sizeof(uint16_t), &d_xb));
     uint16_t *d_lo = d_xb ? (uint16_t *)d_xb + (size_t)n * (size_t)w->cols : NULL;
-    mr_cuda_linear_args a = {n, w->rows, w->cols, w->dtype, dw, MR_DTYPE_F32, x, d_xb, y, d_lo};
+    mr_cuda_linear_args a = {n, w->rows, w->cols, w->dtype, dw, MR_DTYPE_F32, x, d_xb, y, d_lo, 0};
     return mr_cuda_linear(g->blas, &a, g->st);
 }
 
