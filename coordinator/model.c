@@ -332,7 +332,10 @@ mr_status mr_model_create(mr_ckpt *ck, const mr_model_params *p, mr_model **out)
         unsigned char *all = malloc(cnt);
         if (!all) goto err;
         memset(all, 1, cnt);
-        st = mr_expert_store_load(ck, all, 0, NULL, NULL, &m->experts);
+        /* synthetic experts for a backend that takes them (moe_prepare) are generated there,
+         * on the GPU, not here */
+        st = mr_expert_store_load(ck, all, m->be->ops->moe_prepare != NULL, NULL, NULL,
+                                  &m->experts);
         free(all);
         if (st != MR_OK) goto err;
         m->moe = (mr_moe_provider){local_dispatch, local_combine, m};
@@ -408,10 +411,12 @@ size_t mr_model_decode_bytes_per_token(const mr_model *m) {
         if (m->experts) {
             const mr_expert_set *set = mr_expert_store_layer(m->experts, l);
             for (int e = 0; e < set->n_experts; e++)
-                if (set->experts[e].w1.data) {
-                    b += (size_t)c->num_experts_per_tok *
-                         (matrix_bytes(&set->experts[e].w1) + matrix_bytes(&set->experts[e].w3) +
-                          matrix_bytes(&set->experts[e].w2));
+                if (mr_expert_present(&set->experts[e])) { /* synthetic: data may be NULL */
+                    const mr_expert *x = &set->experts[e];
+                    const size_t elem = mr_dtype_size(x->w1.dtype);
+                    b += (size_t)c->num_experts_per_tok * elem *
+                         ((size_t)x->w1.rows * x->w1.cols + (size_t)x->w3.rows * x->w3.cols +
+                          (size_t)x->w2.rows * x->w2.cols);
                     break;
                 }
         }

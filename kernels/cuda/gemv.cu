@@ -13,11 +13,17 @@
  * sums stay in registers across chunks; at the end the warp sums its lanes with shuffles (fixed
  * order) and lane t < n writes token t's output. Results are deterministic and do not depend on
  * the other tokens of the batch. Requires cols % 8 == 0 and W, x 16-byte aligned (checked by the
- * caller, which otherwise falls back to cuBLAS). */
+ * caller, which otherwise falls back to cuBLAS).
+ *
+ * Measured on an H200 (docs/performance.md, bench_cuda_linear): 86–93% of the copy bandwidth at
+ * 1–2 tokens on the large projections, 2.0–2.9× the split route; from 4 tokens on the per-token
+ * FMAs and shared-memory reads of x limit it (59% at 4, 33% at 8), so it stops at 2 and the
+ * stacked single GEMM (coord_ops.cu) takes over. */
 #include <cuda_bf16.h>
 
 #include "kernels/cuda/coord_ops.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/cuda_internal.h"
 
 enum {
     GEMV_WARPS = 8,
@@ -38,13 +44,42 @@ __device__ static __forceinline__ void widen8(uint4 q, float w[8]) {
     }
 }
 
-template <int NT>
-static __global__ void __launch_bounds__(GEMV_WARPS * 32)
-    gemv_bf16_kernel(const __nv_bfloat16 *__restrict__ w, const float *__restrict__ x, int rows,
-                     int cols, float *__restrict__ y) {
+/* One argument set for both uses: the coordinator's projections (x fp32 rows, contiguous) and the
+ * experts (x gathered through a row list, or the SwiGLU output as hi + lo bf16 parts). */
+typedef struct gemv_params {
+    const __nv_bfloat16 *w;
+    int ldw, rows, cols;
+    const float *x;                   /* fp32 rows at x + row(t) · ldx, or NULL: the pair below */
+    const int32_t *x_idx;             /* row(t) = x_idx[t] (device), or t when NULL */
+    const __nv_bfloat16 *x_hi, *x_lo; /* x = hi + lo, rows at t · ldx */
+    int ldx;
+    float *y;
+    int ldy;
+} gemv_params;
+
+/* x[t][k0 .. k0 + 8) as fp32 (8 consecutive columns, 16-byte aligned). */
+template <bool PAIR>
+__device__ static __forceinline__ void load_x8(const gemv_params &p, size_t row_off, int k,
+                                               float4 &a, float4 &b) {
+    if (!PAIR) {
+        const float4 *src = (const float4 *)(p.x + row_off + k);
+        a = src[0];
+        b = src[1];
+    } else {
+        float h[8], l[8];
+        widen8(*(const uint4 *)(p.x_hi + row_off + k), h);
+        widen8(*(const uint4 *)(p.x_lo + row_off + k), l);
+        a = make_float4(h[0] + l[0], h[1] + l[1], h[2] + l[2], h[3] + l[3]);
+        b = make_float4(h[4] + l[4], h[5] + l[5], h[6] + l[6], h[7] + l[7]);
+    }
+}
+
+template <int NT, bool PAIR>
+static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_bf16_kernel(gemv_params p) {
     __shared__ __align__(16) float xs[NT][GEMV_KC];
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int row0 = blockIdx.x * GEMV_BLOCK_ROWS + warp * GEMV_ROWS;
+    const int rows = p.rows, cols = p.cols;
     float acc[GEMV_ROWS][NT];
 #pragma unroll
     for (int r = 0; r < GEMV_ROWS; r++)
@@ -55,14 +90,22 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32)
 #pragma unroll
     for (int r = 0; r < GEMV_ROWS; r++) {
         const int row = row0 + r < rows ? row0 + r : rows - 1;
-        wrow[r] = (const uint4 *)(w + (size_t)row * (size_t)cols);
+        wrow[r] = (const uint4 *)(p.w + (size_t)row * (size_t)p.ldw);
     }
+    size_t x_off[NT];
+#pragma unroll
+    for (int t = 0; t < NT; t++) x_off[t] = (size_t)(p.x_idx ? p.x_idx[t] : t) * (size_t)p.ldx;
     for (int k0 = 0; k0 < cols; k0 += GEMV_KC) {
         const int kc = cols - k0 < GEMV_KC ? cols - k0 : GEMV_KC; /* a multiple of 8 */
         __syncthreads(); /* the previous chunk is no longer read */
-        for (int i = threadIdx.x; i < NT * (kc / 4); i += blockDim.x) {
-            const int t = i / (kc / 4), c4 = i % (kc / 4);
-            ((float4 *)xs[t])[c4] = ((const float4 *)(x + (size_t)t * cols + k0))[c4];
+        for (int i = threadIdx.x; i < NT * (kc / 8); i += blockDim.x) {
+            const int t = i / (kc / 8), c8 = i % (kc / 8);
+            float4 a, b;
+#pragma unroll
+            for (int tt = 0; tt < NT; tt++) /* x_off[t] with a compile-time index */
+                if (tt == t) load_x8<PAIR>(p, x_off[tt], k0 + 8 * c8, a, b);
+            ((float4 *)xs[t])[2 * c8] = a;
+            ((float4 *)xs[t])[2 * c8 + 1] = b;
         }
         __syncthreads();
         /* the weights of this chunk: up to GEMV_KC / GEMV_STEP loads per row, all issued first */
@@ -107,7 +150,18 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32)
         if (row0 + r < rows)
 #pragma unroll
             for (int t = 0; t < NT; t++)
-                if (lane == t) y[(size_t)t * rows + row0 + r] = acc[r][t];
+                if (lane == t) p.y[(size_t)t * p.ldy + row0 + r] = acc[r][t];
+}
+
+static mr_status gemv_launch(const gemv_params &p, int n, cudaStream_t st) {
+    const dim3 grid((unsigned)((p.rows + GEMV_BLOCK_ROWS - 1) / GEMV_BLOCK_ROWS));
+    const bool pair = p.x == NULL;
+    if (n == 1 && !pair) gemv_bf16_kernel<1, false><<<grid, GEMV_WARPS * 32, 0, st>>>(p);
+    if (n == 2 && !pair) gemv_bf16_kernel<2, false><<<grid, GEMV_WARPS * 32, 0, st>>>(p);
+    if (n == 1 && pair) gemv_bf16_kernel<1, true><<<grid, GEMV_WARPS * 32, 0, st>>>(p);
+    if (n == 2 && pair) gemv_bf16_kernel<2, true><<<grid, GEMV_WARPS * 32, 0, st>>>(p);
+    MR_CUDA_CHECK_LAUNCH("gemv_bf16 kernel launch");
+    return MR_OK;
 }
 
 extern "C" int mr_cuda_gemv_supported(int n, int cols, const void *w, const void *x) {
@@ -124,23 +178,28 @@ extern "C" mr_status mr_cuda_gemv_bf16(const uint16_t *w, const float *x, int n,
                      MR_CUDA_GEMV_MAX_N, n, rows, cols);
         return MR_ERR_INVALID;
     }
-    const dim3 grid((unsigned)((rows + GEMV_BLOCK_ROWS - 1) / GEMV_BLOCK_ROWS));
-    const __nv_bfloat16 *wb = (const __nv_bfloat16 *)w;
-    switch (n) {
-#define GEMV_CASE(N)                                                                               \
-    case N:                                                                                        \
-        gemv_bf16_kernel<N><<<grid, GEMV_WARPS * 32, 0, st>>>(wb, x, rows, cols, y);               \
-        break;
-        GEMV_CASE(1)
-        GEMV_CASE(2)
-        GEMV_CASE(3)
-        GEMV_CASE(4)
-        GEMV_CASE(5)
-        GEMV_CASE(6)
-        GEMV_CASE(7)
-        GEMV_CASE(8)
-#undef GEMV_CASE
+    gemv_params p = {
+        (const __nv_bfloat16 *)w, cols, rows, cols, x, NULL, NULL, NULL, cols, y, rows};
+    return gemv_launch(p, n, st);
+}
+
+extern "C" mr_status mr_cuda_expert_gemv_launch(const uint16_t *w, int ldw, int rows, int cols,
+                                                int n, const float *x, const int32_t *x_idx,
+                                                const uint16_t *x_hi, const uint16_t *x_lo, int ldx,
+                                                float *y, int ldy, cudaStream_t st) {
+    const int pair = x == NULL;
+    const void *xp = pair ? (const void *)x_hi : (const void *)x;
+    if (!w || !xp || (pair && !x_lo) || !y || rows < 1 || ldy < rows || ldw < cols ||
+        ldw % 8 != 0 || ldx < cols || ldx % (pair ? 8 : 4) != 0 ||
+        !mr_cuda_gemv_supported(n, cols, w, xp) || (pair && ((uintptr_t)x_lo % 16) != 0)) {
+        MR_LOG_ERROR(MR_LOG_GPU,
+                     "mr_cuda_expert_gemv_launch: bad shape (n %d, rows %d, cols %d, ldw %d, "
+                     "ldx %d, ldy %d)",
+                     n, rows, cols, ldw, ldx, ldy);
+        return MR_ERR_INVALID;
     }
-    MR_CUDA_CHECK_LAUNCH("gemv_bf16 kernel launch");
-    return MR_OK;
+    gemv_params p = {
+        (const __nv_bfloat16 *)w,    ldw, rows, cols, x, x_idx, (const __nv_bfloat16 *)x_hi,
+        (const __nv_bfloat16 *)x_lo, ldx, y,    ldy};
+    return gemv_launch(p, n, st);
 }

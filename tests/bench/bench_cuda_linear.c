@@ -1,15 +1,15 @@
 /* bench_cuda_linear — the coordinator's dense projections at decode sizes (issue 7, must-show 4's
  * coordinator share): mr_cuda_linear at MiniMax-M1's projection shapes for a few tokens, by route,
  * in the same run:
- *   gemv   the engine's route: bf16 W × fp32 x in fp32 FMAs, W read once, up to
- *          MR_CUDA_GEMV_MAX_N tokens (beyond: split)
- *   split  cuBLAS, x split into hi + lo bf16 (fp32-accurate: the route before the GEMV kernel),
- *          two GEMMs, W read twice
- *   bf16   cuBLAS, x rounded to bf16 (one GEMM; less accurate: a reference for cuBLAS's speed)
+ *   engine   what the engine runs: the GEMV kernel (bf16 W × fp32 x in fp32 FMAs, W read once) up
+ *            to MR_CUDA_GEMV_MAX_N tokens, then stacked
+ *   stacked  cuBLAS, x split into hi + lo bf16 parts as 2n columns of ONE GEMM (W read once)
+ *   split    cuBLAS, the same parts in two GEMMs (W read twice: the route before this bench)
+ *   bf16     cuBLAS, x rounded to bf16, one GEMM of n columns (less accurate: cuBLAS's own speed)
  * beside the floor: the weight bytes over the device-to-device copy bandwidth measured in the same
  * run. Ends with the sum over an 80-layer model's projections + LM head per decode step.
  *
- *   bench_cuda_linear [--n 1,2,4,8,16] [--json out.jsonl]
+ *   bench_cuda_linear [--n 1,2,4,8,16,64] [--json out.jsonl]
  * Exit 77 without a device. Weights are random bf16 (values do not change the time). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,8 +29,8 @@ static const shape SHAPES[] = {
     {"out_proj / o", 6144, 8192, 80},     {"q (softmax)", 8192, 6144, 10},
     {"k, v (softmax)", 1024, 6144, 20},   {"lm_head", 200064, 6144, 1},
 };
-enum { N_SHAPES = sizeof SHAPES / sizeof SHAPES[0], N_ROUTES = 3 };
-static const char *ROUTE[N_ROUTES] = {"gemv", "split", "bf16"};
+enum { N_SHAPES = sizeof SHAPES / sizeof SHAPES[0], N_ROUTES = 4 };
+static const char *ROUTE[N_ROUTES] = {"engine", "stacked", "split", "bf16"};
 
 typedef struct call {
     mr_cuda_linear_args a;
@@ -44,8 +44,8 @@ static void run_linear(void *arg, int iter, cudaStream_t st) {
 }
 
 int main(int argc, char **argv) {
-    long ns[8] = {1, 2, 4, 8, 16};
-    int n_ns = 5;
+    long ns[8] = {1, 2, 4, 8, 16, 64};
+    int n_ns = 6;
     const char *json_path = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--n") && i + 1 < argc)
@@ -53,7 +53,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--json") && i + 1 < argc)
             json_path = argv[++i];
         else {
-            fprintf(stderr, "usage: bench_cuda_linear [--n 1,2,4,8,16] [--json out.jsonl]\n");
+            fprintf(stderr, "usage: bench_cuda_linear [--n 1,2,4,8,16,64] [--json out.jsonl]\n");
             return 2;
         }
     }
@@ -80,6 +80,7 @@ int main(int argc, char **argv) {
     float *x = bench_dmalloc((size_t)max_n * max_cols * 4);
     float *y = bench_dmalloc((size_t)max_n * max_rows * 4);
     uint16_t *xb = bench_dmalloc((size_t)2 * max_n * max_cols * 2);
+    float *y2 = bench_dmalloc((size_t)2 * max_n * max_rows * 4);
     bench_fill_bf16(w, max_rows * max_cols, 1, 0.05f, st);
     bench_fill_f32(x, (size_t)max_n * max_cols, 2, 1.0f, st);
     CK(cudaStreamSynchronize(st));
@@ -105,7 +106,9 @@ int main(int argc, char **argv) {
                                             .x = x,
                                             .x_bf16 = xb,
                                             .y = y,
-                                            .x_lo_bf16 = r != 2 ? xb + (size_t)n * sh->cols : NULL,
+                                            .x_lo_bf16 = r != 3 ? xb + (size_t)n * sh->cols : NULL,
+                                            .y2 = r <= 1 ? y2 : NULL,
+                                            .y2_floats = (size_t)2 * max_n * max_rows,
                                             .no_gemv = r != 0};
                 ms[r] = bench_time(run_linear, &c, 3, 7, 5, st);
                 model_ms[i][r] += ms[r] * sh->per_model;
@@ -115,27 +118,29 @@ int main(int argc, char **argv) {
                            ROUTE[r], n, sh->rows, sh->cols, ms[r], floor_ms);
             }
             model_floor[i] += floor_ms * sh->per_model;
-            printf("%-22s %4d %10.4f %10.4f %10.4f %10.4f %7.0f%% %7.2fx%s\n", sh->name, n, ms[0],
-                   ms[1], ms[2], floor_ms, 100 * floor_ms / ms[0], ms[1] / ms[0],
-                   mr_cuda_gemv_supported(n, sh->cols, w, x) ? ""
-                                                             : "  (past the GEMV kernel: split)");
+            printf("%-22s %4d %9.4f %9.4f %9.4f %9.4f %9.4f %7.0f%% %7.2fx%s\n", sh->name, n, ms[0],
+                   ms[1], ms[2], ms[3], floor_ms, 100 * floor_ms / ms[0], ms[2] / ms[0],
+                   mr_cuda_gemv_supported(n, sh->cols, w, x) ? " (gemv)" : "");
         }
     printf("\n80-layer MiniMax-M1, all projections + LM head per decode step (sum of the rows "
            "above x their count):\n");
     for (int i = 0; i < n_ns; i++) {
-        printf("  n %3ld: gemv %.2f ms, split %.2f ms (%.2fx), bf16 %.2f ms; floor %.2f ms "
-               "(gemv at %.0f%%)\n",
-               ns[i], model_ms[i][0], model_ms[i][1], model_ms[i][1] / model_ms[i][0],
-               model_ms[i][2], model_floor[i], 100 * model_floor[i] / model_ms[i][0]);
+        printf("  n %3ld: engine %.2f ms, stacked %.2f ms, split %.2f ms (%.2fx the engine), "
+               "bf16 %.2f ms; floor %.2f ms (engine at %.0f%%)\n",
+               ns[i], model_ms[i][0], model_ms[i][1], model_ms[i][2],
+               model_ms[i][2] / model_ms[i][0], model_ms[i][3], model_floor[i],
+               100 * model_floor[i] / model_ms[i][0]);
         bench_json(json,
-                   "{\"op\":\"linear_model\",\"impl\":\"moerack\",\"n\":%ld,\"gemv_ms\":%.4f,"
-                   "\"split_ms\":%.4f,\"bf16_ms\":%.4f,\"floor_ms\":%.4f}",
-                   ns[i], model_ms[i][0], model_ms[i][1], model_ms[i][2], model_floor[i]);
+                   "{\"op\":\"linear_model\",\"impl\":\"moerack\",\"n\":%ld,\"engine_ms\":%.4f,"
+                   "\"stacked_ms\":%.4f,\"split_ms\":%.4f,\"bf16_ms\":%.4f,\"floor_ms\":%.4f}",
+                   ns[i], model_ms[i][0], model_ms[i][1], model_ms[i][2], model_ms[i][3],
+                   model_floor[i]);
     }
     bench_dfree(w);
     bench_dfree(x);
     bench_dfree(y);
     bench_dfree(xb);
+    bench_dfree(y2);
     cublasDestroy(blas);
     CK(cudaStreamDestroy(st));
     if (json) fclose(json);
