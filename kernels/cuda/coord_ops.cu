@@ -258,7 +258,7 @@ extern "C" mr_status mr_cuda_linear(cublasHandle_t blas, const mr_cuda_linear_ar
                                      CUBLAS_GEMM_DEFAULT));
         return MR_OK;
     }
-    if (a->x_dtype == MR_DTYPE_F32 && !a->no_gemv &&
+    if (a->x_dtype == MR_DTYPE_F32 && !a->no_gemv && a->n <= MR_CUDA_GEMV_MAX_N &&
         mr_cuda_gemv_supported(a->n, a->cols, a->w, a->x))
         return mr_cuda_gemv_bf16((const uint16_t *)a->w, (const float *)a->x, a->n, a->rows,
                                  a->cols, a->y, st);

@@ -132,9 +132,11 @@ typedef struct mr_cuda_linear_args {
 
 mr_status mr_cuda_linear(cublasHandle_t blas, const mr_cuda_linear_args *a, cudaStream_t st);
 
-/* Most tokens the GEMV kernel takes (past it the kernel is no longer a weight stream). */
-#define MR_CUDA_GEMV_MAX_N 2
-/* 1 when mr_cuda_gemv_bf16 accepts these arguments. */
+/* Most tokens the GEMV kernel takes, and the most for which linear picks it (measured: past it
+ * the stacked GEMM streams the weights faster; docs/performance.md). */
+#define MR_CUDA_GEMV_KERNEL_MAX_N 8
+#define MR_CUDA_GEMV_MAX_N        2
+/* 1 when mr_cuda_gemv_bf16 accepts these arguments (n ≤ MR_CUDA_GEMV_KERNEL_MAX_N). */
 int mr_cuda_gemv_supported(int n, int cols, const void *w, const void *x);
 /* y[n][rows] = x[n][cols] · Wᵀ, W bf16 [rows][cols], x and y fp32 (see mr_cuda_linear). */
 mr_status mr_cuda_gemv_bf16(const uint16_t *w, const float *x, int n, int rows, int cols, float *y,

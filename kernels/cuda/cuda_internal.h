@@ -122,7 +122,7 @@ mr_status mr_cuda_gather_launch(const float *x, const int32_t *src, int rows, in
  * stride ldg; a stride lda; with a_lo != NULL also a_lo = bf16(silu(g)·u - a). */
 mr_status mr_cuda_swiglu_launch(const void *g, int g_f32, int ldg, int r0, int r1, int inter,
                                 uint16_t *a, uint16_t *a_lo, int lda, cudaStream_t st);
-/* The GEMV kernel of coord_ops.h (gemv.cu) for an expert with n ≤ MR_CUDA_GEMV_MAX_N rows:
+/* The GEMV kernel of coord_ops.h (gemv.cu) for an expert with n ≤ MR_CUDA_GEMV_KERNEL_MAX_N rows:
  * y[t][r] = Σ_c W[r][c] · x_t[c] for r < rows, c < cols, in fp32 with bf16 W [rows][ldw]; x_t is
  * either fp32 row x_idx[t] of x (x_idx device memory, ldx a multiple of 4) or, with x NULL, the
  * sum of bf16 rows t of x_hi and x_lo (ldx a multiple of 8); y [n][ldy]. cols a multiple of 8,

@@ -20,6 +20,9 @@
 #define CX_MARGIN           ((size_t)256 << 20) /* left free for the runtime's own allocations */
 #define CX_GPART            ((size_t)16 << 20)  /* split-K partial sums, floats (64 MiB) */
 #define CX_AUTO_GROUPED_MAX 2048                /* bf16 auto: grouped GEMM up to this many slots */
+/* bf16 + split activations: the GEMV kernel for experts of up to this many rows, instead of two
+ * cuBLAS GEMMs per matrix (docs/performance.md, issue 9) */
+#define CX_GEMV_MAX_N MR_CUDA_GEMV_KERNEL_MAX_N
 
 /* Padded dimensions of one layer's experts (cuda_internal.h: weight layout). */
 typedef struct cx_dims {
@@ -678,11 +681,11 @@ mr_status mr_cuda_experts_enqueue(mr_cuda_experts *cx, int layer, const float *x
     if (cx->path_auto && cx->p.fmt == MR_CUDA_WFMT_BF16)
         gemm = nk > 2 && nk <= CX_AUTO_GROUPED_MAX ? MR_CUDA_GEMM_GROUPED : MR_CUDA_GEMM_PER_EXPERT;
     if (split) gemm = MR_CUDA_GEMM_PER_EXPERT; /* the grouped GEMM has only bf16 outputs */
-    /* bf16 experts with split activations and at most MR_CUDA_GEMV_MAX_N rows: the GEMV kernel
+    /* bf16 experts with split activations and at most CX_GEMV_MAX_N rows: the GEMV kernel
      * (fp32 x, W read once) instead of two cuBLAS GEMMs per matrix (hi and lo: W read twice) */
     const int tiny_max =
         cx->path_auto && cx->p.fmt == MR_CUDA_WFMT_BF16 && split && d->H % 8 == 0 && d->I % 8 == 0
-            ? MR_CUDA_GEMV_MAX_N
+            ? CX_GEMV_MAX_N
             : 0;
     /* group the routed slots by expert: GEMM-path experts first, then wq-path experts, then the
      * GEMV-path ones */

@@ -1,5 +1,5 @@
 /* gemv.cu — the dense projection for a few tokens (decode): y[n][rows] = x[n][cols] · Wᵀ with
- * bf16 weights and fp32 activations, n ≤ MR_CUDA_GEMV_MAX_N (coord_ops.h).
+ * bf16 weights and fp32 activations, n ≤ MR_CUDA_GEMV_KERNEL_MAX_N (coord_ops.h).
  *
  * At decode a projection is a weight stream: every byte of W is read once and used n times. The
  * cuBLAS route needs bf16 activations, so an fp32-accurate product (the oracle's accuracy) takes
@@ -76,7 +76,10 @@ __device__ static __forceinline__ void load_x8(const gemv_params &p, size_t row_
 
 template <int NT, bool PAIR>
 static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_bf16_kernel(gemv_params p) {
-    __shared__ __align__(16) float xs[NT][GEMV_KC];
+    /* x chunk, each row in two planes: plane 0 holds columns 8i..8i+3 at 4i, plane 1 columns
+     * 8i+4..8i+7: a lane's two 16-byte reads then fall on consecutive addresses across the warp
+     * (no bank conflicts; one plane of 8-column groups would put lanes 32 bytes apart) */
+    __shared__ __align__(16) float xs[NT][2][GEMV_KC / 2];
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int row0 = blockIdx.x * GEMV_BLOCK_ROWS + warp * GEMV_ROWS;
     const int rows = p.rows, cols = p.cols;
@@ -104,8 +107,8 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_bf16_kernel(gemv_
 #pragma unroll
             for (int tt = 0; tt < NT; tt++) /* x_off[t] with a compile-time index */
                 if (tt == t) load_x8<PAIR>(p, x_off[tt], k0 + 8 * c8, a, b);
-            ((float4 *)xs[t])[2 * c8] = a;
-            ((float4 *)xs[t])[2 * c8 + 1] = b;
+            ((float4 *)xs[t][0])[c8] = a;
+            ((float4 *)xs[t][1])[c8] = b;
         }
         __syncthreads();
         /* the weights of this chunk: up to GEMV_KC / GEMV_STEP loads per row, all issued first */
@@ -127,7 +130,8 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_bf16_kernel(gemv_
             for (int r = 0; r < GEMV_ROWS; r++) widen8(q[r][j], wf[r]);
 #pragma unroll
             for (int t = 0; t < NT; t++) {
-                const float4 xa = *(const float4 *)&xs[t][c], xb = *(const float4 *)&xs[t][c + 4];
+                const float4 xa = ((const float4 *)xs[t][0])[c / 8],
+                             xb = ((const float4 *)xs[t][1])[c / 8];
                 const float xv[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
 #pragma unroll
                 for (int r = 0; r < GEMV_ROWS; r++)
@@ -153,19 +157,37 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_bf16_kernel(gemv_
                 if (lane == t) p.y[(size_t)t * p.ldy + row0 + r] = acc[r][t];
 }
 
+template <bool PAIR>
+static void gemv_launch_n(const gemv_params &p, int n, dim3 grid, cudaStream_t st) {
+    switch (n) {
+#define GEMV_CASE(N)                                                                               \
+    case N:                                                                                        \
+        gemv_bf16_kernel<N, PAIR><<<grid, GEMV_WARPS * 32, 0, st>>>(p);                            \
+        break;
+        GEMV_CASE(1)
+        GEMV_CASE(2)
+        GEMV_CASE(3)
+        GEMV_CASE(4)
+        GEMV_CASE(5)
+        GEMV_CASE(6)
+        GEMV_CASE(7)
+        GEMV_CASE(8)
+#undef GEMV_CASE
+    }
+}
+
 static mr_status gemv_launch(const gemv_params &p, int n, cudaStream_t st) {
     const dim3 grid((unsigned)((p.rows + GEMV_BLOCK_ROWS - 1) / GEMV_BLOCK_ROWS));
-    const bool pair = p.x == NULL;
-    if (n == 1 && !pair) gemv_bf16_kernel<1, false><<<grid, GEMV_WARPS * 32, 0, st>>>(p);
-    if (n == 2 && !pair) gemv_bf16_kernel<2, false><<<grid, GEMV_WARPS * 32, 0, st>>>(p);
-    if (n == 1 && pair) gemv_bf16_kernel<1, true><<<grid, GEMV_WARPS * 32, 0, st>>>(p);
-    if (n == 2 && pair) gemv_bf16_kernel<2, true><<<grid, GEMV_WARPS * 32, 0, st>>>(p);
+    if (p.x)
+        gemv_launch_n<false>(p, n, grid, st);
+    else
+        gemv_launch_n<true>(p, n, grid, st);
     MR_CUDA_CHECK_LAUNCH("gemv_bf16 kernel launch");
     return MR_OK;
 }
 
 extern "C" int mr_cuda_gemv_supported(int n, int cols, const void *w, const void *x) {
-    return n >= 1 && n <= MR_CUDA_GEMV_MAX_N && cols >= 8 && cols % 8 == 0 &&
+    return n >= 1 && n <= MR_CUDA_GEMV_KERNEL_MAX_N && cols >= 8 && cols % 8 == 0 &&
            ((uintptr_t)w % 16) == 0 && ((uintptr_t)x % 16) == 0;
 }
 
@@ -175,7 +197,7 @@ extern "C" mr_status mr_cuda_gemv_bf16(const uint16_t *w, const float *x, int n,
         MR_LOG_ERROR(MR_LOG_GPU,
                      "mr_cuda_gemv_bf16: needs 1 <= n <= %d, rows >= 1, cols a multiple of 8, "
                      "16-byte aligned w and x (n %d, rows %d, cols %d)",
-                     MR_CUDA_GEMV_MAX_N, n, rows, cols);
+                     MR_CUDA_GEMV_KERNEL_MAX_N, n, rows, cols);
         return MR_ERR_INVALID;
     }
     gemv_params p = {

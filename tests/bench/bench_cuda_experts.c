@@ -142,7 +142,7 @@ static int load_peer(const char *path, int *pn, double *pms, int max) {
 
 /* auto / wq / gemm / grouped: bf16 activations; split: the auto paths with split activations */
 /* split: the auto policy with split (hi + lo) activations — bf16 experts of at most
- * MR_CUDA_GEMV_MAX_N rows on the GEMV kernel; split-gemm: the same activations on cuBLAS only
+ * CX_GEMV_MAX_N (8) rows on the GEMV kernel; split-gemm: the same activations on cuBLAS only
  * (two GEMMs per matrix: the route before the GEMV kernel) */
 enum { V_AUTO, V_WQ, V_GEMM, V_GROUPED, V_SPLIT, V_SPLIT_GEMM, V_COUNT };
 static const char *v_name[V_COUNT] = {"auto", "wq", "gemm", "grouped", "split", "split-gemm"};

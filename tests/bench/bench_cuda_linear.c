@@ -6,6 +6,7 @@
  *   stacked  cuBLAS, x split into hi + lo bf16 parts as 2n columns of ONE GEMM (W read once)
  *   split    cuBLAS, the same parts in two GEMMs (W read twice: the route before this bench)
  *   bf16     cuBLAS, x rounded to bf16, one GEMM of n columns (less accurate: cuBLAS's own speed)
+ *   gemv     the GEMV kernel called directly, up to MR_CUDA_GEMV_KERNEL_MAX_N tokens (0 past it)
  * beside the floor: the weight bytes over the device-to-device copy bandwidth measured in the same
  * run. Ends with the sum over an 80-layer model's projections + LM head per decode step.
  *
@@ -29,8 +30,8 @@ static const shape SHAPES[] = {
     {"out_proj / o", 6144, 8192, 80},     {"q (softmax)", 8192, 6144, 10},
     {"k, v (softmax)", 1024, 6144, 20},   {"lm_head", 200064, 6144, 1},
 };
-enum { N_SHAPES = sizeof SHAPES / sizeof SHAPES[0], N_ROUTES = 4 };
-static const char *ROUTE[N_ROUTES] = {"engine", "stacked", "split", "bf16"};
+enum { N_SHAPES = sizeof SHAPES / sizeof SHAPES[0], N_ROUTES = 5 };
+static const char *ROUTE[N_ROUTES] = {"engine", "stacked", "split", "bf16", "gemv"};
 
 typedef struct call {
     mr_cuda_linear_args a;
@@ -41,6 +42,12 @@ static void run_linear(void *arg, int iter, cudaStream_t st) {
     (void)iter;
     call *c = arg;
     CM(mr_cuda_linear(c->blas, &c->a, st));
+}
+
+static void run_gemv(void *arg, int iter, cudaStream_t st) {
+    (void)iter;
+    const mr_cuda_linear_args *a = &((call *)arg)->a;
+    CM(mr_cuda_gemv_bf16(a->w, a->x, a->n, a->rows, a->cols, a->y, st));
 }
 
 int main(int argc, char **argv) {
@@ -86,8 +93,8 @@ int main(int argc, char **argv) {
     CK(cudaStreamSynchronize(st));
 
     double model_ms[8][N_ROUTES] = {{0}}, model_floor[8] = {0};
-    printf("%-22s %4s %10s %10s %10s %10s %8s %8s\n", "projection", "n", "gemv ms", "split ms",
-           "bf16 ms", "floor ms", "gemv/fl", "split/g");
+    printf("%-22s %4s %9s %9s %9s %9s %9s %9s %8s %8s\n", "projection", "n", "engine", "stacked",
+           "split", "bf16", "gemv", "floor ms", "floor/e", "split/e");
     for (int s = 0; s < N_SHAPES; s++)
         for (int i = 0; i < n_ns; i++) {
             const shape *sh = &SHAPES[s];
@@ -106,11 +113,15 @@ int main(int argc, char **argv) {
                                             .x = x,
                                             .x_bf16 = xb,
                                             .y = y,
-                                            .x_lo_bf16 = r != 3 ? xb + (size_t)n * sh->cols : NULL,
+                                            .x_lo_bf16 = r <= 2 ? xb + (size_t)n * sh->cols : NULL,
                                             .y2 = r <= 1 ? y2 : NULL,
                                             .y2_floats = (size_t)2 * max_n * max_rows,
                                             .no_gemv = r != 0};
-                ms[r] = bench_time(run_linear, &c, 3, 7, 5, st);
+                if (r == 4 && !mr_cuda_gemv_supported(n, sh->cols, w, x)) {
+                    ms[r] = 0; /* past the kernel's token counts */
+                    continue;
+                }
+                ms[r] = bench_time(r == 4 ? run_gemv : run_linear, &c, 3, 7, 5, st);
                 model_ms[i][r] += ms[r] * sh->per_model;
                 bench_json(json,
                            "{\"op\":\"linear\",\"impl\":\"%s\",\"n\":%d,\"rows\":%d,\"cols\":%d,"
@@ -118,17 +129,17 @@ int main(int argc, char **argv) {
                            ROUTE[r], n, sh->rows, sh->cols, ms[r], floor_ms);
             }
             model_floor[i] += floor_ms * sh->per_model;
-            printf("%-22s %4d %9.4f %9.4f %9.4f %9.4f %9.4f %7.0f%% %7.2fx%s\n", sh->name, n, ms[0],
-                   ms[1], ms[2], ms[3], floor_ms, 100 * floor_ms / ms[0], ms[2] / ms[0],
-                   mr_cuda_gemv_supported(n, sh->cols, w, x) ? " (gemv)" : "");
+            printf("%-22s %4d %9.4f %9.4f %9.4f %9.4f %9.4f %9.4f %7.0f%% %7.2fx%s\n", sh->name, n,
+                   ms[0], ms[1], ms[2], ms[3], ms[4], floor_ms, 100 * floor_ms / ms[0],
+                   ms[2] / ms[0], n <= MR_CUDA_GEMV_MAX_N ? " (engine: gemv)" : "");
         }
     printf("\n80-layer MiniMax-M1, all projections + LM head per decode step (sum of the rows "
            "above x their count):\n");
     for (int i = 0; i < n_ns; i++) {
         printf("  n %3ld: engine %.2f ms, stacked %.2f ms, split %.2f ms (%.2fx the engine), "
-               "bf16 %.2f ms; floor %.2f ms (engine at %.0f%%)\n",
+               "bf16 %.2f ms, gemv %.2f ms; floor %.2f ms (engine at %.0f%%)\n",
                ns[i], model_ms[i][0], model_ms[i][1], model_ms[i][2],
-               model_ms[i][2] / model_ms[i][0], model_ms[i][3], model_floor[i],
+               model_ms[i][2] / model_ms[i][0], model_ms[i][3], model_ms[i][4], model_floor[i],
                100 * model_floor[i] / model_ms[i][0]);
         bench_json(json,
                    "{\"op\":\"linear_model\",\"impl\":\"moerack\",\"n\":%ld,\"engine_ms\":%.4f,"

@@ -324,12 +324,13 @@ static void ref_linear_mt(const mr_matrix *w, const float *x, int n, float *y) {
 /* wmode: 0 fp32 weights; 1 bf16 weights, fp32 x (converted on the device); 2 bf16 weights and
  * bf16 x (then the ref gets the bf16-rounded x, and the result is fp32-accurate); 3 bf16 weights,
  * fp32 x split into hi + lo parts stacked in one GEMM (the engine's route past the GEMV kernel);
- * 4 the same parts in two GEMMs (no y2 scratch). Modes 1, 3 and 4 take the GEMV kernel where it
- * applies. */
+ * 4 the same parts in two GEMMs (no y2 scratch); 5 the GEMV kernel called directly (up to
+ * MR_CUDA_GEMV_KERNEL_MAX_N tokens). Modes 1, 3 and 4 take the GEMV kernel where linear picks it.
+ */
 static void test_linear(int n, int rows, int cols, int wmode) {
     char what[160];
     const size_t WN = (size_t)rows * cols, XN = (size_t)n * cols, YN = (size_t)n * rows;
-    const int wb = wmode != 0, xb = wmode == 2, split = wmode >= 3;
+    const int wb = wmode != 0, xb = wmode == 2, split = wmode == 3 || wmode == 4;
     float *w = xmalloc(WN * sizeof(float)), *x = xmalloc(XN * sizeof(float));
     float *ref = xmalloc(YN * sizeof(float)), *got = xmalloc(YN * sizeof(float));
     fill(w, WN, 0.05f, wb);
@@ -355,15 +356,22 @@ static void test_linear(int n, int rows, int cols, int wmode) {
                              .x_lo_bf16 = d_lo,
                              .y2 = d_y2,
                              .y2_floats = d_y2 ? 2 * YN : 0};
-    CM(mr_cuda_linear(g_blas, &a, g_st));
+    if (wmode == 5)
+        CM(mr_cuda_gemv_bf16(d_w, d_x, n, rows, cols, d_y, g_st));
+    else
+        CM(mr_cuda_linear(g_blas, &a, g_st));
     download(got, d_y, YN * sizeof(float));
-    static const char *mode_name[] = {"f32 W, f32 x", "bf16 W, f32 x", "bf16 W, bf16 x",
+    static const char *mode_name[] = {"f32 W, f32 x",
+                                      "bf16 W, f32 x",
+                                      "bf16 W, bf16 x",
                                       "bf16 W, f32 x hi+lo stacked",
-                                      "bf16 W, f32 x hi+lo in two GEMMs"};
+                                      "bf16 W, f32 x hi+lo in two GEMMs",
+                                      "bf16 W, f32 x, the GEMV kernel"};
     snprintf(what, sizeof what, "linear %s n %d [%d x %d]", mode_name[wmode], n, rows, cols);
     /* split: x − hi − lo ≤ 2^-16 |x| per element, far below TOL_DOT's fp32 summation allowance;
      * the GEMV route (bf16 W, fp32 x, few tokens) keeps x in fp32: TOL_DOT too */
-    const int gemv = wb && !xb && mr_cuda_gemv_supported(n, cols, d_w, d_x);
+    const int gemv = wmode == 5 || (wb && !xb && n <= MR_CUDA_GEMV_MAX_N &&
+                                    mr_cuda_gemv_supported(n, cols, d_w, d_x));
     if (gemv) strncat(what, " (gemv)", sizeof what - strlen(what) - 1);
     check(what, nerr(got, ref, YN), wmode == 1 && !gemv ? TOL_BF16 : TOL_DOT);
     cudaFree(d_y2);
@@ -618,6 +626,10 @@ int main(int argc, char **argv) {
             test_linear(n, 24576, 6144, 1);
             test_linear(n, 24576, 6144, 3);
         }
+        for (int n = 1; n <= MR_CUDA_GEMV_KERNEL_MAX_N; n++) {
+            test_linear(n, 24576, 6144, 5);
+            test_linear(n, 6144, 8192, 5);
+        }
         test_linear(8, 6144, 8192, 3);
         test_linear(64, 6144, 8192, 3);
         test_linear(1, 200064, 6144, 1); /* LM head */
@@ -627,6 +639,9 @@ int main(int argc, char **argv) {
      * chunk, and columns not a multiple of 8 (cuBLAS instead) */
     test_linear(3, 100, 200, 1);
     test_linear(8, 40, 1032, 1);
+    test_linear(7, 100, 200, 5);
+    test_linear(8, 40, 1032, 5);
+    test_linear(3, 17, 8, 5);
     test_linear(5, 17, 8, 3);
     test_linear(2, 17, 8, 4);
     test_linear(2, 33, 100, 1);
