@@ -258,6 +258,10 @@ extern "C" mr_status mr_cuda_linear(cublasHandle_t blas, const mr_cuda_linear_ar
                                      CUBLAS_GEMM_DEFAULT));
         return MR_OK;
     }
+    if (a->x_dtype == MR_DTYPE_F32 && !a->no_gemv && a->n <= MR_CUDA_GEMV_MAX_N &&
+        mr_cuda_gemv_supported(a->n, a->cols, a->w, a->x))
+        return mr_cuda_gemv_bf16((const uint16_t *)a->w, (const float *)a->x, a->n, a->rows,
+                                 a->cols, a->y, st);
     const void *xb = a->x;
     const int split = a->x_dtype == MR_DTYPE_F32 && a->x_lo_bf16;
     if (split) {
@@ -271,6 +275,18 @@ extern "C" mr_status mr_cuda_linear(cublasHandle_t blas, const mr_cuda_linear_ar
             mr_cuda_f32_to_bf16((const float *)a->x, (size_t)a->n * (size_t)a->cols, a->x_bf16, st);
         if (s != MR_OK) return s;
         xb = a->x_bf16;
+    }
+    const size_t ny = (size_t)a->n * (size_t)a->rows;
+    if (split && a->y2 && a->x_lo_bf16 == a->x_bf16 + (size_t)a->n * (size_t)a->cols &&
+        2 * ny <= a->y2_floats) { /* [hi; lo] as 2n columns of one GEMM: W read once */
+        MR_CUBLAS_CHECK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, a->rows, 2 * a->n, a->cols,
+                                     &one, a->w, CUDA_R_16BF, a->cols, xb, CUDA_R_16BF, a->cols,
+                                     &zero, a->y2, CUDA_R_32F, a->rows, CUBLAS_COMPUTE_32F,
+                                     CUBLAS_GEMM_DEFAULT));
+        scale_add_kernel<<<elementwise_blocks(ny), 256, 0, st>>>(a->y2, a->y2 + ny, 1.0f, 1.0f, ny,
+                                                                 a->y);
+        MR_CUDA_CHECK_LAUNCH("linear hi + lo sum launch");
+        return MR_OK;
     }
     MR_CUBLAS_CHECK(cublasGemmEx(blas, CUBLAS_OP_T, CUBLAS_OP_N, a->rows, a->n, a->cols, &one, a->w,
                                  CUDA_R_16BF, a->cols, xb, CUDA_R_16BF, a->cols, &zero, a->y,

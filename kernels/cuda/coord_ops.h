@@ -104,6 +104,10 @@ mr_status mr_cuda_norm_gate(const mr_cuda_norm_gate_args *a, cudaStream_t st);
  *  - w BF16, x BF16: the GEMM directly (x_bf16 unused);
  *  - w F32, x F32: an fp32 GEMM (CUBLAS_COMPUTE_32F_PEDANTIC: no TF32, no reduced precision) —
  *    the fp32 LM head and ref-exact checks.
+ *  - w BF16, x F32 and n ≤ MR_CUDA_GEMV_MAX_N (decode), cols a multiple of 8, W and x 16-byte
+ *    aligned: the GEMV kernel instead (gemv.cu): fp32 activations times widened bf16 weights in
+ *    fp32 FMAs, W read once — fp32-accurate like the split below; x_bf16 / x_lo_bf16 are then
+ *    unused (no_gemv = 1 forces the cuBLAS route, for comparisons).
  * y must not alias x. Row pointers need no special alignment beyond the element size, but
  * 16-byte aligned x, W, y with cols and rows multiples of 8 keep cuBLAS on its fast kernels. */
 typedef struct mr_cuda_linear_args {
@@ -118,9 +122,25 @@ typedef struct mr_cuda_linear_args {
      * hi = bf16(x) and lo = bf16(x − hi) and y = W·hi + W·lo (two GEMMs): fp32-accurate activations
      * (|x − hi − lo| ≤ 2⁻¹⁶|x|) at twice the tensor work — the accuracy the CPU oracle has. */
     uint16_t *x_lo_bf16;
+    /* Optional with the split: scratch of y2_floats floats. When x_lo_bf16 = x_bf16 + n·cols and
+     * 2·n·rows ≤ y2_floats, the two parts go through ONE GEMM of 2n columns into y2 (W read
+     * once), then y = y2[0..n) + y2[n..2n); else two GEMMs (W read twice). */
+    float *y2;
+    size_t y2_floats;
+    int no_gemv; /* 1: never the GEMV kernel (benchmarks compare the routes) */
 } mr_cuda_linear_args;
 
 mr_status mr_cuda_linear(cublasHandle_t blas, const mr_cuda_linear_args *a, cudaStream_t st);
+
+/* Most tokens the GEMV kernel takes, and the most for which linear picks it (measured: past it
+ * the stacked GEMM streams the weights faster; docs/performance.md). */
+#define MR_CUDA_GEMV_KERNEL_MAX_N 8
+#define MR_CUDA_GEMV_MAX_N        2
+/* 1 when mr_cuda_gemv_bf16 accepts these arguments (n ≤ MR_CUDA_GEMV_KERNEL_MAX_N). */
+int mr_cuda_gemv_supported(int n, int cols, const void *w, const void *x);
+/* y[n][rows] = x[n][cols] · Wᵀ, W bf16 [rows][cols], x and y fp32 (see mr_cuda_linear). */
+mr_status mr_cuda_gemv_bf16(const uint16_t *w, const float *x, int n, int rows, int cols, float *y,
+                            cudaStream_t st);
 
 /* dst[i] = bf16(src[i]) (round to nearest even, NaN stays NaN) for i < n. */
 mr_status mr_cuda_f32_to_bf16(const float *src, size_t n, uint16_t *dst, cudaStream_t st);

@@ -25,6 +25,10 @@
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_check.h"
 
+/* Tokens up to which linear computes the hi and lo parts of split activations in one GEMM (W
+ * read once; past a few dozen tokens the GEMM is compute-bound and two cost the same). */
+#define LINEAR_STACK_MAX_N 64
+
 /* Device staging buffers, by role within one op. */
 enum {
     B_A,
@@ -293,7 +297,20 @@ static mr_status do_linear(full_be *f, const mr_matrix *w, const float *x, int n
     if (w->dtype == MR_DTYPE_BF16) MR_CHECK(stage(f, B_XB, xb, &d_xb));
     MR_CHECK(up(f, d_x, x, xb));
     uint16_t *d_lo = d_xb ? (uint16_t *)d_xb + (size_t)n * (size_t)w->cols : NULL;
-    mr_cuda_linear_args a = {n, w->rows, w->cols, w->dtype, dw, MR_DTYPE_F32, d_x, d_xb, d_y, d_lo};
+    void *d_y2 = NULL; /* few tokens: hi and lo in one GEMM (coord_ops.h) */
+    if (d_xb && n <= LINEAR_STACK_MAX_N) MR_CHECK(stage(f, B_C, 2 * yb, &d_y2));
+    mr_cuda_linear_args a = {.n = n,
+                             .rows = w->rows,
+                             .cols = w->cols,
+                             .w_dtype = w->dtype,
+                             .w = dw,
+                             .x_dtype = MR_DTYPE_F32,
+                             .x = d_x,
+                             .x_bf16 = d_xb,
+                             .y = d_y,
+                             .x_lo_bf16 = d_lo,
+                             .y2 = d_y2,
+                             .y2_floats = d_y2 ? 2 * yb / sizeof(float) : 0};
     MR_CHECK(mr_cuda_linear(f->blas, &a, f->st));
     MR_CHECK(down(f, y, d_y, yb));
     return sync(f);

@@ -38,6 +38,7 @@ enum {
     S_ROUTE, /* router ids [n][k] int32, then wts [n][k] fp32 */
     S_LWS,   /* lightning prefill workspace */
     S_AWS,   /* softmax decode workspace */
+    S_Y2,    /* linear: hi and lo products of split activations, [2n][rows] (fixed size) */
     S_COUNT
 };
 
@@ -73,6 +74,9 @@ typedef struct gpu_be {
     size_t pin_cap, pin_used;
     int32_t *h_slots; /* host [max_tokens]: prefill slots (read during the launch call) */
     int h_slots_cap;
+    /* MOERACK_CUDA_LINEAR=twice: projections as two GEMMs (hi, lo), neither the GEMV kernel nor
+     * the stacked GEMM — the route before them, kept for same-run comparisons */
+    int linear_twice;
 } gpu_be;
 
 static gpu_be *impl(mr_backend *be) {
@@ -373,7 +377,20 @@ static mr_status do_linear(gpu_be *g, const mr_matrix *w, const float *x, int n,
     if (w->dtype == MR_DTYPE_BF16)
         MR_CHECK(scratch(g, S_XB, 2 * (size_t)n * (size_t)w->cols * sizeof(uint16_t), &d_xb));
     uint16_t *d_lo = d_xb ? (uint16_t *)d_xb + (size_t)n * (size_t)w->cols : NULL;
-    mr_cuda_linear_args a = {n, w->rows, w->cols, w->dtype, dw, MR_DTYPE_F32, x, d_xb, y, d_lo};
+    /* S_Y2 never grows: linear stacks hi and lo in one GEMM when [2n][rows] fits (coord_ops.h) */
+    mr_cuda_linear_args a = {.n = n,
+                             .rows = w->rows,
+                             .cols = w->cols,
+                             .w_dtype = w->dtype,
+                             .w = dw,
+                             .x_dtype = MR_DTYPE_F32,
+                             .x = x,
+                             .x_bf16 = d_xb,
+                             .y = y,
+                             .x_lo_bf16 = d_lo,
+                             .y2 = g->linear_twice ? NULL : g->buf[S_Y2].p,
+                             .y2_floats = g->buf[S_Y2].cap / sizeof(float),
+                             .no_gemv = g->linear_twice};
     return mr_cuda_linear(g->blas, &a, g->st);
 }
 
@@ -724,6 +741,9 @@ static mr_status presize(gpu_be *g) {
     }
     const size_t aws_t = mr_cuda_attention_decode_ws_bytes((int)T, p->n_heads, p->head_dim);
     MR_CHECK(scratch(g, S_AWS, aws_t > aws ? aws_t : aws, &d));
+    /* stacked hi + lo products for up to 64 tokens of the widest projection (qkv) */
+    const size_t wide = (size_t)(3 * inner > p->hidden ? 3 * inner : p->hidden);
+    MR_CHECK(scratch(g, S_Y2, 2 * (T < 64 ? T : 64) * wide * sizeof(float), &d));
     /* the ring: a few steps' tables, or one step's hidden rows (cluster combine) */
     size_t pin = T * (size_t)p->hidden * sizeof(float) + T * 65 * sizeof(int32_t);
     pin = pin > ((size_t)4 << 20) ? pin : ((size_t)4 << 20);
@@ -760,6 +780,10 @@ mr_status mr_cuda_gpu_backend_create(const mr_backend_params *p, mr_backend **ou
         st = MR_ERR_INVALID;
         goto err_destroy;
     }
+    const char *route = getenv("MOERACK_CUDA_LINEAR");
+    g->linear_twice = route && strcmp(route, "twice") == 0;
+    if (g->linear_twice)
+        MR_LOG_INFO(MR_LOG_GPU, "cuda-gpu: projections as two GEMMs (MOERACK_CUDA_LINEAR)");
     MR_CHECK_GOTO(mr_cuda_backend_create("cuda", p, &g->cuda), err_destroy);
     MR_CUDA_CHECK_GOTO(cudaSetDevice(g->dev), err_destroy);
     MR_CUDA_CHECK_GOTO(cudaStreamCreateWithFlags(&g->st, cudaStreamNonBlocking), err_destroy);

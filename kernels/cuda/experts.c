@@ -9,6 +9,7 @@
 #include "common/check.h"
 #include "common/dtype.h"
 #include "common/log.h"
+#include "kernels/cuda/coord_ops.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_internal.h"
 
@@ -19,6 +20,9 @@
 #define CX_MARGIN           ((size_t)256 << 20) /* left free for the runtime's own allocations */
 #define CX_GPART            ((size_t)16 << 20)  /* split-K partial sums, floats (64 MiB) */
 #define CX_AUTO_GROUPED_MAX 2048                /* bf16 auto: grouped GEMM up to this many slots */
+/* bf16 + split activations: the GEMV kernel for experts of up to this many rows, instead of two
+ * cuBLAS GEMMs per matrix (docs/performance.md, issue 9) */
+#define CX_GEMV_MAX_N MR_CUDA_GEMV_KERNEL_MAX_N
 
 /* Padded dimensions of one layer's experts (cuda_internal.h: weight layout). */
 typedef struct cx_dims {
@@ -57,7 +61,7 @@ struct mr_cuda_experts {
     float *pin_x, *pin_out; /* pinned [max_tokens][H] */
     uint16_t *pin_stage;    /* pinned [CX_STAGE_ELEMS] */
     /* host planning scratch, [n_experts] each */
-    int32_t *cnt, *off, *fill, *large, *small;
+    int32_t *cnt, *off, *fill, *large, *small, *tiny;
     int *gm, *gn, *gk, *glda, *gldb, *gldc, *gsize;
     float *galpha, *gbeta;
     cublasOperation_t *gta, *gtb;
@@ -169,6 +173,7 @@ void mr_cuda_experts_destroy(mr_cuda_experts *cx) {
     free(cx->fill);
     free(cx->large);
     free(cx->small);
+    free(cx->tiny);
     free(cx->gm);
     free(cx->gn);
     free(cx->gk);
@@ -229,6 +234,7 @@ static mr_status cx_alloc_host(mr_cuda_experts *cx) {
     cx->fill = calloc(E, 4);
     cx->large = calloc(E, 4);
     cx->small = calloc(E, 4);
+    cx->tiny = calloc(E, 4);
     cx->gm = calloc(E, sizeof(int));
     cx->gn = calloc(E, sizeof(int));
     cx->gk = calloc(E, sizeof(int));
@@ -241,8 +247,8 @@ static mr_status cx_alloc_host(mr_cuda_experts *cx) {
     cx->gta = calloc(E, sizeof(cublasOperation_t));
     cx->gtb = calloc(E, sizeof(cublasOperation_t));
     if (!cx->held || !cx->w13 || !cx->w2 || !cx->cnt || !cx->off || !cx->fill || !cx->large ||
-        !cx->small || !cx->gm || !cx->gn || !cx->gk || !cx->glda || !cx->gldb || !cx->gldc ||
-        !cx->gsize || !cx->galpha || !cx->gbeta || !cx->gta || !cx->gtb)
+        !cx->small || !cx->tiny || !cx->gm || !cx->gn || !cx->gk || !cx->glda || !cx->gldb ||
+        !cx->gldc || !cx->gsize || !cx->galpha || !cx->gbeta || !cx->gta || !cx->gtb)
         return MR_ERR_NOMEM;
     if (cx->p.held)
         memcpy(cx->held, cx->p.held, LE);
@@ -631,6 +637,30 @@ static mr_status cx_run_large(mr_cuda_experts *cx, int layer, int gemm, int n_la
     return MR_OK;
 }
 
+/* GEMV path for the experts in tiny[0..n_tiny), rows [r_tiny, total): G = W13·x with x the fp32
+ * input rows themselves (src_d: the token of each gathered row), SwiGLU into the hi + lo parts,
+ * Y = W2·(hi + lo) — every product in fp32, each weight read once. */
+static mr_status cx_run_tiny(mr_cuda_experts *cx, size_t base, int n_tiny, int r_tiny, int total,
+                             const float *x_dev, const int32_t *src_d) {
+    const cx_dims *d = &cx->d;
+    float *g = (float *)(void *)cx->gb; /* fp32 G with split activations */
+    for (int i = 0; i < n_tiny; i++) {
+        const int e = cx->tiny[i], r0 = cx->off[e];
+        MR_CHECK(mr_cuda_expert_gemv_launch(cx->w13[base + e].q, d->Kp13, d->N13, d->H, cx->cnt[e],
+                                            x_dev, src_d + r0, NULL, NULL, d->H,
+                                            g + (size_t)r0 * d->N13, d->N13, cx->st));
+    }
+    MR_CHECK(cx_swiglu(cx, r_tiny, total));
+    for (int i = 0; i < n_tiny; i++) {
+        const int e = cx->tiny[i], r0 = cx->off[e];
+        MR_CHECK(mr_cuda_expert_gemv_launch(cx->w2[base + e].q, d->Kp2, d->H, d->I, cx->cnt[e],
+                                            NULL, NULL, cx->ab + (size_t)r0 * d->Ka,
+                                            cx->ab_lo + (size_t)r0 * d->Ka, d->Ka,
+                                            cx->y + (size_t)r0 * d->H, d->H, cx->st));
+    }
+    return MR_OK;
+}
+
 static size_t cx_al16(size_t v) {
     return (v + 15) / 16 * 16;
 }
@@ -651,24 +681,38 @@ mr_status mr_cuda_experts_enqueue(mr_cuda_experts *cx, int layer, const float *x
     if (cx->path_auto && cx->p.fmt == MR_CUDA_WFMT_BF16)
         gemm = nk > 2 && nk <= CX_AUTO_GROUPED_MAX ? MR_CUDA_GEMM_GROUPED : MR_CUDA_GEMM_PER_EXPERT;
     if (split) gemm = MR_CUDA_GEMM_PER_EXPERT; /* the grouped GEMM has only bf16 outputs */
-    /* group the routed slots by expert: GEMM-path experts first, then wq-path experts */
+    /* bf16 experts with split activations and at most CX_GEMV_MAX_N rows: the GEMV kernel
+     * (fp32 x, W read once) instead of two cuBLAS GEMMs per matrix (hi and lo: W read twice) */
+    const int tiny_max =
+        cx->path_auto && cx->p.fmt == MR_CUDA_WFMT_BF16 && split && d->H % 8 == 0 && d->I % 8 == 0
+            ? CX_GEMV_MAX_N
+            : 0;
+    /* group the routed slots by expert: GEMM-path experts first, then wq-path experts, then the
+     * GEMV-path ones */
     memset(cx->cnt, 0, (size_t)E * 4);
     for (int s = 0; s < nk; s++)
         if (cx_held(cx, layer, ids[s])) cx->cnt[ids[s]]++;
-    int row = 0, n_large = 0, n_small = 0, max_small = 0;
+    int row = 0, n_large = 0, n_small = 0, n_tiny = 0, max_small = 0;
     for (int e = 0; e < E; e++)
-        if (cx->cnt[e] > small_max) {
+        if (cx->cnt[e] > small_max && cx->cnt[e] > tiny_max) {
             cx->off[e] = row;
             row += cx->cnt[e];
             cx->large[n_large++] = e;
         }
     const int r_large = row;
     for (int e = 0; e < E; e++)
-        if (cx->cnt[e] > 0 && cx->cnt[e] <= small_max) {
+        if (cx->cnt[e] > tiny_max && cx->cnt[e] <= small_max) {
             cx->off[e] = row;
             row += cx->cnt[e];
             cx->small[n_small++] = e;
             max_small = MR_MAX(max_small, cx->cnt[e]);
+        }
+    const int r_tiny = row;
+    for (int e = 0; e < E; e++)
+        if (cx->cnt[e] > 0 && cx->cnt[e] <= tiny_max) {
+            cx->off[e] = row;
+            row += cx->cnt[e];
+            cx->tiny[n_tiny++] = e;
         }
     const int total = row;
 
@@ -740,6 +784,7 @@ mr_status mr_cuda_experts_enqueue(mr_cuda_experts *cx, int layer, const float *x
     if (n_large > 0)
         MR_CHECK(
             cx_run_large(cx, layer, gemm, n_large, r_large, (void *const *)(cx->meta_dev + o_ptr)));
+    if (n_tiny > 0) MR_CHECK(cx_run_tiny(cx, base, n_tiny, r_tiny, total, x_dev, src_d));
     const int rows16 = cx->p.fmt == MR_CUDA_WFMT_BF16 && gemm == MR_CUDA_GEMM_GROUPED ? r_large : 0;
     MR_CHECK(mr_cuda_combine_launch(cx->y, cx->y16, rows16, (const int32_t *)(cx->meta_dev + o_inv),
                                     (const float *)(cx->meta_dev + o_wts), n, k, d->H, out_dev,

@@ -323,11 +323,15 @@ static void ref_linear_mt(const mr_matrix *w, const float *x, int n, float *y) {
 }
 
 /* wmode: 0 fp32 weights; 1 bf16 weights, fp32 x (converted on the device); 2 bf16 weights and
- * bf16 x (then the ref gets the bf16-rounded x, and the result is fp32-accurate). */
+ * bf16 x (then the ref gets the bf16-rounded x, and the result is fp32-accurate); 3 bf16 weights,
+ * fp32 x split into hi + lo parts stacked in one GEMM (the engine's route past the GEMV kernel);
+ * 4 the same parts in two GEMMs (no y2 scratch); 5 the GEMV kernel called directly (up to
+ * MR_CUDA_GEMV_KERNEL_MAX_N tokens). Modes 1, 3 and 4 take the GEMV kernel where linear picks it.
+ */
 static void test_linear(int n, int rows, int cols, int wmode) {
     char what[160];
     const size_t WN = (size_t)rows * cols, XN = (size_t)n * cols, YN = (size_t)n * rows;
-    const int wb = wmode != 0, xb = wmode == 2, split = wmode == 3;
+    const int wb = wmode != 0, xb = wmode == 2, split = wmode == 3 || wmode == 4;
     float *w = xmalloc(WN * sizeof(float)), *x = xmalloc(XN * sizeof(float));
     float *ref = xmalloc(YN * sizeof(float)), *got = xmalloc(YN * sizeof(float));
     fill(w, WN, 0.05f, wb);
@@ -336,22 +340,42 @@ static void test_linear(int n, int rows, int cols, int wmode) {
     mr_matrix m = {wb ? (const void *)whb : w, wb ? MR_DTYPE_BF16 : MR_DTYPE_F32, rows, cols};
     ref_linear_mt(&m, x, n, ref);
     void *d_w = upload_as(w, WN, wb), *d_x = upload_as(x, XN, xb);
-    uint16_t *d_xb = wmode == 1 || split ? dmalloc(XN * 2) : NULL;
-    uint16_t *d_lo = split ? dmalloc(XN * 2) : NULL;
+    /* hi and lo adjacent ([2n][cols]), as the backends lay them out: required for stacking */
+    uint16_t *d_xb = wmode == 1 || split ? dmalloc(XN * 2 * (split ? 2 : 1)) : NULL;
+    uint16_t *d_lo = split ? d_xb + XN : NULL;
+    float *d_y2 = wmode == 3 ? dpoison(2 * YN) : NULL;
     float *d_y = dpoison(YN);
-    mr_cuda_linear_args a = {n,    rows,
-                             cols, wb ? MR_DTYPE_BF16 : MR_DTYPE_F32,
-                             d_w,  xb ? MR_DTYPE_BF16 : MR_DTYPE_F32,
-                             d_x,  d_xb,
-                             d_y,  d_lo};
-    CM(mr_cuda_linear(g_blas, &a, g_st));
+    mr_cuda_linear_args a = {.n = n,
+                             .rows = rows,
+                             .cols = cols,
+                             .w_dtype = wb ? MR_DTYPE_BF16 : MR_DTYPE_F32,
+                             .w = d_w,
+                             .x_dtype = xb ? MR_DTYPE_BF16 : MR_DTYPE_F32,
+                             .x = d_x,
+                             .x_bf16 = d_xb,
+                             .y = d_y,
+                             .x_lo_bf16 = d_lo,
+                             .y2 = d_y2,
+                             .y2_floats = d_y2 ? 2 * YN : 0};
+    if (wmode == 5)
+        CM(mr_cuda_gemv_bf16(d_w, d_x, n, rows, cols, d_y, g_st));
+    else
+        CM(mr_cuda_linear(g_blas, &a, g_st));
     download(got, d_y, YN * sizeof(float));
-    static const char *mode_name[] = {"f32 W, f32 x", "bf16 W, f32 x", "bf16 W, bf16 x",
-                                      "bf16 W, f32 x split hi+lo"};
+    static const char *mode_name[] = {"f32 W, f32 x",
+                                      "bf16 W, f32 x",
+                                      "bf16 W, bf16 x",
+                                      "bf16 W, f32 x hi+lo stacked",
+                                      "bf16 W, f32 x hi+lo in two GEMMs",
+                                      "bf16 W, f32 x, the GEMV kernel"};
     snprintf(what, sizeof what, "linear %s n %d [%d x %d]", mode_name[wmode], n, rows, cols);
-    /* split: x − hi − lo ≤ 2^-16 |x| per element, far below TOL_DOT's fp32 summation allowance */
-    check(what, nerr(got, ref, YN), wmode == 1 ? TOL_BF16 : TOL_DOT);
-    cudaFree(d_lo);
+    /* split: x − hi − lo ≤ 2^-16 |x| per element, far below TOL_DOT's fp32 summation allowance;
+     * the GEMV route (bf16 W, fp32 x, few tokens) keeps x in fp32: TOL_DOT too */
+    const int gemv = wmode == 5 || (wb && !xb && n <= MR_CUDA_GEMV_MAX_N &&
+                                    mr_cuda_gemv_supported(n, cols, d_w, d_x));
+    if (gemv) strncat(what, " (gemv)", sizeof what - strlen(what) - 1);
+    check(what, nerr(got, ref, YN), wmode == 1 && !gemv ? TOL_BF16 : TOL_DOT);
+    cudaFree(d_y2);
     cudaFree(d_w);
     cudaFree(d_x);
     cudaFree(d_xb);
@@ -509,7 +533,14 @@ static void test_invalid(void) {
     ok &= mr_cuda_rmsnorm(&r, g_st) == MR_ERR_INVALID;
     mr_cuda_route_args ro = {1, 8, 4, 5, MR_DTYPE_F32, d, d, di, d}; /* k > E */
     ok &= mr_cuda_route(&ro, g_st) == MR_ERR_INVALID;
-    mr_cuda_linear_args li = {1, 4, 4, MR_DTYPE_BF16, d, MR_DTYPE_F32, d, NULL, d + 16, NULL};
+    mr_cuda_linear_args li = {.n = 1,
+                              .rows = 4,
+                              .cols = 4,
+                              .w_dtype = MR_DTYPE_BF16,
+                              .w = d,
+                              .x_dtype = MR_DTYPE_F32,
+                              .x = d,
+                              .y = d + 16};
     ok &= mr_cuda_linear(g_blas, &li, g_st) == MR_ERR_INVALID; /* no x_bf16 scratch */
     mr_cuda_embed_args em = {1, 4, 4, MR_DTYPE_I8, d, di, d};
     ok &= mr_cuda_embed(&em, g_st) == MR_ERR_INVALID;
@@ -576,7 +607,7 @@ int main(int argc, char **argv) {
     test_norm_gate(2, 100, 1, 1);
 
     printf("linear\n");
-    for (int mode = 0; mode < 4; mode++) {
+    for (int mode = 0; mode < 5; mode++) {
         test_linear(1, 48, 64, mode);
         test_linear(3, 100, 72, mode);
         test_linear(37, 96, 64, mode);
@@ -585,13 +616,37 @@ int main(int argc, char **argv) {
     if (!quick) {
         test_linear(1, 24576, 6144, 1); /* qkv */
         test_linear(19, 24576, 6144, 1);
-        test_linear(19, 24576, 6144, 3); /* split activations (cuda-full) */
-        test_linear(5, 8192, 6144, 1);   /* output gate */
-        test_linear(7, 6144, 8192, 1);   /* out_proj */
+        test_linear(19, 24576, 6144, 3); /* split activations (cuda-full, cuda-gpu) */
+        test_linear(19, 24576, 6144, 4);
+        test_linear(5, 8192, 6144, 1); /* output gate */
+        test_linear(7, 6144, 8192, 1); /* out_proj */
         test_linear(3, 6144, 8192, 2);
         test_linear(1, 6144, 8192, 0);
         test_linear(19, 6144, 8192, 0);
+        /* the GEMV route at every token count it takes, and just past it (cuBLAS) */
+        for (int n = 1; n <= MR_CUDA_GEMV_MAX_N + 1; n++) {
+            test_linear(n, 24576, 6144, 1);
+            test_linear(n, 24576, 6144, 3);
+        }
+        for (int n = 1; n <= MR_CUDA_GEMV_KERNEL_MAX_N; n++) {
+            test_linear(n, 24576, 6144, 5);
+            test_linear(n, 6144, 8192, 5);
+        }
+        test_linear(8, 6144, 8192, 3);
+        test_linear(64, 6144, 8192, 3);
+        test_linear(1, 200064, 6144, 1); /* LM head */
+        test_linear(5, 200064, 6144, 3);
     }
+    /* GEMV edges: rows not a multiple of the block's 16, columns not a multiple of its 1024-wide
+     * chunk, and columns not a multiple of 8 (cuBLAS instead) */
+    test_linear(3, 100, 200, 1);
+    test_linear(8, 40, 1032, 1);
+    test_linear(7, 100, 200, 5);
+    test_linear(8, 40, 1032, 5);
+    test_linear(3, 17, 8, 5);
+    test_linear(5, 17, 8, 3);
+    test_linear(2, 17, 8, 4);
+    test_linear(2, 33, 100, 1);
 
     printf("route\n");
     for (int i = 0; i < 4; i++) {
