@@ -9,9 +9,9 @@
  *  - a row the device hands back (MR_SAMPLE_ON_HOST) must be one the reference says needs the
  *    host: too many candidates (mr_sample_row_fits_device) or a nucleus past the top 1024;
  *  - the token must equal the reference's, or else be a near-boundary case: the reference gives
- *    the device's token for u or top_p moved by at most TOL_REL (relative), i.e. u · mass lies
- *    within rounding of a running-sum boundary (counted and reported; more than 1% of the rows
- *    fails the test);
+ *    the device's token for u or top_p moved by at most TOL_REL (a fraction of the mass), i.e.
+ *    u · mass lies within rounding of a running-sum boundary (counted and reported; more than 1%
+ *    of the rows fails the test);
  *  - the logprob of the device's token and the top logprobs within 1e-5 · max(1, |lp|) of the
  *    reference's (double log-softmax), and the top ids identical (logit descending, ties to the
  *    lower id).
@@ -28,7 +28,7 @@
 #include "kernels/sample.h"
 #include "tests/gpu/gpu_check.h"
 
-#define TOL_REL 2e-6 /* relative rounding of a running sum (float expf terms, other order) */
+#define TOL_REL 2e-6 /* rounding of a running sum, as a fraction of the mass (expf ulps, order) */
 #define TOL_LP  1e-5
 
 enum { DIST_NORMAL, DIST_TIES, DIST_INF, DIST_HUGE, DIST_LIMIT, DIST_COUNT };
@@ -154,10 +154,8 @@ static int check_row(const mr_sample_row *p, const float *x, int vocab, int32_t 
         for (int a = -1; a <= 1 && !near; a++)
             for (int b = -1; b <= 1 && !near; b++) {
                 mr_sample_row q = *p;
-                q.u = p->u * (1.0 + a * TOL_REL);
-                if (q.u >= 1.0) q.u = nextafter(1.0, 0.0);
-                q.top_p = (float)fmin(1.0, p->top_p * (1.0 + b * TOL_REL));
-                if (p->top_p >= 1.0f) q.top_p = 1.0f;
+                q.u = fmin(fmax(p->u + a * TOL_REL, 0.0), nextafter(1.0, 0.0));
+                q.top_p = p->top_p >= 1.0f ? 1.0f : (float)fmin(1.0, p->top_p + b * TOL_REL);
                 near = mr_sample_ref(&q, x, vocab, 1.0f, NULL, 0, work, NULL) == tok;
             }
         if (!near) {
