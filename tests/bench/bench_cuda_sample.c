@@ -10,7 +10,8 @@
  * a long flat tail, as a language model's rows look. Parameter sets: greedy; temperature 1 alone
  * (the draw over every id); temperature 0.7 with top-p 0.9 (the top 1024 selected); top-k 50 —
  * each with 5 top logprobs. Times are medians of wall-clock repetitions of whole calls (each
- * ends synchronised: the tokens are on the host). */
+ * ends synchronised: the tokens are on the host). Also the call's fixed cost (the same call on a
+ * 32-id row: copies, a launch, a synchronisation). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,6 +87,20 @@ int main(int argc, char **argv) {
     cudaStream_t st;
     CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
 
+    /* the call's fixed cost: the same call on a 32-id row (parameters up, a launch, results down,
+     * one synchronisation), which no kernel speed removes */
+    {
+        double t[21];
+        mr_sample_row r1 = {.row = 0, .temperature = 1.0f, .top_p = 0.9f, .n_top = 5, .u = 0.5};
+        for (int r = 0; r < 24; r++) {
+            const double t0 = bench_now_s();
+            CM(mr_cuda_sample(sm, d_x, 1, 32, &r1, 1, tok, res, st));
+            if (r >= 3) t[r - 3] = (bench_now_s() - t0) * 1e3;
+        }
+        const double floor_ms = bench_median(t, 21);
+        printf("call floor (32 ids, 1 row): %.4f ms\n", floor_ms);
+        bench_json(json, "{\"op\":\"sample_call_floor\",\"ms\":%.5f}", floor_ms);
+    }
     printf("%-8s %5s %10s %10s %10s %10s %10s %9s %7s\n", "params", "batch", "device_ms", "down_ms",
            "host_ms", "hostpath", "limit_ms", "speedup", "onhost");
     for (int pi = 0; pi < N_PSETS; pi++)
