@@ -28,7 +28,13 @@ extern "C" {
 
 typedef struct mr_cuda_sampler mr_cuda_sampler;
 
+/* Launches of at most this many rows split each row over a cluster of 8 blocks (8 SMs read it,
+ * sharing the selection through distributed shared memory); larger ones take one block a row. */
+#define MR_CUDA_SAMPLE_SPLIT_ROWS 64
+
 mr_status mr_cuda_sampler_create(int max_rows, mr_cuda_sampler **out);
+/* For tests and benchmarks: blocks per row, 0 (by batch size, the default), 1 or 8. */
+mr_status mr_cuda_sampler_set_split(mr_cuda_sampler *s, int blocks_per_row);
 void mr_cuda_sampler_destroy(mr_cuda_sampler *s); /* NULL allowed */
 
 /* logits: device [n_logit_rows][vocab] fp32; rows: host [n]; tokens, out: host [n]. */

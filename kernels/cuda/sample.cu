@@ -1,8 +1,11 @@
 /* sample.cu — sampling on the GPU (cuda_sample.h): temperature, top-k, top-p, greedy and the
  * logprobs, with the semantics of kernels/sample.h's reference (kernels/ref/sample_ref.c).
  *
- * One block of THREADS threads per row. Warp w owns the contiguous id range
- * [w·seg, (w+1)·seg) of the row (lanes read it coalesced, UNROLL loads in flight), so that
+ * One block of THREADS threads per row, or for launches of few rows (where one block per row
+ * would leave most SMs idle) a cluster of 8 blocks per row: each block counts its part of the row
+ * into its own histogram and adds it to block 0's through distributed shared memory; block 0
+ * holds the row's state, selects, sorts and draws. Warp w of the row's NW warps owns the
+ * contiguous id range [w·seg, (w+1)·seg) (lanes read it coalesced, UNROLL loads in flight), so that
  * per-warp partial sums are sums of consecutive ids: the draw over the whole vocabulary (no top-k
  * nor top-p) finds its warp from the 32 partial sums and then scans only that warp's range.
  * Passes over the row:
@@ -21,18 +24,22 @@
  * by rounding only (expf's ulp, summation order): a token can differ only where u · mass falls
  * within that rounding of a running-sum boundary. NaN logits are not supported (the result is
  * some id in range). */
+#include <cooperative_groups.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kernels/cuda/cuda_check.h" /* first: status.h and log.h with C linkage */
+#include "common/check.h"
 #include "kernels/cuda/cuda_sample.h"
 
 namespace {
 
 constexpr int THREADS = 1024, WARPS = THREADS / 32, UNROLL = 4;
 constexpr int MAXC = MR_SAMPLE_MAX_CANDIDATES;
+constexpr int MAX_CS = 8;              /* blocks per row at most (a portable cluster) */
+constexpr int MAX_NW = MAX_CS * WARPS; /* warps per row at most */
 constexpr unsigned FULL_MASK = 0xffffffffu;
 
 enum Mode { MODE_GREEDY, MODE_CAND, MODE_FULL, MODE_HOST };
@@ -58,11 +65,17 @@ __device__ __forceinline__ float val_of(uint64_t k) {
     return float_of((uint32_t)(k >> 32));
 }
 
+/* A block's shared memory. With a cluster of CS blocks per row, every block counts into its own
+ * `hist`, and the row's state — everything below `hist` — is that of the cluster's block 0, which
+ * the others reach through distributed shared memory (and which outlives their accesses: block 0
+ * ends last). With CS = 1 it is the block's own. */
 struct Shared {
-    unsigned hist[256];
-    uint64_t cand[MAXC]; /* selected keys, then sorted descending */
-    uint64_t wmax[WARPS];
-    double wz[WARPS], wt[WARPS]; /* per warp: Σ exp(x - xmax), Σ expf((x - xmax)·inv_t) */
+    unsigned hist[256];          /* this block's counts of the current byte */
+    unsigned hall[256];          /* the row's counts (block 0) */
+    uint64_t cand[MAXC];         /* selected keys, then sorted descending */
+    uint64_t wmax[MAX_NW];       /* per warp of the row: max key */
+    double wz[MAX_NW];           /* per warp: Σ exp(x - xmax) */
+    double wt[MAX_NW];           /* per warp: Σ expf((x - xmax)·inv_t), consecutive id ranges */
     uint64_t kmax, prefix, mask; /* radix select: resolved high bits of the threshold */
     unsigned need;               /* keys still needed inside the prefix's bucket */
     int done, count;
@@ -116,7 +129,7 @@ __device__ void radix_step(Shared &s, int shift, int lane) {
     unsigned c[8], sum = 0;
 #pragma unroll
     for (int i = 0; i < 8; i++) {
-        c[i] = s.hist[255 - 8 * lane - i];
+        c[i] = s.hall[255 - 8 * lane - i];
         sum += c[i];
     }
     unsigned incl = sum;
@@ -164,16 +177,50 @@ __device__ int scan_first(const uint64_t *cand, int cnt, float xmax, float inv_t
     return hit;
 }
 
+/* Barrier of the row's blocks (and memory fence for their shared-memory accesses). */
+template <int CS> __device__ __forceinline__ void row_sync() {
+    if (CS > 1)
+        cooperative_groups::this_cluster().sync();
+    else
+        __syncthreads();
+}
+
+/* After a pass: this block's counts into the row's (block 0's `hall`). */
+__device__ __forceinline__ void hist_merge(Shared &s, Shared &S, int tid) {
+    __syncthreads();
+    for (int i = tid; i < 256; i += THREADS)
+        if (s.hist[i]) atomicAdd(&S.hall[i], s.hist[i]);
+}
+
+/* Zeroes this block's counts and, in block 0, the row's; a row_sync must follow. */
+__device__ __forceinline__ void hist_zero(Shared &s, int rank, int tid) {
+    for (int i = tid; i < 256; i += THREADS) {
+        s.hist[i] = 0;
+        if (rank == 0) s.hall[i] = 0;
+    }
+}
+
+template <int CS>
 static __global__ void __launch_bounds__(THREADS)
     sample_kernel(const float *logits, int vocab, const mr_sample_row *rows, int32_t *tokens,
                   mr_sample_result *out) {
     __shared__ Shared s;
-    const mr_sample_row P = rows[blockIdx.x];
+    int rank = 0;
+    Shared *Sp = &s;
+    if (CS > 1) {
+        cooperative_groups::cluster_group cl = cooperative_groups::this_cluster();
+        rank = (int)cl.block_rank();
+        Sp = cl.map_shared_rank(&s, 0);
+    }
+    Shared &S = *Sp; /* the row's state: block 0's */
+    const int ri = (int)blockIdx.x / CS;
+    const mr_sample_row P = rows[ri];
     const float *x = logits + (size_t)P.row * (size_t)vocab;
     const int V = P.vocab_limit > 0 && P.vocab_limit < vocab ? P.vocab_limit : vocab;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int seg = (V + WARPS - 1) / WARPS;
-    const int beg = min(V, warp * seg), end = min(V, beg + seg);
+    const int NW = CS * WARPS, gw = rank * WARPS + warp; /* warps of the row; this one */
+    const int seg = (V + NW - 1) / NW;
+    const int beg = min(V, gw * seg), end = min(V, beg + seg);
 
     /* the candidate set, as the reference chooses it */
     const bool greedy = !(P.temperature > 0.0f);
@@ -192,8 +239,8 @@ static __global__ void __launch_bounds__(THREADS)
         mode = V > MAXC ? MODE_CAND : MODE_HOST;
         C = MAXC;
     }
-    if (mode == MODE_HOST) { /* block-uniform */
-        if (tid == 0) tokens[blockIdx.x] = MR_SAMPLE_ON_HOST;
+    if (mode == MODE_HOST) { /* uniform over the row's blocks, before any row_sync */
+        if (tid == 0 && rank == 0) tokens[ri] = MR_SAMPLE_ON_HOST;
         return;
     }
     const int n_top = max(0, min(min(P.n_top, MR_MAX_TOP_LOGPROBS), V));
@@ -202,15 +249,15 @@ static __global__ void __launch_bounds__(THREADS)
     /* the whole vocabulary's temperature mass: the draw over every id, or top-p's total */
     const bool want_t = mode == MODE_FULL || (mode == MODE_CAND && k == V);
 
-    if (tid == 0) {
+    if (tid == 0 && rank == 0) {
         s.prefix = 0;
         s.mask = 0;
         s.need = (unsigned)n_sel;
         s.done = !sel;
         s.count = 0;
     }
-    for (int i = tid; i < 256; i += THREADS) s.hist[i] = 0;
-    __syncthreads();
+    hist_zero(s, rank, tid);
+    row_sync<CS>();
 
     /* pass 1: max key; top byte's histogram */
     uint64_t kmax = 0;
@@ -223,10 +270,12 @@ static __global__ void __launch_bounds__(THREADS)
         const uint64_t t = __shfl_xor_sync(FULL_MASK, kmax, o);
         kmax = t > kmax ? t : kmax;
     }
-    if (lane == 0) s.wmax[warp] = kmax;
-    __syncthreads();
-    if (warp == 0) {
-        uint64_t m = s.wmax[lane];
+    if (lane == 0) S.wmax[gw] = kmax;
+    if (sel) hist_merge(s, S, tid);
+    row_sync<CS>();
+    if (rank == 0 && warp == 0) {
+        uint64_t m = 0;
+        for (int i = lane; i < NW; i += 32) m = s.wmax[i] > m ? s.wmax[i] : m;
         for (int o = 16; o > 0; o >>= 1) {
             const uint64_t t = __shfl_xor_sync(FULL_MASK, m, o);
             m = t > m ? t : m;
@@ -234,17 +283,16 @@ static __global__ void __launch_bounds__(THREADS)
         if (lane == 0) s.kmax = m;
         if (sel) radix_step(s, 56, lane);
     }
-    __syncthreads();
-    const float xmax = val_of(s.kmax);
-    bool hist_on = sel && !s.done;
-    __syncthreads();
-    if (hist_on)
-        for (int i = tid; i < 256; i += THREADS) s.hist[i] = 0;
-    __syncthreads();
+    row_sync<CS>();
+    const float xmax = val_of(S.kmax);
+    const bool hist_on = sel && !S.done;
+    row_sync<CS>(); /* every block has read S before block 0 changes it */
+    if (hist_on) hist_zero(s, rank, tid);
+    row_sync<CS>();
 
     /* pass 2: the sums; the next byte's histogram */
     {
-        const uint64_t pre = s.prefix, msk = s.mask;
+        const uint64_t pre = S.prefix, msk = S.mask;
         double sz = 0, st = 0;
         for_range(x, beg, end, lane, [&](int j, float v, bool ok) {
             if (ok) {
@@ -259,56 +307,65 @@ static __global__ void __launch_bounds__(THREADS)
         sz = warp_sum(sz);
         st = warp_sum(st);
         if (lane == 0) {
-            s.wz[warp] = sz;
-            s.wt[warp] = st;
+            S.wz[gw] = sz;
+            S.wt[gw] = st;
+        }
+        if (hist_on) hist_merge(s, S, tid);
+    }
+    row_sync<CS>();
+    if (rank == 0) {
+        if (warp == 0 && hist_on) radix_step(s, 48, lane);
+        if (tid == 0) {
+            double z = 0, t = 0;
+            for (int w = 0; w < NW; w++) {
+                z += s.wz[w];
+                t += s.wt[w];
+            }
+            s.logz = (double)xmax + log(z);
+            s.total = t;
         }
     }
-    __syncthreads();
-    if (warp == 0 && hist_on) radix_step(s, 48, lane);
-    if (tid == 0) {
-        double z = 0, t = 0;
-        for (int w = 0; w < WARPS; w++) {
-            z += s.wz[w];
-            t += s.wt[w];
-        }
-        s.logz = (double)xmax + log(z);
-        s.total = t;
-    }
-    __syncthreads();
+    row_sync<CS>();
 
     /* passes 3+: the remaining bytes, while the threshold's bucket holds more than needed */
-    for (int shift = 40; shift >= 0 && sel && !s.done; shift -= 8) {
-        __syncthreads(); /* every thread has read s.done */
-        for (int i = tid; i < 256; i += THREADS) s.hist[i] = 0;
-        __syncthreads();
-        const uint64_t pre = s.prefix, msk = s.mask;
+    for (int shift = 40; shift >= 0 && sel && !S.done; shift -= 8) {
+        row_sync<CS>(); /* every thread of the row has read S.done */
+        hist_zero(s, rank, tid);
+        row_sync<CS>();
+        const uint64_t pre = S.prefix, msk = S.mask;
         for_range(x, beg, end, lane, [&](int j, float v, bool ok) {
             const uint64_t key = ok ? key_of(v, j) : 0;
             hist_add(s.hist, ok && (key & msk) == pre, (unsigned)(key >> shift) & 255u);
         });
-        __syncthreads();
-        if (warp == 0) radix_step(s, shift, lane);
-        __syncthreads();
+        hist_merge(s, S, tid);
+        row_sync<CS>();
+        if (rank == 0 && warp == 0) radix_step(s, shift, lane);
+        row_sync<CS>();
     }
 
-    /* gather the n_sel selected keys, sort them descending */
-    int P2 = 1;
-    while (P2 < n_sel) P2 <<= 1;
+    /* gather the n_sel selected keys into block 0 */
     if (sel) {
-        const uint64_t pre = s.prefix, msk = s.mask;
+        const uint64_t pre = S.prefix, msk = S.mask;
         for_range(x, beg, end, lane, [&](int j, float v, bool ok) {
             const uint64_t key = ok ? key_of(v, j) : 0;
             const bool in = ok && (key & msk) >= pre;
             const unsigned b = __ballot_sync(FULL_MASK, in);
             if (b) {
                 int base = 0;
-                if (lane == 0) base = atomicAdd(&s.count, __popc(b));
+                if (lane == 0) base = atomicAdd(&S.count, __popc(b));
                 base = __shfl_sync(FULL_MASK, base, 0);
                 const int at = base + __popc(b & ((1u << lane) - 1u));
-                if (in && at < MAXC) s.cand[at] = key;
+                if (in && at < MAXC) S.cand[at] = key;
             }
         });
-        __syncthreads();
+    }
+    row_sync<CS>();
+    if (rank != 0) return; /* no block touches another's shared memory after the last row_sync */
+
+    /* block 0: sort the selected keys descending */
+    int P2 = 1;
+    while (P2 < n_sel) P2 <<= 1;
+    if (sel) {
         for (int i = min(s.count, MAXC) + tid; i < P2; i += THREADS) s.cand[i] = 0;
         __syncthreads();
         for (int size = 2; size <= P2; size <<= 1)
@@ -328,7 +385,7 @@ static __global__ void __launch_bounds__(THREADS)
             }
     }
 
-    /* the draw (warp 0) */
+    /* the draw (warp 0 of block 0) */
     if (warp == 0) {
         int tok = id_of(s.kmax);
         float tok_x = xmax;
@@ -368,7 +425,7 @@ static __global__ void __launch_bounds__(THREADS)
             const double uu = P.u * s.total;
             double cum = 0;
             int w = -1;
-            for (int i = 0; i < WARPS; i++) { /* the same on every lane */
+            for (int i = 0; i < NW; i++) { /* the same on every lane */
                 if (w < 0 && uu < cum + s.wt[i]) w = i;
                 if (w < 0) cum += s.wt[i];
             }
@@ -396,21 +453,49 @@ static __global__ void __launch_bounds__(THREADS)
             tok_x = __ldg(x + tok);
         }
         if (lane == 0) {
-            tokens[blockIdx.x] = on_host ? MR_SAMPLE_ON_HOST : tok;
-            out[blockIdx.x].logprob = (float)((double)tok_x - s.logz);
-            out[blockIdx.x].n_top = n_top;
+            tokens[ri] = on_host ? MR_SAMPLE_ON_HOST : tok;
+            out[ri].logprob = (float)((double)tok_x - s.logz);
+            out[ri].n_top = n_top;
         }
         for (int i = lane; i < n_top; i += 32) {
-            out[blockIdx.x].top_ids[i] = id_of(s.cand[i]);
-            out[blockIdx.x].top_logprobs[i] = (float)((double)val_of(s.cand[i]) - s.logz);
+            out[ri].top_ids[i] = id_of(s.cand[i]);
+            out[ri].top_logprobs[i] = (float)((double)val_of(s.cand[i]) - s.logz);
         }
     }
 }
 
 } // namespace
 
+/* Launches `cnt` rows, CS blocks (one cluster) per row. */
+template <int CS>
+static mr_status launch(const float *logits, int vocab, const mr_sample_row *d_rows, int32_t *d_tok,
+                        mr_sample_result *d_out, int cnt, cudaStream_t stream) {
+    if (CS == 1) {
+        sample_kernel<1>
+            <<<(unsigned)cnt, THREADS, 0, stream>>>(logits, vocab, d_rows, d_tok, d_out);
+    } else {
+        cudaLaunchConfig_t cfg = {};
+        cfg.gridDim = dim3((unsigned)(cnt * CS));
+        cfg.blockDim = dim3(THREADS);
+        cfg.stream = stream;
+        cudaLaunchAttribute attr[1];
+        attr[0].id = cudaLaunchAttributeClusterDimension;
+        attr[0].val.clusterDim.x = CS;
+        attr[0].val.clusterDim.y = 1;
+        attr[0].val.clusterDim.z = 1;
+        cfg.attrs = attr;
+        cfg.numAttrs = 1;
+        MR_CUDA_CHECK(
+            cudaLaunchKernelEx(&cfg, sample_kernel<CS>, logits, vocab, d_rows, d_tok, d_out));
+    }
+    MR_CUDA_CHECK_LAUNCH("sample kernel launch");
+    return MR_OK;
+}
+
 struct mr_cuda_sampler {
     int max_rows;
+    int split;       /* blocks per row: 0 = by batch size (MR_CUDA_SAMPLE_SPLIT_ROWS), 1, 8 */
+    int can_cluster; /* the device launches thread-block clusters */
     mr_sample_row *h_rows, *d_rows; /* [max_rows]: page-locked host, device */
     int32_t *h_tok, *d_tok;
     mr_sample_result *h_out, *d_out;
@@ -437,6 +522,10 @@ extern "C" mr_status mr_cuda_sampler_create(int max_rows, mr_cuda_sampler **out)
     if (!s) return MR_ERR_NOMEM;
     const size_t n = (size_t)max_rows;
     s->max_rows = max_rows;
+    int dev = 0, cl = 0;
+    MR_CUDA_CHECK_GOTO(cudaGetDevice(&dev), err_free);
+    MR_CUDA_CHECK_GOTO(cudaDeviceGetAttribute(&cl, cudaDevAttrClusterLaunch, dev), err_free);
+    s->can_cluster = cl;
     MR_CUDA_CHECK_GOTO(cudaHostAlloc((void **)&s->h_rows, n * sizeof *s->h_rows, 0), err_free);
     MR_CUDA_CHECK_GOTO(cudaHostAlloc((void **)&s->h_tok, n * sizeof *s->h_tok, 0), err_free);
     MR_CUDA_CHECK_GOTO(cudaHostAlloc((void **)&s->h_out, n * sizeof *s->h_out, 0), err_free);
@@ -448,6 +537,16 @@ extern "C" mr_status mr_cuda_sampler_create(int max_rows, mr_cuda_sampler **out)
 err_free:
     mr_cuda_sampler_destroy(s); /* accepts the half-built sampler */
     return st;
+}
+
+extern "C" mr_status mr_cuda_sampler_set_split(mr_cuda_sampler *s, int blocks_per_row) {
+    if (!s || (blocks_per_row != 0 && blocks_per_row != 1 && blocks_per_row != MAX_CS)) {
+        MR_LOG_ERROR(MR_LOG_GPU, "mr_cuda_sampler_set_split: %d blocks per row (0, 1 or %d)",
+                     blocks_per_row, MAX_CS);
+        return MR_ERR_INVALID;
+    }
+    s->split = blocks_per_row;
+    return MR_OK;
 }
 
 extern "C" mr_status mr_cuda_sample(mr_cuda_sampler *s, const float *logits, int n_logit_rows,
@@ -464,9 +563,11 @@ extern "C" mr_status mr_cuda_sample(mr_cuda_sampler *s, const float *logits, int
         memcpy(s->h_rows, rows + c0, (size_t)cnt * sizeof *rows);
         MR_CUDA_CHECK(cudaMemcpyAsync(s->d_rows, s->h_rows, (size_t)cnt * sizeof *rows,
                                       cudaMemcpyHostToDevice, stream));
-        sample_kernel<<<(unsigned)cnt, THREADS, 0, stream>>>(logits, vocab, s->d_rows, s->d_tok,
-                                                             s->d_out);
-        MR_CUDA_CHECK_LAUNCH("sample kernel launch");
+        const int split = s->split ? s->split : cnt <= MR_CUDA_SAMPLE_SPLIT_ROWS ? MAX_CS : 1;
+        if (split > 1 && s->can_cluster)
+            MR_CHECK(launch<MAX_CS>(logits, vocab, s->d_rows, s->d_tok, s->d_out, cnt, stream));
+        else
+            MR_CHECK(launch<1>(logits, vocab, s->d_rows, s->d_tok, s->d_out, cnt, stream));
         MR_CUDA_CHECK(cudaMemcpyAsync(s->h_tok, s->d_tok, (size_t)cnt * sizeof *tokens,
                                       cudaMemcpyDeviceToHost, stream));
         MR_CUDA_CHECK(cudaMemcpyAsync(s->h_out, s->d_out, (size_t)cnt * sizeof *out,

@@ -11,7 +11,8 @@
  * (the draw over every id); temperature 0.7 with top-p 0.9 (the top 1024 selected); top-k 50 —
  * each with 5 top logprobs. Times are medians of wall-clock repetitions of whole calls (each
  * ends synchronised: the tokens are on the host). Also the call's fixed cost (the same call on a
- * 32-id row: copies, a launch, a synchronisation). */
+ * 32-id row: copies, a launch, a synchronisation), and the device time with each row on one block
+ * and on a cluster of 8 (the default picks by batch size: cuda_sample.h). */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -101,8 +102,8 @@ int main(int argc, char **argv) {
         printf("call floor (32 ids, 1 row): %.4f ms\n", floor_ms);
         bench_json(json, "{\"op\":\"sample_call_floor\",\"ms\":%.5f}", floor_ms);
     }
-    printf("%-8s %5s %10s %10s %10s %10s %10s %9s %7s\n", "params", "batch", "device_ms", "down_ms",
-           "host_ms", "hostpath", "limit_ms", "speedup", "onhost");
+    printf("%-8s %5s %10s %9s %9s %10s %10s %10s %10s %9s %7s\n", "params", "batch", "device_ms",
+           "1blk_ms", "8blk_ms", "down_ms", "host_ms", "hostpath", "limit_ms", "speedup", "onhost");
     for (int pi = 0; pi < N_PSETS; pi++)
         for (int bi = 0; bi < nb; bi++) {
             const int B = (int)batches[bi];
@@ -117,12 +118,17 @@ int main(int argc, char **argv) {
             /* device: the whole call */
             const int reps = 21;
             double t_dev[21], t_down[21], t_host[21];
-            for (int w = 0; w < 3; w++)
-                CM(mr_cuda_sample(sm, d_x, B, VOCAB, rows, B, tok, res, st));
-            for (int r = 0; r < reps; r++) {
-                const double t0 = bench_now_s();
-                CM(mr_cuda_sample(sm, d_x, B, VOCAB, rows, B, tok, res, st));
-                t_dev[r] = (bench_now_s() - t0) * 1e3;
+            double dev_split[2];
+            for (int sp = 0; sp < 3; sp++) { /* 1 block per row, 8 (a cluster), the default */
+                CM(mr_cuda_sampler_set_split(sm, sp == 0 ? 1 : sp == 1 ? 8 : 0));
+                for (int w = 0; w < 3; w++)
+                    CM(mr_cuda_sample(sm, d_x, B, VOCAB, rows, B, tok, res, st));
+                for (int r = 0; r < reps; r++) {
+                    const double t0 = bench_now_s();
+                    CM(mr_cuda_sample(sm, d_x, B, VOCAB, rows, B, tok, res, st));
+                    t_dev[r] = (bench_now_s() - t0) * 1e3;
+                }
+                if (sp < 2) dev_split[sp] = bench_median(t_dev, reps);
             }
             int on_host = 0;
             for (int i = 0; i < B; i++) on_host += tok[i] == MR_SAMPLE_ON_HOST;
@@ -142,13 +148,16 @@ int main(int argc, char **argv) {
             const double dev = bench_median(t_dev, reps), down = bench_median(t_down, hreps),
                          host = bench_median(t_host, hreps);
             const double limit = (double)B * (double)row_bytes / bw * 1e3;
-            printf("%-8s %5d %10.4f %10.4f %10.3f %10.3f %10.4f %8.0fx %7d\n", ps->name, B, dev,
-                   down, host, down + host, limit, (down + host) / dev, on_host);
+            printf("%-8s %5d %10.4f %9.4f %9.4f %10.4f %10.3f %10.3f %10.4f %8.0fx %7d\n", ps->name,
+                   B, dev, dev_split[0], dev_split[1], down, host, down + host, limit,
+                   (down + host) / dev, on_host);
             bench_json(json,
                        "{\"op\":\"sample\",\"params\":\"%s\",\"batch\":%d,\"vocab\":%d,"
-                       "\"device_ms\":%.5f,\"download_ms\":%.5f,\"host_sample_ms\":%.4f,"
+                       "\"device_ms\":%.5f,\"device_1blk_ms\":%.5f,\"device_8blk_ms\":%.5f,"
+                       "\"download_ms\":%.5f,\"host_sample_ms\":%.4f,"
                        "\"limit_ms\":%.5f,\"copy_bw_gbs\":%.1f,\"on_host_rows\":%d}",
-                       ps->name, B, VOCAB, dev, down, host, limit, bw / 1e9, on_host);
+                       ps->name, B, VOCAB, dev, dev_split[0], dev_split[1], down, host, limit,
+                       bw / 1e9, on_host);
         }
     mr_cuda_sampler_destroy(sm);
     CK(cudaStreamDestroy(st));

@@ -22,12 +22,15 @@ def main(path):
     print(f"vocab {rows[0]['vocab']}; copy bandwidth {bw:.0f} GB/s" +
           (f"; call floor (32 ids, 1 row) {floor * 1e3:.1f} µs" if floor is not None else ""))
     print()
-    print("| params | batch | device ms | logits down ms | host sampler ms | host path ms | "
+    split = rows and "device_1blk_ms" in rows[0]
+    print("| params | batch | device ms | " + ("1 block / 8 blocks a row ms | " if split else "") +
+          "logits down ms | host sampler ms | host path ms | "
           "speedup | limit ms (logits / bandwidth) | device / limit | rows handed back |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|" + ("---:|" if split else "") + "---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         host = r["download_ms"] + r["host_sample_ms"]
-        print(f"| {r['params']} | {r['batch']} | {r['device_ms']:.3f} | {r['download_ms']:.3f} | "
+        sp = f"{r['device_1blk_ms']:.3f} / {r['device_8blk_ms']:.3f} | " if split else ""
+        print(f"| {r['params']} | {r['batch']} | {r['device_ms']:.3f} | {sp}{r['download_ms']:.3f} | "
               f"{r['host_sample_ms']:.1f} | {host:.1f} | {host / r['device_ms']:.0f}x | "
               f"{r['limit_ms']:.4f} | {r['device_ms'] / r['limit_ms']:.0f}x | {r['on_host_rows']} |")
 

@@ -237,63 +237,70 @@ int main(int argc, char **argv) {
     mr_sample_row *rows = xmalloc((size_t)max_rows * sizeof *rows);
     int32_t *tok = xmalloc((size_t)max_rows * sizeof *tok);
     mr_sample_result *res = xmalloc((size_t)max_rows * sizeof *res);
-    stats all = {0}, by_dist[DIST_COUNT] = {{0}};
     int fails = check_invalid(sm, d_x, vocabs[0]);
     uint64_t rng = 12345;
     int launch = 0;
-    for (int vi = 0; vi < 3; vi++)
-        for (int dist = 0; dist < DIST_COUNT; dist++)
-            for (int bi = 0; bi < 4; bi++) {
-                const int vocab = vocabs[vi], n = batches[bi];
-                if (quick && bi > 1) continue;
-                if (vi > 0 && n > 64) continue; /* small vocabularies: fewer rows */
-                int lim[256];
-                for (int r = 0; r < n; r++)
-                    lim[r] = fill_row(x + (size_t)r * vocab, vocab, dist, scales[(r + launch) % 4],
-                                      &rng);
-                CK(cudaMemcpy(d_x, x, (size_t)n * vocab * sizeof(float), cudaMemcpyHostToDevice));
-                for (int i = 0; i < n; i++) {
-                    const params *ps = &param_sets[(i * 7 + launch) % N_PARAMS];
-                    rows[i] = (mr_sample_row){.row = n - 1 - i, /* rows in another order */
-                                              .vocab_limit = lim[n - 1 - i],
-                                              .temperature = ps->temperature,
-                                              .top_p = ps->top_p,
-                                              .top_k = ps->top_k,
-                                              .n_top = (int)(mr_splitmix64(&rng) % 21),
-                                              .u = uniform01(&rng)};
+    /* each row over one block, then over a cluster of 8 blocks (the default for few rows) */
+    for (int split = 1; split <= 8; split += 7) {
+        CM(mr_cuda_sampler_set_split(sm, split));
+        printf("%d block(s) per row:\n", split);
+        stats all = {0}, by_dist[DIST_COUNT] = {{0}};
+        for (int vi = 0; vi < 3; vi++)
+            for (int dist = 0; dist < DIST_COUNT; dist++)
+                for (int bi = 0; bi < 4; bi++) {
+                    const int vocab = vocabs[vi], n = batches[bi];
+                    if (quick && bi > 1) continue;
+                    if (vi > 0 && n > 64) continue; /* small vocabularies: fewer rows */
+                    int lim[256];
+                    for (int r = 0; r < n; r++)
+                        lim[r] = fill_row(x + (size_t)r * vocab, vocab, dist,
+                                          scales[(r + launch) % 4], &rng);
+                    CK(cudaMemcpy(d_x, x, (size_t)n * vocab * sizeof(float),
+                                  cudaMemcpyHostToDevice));
+                    for (int i = 0; i < n; i++) {
+                        const params *ps = &param_sets[(i * 7 + launch) % N_PARAMS];
+                        rows[i] = (mr_sample_row){.row = n - 1 - i, /* rows in another order */
+                                                  .vocab_limit = lim[n - 1 - i],
+                                                  .temperature = ps->temperature,
+                                                  .top_p = ps->top_p,
+                                                  .top_k = ps->top_k,
+                                                  .n_top = (int)(mr_splitmix64(&rng) % 21),
+                                                  .u = uniform01(&rng)};
+                    }
+                    CM(mr_cuda_sample(sm, d_x, n, vocab, rows, n, tok, res, 0));
+                    for (int i = 0; i < n; i++) {
+                        char what[160];
+                        const params *ps = &param_sets[(i * 7 + launch) % N_PARAMS];
+                        snprintf(what, sizeof what,
+                                 "split %d vocab %d %s launch %d row %d (T %g top_p %g top_k %d "
+                                 "n_top %d)",
+                                 split, vocab, dist_names[dist], launch, i, ps->temperature,
+                                 ps->top_p, ps->top_k, rows[i].n_top);
+                        const int f = check_row(&rows[i], x + (size_t)rows[i].row * vocab, vocab,
+                                                tok[i], &res[i], work, &by_dist[dist], what);
+                        by_dist[dist].failures += f;
+                        fails += f;
+                    }
+                    launch++;
                 }
-                CM(mr_cuda_sample(sm, d_x, n, vocab, rows, n, tok, res, 0));
-                for (int i = 0; i < n; i++) {
-                    char what[160];
-                    const params *ps = &param_sets[(i * 7 + launch) % N_PARAMS];
-                    snprintf(what, sizeof what,
-                             "vocab %d %s launch %d row %d (T %g top_p %g top_k %d n_top %d)",
-                             vocab, dist_names[dist], launch, i, ps->temperature, ps->top_p,
-                             ps->top_k, rows[i].n_top);
-                    const int f = check_row(&rows[i], x + (size_t)rows[i].row * vocab, vocab,
-                                            tok[i], &res[i], work, &by_dist[dist], what);
-                    by_dist[dist].failures += f;
-                    fails += f;
-                }
-                launch++;
-            }
-    for (int d = 0; d < DIST_COUNT; d++) {
-        const stats *s = &by_dist[d];
-        printf("%-12s rows %5ld: identical %5ld, near-boundary %3ld, handed to the host %4ld, "
-               "failures %ld\n",
-               dist_names[d], s->rows, s->exact, s->near, s->on_host, s->failures);
-        all.rows += s->rows;
-        all.exact += s->exact;
-        all.near += s->near;
-        all.on_host += s->on_host;
-    }
-    printf("all          rows %5ld: identical %5ld, near-boundary %3ld (tolerance %.0e of the "
-           "mass), handed to the host %4ld\n",
-           all.rows, all.exact, all.near, TOL_REL, all.on_host);
-    if (all.near * 100 > all.rows) {
-        fprintf(stderr, "FAIL: %ld near-boundary rows of %ld: more than rounding explains\n",
-                all.near, all.rows);
-        fails++;
+        for (int d = 0; d < DIST_COUNT; d++) {
+            const stats *s = &by_dist[d];
+            printf("%-12s rows %5ld: identical %5ld, near-boundary %3ld, handed to the host %4ld, "
+                   "failures %ld\n",
+                   dist_names[d], s->rows, s->exact, s->near, s->on_host, s->failures);
+            all.rows += s->rows;
+            all.exact += s->exact;
+            all.near += s->near;
+            all.on_host += s->on_host;
+        }
+        printf("all          rows %5ld: identical %5ld, near-boundary %3ld (tolerance %.0e of the "
+               "mass), handed to the host %4ld\n",
+               all.rows, all.exact, all.near, TOL_REL, all.on_host);
+        if (all.near * 100 > all.rows) {
+            fprintf(stderr, "FAIL: %ld near-boundary rows of %ld: more than rounding explains\n",
+                    all.near, all.rows);
+            fails++;
+        }
     }
     mr_cuda_sampler_destroy(sm);
     CK(cudaFree(d_x));
