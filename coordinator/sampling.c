@@ -42,7 +42,9 @@ void mr_sampler_row(const mr_sampler *s, double u, int n_top, mr_sample_row *row
                            .temperature = s->p.temperature > 0.0f ? s->p.temperature : 0.0f,
                            .top_p = s->p.top_p,
                            .top_k = s->p.top_k,
-                           .n_top = n_top < 0 ? 0 : n_top,
+                           .n_top = n_top < 0                     ? 0
+                                    : n_top > MR_MAX_TOP_LOGPROBS ? MR_MAX_TOP_LOGPROBS
+                                                                  : n_top,
                            .u = u};
 }
 
