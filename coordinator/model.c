@@ -58,6 +58,11 @@ struct mr_model {
     /* Device-resident backend with a provider other than the local experts (cluster mode): the
      * experts' inputs and outputs pass through these host buffers, [max_batch_tokens][hidden]. */
     float *moe_x_host, *moe_y_host;
+    /* The last step's logits when left in model memory (mr_model_step with logits NULL):
+     * [n_logit_rows][vocab] in the activation arena, valid until the next step. */
+    const float *dev_logits;
+    int n_logit_rows;
+    mr_backend *logits_be; /* the last stage: where dev_logits live */
 };
 
 void mr_model_params_default(mr_model_params *p) {
@@ -796,6 +801,13 @@ mr_status mr_model_step(mr_model *m, const mr_step_seq *seqs, int n_seqs, float 
     mr_backend *be = m->be;
     const int H = c->hidden_size, L = c->num_hidden_layers, S = m->plan.n_stages;
     if (n_seqs < 1 || n_seqs > m->params.max_seqs) return MR_ERR_INVALID;
+    if (!logits && !mr_mem_on_device(be)) {
+        MR_LOG_ERROR(MR_LOG_MODEL, "model step: logits may stay on the device only with a "
+                                   "device-resident backend");
+        return MR_ERR_INVALID;
+    }
+    m->dev_logits = NULL; /* the arena is about to be reused */
+    m->n_logit_rows = 0;
     if (!m->moe.dispatch) {
         MR_LOG_ERROR(MR_LOG_MODEL, "model step: no expert provider installed");
         return MR_ERR_INTERNAL;
@@ -875,11 +887,42 @@ mr_status mr_model_step(mr_model *m, const mr_step_seq *seqs, int n_seqs, float 
         be->ops->linear(be, &m->lm_head, b.head_rows, n_rows, b.logits ? b.logits : logits);
     }
     /* a device-resident backend: the logits come down (and any failure of the step comes out, the
-     * other stages' first: their streams are done, the last stage waited for them) */
+     * other stages' first: their streams are done, the last stage waited for them), or stay on
+     * the last stage for mr_model_sample / mr_model_logits_row (which report such a failure) */
     for (int s = 0; b.logits && s < S - 1; s++)
         MR_CHECK(mr_mem_to_host(m->stage_be[s], NULL, NULL, 0));
-    if (b.logits)
+    if (b.logits && logits)
         MR_CHECK(mr_mem_to_host(be, logits, b.logits,
                                 (size_t)n_rows * (size_t)c->vocab_size * sizeof(float)));
+    if (b.logits && !logits) {
+        m->dev_logits = b.logits;
+        m->n_logit_rows = n_rows;
+        m->logits_be = be;
+    }
     return MR_OK;
+}
+
+int mr_model_samples_on_device(const mr_model *m) {
+    return mr_mem_on_device(m->be) && m->be->ops->sample != NULL; /* every stage: the same ops */
+}
+
+mr_status mr_model_sample(mr_model *m, const mr_sample_row *rows, int n, int32_t *tokens,
+                          mr_sample_result *out) {
+    if (!mr_model_samples_on_device(m) || !m->dev_logits) {
+        MR_LOG_ERROR(MR_LOG_MODEL, "model sample: no logits left on a device that samples");
+        return MR_ERR_INVALID;
+    }
+    mr_backend *be = m->logits_be;
+    return be->ops->sample(be, m->dev_logits, m->n_logit_rows, m->cfg.vocab_size, rows, n, tokens,
+                           out);
+}
+
+mr_status mr_model_logits_row(mr_model *m, int row, float *host) {
+    if (!m->dev_logits || row < 0 || row >= m->n_logit_rows) {
+        MR_LOG_ERROR(MR_LOG_MODEL, "model logits row %d: the last step left %d rows on the device",
+                     row, m->n_logit_rows);
+        return MR_ERR_INVALID;
+    }
+    const size_t V = (size_t)m->cfg.vocab_size;
+    return mr_mem_to_host(m->logits_be, host, m->dev_logits + (size_t)row * V, V * sizeof(float));
 }

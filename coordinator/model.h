@@ -90,7 +90,23 @@ void mr_model_seq_close(mr_model *m, mr_seq *s);
 
 /* Runs one step. Fails with MR_ERR_INVALID for a token id outside the vocabulary, MR_ERR_FULL if
  * a sequence has no room, before anything is changed. `logits` receives one row of vocab_size
- * floats per segment with want_logits, in order. */
+ * floats per segment with want_logits, in order. With a device-resident backend `logits` may be
+ * NULL: the rows then stay in device memory until the next step, for mr_model_sample and
+ * mr_model_logits_row (a failure of the step is reported by those). */
 mr_status mr_model_step(mr_model *m, const mr_step_seq *seqs, int n_seqs, float *logits);
+
+/* Sampling on the device (kernels/sample.h):
+ *   if (mr_model_samples_on_device(m)) {
+ *       MR_CHECK(mr_model_step(m, seqs, n, NULL));                 // logits stay on the device
+ *       MR_CHECK(mr_model_sample(m, rows, n_rows, tokens, results)); // rows[i].row: logits row
+ *       // tokens[i] == MR_SAMPLE_ON_HOST: fetch the row and use the host sampler, same u
+ *       MR_CHECK(mr_model_logits_row(m, rows[i].row, host_row));
+ *   } */
+int mr_model_samples_on_device(const mr_model *m);
+/* The backend's sample op over the last step's rows left on the device. */
+mr_status mr_model_sample(mr_model *m, const mr_sample_row *rows, int n, int32_t *tokens,
+                          mr_sample_result *out);
+/* host[0..vocab) = logits row `row` of the last step left on the device. */
+mr_status mr_model_logits_row(mr_model *m, int row, float *host);
 
 #endif

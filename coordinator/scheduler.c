@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/check.h"
 #include "common/log.h"
 #include "common/timeutil.h"
 
@@ -42,6 +43,16 @@ struct mr_scheduler {
     req **batch_req;
     float *logits; /* [max_num_seqs][vocab] */
     float *work;   /* sampling scratch */
+    /* Sampling on the device (the model's backend has the sample op): the logits stay there and
+     * only tokens and logprobs come down; rows that need the full row (want_logits, a
+     * repetition penalty, or handed back by the device) come down into `logits` and are
+     * sampled here with the same uniform number. [max_num_seqs] each, indexed by logits row. */
+    int on_device;
+    double *u;     /* the row's draw */
+    int *dev_slot; /* index into dev_rows, or -1: sampled on the host */
+    mr_sample_row *dev_rows;
+    int32_t *dev_tok;
+    mr_sample_result *dev_res;
     /* metrics */
     mr_gauge *g_running, *g_waiting, *g_slots, *g_kv;
     mr_counter *c_prompt, *c_gen, *c_finished[5];
@@ -216,6 +227,33 @@ static void remove_running(mr_scheduler *s, req *q) {
     pthread_mutex_unlock(&s->mu);
 }
 
+/* After a step whose logits stayed on the device: draws every row's uniform number, samples the
+ * rows it can on the device, and brings down the rows the host samples. */
+static mr_status sample_on_device(mr_scheduler *s, int nb) {
+    int n_dev = 0;
+    for (int i = 0, row = 0; i < nb; i++) {
+        if (!s->batch[i].want_logits) continue;
+        req *q = s->batch_req[i];
+        const int r = row++;
+        s->dev_slot[r] = -1;
+        if (q->r.max_tokens == 0) continue; /* finishes without a token */
+        s->u[r] = mr_sampler_draw(&q->sampler);
+        if (q->r.want_logits || !mr_sampler_on_device_ok(&q->sampler)) continue;
+        mr_sampler_row(&q->sampler, s->u[r], q->r.n_top_logprobs, &s->dev_rows[n_dev]);
+        s->dev_rows[n_dev].row = r;
+        s->dev_slot[r] = n_dev++;
+    }
+    if (n_dev > 0) MR_CHECK(mr_model_sample(s->m, s->dev_rows, n_dev, s->dev_tok, s->dev_res));
+    for (int i = 0, row = 0; i < nb; i++) {
+        if (!s->batch[i].want_logits) continue;
+        const int r = row++, slot = s->dev_slot[r];
+        if (s->batch_req[i]->r.max_tokens == 0) continue;
+        if (slot < 0 || s->dev_tok[slot] == MR_SAMPLE_ON_HOST)
+            MR_CHECK(mr_model_logits_row(s->m, r, s->logits + (size_t)r * s->vocab));
+    }
+    return MR_OK;
+}
+
 /* One step over the running requests; returns 0 if there was nothing to do. */
 static int step(mr_scheduler *s) {
     req *dead = NULL;
@@ -267,7 +305,8 @@ static int step(mr_scheduler *s) {
         budget -= chunk;
     }
     double t0 = mr_now_s();
-    mr_status st = mr_model_step(s->m, s->batch, nb, s->logits);
+    mr_status st = mr_model_step(s->m, s->batch, nb, s->on_device ? NULL : s->logits);
+    if (st == MR_OK && s->on_device) st = sample_on_device(s, nb);
     mr_histogram_observe(s->h_step, mr_now_s() - t0);
     mr_histogram_observe(s->h_batch, s->p.max_batched_tokens - budget);
     if (st != MR_OK) {
@@ -297,9 +336,20 @@ static int step(mr_scheduler *s) {
             continue;
         }
         mr_sample_result lp;
-        int32_t tok =
-            mr_sampler_next(&q->sampler, lg, s->vocab, q->tokens, q->r.n_prompt + q->n_generated,
-                            q->r.n_top_logprobs, s->work, q->r.n_top_logprobs >= 0 ? &lp : NULL);
+        int32_t tok;
+        const int slot = s->on_device ? s->dev_slot[row - 1] : -1;
+        if (slot >= 0 && s->dev_tok[slot] != MR_SAMPLE_ON_HOST) {
+            tok = s->dev_tok[slot];
+            lp = s->dev_res[slot];
+        } else if (s->on_device) { /* the row came down: the host sampler, same draw */
+            tok = mr_sampler_next_u(&q->sampler, s->u[row - 1], lg, s->vocab, q->tokens,
+                                    q->r.n_prompt + q->n_generated, q->r.n_top_logprobs, s->work,
+                                    q->r.n_top_logprobs >= 0 ? &lp : NULL);
+        } else {
+            tok = mr_sampler_next(&q->sampler, lg, s->vocab, q->tokens,
+                                  q->r.n_prompt + q->n_generated, q->r.n_top_logprobs, s->work,
+                                  q->r.n_top_logprobs >= 0 ? &lp : NULL);
+        }
         q->tokens[q->r.n_prompt + q->n_generated] = tok;
         q->n_generated++;
         mr_counter_add(s->c_gen, 1);
@@ -373,6 +423,18 @@ static void *sched_main(void *arg) {
     return NULL;
 }
 
+static void free_buffers(mr_scheduler *s) {
+    free(s->batch);
+    free(s->batch_req);
+    free(s->logits);
+    free(s->work);
+    free(s->u);
+    free(s->dev_slot);
+    free(s->dev_rows);
+    free(s->dev_tok);
+    free(s->dev_res);
+}
+
 mr_status mr_scheduler_create(mr_model *m, const mr_scheduler_params *p, mr_scheduler **out) {
     const mr_model_params *mp = mr_model_params_of(m);
     const mr_model_config *c = mr_model_config_of(m);
@@ -396,14 +458,20 @@ mr_status mr_scheduler_create(mr_model *m, const mr_scheduler_params *p, mr_sche
     s->batch_req = calloc((size_t)p->max_num_seqs, sizeof *s->batch_req);
     s->logits = malloc((size_t)p->max_num_seqs * s->vocab * sizeof(float));
     s->work = malloc((size_t)s->vocab * 3 * sizeof(float));
-    if (!s->batch || !s->batch_req || !s->logits || !s->work) {
-        free(s->batch);
-        free(s->batch_req);
-        free(s->logits);
-        free(s->work);
+    const size_t n = (size_t)p->max_num_seqs;
+    s->on_device = !p->host_sampling && mr_model_samples_on_device(m);
+    s->u = calloc(n, sizeof *s->u);
+    s->dev_slot = calloc(n, sizeof *s->dev_slot);
+    s->dev_rows = calloc(n, sizeof *s->dev_rows);
+    s->dev_tok = calloc(n, sizeof *s->dev_tok);
+    s->dev_res = calloc(n, sizeof *s->dev_res);
+    if (!s->batch || !s->batch_req || !s->logits || !s->work || !s->u || !s->dev_slot ||
+        !s->dev_rows || !s->dev_tok || !s->dev_res) {
+        free_buffers(s);
         free(s);
         return MR_ERR_NOMEM;
     }
+    MR_LOG_INFO(MR_LOG_SCHED, "scheduler: sampling on the %s", s->on_device ? "device" : "host");
     mr_metrics *mt = p->metrics;
     if (mt) {
         s->g_running = mr_metrics_gauge(mt, "moerack_num_requests_running",
@@ -440,10 +508,7 @@ mr_status mr_scheduler_create(mr_model *m, const mr_scheduler_params *p, mr_sche
                                           NULL, mr_buckets_batch, MR_BUCKETS_BATCH_N);
     }
     if (pthread_create(&s->thread, NULL, sched_main, s) != 0) {
-        free(s->batch);
-        free(s->batch_req);
-        free(s->logits);
-        free(s->work);
+        free_buffers(s);
         free(s);
         return MR_ERR_NOMEM;
     }
@@ -460,9 +525,6 @@ void mr_scheduler_destroy(mr_scheduler *s) {
     pthread_join(s->thread, NULL);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
-    free(s->batch);
-    free(s->batch_req);
-    free(s->logits);
-    free(s->work);
+    free_buffers(s);
     free(s);
 }

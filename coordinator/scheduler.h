@@ -75,6 +75,9 @@ typedef struct mr_scheduler_params {
     /* called before each step; a non-OK status fails the step's requests with `why` */
     mr_status (*pre_step)(void *user, char *why, size_t cap);
     void *pre_step_user;
+    /* 1: every row comes down and is sampled on the host, even where the model's backend
+     * samples on the device (mr_model_samples_on_device); for comparisons and as a fallback */
+    int host_sampling;
 } mr_scheduler_params;
 
 typedef struct mr_scheduler mr_scheduler;

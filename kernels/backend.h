@@ -42,6 +42,7 @@
 #include "common/dtype.h"
 #include "common/status.h"
 #include "common/synth_stream.h"
+#include "kernels/sample.h"
 
 typedef struct mr_pool mr_pool;
 
@@ -186,6 +187,16 @@ typedef struct mr_backend_ops {
                            size_t bytes);
     /* Free and total bytes of the backend's device memory (NULL: not a GPU, no limit checked). */
     mr_status (*mem_info)(mr_backend *be, size_t *free_bytes, size_t *total_bytes);
+    /* Optional: sampling on the device (kernels/sample.h), so that only tokens and logprobs
+     * come down. logits: DEVICE [n_logit_rows][vocab]; rows (HOST [n], read during the call):
+     * the rows to sample and their parameters, each checked (mr_sample_row_check: a bad one
+     * fails the call with MR_ERR_INVALID before anything runs); tokens and out: HOST [n],
+     * written before return (waits for the stream). tokens[i] = MR_SAMPLE_ON_HOST for a row the
+     * backend leaves to the host sampler (too many candidates: mr_sample_row_fits_device, or a
+     * nucleus that needs the whole vocabulary); out[i] is then undefined. Returns, like
+     * to_host, the first failure of any op since the previous to_host. */
+    mr_status (*sample)(mr_backend *be, const float *logits, int n_logit_rows, int vocab,
+                        const mr_sample_row *rows, int n, int32_t *tokens, mr_sample_result *out);
 } mr_backend_ops;
 
 /* Kinds of alloc. */

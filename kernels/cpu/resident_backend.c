@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common/arena.h"
+#include "common/check.h"
 #include "common/log.h"
 #include "kernels/cpu/cpu_backend.h"
 
@@ -22,7 +23,10 @@ typedef struct resident_be {
     mr_backend *cpu;
     region r[MAX_REGIONS];
     int n_r;
-    mr_status err; /* first contract violation since the last to_host */
+    mr_status err;      /* first contract violation since the last to_host */
+    float *sample_work; /* the sample op's scratch: 3 · sample_vocab floats, kept (allocated by
+                           the first call: the vocabulary is not among the create params) */
+    int sample_vocab;
 } resident_be;
 
 static resident_be *impl(mr_backend *be) {
@@ -261,8 +265,42 @@ static mr_status rb_to_device(mr_backend *be, void *dst, const void *src, size_t
     return MR_OK;
 }
 
+/* The sample op with the reference's code: the device path of the scheduler, run on the host.
+ * Rows a device sampler could not take (mr_sample_row_fits_device) are handed back, as
+ * cuda-gpu does, so that the host fallback is exercised too. */
+static mr_status rb_sample(mr_backend *be, const float *logits, int n_logit_rows, int vocab,
+                           const mr_sample_row *rows, int n, int32_t *tokens,
+                           mr_sample_result *out) {
+    resident_be *r = impl(be);
+    if (n < 0 || n_logit_rows < 0) return MR_ERR_INVALID;
+    for (int i = 0; i < n; i++) MR_CHECK(mr_sample_row_check(&rows[i], vocab, n_logit_rows));
+    if (n == 0) return MR_OK;
+    DEV(r, "sample", logits, f32((size_t)n_logit_rows * (size_t)vocab));
+    HOST(r, "sample", rows, (size_t)n * sizeof *rows);
+    HOST(r, "sample", tokens, (size_t)n * sizeof *tokens);
+    HOST(r, "sample", out, (size_t)n * sizeof *out);
+    if (r->sample_vocab < vocab) {
+        float *w = realloc(r->sample_work, (size_t)vocab * 3 * sizeof(float));
+        if (!w) return MR_ERR_NOMEM;
+        r->sample_work = w;
+        r->sample_vocab = vocab;
+    }
+    for (int i = 0; i < n; i++) {
+        if (!mr_sample_row_fits_device(&rows[i], vocab)) {
+            tokens[i] = MR_SAMPLE_ON_HOST;
+            continue;
+        }
+        tokens[i] = mr_sample_ref(&rows[i], logits + (size_t)rows[i].row * (size_t)vocab, vocab,
+                                  1.0f, NULL, 0, r->sample_work, &out[i]);
+    }
+    const mr_status st = r->err;
+    r->err = MR_OK;
+    return st;
+}
+
 static void rb_destroy(mr_backend *be) {
     resident_be *r = be->impl;
+    free(r->sample_work);
     if (r->n_r) MR_LOG_ERROR(MR_LOG_KERN, "cpu-resident: %d allocations not freed", r->n_r);
     for (int i = 0; i < r->n_r; i++) mr_free_aligned((void *)r->r[i].p);
     mr_backend_destroy(r->cpu);
@@ -291,6 +329,7 @@ static const mr_backend_ops resident_ops = {
     .to_host = rb_to_host,
     .to_device = rb_to_device,
     .copy_from = rb_copy_from,
+    .sample = rb_sample,
 };
 
 mr_status mr_resident_backend_create(const mr_backend_params *p, mr_backend **out) {

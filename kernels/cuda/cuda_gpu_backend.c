@@ -28,6 +28,7 @@
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_experts.h"
+#include "kernels/cuda/cuda_sample.h"
 
 /* Device scratch, by role. Sized at create for max_tokens; grown (with a wait) only if a call
  * needs more, e.g. block tables of longer contexts than the first guess. */
@@ -77,6 +78,7 @@ typedef struct gpu_be {
     /* MOERACK_CUDA_LINEAR=twice: projections as two GEMMs (hi, lo), neither the GEMV kernel nor
      * the stacked GEMM — the route before them, kept for same-run comparisons */
     int linear_twice;
+    mr_cuda_sampler *sampler; /* the sample op's buffers, max_tokens rows per launch */
 } gpu_be;
 
 static gpu_be *impl(mr_backend *be) {
@@ -662,6 +664,18 @@ static void gb_moe(mr_backend *be, const mr_expert_set *set, const float *x, int
         op_failed(impl(be), "moe", st, out, (size_t)n * (size_t)set->hidden * sizeof(float));
 }
 
+/* Sampling on the device: only tokens and logprobs come down (cuda_sample.h). */
+static mr_status gb_sample(mr_backend *be, const float *logits, int n_logit_rows, int vocab,
+                           const mr_sample_row *rows, int n, int32_t *tokens,
+                           mr_sample_result *out) {
+    gpu_be *g = impl(be);
+    MR_CHECK(mr_cuda_sample(g->sampler, logits, n_logit_rows, vocab, rows, n, tokens, out, g->st));
+    MR_CHECK(wait_stream(g));
+    const mr_status st = g->err;
+    g->err = MR_OK;
+    return st;
+}
+
 static mr_status gb_moe_prepare(mr_backend *be, const mr_expert_set *const *layers, int n_layers) {
     mr_backend *c = use(be)->cuda; /* the executor allocates on the current device */
     return c->ops->moe_prepare(c, layers, n_layers);
@@ -685,6 +699,7 @@ static void gb_destroy(mr_backend *be) {
         if (g->blas) cublasDestroy(g->blas);
         if (g->st) cudaStreamDestroy(g->st);
         mr_backend_destroy(g->cuda);
+        mr_cuda_sampler_destroy(g->sampler);
         free(g->w);
         free(g->h_slots);
         free(g);
@@ -715,6 +730,7 @@ static const mr_backend_ops gpu_ops = {
     .to_device = gb_to_device,
     .copy_from = gb_copy_from,
     .mem_info = gb_mem_info,
+    .sample = gb_sample,
 };
 
 /* Scratch for steps of up to max_tokens tokens, so that none grows in the steady state (block
@@ -794,6 +810,8 @@ mr_status mr_cuda_gpu_backend_create(const mr_backend_params *p, mr_backend **ou
     MR_CUBLAS_CHECK_GOTO(cublasCreate(&g->blas), err_destroy);
     MR_CHECK_GOTO(weight_table_grow(g), err_destroy);
     MR_CHECK_GOTO(presize(g), err_destroy);
+    MR_CHECK_GOTO(mr_cuda_sampler_create(p->max_tokens > 0 ? p->max_tokens : 1, &g->sampler),
+                  err_destroy);
     *out = be;
     return MR_OK;
 err_destroy:
