@@ -607,6 +607,12 @@ typedef struct step_buffers {
 typedef struct micro_batch {
     int base, n;
     int first_piece, n_pieces;
+    /* Rows the dense ops run on: n, or, for a decode step run as segment graphs (one
+     * micro-batch), n padded to a power of two — the graphs' key; rows past n belong to no
+     * sequence and their results are never read. */
+    int rows;
+    int graph;   /* 1: each layer's attention half is a decode segment (backend.h) */
+    int max_pos; /* the step's largest position + 1 (the softmax layers' segment key) */
 } micro_batch;
 
 /* bs[s] for every stage s: its activations from its arena, the host arrays shared. */
@@ -674,12 +680,12 @@ static int plan_micro_batches(const mr_model *m, const mr_step_seq *seqs, int n_
         }
     }
     if (split_piece < 0) {
-        mb[0] = (micro_batch){0, T, 0, n_pieces};
+        mb[0] = (micro_batch){0, T, 0, n_pieces, T, 0, 0};
         return 1;
     }
     int base1 = b->segs[split_piece].start;
-    mb[0] = (micro_batch){0, base1, 0, split_piece};
-    mb[1] = (micro_batch){base1, T - base1, split_piece, n_pieces - split_piece};
+    mb[0] = (micro_batch){0, base1, 0, split_piece, base1, 0, 0};
+    mb[1] = (micro_batch){base1, T - base1, split_piece, n_pieces - split_piece, T - base1, 0, 0};
     for (int i = split_piece; i < n_pieces; i++) b->segs[i].start -= base1; /* relative */
     return 2;
 }
@@ -688,7 +694,7 @@ static void attention_block(mr_model *m, const layer_weights *w, const micro_bat
                             step_buffers *b) {
     const mr_model_config *c = &m->cfg;
     mr_backend *be = m->stage_be[w->stage];
-    const int inner = c->num_attention_heads * c->head_dim, T = mb->n;
+    const int inner = c->num_attention_heads * c->head_dim, T = mb->rows;
     const size_t H = (size_t)c->hidden_size;
     const float *h = b->h + (size_t)mb->base * H;
     float *y = b->y + (size_t)mb->base * H, *o = b->o + (size_t)mb->base * inner;
@@ -760,16 +766,35 @@ static mr_status attention_half(mr_model *m, int l, const micro_batch *mb, int m
     const layer_weights *w = &m->layers[l];
     mr_backend *be = m->stage_be[w->stage];
     const size_t H = (size_t)c->hidden_size, off = (size_t)mb->base * H;
-    const int k = c->num_experts_per_tok;
+    const int k = c->num_experts_per_tok, R = mb->rows;
     float *x = b->x + off, *h = b->h + off, *y = b->y + off;
-    be->ops->rmsnorm(be, x, w->input_norm, mb->n, (int)H, (float)c->rms_norm_eps, h);
-    attention_block(m, w, mb, b);
-    be->ops->scale_add(be, c->postnorm ? h : x, y, w->alpha_attn, w->beta_attn, (size_t)mb->n * H,
-                       x);
-    be->ops->rmsnorm(be, x, w->post_norm, mb->n, (int)H, (float)c->rms_norm_eps, h);
     int32_t *ids = b->ids + (size_t)mb->base * k;
     float *wts = b->wts + (size_t)mb->base * k;
-    be->ops->route(be, &w->router, h, mb->n, k, ids, wts);
+    const int bt = m->states->block_tokens;
+    const mr_segment_key key = {
+        .layer = l,
+        .rows = R,
+        .max_pos = w->type == MR_ATTN_SOFTMAX ? mb->max_pos : 0,
+        .pos_limit = (int)((m->params.max_context + bt - 1) / bt * bt),
+        .block_tokens = bt,
+    };
+    /* A graphed segment that did not run (its capture failed, or its graph no longer matched)
+     * enqueued nothing: it runs again, then eagerly (backend.h). */
+    for (int attempt = 0, ran = 0; !ran; attempt++) {
+        if (attempt == 2) {
+            MR_LOG_ERROR(MR_LOG_MODEL, "layer %d: the decode segment did not run", l);
+            return MR_ERR_INTERNAL;
+        }
+        ran = 1;
+        if (mb->graph) be->ops->segment_begin(be, &key);
+        be->ops->rmsnorm(be, x, w->input_norm, R, (int)H, (float)c->rms_norm_eps, h);
+        attention_block(m, w, mb, b);
+        be->ops->scale_add(be, c->postnorm ? h : x, y, w->alpha_attn, w->beta_attn, (size_t)R * H,
+                           x);
+        be->ops->rmsnorm(be, x, w->post_norm, R, (int)H, (float)c->rms_norm_eps, h);
+        be->ops->route(be, &w->router, h, R, k, ids, wts);
+        if (mb->graph) MR_CHECK(be->ops->segment_end(be, &ran));
+    }
     const float *moe_x = h;
     if (moe_staged(m)) { /* a remote provider reads host memory */
         moe_x = m->moe_x_host + off;
@@ -842,12 +867,29 @@ mr_status mr_model_step(mr_model *m, const mr_step_seq *seqs, int n_seqs, float 
             return st;
         }
     }
+    /* A decode step of one micro-batch on a backend with segment graphs: the dense ops run on
+     * the rows padded to a power of two (within the batch budget), the graphs' key. */
+    int decode = 1, max_pos = 0, rows = T;
+    for (int s = 0; s < n_seqs; s++) {
+        decode &= seqs[s].n_tokens == 1;
+        if (seqs[s].seq->n_past + 1 > max_pos) max_pos = (int)(seqs[s].seq->n_past + 1);
+    }
+    const int graph = decode && be->ops->segment_begin && (m->params.micro_batches < 2 || T == 1);
+    if (graph) {
+        while (rows < T || (rows & (rows - 1))) rows++; /* the next power of two */
+        if (rows > m->params.max_batch_tokens) rows = T;
+    }
     step_buffers bs[MR_MAX_STAGES];
-    MR_CHECK(alloc_buffers(m, T, n_seqs, bs));
+    MR_CHECK(alloc_buffers(m, rows, n_seqs, bs));
     for (int s = 0, t = 0; s < n_seqs; t += seqs[s].n_tokens, s++)
         memcpy(bs[0].tokens + t, seqs[s].tokens, (size_t)seqs[s].n_tokens * sizeof(int32_t));
     micro_batch mb[MR_MAX_MICRO_BATCHES];
     const int M = plan_micro_batches(m, seqs, n_seqs, T, &bs[0], mb);
+    if (graph && M == 1) {
+        mb[0].rows = rows;
+        mb[0].graph = 1;
+        mb[0].max_pos = max_pos;
+    }
 
     /* Ping-pong: while one micro-batch's experts are out, the other runs its attention. Between
      * layers of two stages the micro-batch's rows of x go to the next stage: x is the only

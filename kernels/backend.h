@@ -123,6 +123,14 @@ typedef struct mr_attention_args {
     float *out;       /* [n_tokens][H*d] */
 } mr_attention_args;
 
+/* A decode segment of one layer (segment_begin below): every row one token, `rows` rows (the
+ * real ones first, the rest padding that no sequence owns), the largest position + 1 of the step
+ * (softmax layers; 0 for lightning), the most positions the KV pool holds per sequence, rounded
+ * up to whole blocks (pos_limit), and the block size. */
+typedef struct mr_segment_key {
+    int layer, rows, max_pos, pos_limit, block_tokens;
+} mr_segment_key;
+
 typedef struct mr_backend mr_backend;
 
 typedef struct mr_backend_ops {
@@ -197,6 +205,16 @@ typedef struct mr_backend_ops {
      * to_host, the first failure of any op since the previous to_host. */
     mr_status (*sample)(mr_backend *be, const float *logits, int n_logit_rows, int vocab,
                         const mr_sample_row *rows, int n, int32_t *tokens, mr_sample_result *out);
+    /* Optional (device-resident backends): the ops called between segment_begin and
+     * segment_end — rmsnorm, linear, lightning, norm_gate, attention, scale_add, route, all of
+     * one decode segment (every segment of length 1) — may be captured as a CUDA graph and
+     * replayed on later steps with the same key. route's ids and wts are written by segment_end
+     * instead. segment_end sets *ran = 0 when nothing was executed (a capture failed, or a
+     * replay no longer matched its graph, which is then dropped): the caller calls the segment's
+     * ops again, bracketed again (they then run eagerly). Failures of the executed ops are
+     * reported like any other (to_host). */
+    void (*segment_begin)(mr_backend *be, const mr_segment_key *key);
+    mr_status (*segment_end)(mr_backend *be, int *ran);
 } mr_backend_ops;
 
 /* Kinds of alloc. */

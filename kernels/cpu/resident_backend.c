@@ -27,6 +27,7 @@ typedef struct resident_be {
     float *sample_work; /* the sample op's scratch: 3 · sample_vocab floats, kept (allocated by
                            the first call: the vocabulary is not among the create params) */
     int sample_vocab;
+    int in_segment; /* between segment_begin and segment_end */
 } resident_be;
 
 static resident_be *impl(mr_backend *be) {
@@ -308,6 +309,25 @@ static void rb_destroy(mr_backend *be) {
     free(be);
 }
 
+/* Decode segments (backend.h): nothing to capture on the CPU — the ops run as they come, so a
+ * segment always ran — but the bracketing is checked, and the model's padded rows are exercised
+ * in CI through this backend. */
+static void rb_segment_begin(mr_backend *be, const mr_segment_key *key) {
+    resident_be *r = impl(be);
+    if (r->in_segment) violation(r, "segment_begin", "a segment is already open");
+    if (key->rows < 1 || key->block_tokens < 1 || key->max_pos < 0 || key->max_pos > key->pos_limit)
+        violation(r, "segment_begin", "key out of range");
+    r->in_segment = 1;
+}
+
+static mr_status rb_segment_end(mr_backend *be, int *ran) {
+    resident_be *r = impl(be);
+    if (!r->in_segment) violation(r, "segment_end", "no segment is open");
+    r->in_segment = 0;
+    *ran = 1;
+    return MR_OK;
+}
+
 static const mr_backend_ops resident_ops = {
     .name = "cpu-resident",
     .destroy = rb_destroy,
@@ -330,6 +350,8 @@ static const mr_backend_ops resident_ops = {
     .to_device = rb_to_device,
     .copy_from = rb_copy_from,
     .sample = rb_sample,
+    .segment_begin = rb_segment_begin,
+    .segment_end = rb_segment_end,
 };
 
 mr_status mr_resident_backend_create(const mr_backend_params *p, mr_backend **out) {

@@ -28,6 +28,7 @@
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_experts.h"
+#include "kernels/cuda/cuda_gpu_graphs.h"
 #include "kernels/cuda/cuda_sample.h"
 
 /* Device scratch, by role. Sized at create for max_tokens; grown (with a wait) only if a call
@@ -79,6 +80,8 @@ typedef struct gpu_be {
      * the stacked GEMM — the route before them, kept for same-run comparisons */
     int linear_twice;
     mr_cuda_sampler *sampler; /* the sample op's buffers, max_tokens rows per launch */
+    gpu_segs *segs;           /* decode segments as CUDA graphs (cuda_gpu_graphs.h) */
+    size_t route_pin_bytes;   /* the segments' router output buffer */
 } gpu_be;
 
 static gpu_be *impl(mr_backend *be) {
@@ -96,11 +99,44 @@ static gpu_be *use(mr_backend *be) {
 
 /* ---- memory helpers -------------------------------------------------------------------------- */
 
+/* Op ids of the decode-segment signature. */
+enum {
+    OP_RMSNORM = 1,
+    OP_SCALE_ADD,
+    OP_LINEAR,
+    OP_NORM_GATE,
+    OP_ROUTE,
+    OP_LIGHTNING,
+    OP_ATTENTION
+};
+
+/* In a graphed decode segment (cuda_gpu_graphs.h): adds the op to the signature and returns 1;
+ * the op then notes its arguments (NOTE) and, when replaying, enqueues nothing. */
+static int graphed(gpu_be *g, int op) {
+    if (!gpu_segs_graphed(gpu_segs_mode(g->segs))) return 0;
+    gpu_segs_note(g->segs, &op, sizeof op);
+    return 1;
+}
+static int replaying(const gpu_be *g) {
+    return gpu_segs_mode(g->segs) == SEG_REPLAY;
+}
+#define NOTE(g, v) gpu_segs_note((g)->segs, &(v), sizeof(v))
+
+/* Something a graphed segment cannot do (wait, allocate, upload): the segment will run again,
+ * eagerly. */
+static mr_status not_in_graph(gpu_be *g, const char *what) {
+    if (!gpu_segs_graphed(gpu_segs_mode(g->segs))) return MR_OK;
+    gpu_segs_fail(g->segs, what);
+    return MR_ERR_INTERNAL;
+}
+
 static mr_status scratch(gpu_be *g, int which, size_t bytes, void **out) {
     dev_buf *b = &g->buf[which];
     if (bytes == 0) bytes = 1;
     if (b->cap < bytes) {
         const size_t cap = bytes + bytes / 4;
+        MR_CHECK(not_in_graph(g, "scratch grows"));
+        gpu_segs_invalidate(g->segs); /* graphs hold the old address */
         MR_LOG_DEBUG(MR_LOG_GPU, "cuda-gpu: scratch %d grows to %zu bytes", which, cap);
         MR_CUDA_CHECK(cudaStreamSynchronize(g->st)); /* a pending kernel may still read it */
         cudaFree(b->p);
@@ -115,6 +151,7 @@ static mr_status scratch(gpu_be *g, int which, size_t bytes, void **out) {
 
 /* A piece of the page-locked ring for a copy about to be enqueued (64-byte aligned). */
 static mr_status pin_take(gpu_be *g, size_t bytes, void **out) {
+    MR_CHECK(not_in_graph(g, "host upload"));
     bytes = (bytes + 63) & ~(size_t)63;
     if (g->pin_used + bytes > g->pin_cap) {
         MR_CUDA_CHECK(cudaStreamSynchronize(g->st)); /* every earlier copy has landed */
@@ -186,6 +223,7 @@ static mr_status weight(gpu_be *g, const void *host, size_t bytes, const void **
             *dev = g->w[j].dev;
             return MR_OK;
         }
+    MR_CHECK(not_in_graph(g, "weight upload"));
     if (2 * (g->n_w + 1) > g->w_cap) {
         MR_CHECK(weight_table_grow(g));
         j = weight_slot(g, host);
@@ -213,6 +251,10 @@ static size_t matrix_bytes(const mr_matrix *m) {
 /* An op failed: log, poison its device output with NaN (all-ones bytes), remember the failure
  * for the next to_host. */
 static void op_failed(gpu_be *g, const char *op, mr_status st, void *out, size_t bytes) {
+    if (gpu_segs_graphed(gpu_segs_mode(g->segs))) { /* nothing ran: the segment runs again */
+        gpu_segs_fail(g->segs, op);
+        return;
+    }
     MR_LOG_ERROR(MR_LOG_GPU, "cuda-gpu %s: %s (outputs set to NaN)", op, mr_status_str(st));
     if (out && bytes) cudaMemsetAsync(out, 0xFF, bytes, g->st);
     if (g->err == MR_OK) g->err = st;
@@ -264,6 +306,7 @@ static mr_status gb_copy(mr_backend *be, void *dst, const void *src, size_t byte
 
 static mr_status gb_to_host(mr_backend *be, void *dst, const void *src, size_t bytes) {
     gpu_be *g = use(be);
+    MR_CHECK(not_in_graph(g, "to_host"));
     if (bytes) MR_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, g->st));
     MR_CHECK(wait_stream(g));
     const mr_status st = g->err;
@@ -348,6 +391,10 @@ static void gb_embed(mr_backend *be, const mr_matrix *t, const int32_t *ids, int
 
 static mr_status do_rmsnorm(gpu_be *g, const float *x, const float *w, int n, int dim, float eps,
                             float *y) {
+    if (graphed(g, OP_RMSNORM)) {
+        NOTE(g, x), NOTE(g, w), NOTE(g, n), NOTE(g, dim), NOTE(g, eps), NOTE(g, y);
+        if (replaying(g)) return MR_OK;
+    }
     const void *dw;
     MR_CHECK(weight(g, w, (size_t)dim * sizeof(float), &dw));
     mr_cuda_rmsnorm_args a = {
@@ -365,17 +412,27 @@ static void gb_rmsnorm(mr_backend *be, const float *x, const float *w, int n, in
 static void gb_scale_add(mr_backend *be, const float *h, const float *y, float a, float b, size_t n,
                          float *out) {
     if (n == 0) return;
-    mr_status st = mr_cuda_scale_add(h, y, a, b, n, out, use(be)->st);
+    gpu_be *g = use(be);
+    if (graphed(g, OP_SCALE_ADD)) {
+        NOTE(g, h), NOTE(g, y), NOTE(g, a), NOTE(g, b), NOTE(g, n), NOTE(g, out);
+        if (replaying(g)) return;
+    }
+    mr_status st = mr_cuda_scale_add(h, y, a, b, n, out, g->st);
     if (st != MR_OK) op_failed(impl(be), "scale_add", st, out, n * sizeof(float));
 }
 
 static mr_status do_linear(gpu_be *g, const mr_matrix *w, const float *x, int n, float *y) {
+    if (graphed(g, OP_LINEAR)) {
+        NOTE(g, w->data), NOTE(g, w->dtype), NOTE(g, w->rows), NOTE(g, w->cols);
+        NOTE(g, x), NOTE(g, n), NOTE(g, y);
+        if (replaying(g)) return MR_OK;
+    }
     const void *dw;
     void *d_xb = NULL;
     MR_CHECK(weight(g, w->data, matrix_bytes(w), &dw));
-    /* bf16 weights: the activations split into hi + lo bf16 parts (two GEMMs), fp32-accurate
-     * like the oracle — one bf16 rounding of every projection input flips near-tied routers (the
-     * tiny goldens' 1-token prompt: 0.09). Costs a second pass over the weights at decode. */
+    /* bf16 weights: the activations split into hi + lo bf16 parts, fp32-accurate like the
+     * oracle — one bf16 rounding of every projection input flips near-tied routers (the tiny
+     * goldens' 1-token prompt: 0.09); linear reads the weights once (GEMV or stacked GEMM). */
     if (w->dtype == MR_DTYPE_BF16)
         MR_CHECK(scratch(g, S_XB, 2 * (size_t)n * (size_t)w->cols * sizeof(uint16_t), &d_xb));
     uint16_t *d_lo = d_xb ? (uint16_t *)d_xb + (size_t)n * (size_t)w->cols : NULL;
@@ -405,6 +462,10 @@ static void gb_linear(mr_backend *be, const mr_matrix *w, const float *x, int n,
 
 static mr_status do_norm_gate(gpu_be *g, const float *o, const float *gate, const float *w, int n,
                               int dim, float eps, float *out) {
+    if (graphed(g, OP_NORM_GATE)) {
+        NOTE(g, o), NOTE(g, gate), NOTE(g, w), NOTE(g, n), NOTE(g, dim), NOTE(g, eps), NOTE(g, out);
+        if (replaying(g)) return MR_OK;
+    }
     const void *dw;
     MR_CHECK(weight(g, w, (size_t)dim * sizeof(float), &dw));
     mr_cuda_norm_gate_args a = {n, dim, eps, MR_DTYPE_F32, dw, o, gate, out};
@@ -420,20 +481,37 @@ static void gb_norm_gate(mr_backend *be, const float *o, const float *gate, cons
 }
 
 /* The router on the device; ids and wts come down to the host (the expert executor and the
- * dispatcher plan on the host), so this op waits for the stream. */
+ * dispatcher plan on the host), so this op waits for the stream — in a graphed segment the copy
+ * goes to the segment's fixed page-locked buffer and segment_end waits and hands them over. */
 static mr_status do_route(gpu_be *g, const mr_matrix *gate, const float *x, int n, int k,
                           int32_t *ids, float *wts) {
     const void *dg;
     void *d, *h;
     const size_t kb = (size_t)n * (size_t)k * sizeof(int32_t);
+    const int graph = graphed(g, OP_ROUTE);
+    if (graph) {
+        NOTE(g, gate->data), NOTE(g, gate->rows), NOTE(g, gate->cols), NOTE(g, x), NOTE(g, n);
+        NOTE(g, k);
+        if (2 * kb > g->route_pin_bytes) {
+            gpu_segs_fail(g->segs, "router output larger than its buffer");
+            return MR_ERR_INTERNAL;
+        }
+        gpu_segs_route_out(g->segs, ids, wts, n * k);
+        if (replaying(g)) return MR_OK;
+    }
     MR_CHECK(weight(g, gate->data, matrix_bytes(gate), &dg));
     MR_CHECK(scratch(g, S_ROUTE, 2 * kb, &d));
-    MR_CHECK(pin_take(g, 2 * kb, &h));
+    if (graph) {
+        h = gpu_segs_route_pin(g->segs);
+    } else {
+        MR_CHECK(pin_take(g, 2 * kb, &h));
+    }
     int32_t *d_ids = d;
     float *d_wts = (float *)((unsigned char *)d + kb);
     mr_cuda_route_args a = {n, gate->cols, gate->rows, k, gate->dtype, dg, x, d_ids, d_wts};
     MR_CHECK(mr_cuda_route(&a, g->st));
     MR_CUDA_CHECK(cudaMemcpyAsync(h, d, 2 * kb, cudaMemcpyDeviceToHost, g->st));
+    if (graph) return MR_OK; /* segment_end waits and copies */
     MR_CHECK(wait_stream(g));
     memcpy(ids, h, kb);
     memcpy(wts, (unsigned char *)h + kb, kb);
@@ -446,6 +524,7 @@ static void gb_route(mr_backend *be, const mr_matrix *gate, const float *x, int 
     mr_status st = do_route(use(be), gate, x, n, k, ids, wts);
     if (st != MR_OK) {
         op_failed(impl(be), "route", st, NULL, 0);
+        if (gpu_segs_graphed(gpu_segs_mode(impl(be)->segs))) return; /* the segment runs again */
         for (size_t i = 0; i < (size_t)n * (size_t)k; i++) {
             ids[i] = 0;
             wts[i] = NAN;
@@ -476,7 +555,39 @@ static mr_status state_slot(const mr_lightning_args *a, int s, int32_t *slot) {
     return MR_OK;
 }
 
+/* A graphed decode segment: the slots go to the segment's metadata (row i: the slot of the
+ * sequence whose token is row i, −1 for padding rows) and the kernel, over all the segment's
+ * rows, reads them from its device copy. */
+static mr_status graph_lightning(gpu_be *g, const mr_lightning_args *a) {
+    NOTE(g, a->n_heads), NOTE(g, a->head_dim), NOTE(g, a->slope), NOTE(g, a->qkv), NOTE(g, a->out);
+    NOTE(g, a->state_pool), NOTE(g, a->slot_stride);
+    const int rows = gpu_segs_rows(g->segs);
+    int32_t *slots = gpu_segs_host_slots(g->segs);
+    for (int s = 0; s < a->n_segments; s++) {
+        if (a->segs[s].len != 1 || a->segs[s].start < 0 || a->segs[s].start >= rows) {
+            gpu_segs_fail(g->segs, "lightning: not one token per row within the segment");
+            return MR_ERR_INTERNAL;
+        }
+        MR_CHECK(state_slot(a, s, &slots[a->segs[s].start]));
+    }
+    if (replaying(g)) return MR_OK;
+    const void *d_slope;
+    MR_CHECK(weight(g, a->slope, (size_t)a->n_heads * sizeof(float), &d_slope));
+    mr_cuda_lightning_decode_args da = {.n_heads = a->n_heads,
+                                        .head_dim = a->head_dim,
+                                        .slope = d_slope,
+                                        .n = rows,
+                                        .qkv_dtype = MR_DTYPE_F32,
+                                        .qkv = a->qkv,
+                                        .out = a->out,
+                                        .slots = gpu_segs_dev_slots(g->segs),
+                                        .state_pool = a->state_pool,
+                                        .slot_stride = a->slot_stride};
+    return mr_cuda_lightning_decode(&da, g->st);
+}
+
 static mr_status do_lightning(gpu_be *g, const mr_lightning_args *a) {
+    if (graphed(g, OP_LIGHTNING)) return graph_lightning(g, a);
     const int H = a->n_heads, d = a->head_dim, S = a->n_segments;
     const int nt = batch_rows(S, a->segs);
     const void *d_slope;
@@ -541,7 +652,64 @@ static void gb_lightning(mr_backend *be, const mr_lightning_args *a) {
  * packed [rows][stride] with stride = the most blocks of any segment: one row per segment
  * (prefill) or per batch row (decode, followed by the positions, −1 for rows of no segment). */
 
+/* A graphed decode segment: positions and block-table rows go to the segment's metadata (stride
+ * and key extent fixed by its position bucket; padding rows −1), the kernels read the device
+ * copy. */
+static mr_status graph_attention(gpu_be *g, const mr_attention_args *a) {
+    NOTE(g, a->n_heads), NOTE(g, a->n_kv_heads), NOTE(g, a->head_dim), NOTE(g, a->rotary_dim);
+    NOTE(g, a->inv_freq), NOTE(g, a->block_tokens), NOTE(g, a->k_cache), NOTE(g, a->v_cache);
+    NOTE(g, a->q), NOTE(g, a->k), NOTE(g, a->v), NOTE(g, a->out);
+    const int rows = gpu_segs_rows(g->segs), pb = gpu_segs_pos_bucket(g->segs);
+    const int stride = gpu_segs_stride(g->segs), bt = a->block_tokens;
+    int32_t *pos = gpu_segs_host_pos(g->segs), *tab = gpu_segs_host_table(g->segs);
+    if (bt != gpu_segs_block_tokens(g->segs) || pb < 1) {
+        gpu_segs_fail(g->segs, "attention: block size or positions not those of the key");
+        return MR_ERR_INTERNAL;
+    }
+    for (int s = 0; s < a->n_segments; s++) {
+        const mr_segment *sg = &a->segs[s];
+        if (sg->len != 1 || sg->start < 0 || sg->start >= rows || sg->pos0 < 0 ||
+            sg->pos0 + 1 > pb) {
+            gpu_segs_fail(g->segs, "attention: a row outside the segment's key");
+            return MR_ERR_INTERNAL;
+        }
+        const int nb = (int)((sg->pos0 + bt) / bt); /* blocks holding positions 0..pos0 */
+        pos[sg->start] = (int32_t)sg->pos0;
+        memcpy(tab + (size_t)sg->start * (size_t)stride, a->block_tables[s],
+               (size_t)nb * sizeof(int32_t));
+    }
+    if (replaying(g)) return MR_OK;
+    const void *d_freq;
+    void *d_ws;
+    MR_CHECK(weight(g, a->inv_freq, (size_t)(a->rotary_dim / 2) * sizeof(float), &d_freq));
+    MR_CHECK(
+        scratch(g, S_AWS, mr_cuda_attention_decode_ws_bytes(rows, a->n_heads, a->head_dim), &d_ws));
+    mr_cuda_attention_decode_args da = {
+        .n_heads = a->n_heads,
+        .n_kv_heads = a->n_kv_heads,
+        .head_dim = a->head_dim,
+        .rotary_dim = a->rotary_dim,
+        .inv_freq = d_freq,
+        .n = rows,
+        .pos = gpu_segs_dev_pos(g->segs),
+        .block_table = gpu_segs_dev_table(g->segs),
+        .block_table_stride = stride,
+        .block_tokens = bt,
+        .max_pos = pb,
+        .k_cache = (uint16_t *)(void *)a->k_cache,
+        .v_cache = (uint16_t *)(void *)a->v_cache,
+        .q = a->q,
+        .k = a->k,
+        .v = a->v,
+        .out = a->out,
+        .ws = d_ws,
+        .ws_bytes = g->buf[S_AWS].cap,
+    };
+    return mr_cuda_attention_decode(&da, g->st);
+}
+
 static mr_status do_attention(gpu_be *g, const mr_attention_args *a) {
+    if (graphed(g, OP_ATTENTION)) return graph_attention(g, a);
     const int H = a->n_heads, KV = a->n_kv_heads, d = a->head_dim, S = a->n_segments;
     const int bt = a->block_tokens, nt = batch_rows(S, a->segs);
     int stride = 1, all_one = 1, max_pos = 0;
@@ -676,6 +844,16 @@ static mr_status gb_sample(mr_backend *be, const float *logits, int n_logit_rows
     return st;
 }
 
+static void gb_segment_begin(mr_backend *be, const mr_segment_key *key) {
+    gpu_be *g = use(be);
+    gpu_segs_begin(g->segs, g->st, key);
+}
+
+static mr_status gb_segment_end(mr_backend *be, int *ran) {
+    gpu_be *g = use(be);
+    return gpu_segs_end(g->segs, g->st, ran);
+}
+
 static mr_status gb_moe_prepare(mr_backend *be, const mr_expert_set *const *layers, int n_layers) {
     mr_backend *c = use(be)->cuda; /* the executor allocates on the current device */
     return c->ops->moe_prepare(c, layers, n_layers);
@@ -696,6 +874,7 @@ static void gb_destroy(mr_backend *be) {
         if (g->ev_main) cudaEventDestroy(g->ev_main);
         if (g->ev_experts) cudaEventDestroy(g->ev_experts);
         if (g->ev_xfer) cudaEventDestroy(g->ev_xfer);
+        gpu_segs_destroy(g->segs);
         if (g->blas) cublasDestroy(g->blas);
         if (g->st) cudaStreamDestroy(g->st);
         mr_backend_destroy(g->cuda);
@@ -731,6 +910,8 @@ static const mr_backend_ops gpu_ops = {
     .copy_from = gb_copy_from,
     .mem_info = gb_mem_info,
     .sample = gb_sample,
+    .segment_begin = gb_segment_begin,
+    .segment_end = gb_segment_end,
 };
 
 /* Scratch for steps of up to max_tokens tokens, so that none grows in the steady state (block
@@ -742,7 +923,7 @@ static mr_status presize(gpu_be *g) {
     const size_t cols = (size_t)(p->hidden > inner ? p->hidden : inner);
     const int chunks = (int)((T + MR_CUDA_LIGHTNING_CHUNK - 1) / MR_CUDA_LIGHTNING_CHUNK) + 1;
     void *d;
-    MR_CHECK(scratch(g, S_XB, T * cols * sizeof(uint16_t), &d));
+    MR_CHECK(scratch(g, S_XB, 2 * T * cols * sizeof(uint16_t), &d)); /* hi + lo parts */
     MR_CHECK(scratch(g, S_IDS, T * sizeof(int32_t), &d));
     MR_CHECK(scratch(g, S_TAB, T * 65 * sizeof(int32_t), &d));
     MR_CHECK(scratch(g, S_ROUTE, T * (size_t)(p->top_k > 0 ? p->top_k : 1) * 8, &d));
@@ -811,6 +992,13 @@ mr_status mr_cuda_gpu_backend_create(const mr_backend_params *p, mr_backend **ou
     MR_CHECK_GOTO(weight_table_grow(g), err_destroy);
     MR_CHECK_GOTO(presize(g), err_destroy);
     MR_CHECK_GOTO(mr_cuda_sampler_create(p->max_tokens > 0 ? p->max_tokens : 1, &g->sampler),
+                  err_destroy);
+    /* decode segments as CUDA graphs unless MOERACK_CUDA_GRAPHS=0 (same-run comparisons) */
+    const char *graphs = getenv("MOERACK_CUDA_GRAPHS");
+    const int max_rows = p->max_tokens > 0 ? p->max_tokens : 1;
+    g->route_pin_bytes = (size_t)max_rows * (size_t)(p->top_k > 0 ? p->top_k : 1) * 8;
+    MR_CHECK_GOTO(gpu_segs_create(!(graphs && strcmp(graphs, "0") == 0), max_rows,
+                                  g->route_pin_bytes, &g->segs),
                   err_destroy);
     *out = be;
     return MR_OK;

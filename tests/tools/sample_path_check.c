@@ -10,7 +10,9 @@
  * together, and requires identical tokens and logprobs (to T, default 0: cpu-resident runs the
  * host's own code) for greedy, temperature, top-k, top-p (alone and with top-k; on a vocabulary of
  * 1024 or less top-p alone is handed back), top-k above 1024 (handed back), a vocab_limit, a
- * repetition penalty and want_logits. Exit 0 on success, 1 on a difference, 2 on a setup error. */
+ * repetition penalty and want_logits. Exit 0 on success, 1 on a difference, 2 on a setup error.
+ *   --dump FILE writes both runs' tokens and logprobs (raw), to compare runs of one backend under
+ *   different settings bit for bit (e.g. cuda-gpu with and without MOERACK_CUDA_GRAPHS=0). */
 #include <getopt.h>
 #include <math.h>
 #include <pthread.h>
@@ -150,11 +152,12 @@ static int close_enough(float a, float b, double tol) {
 }
 
 int main(int argc, char **argv) {
-    const char *model_dir = NULL, *backend = "cpu-resident";
+    const char *model_dir = NULL, *backend = "cpu-resident", *dump = NULL;
     double tol = 0;
     static const struct option opts[] = {{"model", required_argument, 0, 'm'},
                                          {"backend", required_argument, 0, 'b'},
                                          {"tol", required_argument, 0, 't'},
+                                         {"dump", required_argument, 0, 'd'},
                                          {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) switch (o) {
@@ -166,6 +169,9 @@ int main(int argc, char **argv) {
             break;
         case 't':
             tol = atof(optarg);
+            break;
+        case 'd':
+            dump = optarg;
             break;
         default:
             return 2;
@@ -194,6 +200,14 @@ int main(int argc, char **argv) {
     pthread_mutex_init(&dev.mu, NULL);
     pthread_cond_init(&dev.cv, NULL);
     if (run(m, 1, &host) != 0 || run(m, 0, &dev) != 0) return 2;
+    if (dump) {
+        FILE *f = fopen(dump, "wb");
+        if (!f || fwrite(host.out, sizeof host.out, 1, f) != 1 ||
+            fwrite(dev.out, sizeof dev.out, 1, f) != 1 || fclose(f) != 0) {
+            perror(dump);
+            return 2;
+        }
+    }
     int bad = 0;
     for (int i = 0; i < N_REQ; i++) {
         const outcome *h = &host.out[i], *d = &dev.out[i];
