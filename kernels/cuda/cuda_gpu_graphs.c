@@ -39,6 +39,8 @@ struct gpu_segs {
     size_t meta_cap; /* int32 entries of both */
     void *route_pin;
     size_t route_bytes;
+    /* counts since create: segments run eagerly, graphs captured, replays, reruns */
+    long n_eager, n_captured, n_replayed, n_rerun;
 };
 
 static uint64_t fnv(uint64_t h, const void *p, size_t n) {
@@ -77,6 +79,11 @@ void gpu_segs_invalidate(gpu_segs *s) {
 
 void gpu_segs_destroy(gpu_segs *s) {
     if (!s) return;
+    if (s->enabled)
+        MR_LOG_INFO(MR_LOG_GPU,
+                    "cuda-gpu: decode segments: %ld graphs captured, %ld replays, %ld eager, %ld "
+                    "run again",
+                    s->n_captured, s->n_replayed, s->n_eager, s->n_rerun);
     if (s->g) gpu_segs_invalidate(s);
     free(s->g);
     cudaFreeHost(s->meta_host);
@@ -153,6 +160,7 @@ int gpu_segs_begin(gpu_segs *s, cudaStream_t st, const mr_segment_key *k) {
     s->sig = 0xcbf29ce484222325ull;
     if (e->broken || e->seen < 2) {
         s->mode = SEG_EAGER;
+        s->n_eager++;
         return s->mode;
     }
     for (int i = 0; i < 2 * k->rows; i++) s->meta_host[i] = -1; /* slots, positions */
@@ -212,9 +220,11 @@ mr_status gpu_segs_end(gpu_segs *s, cudaStream_t st, int *ran) {
             e->exec = NULL;
             e->broken = 1;
             *ran = 0;
+            s->n_rerun++;
             return MR_OK;
         }
         e->sig = s->sig;
+        s->n_captured++;
     } else if (s->failed || s->sig != e->sig) {
         MR_LOG_WARN(MR_LOG_GPU,
                     "cuda-gpu: decode segment of layer %d (%d rows) no longer matches its graph; "
@@ -224,8 +234,10 @@ mr_status gpu_segs_end(gpu_segs *s, cudaStream_t st, int *ran) {
         e->exec = NULL;
         e->seen = 0;
         *ran = 0;
+        s->n_rerun++;
         return MR_OK;
     }
+    if (mode == SEG_REPLAY) s->n_replayed++;
     const size_t meta = (size_t)s->rows * (2 + (size_t)s->stride) * 4;
     MR_CUDA_CHECK(cudaMemcpyAsync(s->meta_dev, s->meta_host, meta, cudaMemcpyHostToDevice, st));
     MR_CUDA_CHECK(cudaGraphLaunch(e->exec, st));
