@@ -652,6 +652,38 @@ static void gb_lightning(mr_backend *be, const mr_lightning_args *a) {
  * packed [rows][stride] with stride = the most blocks of any segment: one row per segment
  * (prefill) or per batch row (decode, followed by the positions, −1 for rows of no segment). */
 
+/* The decode kernels over n rows with device positions and block table (stride blocks per row),
+ * attending over at most max_pos keys. */
+static mr_status attention_decode(gpu_be *g, const mr_attention_args *a, const void *d_freq, int n,
+                                  const int32_t *pos, const int32_t *table, int stride,
+                                  int max_pos) {
+    void *d_ws;
+    MR_CHECK(
+        scratch(g, S_AWS, mr_cuda_attention_decode_ws_bytes(n, a->n_heads, a->head_dim), &d_ws));
+    mr_cuda_attention_decode_args da = {
+        .n_heads = a->n_heads,
+        .n_kv_heads = a->n_kv_heads,
+        .head_dim = a->head_dim,
+        .rotary_dim = a->rotary_dim,
+        .inv_freq = d_freq,
+        .n = n,
+        .pos = pos,
+        .block_table = table,
+        .block_table_stride = stride,
+        .block_tokens = a->block_tokens,
+        .max_pos = max_pos,
+        .k_cache = (uint16_t *)(void *)a->k_cache,
+        .v_cache = (uint16_t *)(void *)a->v_cache,
+        .q = a->q,
+        .k = a->k,
+        .v = a->v,
+        .out = a->out,
+        .ws = d_ws,
+        .ws_bytes = g->buf[S_AWS].cap,
+    };
+    return mr_cuda_attention_decode(&da, g->st);
+}
+
 /* A graphed decode segment: positions and block-table rows go to the segment's metadata (stride
  * and key extent fixed by its position bucket; padding rows −1), the kernels read the device
  * copy. */
@@ -680,32 +712,9 @@ static mr_status graph_attention(gpu_be *g, const mr_attention_args *a) {
     }
     if (replaying(g)) return MR_OK;
     const void *d_freq;
-    void *d_ws;
     MR_CHECK(weight(g, a->inv_freq, (size_t)(a->rotary_dim / 2) * sizeof(float), &d_freq));
-    MR_CHECK(
-        scratch(g, S_AWS, mr_cuda_attention_decode_ws_bytes(rows, a->n_heads, a->head_dim), &d_ws));
-    mr_cuda_attention_decode_args da = {
-        .n_heads = a->n_heads,
-        .n_kv_heads = a->n_kv_heads,
-        .head_dim = a->head_dim,
-        .rotary_dim = a->rotary_dim,
-        .inv_freq = d_freq,
-        .n = rows,
-        .pos = gpu_segs_dev_pos(g->segs),
-        .block_table = gpu_segs_dev_table(g->segs),
-        .block_table_stride = stride,
-        .block_tokens = bt,
-        .max_pos = pb,
-        .k_cache = (uint16_t *)(void *)a->k_cache,
-        .v_cache = (uint16_t *)(void *)a->v_cache,
-        .q = a->q,
-        .k = a->k,
-        .v = a->v,
-        .out = a->out,
-        .ws = d_ws,
-        .ws_bytes = g->buf[S_AWS].cap,
-    };
-    return mr_cuda_attention_decode(&da, g->st);
+    return attention_decode(g, a, d_freq, rows, gpu_segs_dev_pos(g->segs),
+                            gpu_segs_dev_table(g->segs), stride, pb);
 }
 
 static mr_status do_attention(gpu_be *g, const mr_attention_args *a) {
@@ -746,32 +755,9 @@ static mr_status do_attention(gpu_be *g, const mr_attention_args *a) {
     MR_CUDA_CHECK(
         cudaMemcpyAsync(d_tab, hp, n_all * sizeof(int32_t), cudaMemcpyHostToDevice, g->st));
     uint16_t *kc = (uint16_t *)(void *)a->k_cache, *vc = (uint16_t *)(void *)a->v_cache;
-    if (all_one) {
-        void *d_ws;
-        MR_CHECK(scratch(g, S_AWS, mr_cuda_attention_decode_ws_bytes(nt, H, d), &d_ws));
-        mr_cuda_attention_decode_args da = {
-            .n_heads = H,
-            .n_kv_heads = KV,
-            .head_dim = d,
-            .rotary_dim = a->rotary_dim,
-            .inv_freq = d_freq,
-            .n = nt,
-            .pos = (const int32_t *)d_tab + n_tab,
-            .block_table = d_tab,
-            .block_table_stride = stride,
-            .block_tokens = bt,
-            .max_pos = max_pos,
-            .k_cache = kc,
-            .v_cache = vc,
-            .q = a->q,
-            .k = a->k,
-            .v = a->v,
-            .out = a->out,
-            .ws = d_ws,
-            .ws_bytes = g->buf[S_AWS].cap,
-        };
-        return mr_cuda_attention_decode(&da, g->st);
-    }
+    if (all_one)
+        return attention_decode(g, a, d_freq, nt, (const int32_t *)d_tab + n_tab, d_tab, stride,
+                                max_pos);
     mr_cuda_attention_prefill_args pa = {
         .n_heads = H,
         .n_kv_heads = KV,
