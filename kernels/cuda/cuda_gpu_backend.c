@@ -28,114 +28,24 @@
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_experts.h"
-#include "kernels/cuda/cuda_gpu_graphs.h"
-#include "kernels/cuda/cuda_sample.h"
-
-/* Device scratch, by role. Sized at create for max_tokens; grown (with a wait) only if a call
- * needs more, e.g. block tables of longer contexts than the first guess. */
-enum {
-    S_XB,    /* bf16 activations of linear: [n][cols] */
-    S_IDS,   /* embed ids, decode slots: [n] int32 */
-    S_TAB,   /* block table [rows][stride] + decode positions [n], int32 */
-    S_ROUTE, /* router ids [n][k] int32, then wts [n][k] fp32 */
-    S_LWS,   /* lightning prefill workspace */
-    S_AWS,   /* softmax decode workspace */
-    S_Y2,    /* linear: hi and lo products of split activations, [2n][rows] (fixed size) */
-    S_COUNT
-};
-
-enum { MAX_PEERS = 64 };
-
-typedef struct dev_buf {
-    void *p;
-    size_t cap;
-} dev_buf;
-
-/* One uploaded weight: host bytes [host, host + bytes) live at dev. */
-typedef struct weight_entry {
-    const void *host;
-    size_t bytes;
-    void *dev;
-} weight_entry;
-
-/* Owned by the thread that drives the backend. */
-typedef struct gpu_be {
-    mr_backend *cuda; /* "cuda": the expert executor (moe_prepare, moe) */
-    mr_backend_params p;
-    int dev; /* p.device: made current at every entry (one thread may drive several GPUs) */
-    cudaStream_t st;
-    cublasHandle_t blas;
-    cudaEvent_t ev_main, ev_experts;     /* orders the executor's stream with st, both ways */
-    cudaEvent_t ev_xfer;                 /* copy_from: orders st with another backend's stream */
-    unsigned char peer_tried[MAX_PEERS]; /* copy_from: peer access to device i asked for */
-    mr_status err;                       /* first op failure since the last to_host */
-    weight_entry *w;                     /* open addressing by host address, [w_cap] (power of 2) */
-    size_t w_cap, n_w;
-    dev_buf buf[S_COUNT];
-    unsigned char *pin; /* page-locked upload / download ring */
-    size_t pin_cap, pin_used;
-    int32_t *h_slots; /* host [max_tokens]: prefill slots (read during the launch call) */
-    int h_slots_cap;
-    /* MOERACK_CUDA_LINEAR=twice: projections as two GEMMs (hi, lo), neither the GEMV kernel nor
-     * the stacked GEMM — the route before them, kept for same-run comparisons */
-    int linear_twice;
-    mr_cuda_sampler *sampler; /* the sample op's buffers, max_tokens rows per launch */
-    gpu_segs *segs;           /* decode segments as CUDA graphs (cuda_gpu_graphs.h) */
-    size_t route_pin_bytes;   /* the segments' router output buffer */
-} gpu_be;
-
-static gpu_be *impl(mr_backend *be) {
-    return be->impl;
-}
-
-/* The backend's device made current; every entry point calls this first (another backend of the
- * same thread may have made its own device current since). */
-static gpu_be *use(mr_backend *be) {
-    gpu_be *g = be->impl;
-    int cur = -1; /* cudaGetDevice reads the thread's current device: cheaper than setting it */
-    if (cudaGetDevice(&cur) != cudaSuccess || cur != g->dev) cudaSetDevice(g->dev);
-    return g;
-}
+#include "kernels/cuda/cuda_gpu_internal.h"
 
 /* ---- memory helpers -------------------------------------------------------------------------- */
 
-/* Op ids of the decode-segment signature. */
-enum {
-    OP_RMSNORM = 1,
-    OP_SCALE_ADD,
-    OP_LINEAR,
-    OP_NORM_GATE,
-    OP_ROUTE,
-    OP_LIGHTNING,
-    OP_ATTENTION
-};
-
-/* In a graphed decode segment (cuda_gpu_graphs.h): adds the op to the signature and returns 1;
- * the op then notes its arguments (NOTE) and, when replaying, enqueues nothing. */
-static int graphed(gpu_be *g, int op) {
-    if (!gpu_segs_graphed(gpu_segs_mode(g->segs))) return 0;
-    gpu_segs_note(g->segs, &op, sizeof op);
-    return 1;
-}
-static int replaying(const gpu_be *g) {
-    return gpu_segs_mode(g->segs) == SEG_REPLAY;
-}
-#define NOTE(g, v) gpu_segs_note((g)->segs, &(v), sizeof(v))
-
 /* Something a graphed segment cannot do (wait, allocate, upload): the segment will run again,
  * eagerly. */
-static mr_status not_in_graph(gpu_be *g, const char *what) {
+mr_status gpu_not_in_graph(gpu_be *g, const char *what) {
     if (!gpu_segs_graphed(gpu_segs_mode(g->segs))) return MR_OK;
     gpu_segs_fail(g->segs, what);
     return MR_ERR_INTERNAL;
 }
 
-static mr_status scratch(gpu_be *g, int which, size_t bytes, void **out) {
+mr_status gpu_scratch(gpu_be *g, int which, size_t bytes, void **out) {
     dev_buf *b = &g->buf[which];
     if (bytes == 0) bytes = 1;
     if (b->cap < bytes) {
         const size_t cap = bytes + bytes / 4;
-        MR_CHECK(not_in_graph(g, "scratch grows"));
+        MR_CHECK(gpu_not_in_graph(g, "scratch grows"));
         gpu_segs_invalidate(g->segs); /* graphs hold the old address */
         MR_LOG_DEBUG(MR_LOG_GPU, "cuda-gpu: scratch %d grows to %zu bytes", which, cap);
         MR_CUDA_CHECK(cudaStreamSynchronize(g->st)); /* a pending kernel may still read it */
@@ -150,8 +60,8 @@ static mr_status scratch(gpu_be *g, int which, size_t bytes, void **out) {
 }
 
 /* A piece of the page-locked ring for a copy about to be enqueued (64-byte aligned). */
-static mr_status pin_take(gpu_be *g, size_t bytes, void **out) {
-    MR_CHECK(not_in_graph(g, "host upload"));
+mr_status gpu_pin_take(gpu_be *g, size_t bytes, void **out) {
+    MR_CHECK(gpu_not_in_graph(g, "host upload"));
     bytes = (bytes + 63) & ~(size_t)63;
     if (g->pin_used + bytes > g->pin_cap) {
         MR_CUDA_CHECK(cudaStreamSynchronize(g->st)); /* every earlier copy has landed */
@@ -171,17 +81,17 @@ static mr_status pin_take(gpu_be *g, size_t bytes, void **out) {
 }
 
 /* Waits for the stream; the ring is free again. */
-static mr_status wait_stream(gpu_be *g) {
+static mr_status gpu_wait_stream(gpu_be *g) {
     MR_CUDA_CHECK(cudaStreamSynchronize(g->st));
     g->pin_used = 0;
     return MR_OK;
 }
 
 /* dev[0..bytes) = host[0..bytes), enqueued; host may be reused on return. */
-static mr_status upload(gpu_be *g, void *dev, const void *host, size_t bytes) {
+mr_status gpu_upload(gpu_be *g, void *dev, const void *host, size_t bytes) {
     void *p;
     if (bytes == 0) return MR_OK;
-    MR_CHECK(pin_take(g, bytes, &p));
+    MR_CHECK(gpu_pin_take(g, bytes, &p));
     memcpy(p, host, bytes);
     MR_CUDA_CHECK(cudaMemcpyAsync(dev, p, bytes, cudaMemcpyHostToDevice, g->st));
     return MR_OK;
@@ -212,7 +122,7 @@ static mr_status weight_table_grow(gpu_be *g) {
 
 /* The device copy of the host weight [host, host + bytes), uploaded on first use (on the
  * stream, waited for: the host bytes are pageable and the copy must be whole before a kernel). */
-static mr_status weight(gpu_be *g, const void *host, size_t bytes, const void **dev) {
+mr_status gpu_weight(gpu_be *g, const void *host, size_t bytes, const void **dev) {
     if (!host) {
         MR_LOG_ERROR(MR_LOG_GPU, "cuda-gpu: a weight without host data");
         return MR_ERR_INVALID;
@@ -223,7 +133,7 @@ static mr_status weight(gpu_be *g, const void *host, size_t bytes, const void **
             *dev = g->w[j].dev;
             return MR_OK;
         }
-    MR_CHECK(not_in_graph(g, "weight upload"));
+    MR_CHECK(gpu_not_in_graph(g, "weight upload"));
     if (2 * (g->n_w + 1) > g->w_cap) {
         MR_CHECK(weight_table_grow(g));
         j = weight_slot(g, host);
@@ -233,7 +143,7 @@ static mr_status weight(gpu_be *g, const void *host, size_t bytes, const void **
     MR_CUDA_CHECK(cudaMalloc(&d, bytes ? bytes : 1));
     mr_status st = mr_cuda_check_at(cudaMemcpyAsync(d, host, bytes, cudaMemcpyHostToDevice, g->st),
                                     "weight upload", __FILE__, __LINE__);
-    if (st == MR_OK) st = wait_stream(g);
+    if (st == MR_OK) st = gpu_wait_stream(g);
     if (st != MR_OK) {
         cudaFree(d);
         return st;
@@ -250,7 +160,7 @@ static size_t matrix_bytes(const mr_matrix *m) {
 
 /* An op failed: log, poison its device output with NaN (all-ones bytes), remember the failure
  * for the next to_host. */
-static void op_failed(gpu_be *g, const char *op, mr_status st, void *out, size_t bytes) {
+void gpu_op_failed(gpu_be *g, const char *op, mr_status st, void *out, size_t bytes) {
     if (gpu_segs_graphed(gpu_segs_mode(g->segs))) { /* nothing ran: the segment runs again */
         gpu_segs_fail(g->segs, op);
         return;
@@ -306,16 +216,16 @@ static mr_status gb_copy(mr_backend *be, void *dst, const void *src, size_t byte
 
 static mr_status gb_to_host(mr_backend *be, void *dst, const void *src, size_t bytes) {
     gpu_be *g = use(be);
-    MR_CHECK(not_in_graph(g, "to_host"));
+    MR_CHECK(gpu_not_in_graph(g, "to_host"));
     if (bytes) MR_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, g->st));
-    MR_CHECK(wait_stream(g));
+    MR_CHECK(gpu_wait_stream(g));
     const mr_status st = g->err;
     g->err = MR_OK;
     return st;
 }
 
 static mr_status gb_to_device(mr_backend *be, void *dst, const void *src, size_t bytes) {
-    return upload(use(be), dst, src, bytes);
+    return gpu_upload(use(be), dst, src, bytes);
 }
 
 /* Lets this backend's device read device `peer`'s memory directly (NVLink / PCIe peer to peer),
@@ -375,9 +285,9 @@ static mr_status gb_mem_info(mr_backend *be, size_t *free_bytes, size_t *total_b
 static mr_status do_embed(gpu_be *g, const mr_matrix *t, const int32_t *ids, int n, float *out) {
     const void *dt;
     void *d_ids;
-    MR_CHECK(weight(g, t->data, matrix_bytes(t), &dt));
-    MR_CHECK(scratch(g, S_IDS, (size_t)n * sizeof(int32_t), &d_ids));
-    MR_CHECK(upload(g, d_ids, ids, (size_t)n * sizeof(int32_t)));
+    MR_CHECK(gpu_weight(g, t->data, matrix_bytes(t), &dt));
+    MR_CHECK(gpu_scratch(g, S_IDS, (size_t)n * sizeof(int32_t), &d_ids));
+    MR_CHECK(gpu_upload(g, d_ids, ids, (size_t)n * sizeof(int32_t)));
     mr_cuda_embed_args a = {n, t->rows, t->cols, t->dtype, dt, d_ids, out};
     return mr_cuda_embed(&a, g->st);
 }
@@ -386,7 +296,7 @@ static void gb_embed(mr_backend *be, const mr_matrix *t, const int32_t *ids, int
     if (n <= 0) return;
     mr_status st = do_embed(use(be), t, ids, n, out);
     if (st != MR_OK)
-        op_failed(impl(be), "embed", st, out, (size_t)n * (size_t)t->cols * sizeof(float));
+        gpu_op_failed(impl(be), "embed", st, out, (size_t)n * (size_t)t->cols * sizeof(float));
 }
 
 static mr_status do_rmsnorm(gpu_be *g, const float *x, const float *w, int n, int dim, float eps,
@@ -396,7 +306,7 @@ static mr_status do_rmsnorm(gpu_be *g, const float *x, const float *w, int n, in
         if (replaying(g)) return MR_OK;
     }
     const void *dw;
-    MR_CHECK(weight(g, w, (size_t)dim * sizeof(float), &dw));
+    MR_CHECK(gpu_weight(g, w, (size_t)dim * sizeof(float), &dw));
     mr_cuda_rmsnorm_args a = {
         .n = n, .dim = dim, .eps = eps, .w_dtype = MR_DTYPE_F32, .w = dw, .x = x, .y = y};
     return mr_cuda_rmsnorm(&a, g->st);
@@ -406,7 +316,8 @@ static void gb_rmsnorm(mr_backend *be, const float *x, const float *w, int n, in
                        float *y) {
     if (n <= 0) return;
     mr_status st = do_rmsnorm(use(be), x, w, n, dim, eps, y);
-    if (st != MR_OK) op_failed(impl(be), "rmsnorm", st, y, (size_t)n * (size_t)dim * sizeof(float));
+    if (st != MR_OK)
+        gpu_op_failed(impl(be), "rmsnorm", st, y, (size_t)n * (size_t)dim * sizeof(float));
 }
 
 static void gb_scale_add(mr_backend *be, const float *h, const float *y, float a, float b, size_t n,
@@ -418,7 +329,7 @@ static void gb_scale_add(mr_backend *be, const float *h, const float *y, float a
         if (replaying(g)) return;
     }
     mr_status st = mr_cuda_scale_add(h, y, a, b, n, out, g->st);
-    if (st != MR_OK) op_failed(impl(be), "scale_add", st, out, n * sizeof(float));
+    if (st != MR_OK) gpu_op_failed(impl(be), "scale_add", st, out, n * sizeof(float));
 }
 
 static mr_status do_linear(gpu_be *g, const mr_matrix *w, const float *x, int n, float *y) {
@@ -429,12 +340,12 @@ static mr_status do_linear(gpu_be *g, const mr_matrix *w, const float *x, int n,
     }
     const void *dw;
     void *d_xb = NULL;
-    MR_CHECK(weight(g, w->data, matrix_bytes(w), &dw));
+    MR_CHECK(gpu_weight(g, w->data, matrix_bytes(w), &dw));
     /* bf16 weights: the activations split into hi + lo bf16 parts, fp32-accurate like the
      * oracle — one bf16 rounding of every projection input flips near-tied routers (the tiny
      * goldens' 1-token prompt: 0.09); linear reads the weights once (GEMV or stacked GEMM). */
     if (w->dtype == MR_DTYPE_BF16)
-        MR_CHECK(scratch(g, S_XB, 2 * (size_t)n * (size_t)w->cols * sizeof(uint16_t), &d_xb));
+        MR_CHECK(gpu_scratch(g, S_XB, 2 * (size_t)n * (size_t)w->cols * sizeof(uint16_t), &d_xb));
     uint16_t *d_lo = d_xb ? (uint16_t *)d_xb + (size_t)n * (size_t)w->cols : NULL;
     /* S_Y2 never grows: linear stacks hi and lo in one GEMM when [2n][rows] fits (coord_ops.h) */
     mr_cuda_linear_args a = {.n = n,
@@ -457,7 +368,7 @@ static void gb_linear(mr_backend *be, const mr_matrix *w, const float *x, int n,
     if (n <= 0) return;
     mr_status st = do_linear(use(be), w, x, n, y);
     if (st != MR_OK)
-        op_failed(impl(be), "linear", st, y, (size_t)n * (size_t)w->rows * sizeof(float));
+        gpu_op_failed(impl(be), "linear", st, y, (size_t)n * (size_t)w->rows * sizeof(float));
 }
 
 static mr_status do_norm_gate(gpu_be *g, const float *o, const float *gate, const float *w, int n,
@@ -467,7 +378,7 @@ static mr_status do_norm_gate(gpu_be *g, const float *o, const float *gate, cons
         if (replaying(g)) return MR_OK;
     }
     const void *dw;
-    MR_CHECK(weight(g, w, (size_t)dim * sizeof(float), &dw));
+    MR_CHECK(gpu_weight(g, w, (size_t)dim * sizeof(float), &dw));
     mr_cuda_norm_gate_args a = {n, dim, eps, MR_DTYPE_F32, dw, o, gate, out};
     return mr_cuda_norm_gate(&a, g->st);
 }
@@ -477,7 +388,7 @@ static void gb_norm_gate(mr_backend *be, const float *o, const float *gate, cons
     if (n <= 0) return;
     mr_status st = do_norm_gate(use(be), o, gate, w, n, dim, eps, out);
     if (st != MR_OK)
-        op_failed(impl(be), "norm_gate", st, out, (size_t)n * (size_t)dim * sizeof(float));
+        gpu_op_failed(impl(be), "norm_gate", st, out, (size_t)n * (size_t)dim * sizeof(float));
 }
 
 /* The router on the device; ids and wts come down to the host (the expert executor and the
@@ -499,12 +410,12 @@ static mr_status do_route(gpu_be *g, const mr_matrix *gate, const float *x, int 
         gpu_segs_route_out(g->segs, ids, wts, n * k);
         if (replaying(g)) return MR_OK;
     }
-    MR_CHECK(weight(g, gate->data, matrix_bytes(gate), &dg));
-    MR_CHECK(scratch(g, S_ROUTE, 2 * kb, &d));
+    MR_CHECK(gpu_weight(g, gate->data, matrix_bytes(gate), &dg));
+    MR_CHECK(gpu_scratch(g, S_ROUTE, 2 * kb, &d));
     if (graph) {
         h = gpu_segs_route_pin(g->segs);
     } else {
-        MR_CHECK(pin_take(g, 2 * kb, &h));
+        MR_CHECK(gpu_pin_take(g, 2 * kb, &h));
     }
     int32_t *d_ids = d;
     float *d_wts = (float *)((unsigned char *)d + kb);
@@ -512,7 +423,7 @@ static mr_status do_route(gpu_be *g, const mr_matrix *gate, const float *x, int 
     MR_CHECK(mr_cuda_route(&a, g->st));
     MR_CUDA_CHECK(cudaMemcpyAsync(h, d, 2 * kb, cudaMemcpyDeviceToHost, g->st));
     if (graph) return MR_OK; /* segment_end waits and copies */
-    MR_CHECK(wait_stream(g));
+    MR_CHECK(gpu_wait_stream(g));
     memcpy(ids, h, kb);
     memcpy(wts, (unsigned char *)h + kb, kb);
     return MR_OK;
@@ -523,270 +434,13 @@ static void gb_route(mr_backend *be, const mr_matrix *gate, const float *x, int 
     if (n <= 0) return;
     mr_status st = do_route(use(be), gate, x, n, k, ids, wts);
     if (st != MR_OK) {
-        op_failed(impl(be), "route", st, NULL, 0);
+        gpu_op_failed(impl(be), "route", st, NULL, 0);
         if (gpu_segs_graphed(gpu_segs_mode(impl(be)->segs))) return; /* the segment runs again */
         for (size_t i = 0; i < (size_t)n * (size_t)k; i++) {
             ids[i] = 0;
             wts[i] = NAN;
         }
     }
-}
-
-/* ---- lightning --------------------------------------------------------------------------------
- * The states are slots of the layer's pool: slot = (state[s] − state_pool) / slot_stride. All
- * segments of one token → the decode kernel (row i of the batch: the slot of the segment that
- * starts there, −1 for rows of no segment); otherwise the chunked prefill. */
-
-static int batch_rows(int n_segments, const mr_segment *segs) {
-    int nt = 0;
-    for (int s = 0; s < n_segments; s++)
-        if (segs[s].start + segs[s].len > nt) nt = segs[s].start + segs[s].len;
-    return nt;
-}
-
-static mr_status state_slot(const mr_lightning_args *a, int s, int32_t *slot) {
-    const ptrdiff_t off = a->state[s] - a->state_pool;
-    if (!a->state_pool || a->slot_stride == 0 || off < 0 || (size_t)off % a->slot_stride != 0 ||
-        (size_t)off / a->slot_stride > INT32_MAX) {
-        MR_LOG_ERROR(MR_LOG_GPU, "cuda-gpu lightning: state %d is not a slot of the given pool", s);
-        return MR_ERR_INVALID;
-    }
-    *slot = (int32_t)((size_t)off / a->slot_stride);
-    return MR_OK;
-}
-
-/* A graphed decode segment: the slots go to the segment's metadata (row i: the slot of the
- * sequence whose token is row i, −1 for padding rows) and the kernel, over all the segment's
- * rows, reads them from its device copy. */
-static mr_status graph_lightning(gpu_be *g, const mr_lightning_args *a) {
-    NOTE(g, a->n_heads), NOTE(g, a->head_dim), NOTE(g, a->slope), NOTE(g, a->qkv), NOTE(g, a->out);
-    NOTE(g, a->state_pool), NOTE(g, a->slot_stride);
-    const int rows = gpu_segs_rows(g->segs);
-    int32_t *slots = gpu_segs_host_slots(g->segs);
-    for (int s = 0; s < a->n_segments; s++) {
-        if (a->segs[s].len != 1 || a->segs[s].start < 0 || a->segs[s].start >= rows) {
-            gpu_segs_fail(g->segs, "lightning: not one token per row within the segment");
-            return MR_ERR_INTERNAL;
-        }
-        MR_CHECK(state_slot(a, s, &slots[a->segs[s].start]));
-    }
-    if (replaying(g)) return MR_OK;
-    const void *d_slope;
-    MR_CHECK(weight(g, a->slope, (size_t)a->n_heads * sizeof(float), &d_slope));
-    mr_cuda_lightning_decode_args da = {.n_heads = a->n_heads,
-                                        .head_dim = a->head_dim,
-                                        .slope = d_slope,
-                                        .n = rows,
-                                        .qkv_dtype = MR_DTYPE_F32,
-                                        .qkv = a->qkv,
-                                        .out = a->out,
-                                        .slots = gpu_segs_dev_slots(g->segs),
-                                        .state_pool = a->state_pool,
-                                        .slot_stride = a->slot_stride};
-    return mr_cuda_lightning_decode(&da, g->st);
-}
-
-static mr_status do_lightning(gpu_be *g, const mr_lightning_args *a) {
-    if (graphed(g, OP_LIGHTNING)) return graph_lightning(g, a);
-    const int H = a->n_heads, d = a->head_dim, S = a->n_segments;
-    const int nt = batch_rows(S, a->segs);
-    const void *d_slope;
-    MR_CHECK(weight(g, a->slope, (size_t)H * sizeof(float), &d_slope));
-    int all_one = 1;
-    for (int s = 0; s < S; s++) all_one &= a->segs[s].len == 1;
-    if (S > g->h_slots_cap || nt > g->h_slots_cap) {
-        const int cap = S > nt ? S : nt;
-        int32_t *h = realloc(g->h_slots, (size_t)cap * sizeof *h);
-        if (!h) return MR_ERR_NOMEM;
-        g->h_slots = h;
-        g->h_slots_cap = cap;
-    }
-    int32_t *h = g->h_slots;
-    if (all_one) {
-        void *d_slots;
-        for (int i = 0; i < nt; i++) h[i] = -1;
-        for (int s = 0; s < S; s++) MR_CHECK(state_slot(a, s, &h[a->segs[s].start]));
-        MR_CHECK(scratch(g, S_IDS, (size_t)nt * sizeof(int32_t), &d_slots));
-        MR_CHECK(upload(g, d_slots, h, (size_t)nt * sizeof(int32_t)));
-        mr_cuda_lightning_decode_args da = {.n_heads = H,
-                                            .head_dim = d,
-                                            .slope = d_slope,
-                                            .n = nt,
-                                            .qkv_dtype = MR_DTYPE_F32,
-                                            .qkv = a->qkv,
-                                            .out = a->out,
-                                            .slots = d_slots,
-                                            .state_pool = a->state_pool,
-                                            .slot_stride = a->slot_stride};
-        return mr_cuda_lightning_decode(&da, g->st);
-    }
-    for (int s = 0; s < S; s++) MR_CHECK(state_slot(a, s, &h[s]));
-    mr_cuda_lightning_prefill_args pa = {.n_heads = H,
-                                         .head_dim = d,
-                                         .slope = d_slope,
-                                         .qkv_dtype = MR_DTYPE_F32,
-                                         .qkv = a->qkv,
-                                         .out = a->out,
-                                         .n_segments = S,
-                                         .segs = a->segs,
-                                         .slots = h,
-                                         .state_pool = a->state_pool,
-                                         .slot_stride = a->slot_stride,
-                                         .ws = g->buf[S_LWS].p,
-                                         .ws_bytes = g->buf[S_LWS].cap,
-                                         .variant = MR_CUDA_LT_DEFAULT};
-    return mr_cuda_lightning_prefill(&pa, g->st);
-}
-
-static void gb_lightning(mr_backend *be, const mr_lightning_args *a) {
-    if (a->n_segments <= 0) return;
-    mr_status st = do_lightning(use(be), a);
-    if (st != MR_OK)
-        op_failed(impl(be), "lightning", st, a->out,
-                  (size_t)batch_rows(a->n_segments, a->segs) * (size_t)a->n_heads *
-                      (size_t)a->head_dim * sizeof(float));
-}
-
-/* ---- softmax attention ------------------------------------------------------------------------
- * The cache is the pool itself (bf16, the backend's kv_dtype); only the block tables go up,
- * packed [rows][stride] with stride = the most blocks of any segment: one row per segment
- * (prefill) or per batch row (decode, followed by the positions, −1 for rows of no segment). */
-
-/* The decode kernels over n rows with device positions and block table (stride blocks per row),
- * attending over at most max_pos keys. */
-static mr_status attention_decode(gpu_be *g, const mr_attention_args *a, const void *d_freq, int n,
-                                  const int32_t *pos, const int32_t *table, int stride,
-                                  int max_pos) {
-    void *d_ws;
-    MR_CHECK(
-        scratch(g, S_AWS, mr_cuda_attention_decode_ws_bytes(n, a->n_heads, a->head_dim), &d_ws));
-    mr_cuda_attention_decode_args da = {
-        .n_heads = a->n_heads,
-        .n_kv_heads = a->n_kv_heads,
-        .head_dim = a->head_dim,
-        .rotary_dim = a->rotary_dim,
-        .inv_freq = d_freq,
-        .n = n,
-        .pos = pos,
-        .block_table = table,
-        .block_table_stride = stride,
-        .block_tokens = a->block_tokens,
-        .max_pos = max_pos,
-        .k_cache = (uint16_t *)(void *)a->k_cache,
-        .v_cache = (uint16_t *)(void *)a->v_cache,
-        .q = a->q,
-        .k = a->k,
-        .v = a->v,
-        .out = a->out,
-        .ws = d_ws,
-        .ws_bytes = g->buf[S_AWS].cap,
-    };
-    return mr_cuda_attention_decode(&da, g->st);
-}
-
-/* A graphed decode segment: positions and block-table rows go to the segment's metadata (stride
- * and key extent fixed by its position bucket; padding rows −1), the kernels read the device
- * copy. */
-static mr_status graph_attention(gpu_be *g, const mr_attention_args *a) {
-    NOTE(g, a->n_heads), NOTE(g, a->n_kv_heads), NOTE(g, a->head_dim), NOTE(g, a->rotary_dim);
-    NOTE(g, a->inv_freq), NOTE(g, a->block_tokens), NOTE(g, a->k_cache), NOTE(g, a->v_cache);
-    NOTE(g, a->q), NOTE(g, a->k), NOTE(g, a->v), NOTE(g, a->out);
-    const int rows = gpu_segs_rows(g->segs), pb = gpu_segs_pos_bucket(g->segs);
-    const int stride = gpu_segs_stride(g->segs), bt = a->block_tokens;
-    int32_t *pos = gpu_segs_host_pos(g->segs), *tab = gpu_segs_host_table(g->segs);
-    if (bt != gpu_segs_block_tokens(g->segs) || pb < 1) {
-        gpu_segs_fail(g->segs, "attention: block size or positions not those of the key");
-        return MR_ERR_INTERNAL;
-    }
-    for (int s = 0; s < a->n_segments; s++) {
-        const mr_segment *sg = &a->segs[s];
-        if (sg->len != 1 || sg->start < 0 || sg->start >= rows || sg->pos0 < 0 ||
-            sg->pos0 + 1 > pb) {
-            gpu_segs_fail(g->segs, "attention: a row outside the segment's key");
-            return MR_ERR_INTERNAL;
-        }
-        const int nb = (int)((sg->pos0 + bt) / bt); /* blocks holding positions 0..pos0 */
-        pos[sg->start] = (int32_t)sg->pos0;
-        memcpy(tab + (size_t)sg->start * (size_t)stride, a->block_tables[s],
-               (size_t)nb * sizeof(int32_t));
-    }
-    if (replaying(g)) return MR_OK;
-    const void *d_freq;
-    MR_CHECK(weight(g, a->inv_freq, (size_t)(a->rotary_dim / 2) * sizeof(float), &d_freq));
-    return attention_decode(g, a, d_freq, rows, gpu_segs_dev_pos(g->segs),
-                            gpu_segs_dev_table(g->segs), stride, pb);
-}
-
-static mr_status do_attention(gpu_be *g, const mr_attention_args *a) {
-    if (graphed(g, OP_ATTENTION)) return graph_attention(g, a);
-    const int H = a->n_heads, KV = a->n_kv_heads, d = a->head_dim, S = a->n_segments;
-    const int bt = a->block_tokens, nt = batch_rows(S, a->segs);
-    int stride = 1, all_one = 1, max_pos = 0;
-    for (int s = 0; s < S; s++) {
-        const int64_t npos = a->segs[s].pos0 + a->segs[s].len;
-        if (npos > INT32_MAX - bt) {
-            MR_LOG_ERROR(MR_LOG_GPU, "cuda-gpu attention: position %lld out of range",
-                         (long long)npos);
-            return MR_ERR_INVALID;
-        }
-        const int nb = (int)((npos + bt - 1) / bt);
-        stride = nb > stride ? nb : stride;
-        all_one &= a->segs[s].len == 1;
-        max_pos = (int)npos > max_pos ? (int)npos : max_pos;
-    }
-    const void *d_freq;
-    MR_CHECK(weight(g, a->inv_freq, (size_t)(a->rotary_dim / 2) * sizeof(float), &d_freq));
-    const int rows = all_one ? nt : S;
-    const size_t n_tab = (size_t)rows * (size_t)stride, n_all = n_tab + (all_one ? (size_t)nt : 0);
-    void *hp, *d_tab;
-    MR_CHECK(pin_take(g, n_all * sizeof(int32_t), &hp));
-    int32_t *tab = hp, *pos = tab + n_tab;
-    memset(tab, 0, n_all * sizeof(int32_t));
-    if (all_one)
-        for (int i = 0; i < nt; i++) pos[i] = -1;
-    for (int s = 0; s < S; s++) {
-        const mr_segment *sg = &a->segs[s];
-        const int nb = (int)((sg->pos0 + sg->len + bt - 1) / bt);
-        const int r = all_one ? sg->start : s;
-        memcpy(tab + (size_t)r * (size_t)stride, a->block_tables[s], (size_t)nb * sizeof(int32_t));
-        if (all_one) pos[r] = (int32_t)sg->pos0;
-    }
-    MR_CHECK(scratch(g, S_TAB, n_all * sizeof(int32_t), &d_tab));
-    MR_CUDA_CHECK(
-        cudaMemcpyAsync(d_tab, hp, n_all * sizeof(int32_t), cudaMemcpyHostToDevice, g->st));
-    uint16_t *kc = (uint16_t *)(void *)a->k_cache, *vc = (uint16_t *)(void *)a->v_cache;
-    if (all_one)
-        return attention_decode(g, a, d_freq, nt, (const int32_t *)d_tab + n_tab, d_tab, stride,
-                                max_pos);
-    mr_cuda_attention_prefill_args pa = {
-        .n_heads = H,
-        .n_kv_heads = KV,
-        .head_dim = d,
-        .rotary_dim = a->rotary_dim,
-        .inv_freq = d_freq,
-        .n_segments = S,
-        .segs = a->segs,
-        .block_table = d_tab,
-        .block_table_stride = stride,
-        .block_tokens = bt,
-        .k_cache = kc,
-        .v_cache = vc,
-        .q = a->q,
-        .k = a->k,
-        .v = a->v,
-        .out = a->out,
-        .variant = MR_CUDA_AP_DEFAULT,
-    };
-    return mr_cuda_attention_prefill(&pa, g->st);
-}
-
-static void gb_attention(mr_backend *be, const mr_attention_args *a) {
-    if (a->n_segments <= 0) return;
-    mr_status st = do_attention(use(be), a);
-    if (st != MR_OK)
-        op_failed(impl(be), "attention", st, a->out,
-                  (size_t)batch_rows(a->n_segments, a->segs) * (size_t)a->n_heads *
-                      (size_t)a->head_dim * sizeof(float));
 }
 
 /* ---- experts ----------------------------------------------------------------------------------
@@ -815,7 +469,7 @@ static void gb_moe(mr_backend *be, const mr_expert_set *set, const float *x, int
     if (n <= 0) return;
     mr_status st = do_moe(use(be), set, x, n, k, ids, wts, out);
     if (st != MR_OK)
-        op_failed(impl(be), "moe", st, out, (size_t)n * (size_t)set->hidden * sizeof(float));
+        gpu_op_failed(impl(be), "moe", st, out, (size_t)n * (size_t)set->hidden * sizeof(float));
 }
 
 /* Sampling on the device: only tokens and logprobs come down (cuda_sample.h). */
@@ -824,7 +478,7 @@ static mr_status gb_sample(mr_backend *be, const float *logits, int n_logit_rows
                            mr_sample_result *out) {
     gpu_be *g = impl(be);
     MR_CHECK(mr_cuda_sample(g->sampler, logits, n_logit_rows, vocab, rows, n, tokens, out, g->st));
-    MR_CHECK(wait_stream(g));
+    MR_CHECK(gpu_wait_stream(g));
     const mr_status st = g->err;
     g->err = MR_OK;
     return st;
@@ -879,9 +533,9 @@ static const mr_backend_ops gpu_ops = {
     .rmsnorm = gb_rmsnorm,
     .scale_add = gb_scale_add,
     .linear = gb_linear,
-    .lightning = gb_lightning,
+    .lightning = gpu_lightning_op,
     .norm_gate = gb_norm_gate,
-    .attention = gb_attention,
+    .attention = gpu_attention_op,
     .route = gb_route,
     .moe = gb_moe,
     .moe_prepare = gb_moe_prepare,
@@ -909,11 +563,11 @@ static mr_status presize(gpu_be *g) {
     const size_t cols = (size_t)(p->hidden > inner ? p->hidden : inner);
     const int chunks = (int)((T + MR_CUDA_LIGHTNING_CHUNK - 1) / MR_CUDA_LIGHTNING_CHUNK) + 1;
     void *d;
-    MR_CHECK(scratch(g, S_XB, 2 * T * cols * sizeof(uint16_t), &d)); /* hi + lo parts */
-    MR_CHECK(scratch(g, S_IDS, T * sizeof(int32_t), &d));
-    MR_CHECK(scratch(g, S_TAB, T * 65 * sizeof(int32_t), &d));
-    MR_CHECK(scratch(g, S_ROUTE, T * (size_t)(p->top_k > 0 ? p->top_k : 1) * 8, &d));
-    MR_CHECK(scratch(
+    MR_CHECK(gpu_scratch(g, S_XB, 2 * T * cols * sizeof(uint16_t), &d)); /* hi + lo parts */
+    MR_CHECK(gpu_scratch(g, S_IDS, T * sizeof(int32_t), &d));
+    MR_CHECK(gpu_scratch(g, S_TAB, T * 65 * sizeof(int32_t), &d));
+    MR_CHECK(gpu_scratch(g, S_ROUTE, T * (size_t)(p->top_k > 0 ? p->top_k : 1) * 8, &d));
+    MR_CHECK(gpu_scratch(
         g, S_LWS,
         mr_cuda_lightning_prefill_ws_bytes(p->n_heads, p->head_dim, chunks < 64 ? chunks : 64),
         &d));
@@ -923,10 +577,10 @@ static mr_status presize(gpu_be *g) {
         aws = b > aws ? b : aws;
     }
     const size_t aws_t = mr_cuda_attention_decode_ws_bytes((int)T, p->n_heads, p->head_dim);
-    MR_CHECK(scratch(g, S_AWS, aws_t > aws ? aws_t : aws, &d));
+    MR_CHECK(gpu_scratch(g, S_AWS, aws_t > aws ? aws_t : aws, &d));
     /* stacked hi + lo products for up to 64 tokens of the widest projection (qkv) */
     const size_t wide = (size_t)(3 * inner > p->hidden ? 3 * inner : p->hidden);
-    MR_CHECK(scratch(g, S_Y2, 2 * (T < 64 ? T : 64) * wide * sizeof(float), &d));
+    MR_CHECK(gpu_scratch(g, S_Y2, 2 * (T < 64 ? T : 64) * wide * sizeof(float), &d));
     /* the ring: a few steps' tables, or one step's hidden rows (cluster combine) */
     size_t pin = T * (size_t)p->hidden * sizeof(float) + T * 65 * sizeof(int32_t);
     pin = pin > ((size_t)4 << 20) ? pin : ((size_t)4 << 20);
