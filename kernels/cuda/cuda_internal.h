@@ -123,14 +123,15 @@ mr_status mr_cuda_gather_launch(const float *x, const int32_t *src, int rows, in
 mr_status mr_cuda_swiglu_launch(const void *g, int g_f32, int ldg, int r0, int r1, int inter,
                                 uint16_t *a, uint16_t *a_lo, int lda, cudaStream_t st);
 /* The GEMV kernel of coord_ops.h (gemv.cu) for an expert with n ≤ MR_CUDA_GEMV_KERNEL_MAX_N rows:
- * y[t][r] = Σ_c W[r][c] · x_t[c] for r < rows, c < cols, in fp32 with bf16 W [rows][ldw]; x_t is
- * either fp32 row x_idx[t] of x (x_idx device memory, ldx a multiple of 4) or, with x NULL, the
- * sum of bf16 rows t of x_hi and x_lo (ldx a multiple of 8); y [n][ldy]. cols a multiple of 8,
- * every pointer 16-byte aligned. */
-mr_status mr_cuda_expert_gemv_launch(const uint16_t *w, int ldw, int rows, int cols, int n,
-                                     const float *x, const int32_t *x_idx, const uint16_t *x_hi,
-                                     const uint16_t *x_lo, int ldx, float *y, int ldy,
-                                     cudaStream_t st);
+ * y[t][r] = Σ_c W[r][c] · x_t[c] for r < rows, c < cols, in fp32, W [rows][ldw] in format fmt
+ * (MR_CUDA_FMT_BF16, or MR_CUDA_FMT_INT8 with scale[rows]: y = scale[r] · Σ q · x); x_t is either
+ * fp32 row x_idx[t] of x (x_idx device memory, ldx a multiple of 4) or, with x NULL, the sum of
+ * bf16 rows t of x_hi and x_lo (ldx a multiple of 8); y [n][ldy]. cols and ldw multiples of 8
+ * (bf16) or 16 (int8), every pointer 16-byte aligned. */
+mr_status mr_cuda_expert_gemv_launch(int fmt, const void *w, const float *scale, int ldw, int rows,
+                                     int cols, int n, const float *x, const int32_t *x_idx,
+                                     const uint16_t *x_hi, const uint16_t *x_lo, int ldx, float *y,
+                                     int ldy, cudaStream_t st);
 /* out[t][c] = Σ_j wts[t][j] · Y[inv[t][j]][c] in j order, skipping inv < 0. Y rows below rows16
  * come from y16 (bf16), the others from y32 (fp32); both stride hidden; out fp32 [n][hidden]. */
 mr_status mr_cuda_combine_launch(const float *y32, const uint16_t *y16, int rows16,

@@ -30,8 +30,13 @@ enum {
     GEMV_ROWS = 2, /* rows per warp: each staged x value is used for 2 rows */
     GEMV_BLOCK_ROWS = GEMV_WARPS * GEMV_ROWS,
     GEMV_KC = 1024, /* columns per chunk: x chunk = n · 4 KiB of shared memory */
-    GEMV_LANE_COLS = 8,
-    GEMV_STEP = 32 * GEMV_LANE_COLS, /* columns a warp covers per load */
+};
+
+/* The weight formats: one 16-byte load per lane and row holds LC columns. */
+enum { FMT_BF16 = 0, FMT_INT8 = 1 };
+template <int FMT> struct wfmt {
+    static constexpr int LC = FMT == FMT_INT8 ? 16 : 8; /* columns per load */
+    static constexpr int BYTES = FMT == FMT_INT8 ? 1 : 2;
 };
 
 /* Widens 8 bf16 (one 16-byte load) to fp32: a bf16 is the high half of an fp32. */
@@ -44,10 +49,30 @@ __device__ static __forceinline__ void widen8(uint4 q, float w[8]) {
     }
 }
 
+/* 16 int8 in offset binary (u = q + 128, one 16-byte load) to fp32 q: the byte goes under the
+ * exponent of 2^23 (one byte permute: 0x4B0000uu = 2^23 + u), then 2^23 + 128 comes off — exact. */
+__device__ static __forceinline__ void widen16_int8(uint4 q, float w[16]) {
+    const unsigned u[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++)
+#pragma unroll
+        for (int b = 0; b < 4; b++)
+            w[4 * i + b] =
+                __uint_as_float(__byte_perm(u[i], 0x4B000000u, 0x7440u + b)) - 8388736.0f;
+}
+
+template <int FMT> __device__ static __forceinline__ void widen(uint4 q, float w[wfmt<FMT>::LC]) {
+    if (FMT == FMT_INT8)
+        widen16_int8(q, w);
+    else
+        widen8(q, w);
+}
+
 /* One argument set for both uses: the coordinator's projections (x fp32 rows, contiguous) and the
  * experts (x gathered through a row list, or the SwiGLU output as hi + lo bf16 parts). */
 typedef struct gemv_params {
-    const __nv_bfloat16 *w;
+    const void *w;      /* [rows][ldw] elements of the format */
+    const float *scale; /* int8: [rows] per-row scales; else NULL */
     int ldw, rows, cols;
     const float *x;                   /* fp32 rows at x + row(t) · ldx, or NULL: the pair below */
     const int32_t *x_idx;             /* row(t) = x_idx[t] (device), or t when NULL */
@@ -57,7 +82,7 @@ typedef struct gemv_params {
     int ldy;
 } gemv_params;
 
-/* x[t][k0 .. k0 + 8) as fp32 (8 consecutive columns, 16-byte aligned). */
+/* x[t][k .. k + 8) as fp32 (8 consecutive columns, 16-byte aligned). */
 template <bool PAIR>
 __device__ static __forceinline__ void load_x8(const gemv_params &p, size_t row_off, int k,
                                                float4 &a, float4 &b) {
@@ -74,12 +99,13 @@ __device__ static __forceinline__ void load_x8(const gemv_params &p, size_t row_
     }
 }
 
-template <int NT, bool PAIR>
-static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_bf16_kernel(gemv_params p) {
-    /* x chunk, each row in two planes: plane 0 holds columns 8i..8i+3 at 4i, plane 1 columns
-     * 8i+4..8i+7: a lane's two 16-byte reads then fall on consecutive addresses across the warp
-     * (no bank conflicts; one plane of 8-column groups would put lanes 32 bytes apart) */
-    __shared__ __align__(16) float xs[NT][2][GEMV_KC / 2];
+template <int NT, bool PAIR, int FMT>
+static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(gemv_params p) {
+    constexpr int LC = wfmt<FMT>::LC, P = LC / 4, STEP = 32 * LC, NJ = GEMV_KC / STEP;
+    /* x chunk, each row in P planes: plane q holds columns LC·i + 4q .. + 3 at 4i, so that a
+     * lane's 16-byte reads (its group i = lane + 32j) fall on consecutive addresses across the
+     * warp — no bank conflicts (one plane would put lanes LC·4 bytes apart) */
+    __shared__ __align__(16) float xs[NT][P][GEMV_KC / P];
     const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const int row0 = blockIdx.x * GEMV_BLOCK_ROWS + warp * GEMV_ROWS;
     const int rows = p.rows, cols = p.cols;
@@ -93,13 +119,14 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_bf16_kernel(gemv_
 #pragma unroll
     for (int r = 0; r < GEMV_ROWS; r++) {
         const int row = row0 + r < rows ? row0 + r : rows - 1;
-        wrow[r] = (const uint4 *)(p.w + (size_t)row * (size_t)p.ldw);
+        wrow[r] = (const uint4 *)((const unsigned char *)p.w +
+                                  (size_t)row * (size_t)p.ldw * wfmt<FMT>::BYTES);
     }
     size_t x_off[NT];
 #pragma unroll
     for (int t = 0; t < NT; t++) x_off[t] = (size_t)(p.x_idx ? p.x_idx[t] : t) * (size_t)p.ldx;
     for (int k0 = 0; k0 < cols; k0 += GEMV_KC) {
-        const int kc = cols - k0 < GEMV_KC ? cols - k0 : GEMV_KC; /* a multiple of 8 */
+        const int kc = cols - k0 < GEMV_KC ? cols - k0 : GEMV_KC; /* a multiple of LC */
         __syncthreads(); /* the previous chunk is no longer read */
         for (int i = threadIdx.x; i < NT * (kc / 8); i += blockDim.x) {
             const int t = i / (kc / 8), c8 = i % (kc / 8);
@@ -107,37 +134,41 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_bf16_kernel(gemv_
 #pragma unroll
             for (int tt = 0; tt < NT; tt++) /* x_off[t] with a compile-time index */
                 if (tt == t) load_x8<PAIR>(p, x_off[tt], k0 + 8 * c8, a, b);
-            ((float4 *)xs[t][0])[c8] = a;
-            ((float4 *)xs[t][1])[c8] = b;
+            /* columns 8·c8 .. +8 = group g = 8·c8 / LC, planes q0, q0 + 1 */
+            const int g = 8 * c8 / LC, q0 = (8 * c8 % LC) / 4;
+            ((float4 *)xs[t][q0])[g] = a;
+            ((float4 *)xs[t][q0 + 1])[g] = b;
         }
         __syncthreads();
-        /* the weights of this chunk: up to GEMV_KC / GEMV_STEP loads per row, all issued first */
-        constexpr int NJ = GEMV_KC / GEMV_STEP;
+        /* the weights of this chunk: NJ loads per row, all issued first */
         uint4 q[GEMV_ROWS][NJ];
 #pragma unroll
         for (int j = 0; j < NJ; j++) {
-            const int c = j * GEMV_STEP + lane * GEMV_LANE_COLS;
+            const int c = j * STEP + lane * LC;
 #pragma unroll
             for (int r = 0; r < GEMV_ROWS; r++)
-                q[r][j] = c < kc ? __ldcs(wrow[r] + (k0 + c) / 8) : make_uint4(0, 0, 0, 0);
+                q[r][j] = c < kc ? __ldcs(wrow[r] + (size_t)(k0 + c) * wfmt<FMT>::BYTES / 16)
+                                 : make_uint4(0, 0, 0, 0);
         }
 #pragma unroll
         for (int j = 0; j < NJ; j++) {
-            const int c = j * GEMV_STEP + lane * GEMV_LANE_COLS;
+            const int c = j * STEP + lane * LC;
             if (c >= kc) break;
-            float wf[GEMV_ROWS][8];
+            float wf[GEMV_ROWS][LC];
 #pragma unroll
-            for (int r = 0; r < GEMV_ROWS; r++) widen8(q[r][j], wf[r]);
+            for (int r = 0; r < GEMV_ROWS; r++) widen<FMT>(q[r][j], wf[r]);
 #pragma unroll
-            for (int t = 0; t < NT; t++) {
-                const float4 xa = ((const float4 *)xs[t][0])[c / 8],
-                             xb = ((const float4 *)xs[t][1])[c / 8];
-                const float xv[8] = {xa.x, xa.y, xa.z, xa.w, xb.x, xb.y, xb.z, xb.w};
+            for (int t = 0; t < NT; t++)
 #pragma unroll
-                for (int r = 0; r < GEMV_ROWS; r++)
+                for (int pl = 0; pl < P; pl++) {
+                    const float4 xq = ((const float4 *)xs[t][pl])[c / LC];
+                    const float xv[4] = {xq.x, xq.y, xq.z, xq.w};
 #pragma unroll
-                    for (int e = 0; e < 8; e++) acc[r][t] = fmaf(wf[r][e], xv[e], acc[r][t]);
-            }
+                    for (int r = 0; r < GEMV_ROWS; r++)
+#pragma unroll
+                        for (int e = 0; e < 4; e++)
+                            acc[r][t] = fmaf(wf[r][4 * pl + e], xv[e], acc[r][t]);
+                }
         }
     }
 #pragma unroll
@@ -151,18 +182,22 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_bf16_kernel(gemv_
         }
 #pragma unroll
     for (int r = 0; r < GEMV_ROWS; r++)
-        if (row0 + r < rows)
+        if (row0 + r < rows) {
+            const float sc = FMT == FMT_INT8 ? p.scale[row0 + r] : 1.0f;
 #pragma unroll
             for (int t = 0; t < NT; t++)
-                if (lane == t) p.y[(size_t)t * p.ldy + row0 + r] = acc[r][t];
+                if (lane == t)
+                    p.y[(size_t)t * p.ldy + row0 + r] =
+                        FMT == FMT_INT8 ? acc[r][t] * sc : acc[r][t];
+        }
 }
 
-template <bool PAIR>
+template <bool PAIR, int FMT>
 static void gemv_launch_n(const gemv_params &p, int n, dim3 grid, cudaStream_t st) {
     switch (n) {
 #define GEMV_CASE(N)                                                                               \
     case N:                                                                                        \
-        gemv_bf16_kernel<N, PAIR><<<grid, GEMV_WARPS * 32, 0, st>>>(p);                            \
+        gemv_kernel<N, PAIR, FMT><<<grid, GEMV_WARPS * 32, 0, st>>>(p);                            \
         break;
         GEMV_CASE(1)
         GEMV_CASE(2)
@@ -176,13 +211,17 @@ static void gemv_launch_n(const gemv_params &p, int n, dim3 grid, cudaStream_t s
     }
 }
 
-static mr_status gemv_launch(const gemv_params &p, int n, cudaStream_t st) {
+static mr_status gemv_launch(const gemv_params &p, int n, int int8, cudaStream_t st) {
     const dim3 grid((unsigned)((p.rows + GEMV_BLOCK_ROWS - 1) / GEMV_BLOCK_ROWS));
-    if (p.x)
-        gemv_launch_n<false>(p, n, grid, st);
+    if (int8 && p.x)
+        gemv_launch_n<false, FMT_INT8>(p, n, grid, st);
+    else if (int8)
+        gemv_launch_n<true, FMT_INT8>(p, n, grid, st);
+    else if (p.x)
+        gemv_launch_n<false, FMT_BF16>(p, n, grid, st);
     else
-        gemv_launch_n<true>(p, n, grid, st);
-    MR_CUDA_CHECK_LAUNCH("gemv_bf16 kernel launch");
+        gemv_launch_n<true, FMT_BF16>(p, n, grid, st);
+    MR_CUDA_CHECK_LAUNCH("gemv kernel launch");
     return MR_OK;
 }
 
@@ -200,28 +239,39 @@ extern "C" mr_status mr_cuda_gemv_bf16(const uint16_t *w, const float *x, int n,
                      MR_CUDA_GEMV_KERNEL_MAX_N, n, rows, cols);
         return MR_ERR_INVALID;
     }
-    gemv_params p = {
-        (const __nv_bfloat16 *)w, cols, rows, cols, x, NULL, NULL, NULL, cols, y, rows};
-    return gemv_launch(p, n, st);
+    gemv_params p = {w, NULL, cols, rows, cols, x, NULL, NULL, NULL, cols, y, rows};
+    return gemv_launch(p, n, 0, st);
 }
 
-extern "C" mr_status mr_cuda_expert_gemv_launch(const uint16_t *w, int ldw, int rows, int cols,
-                                                int n, const float *x, const int32_t *x_idx,
-                                                const uint16_t *x_hi, const uint16_t *x_lo, int ldx,
-                                                float *y, int ldy, cudaStream_t st) {
-    const int pair = x == NULL;
+extern "C" mr_status mr_cuda_expert_gemv_launch(int fmt, const void *w, const float *scale, int ldw,
+                                                int rows, int cols, int n, const float *x,
+                                                const int32_t *x_idx, const uint16_t *x_hi,
+                                                const uint16_t *x_lo, int ldx, float *y, int ldy,
+                                                cudaStream_t st) {
+    const int pair = x == NULL, int8 = fmt == MR_CUDA_FMT_INT8;
+    const int lc = int8 ? 16 : 8;
     const void *xp = pair ? (const void *)x_hi : (const void *)x;
-    if (!w || !xp || (pair && !x_lo) || !y || rows < 1 || ldy < rows || ldw < cols ||
-        ldw % 8 != 0 || ldx < cols || ldx % (pair ? 8 : 4) != 0 ||
-        !mr_cuda_gemv_supported(n, cols, w, xp) || (pair && ((uintptr_t)x_lo % 16) != 0)) {
+    if ((fmt != MR_CUDA_FMT_BF16 && !int8) || (int8 && !scale) || !w || !xp || (pair && !x_lo) ||
+        !y || n < 1 || n > MR_CUDA_GEMV_KERNEL_MAX_N || rows < 1 || cols < lc || cols % lc ||
+        ldy < rows || ldw < cols || ldw % lc || ldx < cols || ldx % (pair ? 8 : 4) ||
+        (uintptr_t)w % 16 || (uintptr_t)xp % 16 || (pair && (uintptr_t)x_lo % 16)) {
         MR_LOG_ERROR(MR_LOG_GPU,
-                     "mr_cuda_expert_gemv_launch: bad shape (n %d, rows %d, cols %d, ldw %d, "
-                     "ldx %d, ldy %d)",
-                     n, rows, cols, ldw, ldx, ldy);
+                     "mr_cuda_expert_gemv_launch: bad arguments (format %d, n %d, rows %d, cols "
+                     "%d, ldw %d, ldx %d, ldy %d)",
+                     fmt, n, rows, cols, ldw, ldx, ldy);
         return MR_ERR_INVALID;
     }
-    gemv_params p = {
-        (const __nv_bfloat16 *)w,    ldw, rows, cols, x, x_idx, (const __nv_bfloat16 *)x_hi,
-        (const __nv_bfloat16 *)x_lo, ldx, y,    ldy};
-    return gemv_launch(p, n, st);
+    gemv_params p = {w,
+                     scale,
+                     ldw,
+                     rows,
+                     cols,
+                     x,
+                     x_idx,
+                     (const __nv_bfloat16 *)x_hi,
+                     (const __nv_bfloat16 *)x_lo,
+                     ldx,
+                     y,
+                     ldy};
+    return gemv_launch(p, n, int8, st);
 }

@@ -141,11 +141,11 @@ static int load_peer(const char *path, int *pn, double *pms, int max) {
 }
 
 /* auto / wq / gemm / grouped: bf16 activations; split: the auto paths with split activations */
-/* split: the auto policy with split (hi + lo) activations — bf16 experts of at most
- * CX_GEMV_MAX_N (8) rows on the GEMV kernel; split-gemm: the same activations on cuBLAS only
- * (two GEMMs per matrix: the route before the GEMV kernel) */
-enum { V_AUTO, V_WQ, V_GEMM, V_GROUPED, V_SPLIT, V_SPLIT_GEMM, V_COUNT };
-static const char *v_name[V_COUNT] = {"auto", "wq", "gemm", "grouped", "split", "split-gemm"};
+/* split: the auto policy with split (hi + lo) activations — bf16 experts of at most 8 rows and
+ * int8 ones of at most 4 on the GEMV kernel; split-old: the same activations on the routes before
+ * the GEMV kernel (bf16: two cuBLAS GEMMs per matrix; int8/int4: the wq kernel up to 64 rows) */
+enum { V_AUTO, V_WQ, V_GEMM, V_GROUPED, V_SPLIT, V_SPLIT_OLD, V_COUNT };
+static const char *v_name[V_COUNT] = {"auto", "wq", "gemm", "grouped", "split", "split-old"};
 
 int main(int argc, char **argv) {
     int fmts[3] = {0, 1, 2}, n_fmts = 3;
@@ -260,15 +260,16 @@ int main(int argc, char **argv) {
                 if (peer_n[i] == n) pms = peer_ms[i];
             const int iters = n <= 512 ? 40 : 15;
             for (int v = 0; v < V_COUNT; v++) {
-                if ((v == V_GROUPED || v == V_SPLIT_GEMM) && fmt != MR_CUDA_WFMT_BF16) continue;
+                if (v == V_GROUPED && fmt != MR_CUDA_WFMT_BF16) continue;
                 mr_cuda_experts_set_path(cx,
                                          v == V_AUTO || v == V_SPLIT ? -1
                                          : v == V_WQ                 ? (1 << 30)
-                                                                     : 0,
+                                         : v == V_SPLIT_OLD ? mr_cuda_experts_default_small_max(fmt)
+                                                            : 0,
                                          v == V_GROUPED ? MR_CUDA_GEMM_GROUPED
                                                         : MR_CUDA_GEMM_PER_EXPERT);
                 CM(mr_cuda_experts_set_act(
-                    cx, v == V_SPLIT || v == V_SPLIT_GEMM ? MR_CUDA_ACT_SPLIT : MR_CUDA_ACT_BF16));
+                    cx, v == V_SPLIT || v == V_SPLIT_OLD ? MR_CUDA_ACT_SPLIT : MR_CUDA_ACT_BF16));
                 for (int i = 0; i < 3; i++)
                     CM(mr_cuda_experts_enqueue(cx, 0, x_dev, n, TOPK, ids, wts, out_dev));
                 CM(mr_cuda_experts_sync(cx));
