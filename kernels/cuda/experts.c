@@ -22,8 +22,10 @@
 #define CX_AUTO_GROUPED_MAX 2048                /* bf16 auto: grouped GEMM up to this many slots */
 /* bf16 + split activations: the GEMV kernel for experts of up to this many rows, instead of two
  * cuBLAS GEMMs per matrix (docs/performance.md, issue 9) */
-#define CX_GEMV_MAX_N      MR_CUDA_GEMV_KERNEL_MAX_N
-#define CX_GEMV_MAX_N_INT8 4 /* int8: one byte permute + one add more per weight */
+#define CX_GEMV_MAX_N MR_CUDA_GEMV_KERNEL_MAX_N
+/* int8 + split: the same up to this many rows (with 4, 1–8 tokens gained on the wq kernel and
+ * 16–32 tokens lost: docs/perf-runs/session4-final) */
+#define CX_GEMV_MAX_N_INT8 2
 
 /* Padded dimensions of one layer's experts (cuda_internal.h: weight layout). */
 typedef struct cx_dims {

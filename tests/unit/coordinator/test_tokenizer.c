@@ -294,8 +294,8 @@ static void test_merge_strategies(void **state) {
 }
 
 static double time_encode(const char *s, size_t n) {
-    double best = 1e30;
-    for (int r = 0; r < 3; r++) {
+    double best = 1e30; /* best of 5: a loaded CI machine stretches single runs */
+    for (int r = 0; r < 5; r++) {
         int32_t *ids;
         size_t k;
         double t0 = mr_now_s();
@@ -318,7 +318,9 @@ static void test_long_word_not_quadratic(void **state) {
     double ts = time_encode(s, small), tb = time_encode(s, big);
     printf("  one 64 KiB word %.4f s, one 1 MiB word %.4f s: x%.1f for x16 the length\n", ts, tb,
            tb / ts);
-    assert_true(tb / ts < 64); /* quadratic would be x256 */
+    /* linear is x16 and n log n ~x20; quadratic would be x256: the bound leaves room for a
+     * loaded machine (sanitizer builds beside other tests) without letting quadratic through */
+    assert_true(tb / ts < 128);
     free(s);
 }
 
