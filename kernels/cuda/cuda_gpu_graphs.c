@@ -163,8 +163,9 @@ int gpu_segs_begin(gpu_segs *s, cudaStream_t st, const mr_segment_key *k) {
         s->n_eager++;
         return s->mode;
     }
-    for (int i = 0; i < 2 * k->rows; i++) s->meta_host[i] = -1; /* slots, positions */
-    memset(s->meta_host + 2 * (size_t)k->rows, 0, (size_t)k->rows * stride * 4);
+    /* slots and positions −1 (rows of no sequence); table entries are written for the blocks each
+     * row's position reaches, and the kernels read no others */
+    for (int i = 0; i < 2 * k->rows; i++) s->meta_host[i] = -1;
     if (e->exec) {
         s->mode = SEG_REPLAY;
     } else if (cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal) == cudaSuccess) {
