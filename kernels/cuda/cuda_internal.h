@@ -15,6 +15,10 @@
  *  - int4: 4 bits per element, offset binary u = q + 8 (q in [-8, 7]); 8 elements per 32-bit word,
  *    element p (0..7) of a word at bits 4·(p/2) + 16·(p%2), so nibbles (2r, 2r+1) turn into one
  *    bf16 pair with one mask; scale bf16 [Kp/128][Np] (group-major): w ≈ q · scale[k/128][row].
+ * int8 and int4 rows are stored in tiles, not one after the other: the matrix is cut into 32-row
+ * blocks and 64-byte units of each row (a 16-byte load for each of 4 lanes), and the 32 rows × 64
+ * bytes of block rb, unit u form one 2 KiB tile at (rb · units + u) · 2048, row by row — so the wq
+ * kernel's warp load of 8 rows × 64 bytes is 512 contiguous bytes (MR_CUDA_PACKED_OFF below).
  * The gate/up pair is one matrix W13 [2·Ip][H] (Ip = inter rounded up to 16) with rows
  * interleaved in blocks of 16: row 32b + r is W1 row 16b + r, row 32b + 16 + r is W3 row 16b + r,
  * so a 32-row block holds matching gate and up rows (fused SwiGLU) and any GEMM over W13 yields
@@ -40,6 +44,12 @@ enum { MR_CUDA_FMT_BF16 = 0, MR_CUDA_FMT_INT8 = 1, MR_CUDA_FMT_INT4 = 2 };
 static inline int mr_cuda_fmt_chunk(int fmt) {
     return fmt == MR_CUDA_FMT_BF16 ? 32 : fmt == MR_CUDA_FMT_INT8 ? 64 : 128;
 }
+/* Byte offset of byte b of row r in a tiled (int8 / int4) matrix of `units` 64-byte units per row.
+ */
+#define MR_CUDA_PACKED_OFF(units, r, b)                                                            \
+    ((((size_t)(r) / 32) * (size_t)(units) + (size_t)(b) / 64) * 2048 + ((size_t)(r) % 32) * 64 +  \
+     (size_t)(b) % 64)
+
 /* Bytes of a padded row of Kp columns. */
 static inline size_t mr_cuda_fmt_row_bytes(int fmt, int kp) {
     return fmt == MR_CUDA_FMT_BF16   ? (size_t)kp * 2
@@ -122,16 +132,15 @@ mr_status mr_cuda_gather_launch(const float *x, const int32_t *src, int rows, in
  * stride ldg; a stride lda; with a_lo != NULL also a_lo = bf16(silu(g)·u - a). */
 mr_status mr_cuda_swiglu_launch(const void *g, int g_f32, int ldg, int r0, int r1, int inter,
                                 uint16_t *a, uint16_t *a_lo, int lda, cudaStream_t st);
-/* The GEMV kernel of coord_ops.h (gemv.cu) for an expert with n ≤ MR_CUDA_GEMV_KERNEL_MAX_N rows:
- * y[t][r] = Σ_c W[r][c] · x_t[c] for r < rows, c < cols, in fp32, W [rows][ldw] in format fmt
- * (MR_CUDA_FMT_BF16, or MR_CUDA_FMT_INT8 with scale[rows]: y = scale[r] · Σ q · x); x_t is either
- * fp32 row x_idx[t] of x (x_idx device memory, ldx a multiple of 4) or, with x NULL, the sum of
- * bf16 rows t of x_hi and x_lo (ldx a multiple of 8); y [n][ldy]. cols and ldw multiples of 8
- * (bf16) or 16 (int8), every pointer 16-byte aligned. */
-mr_status mr_cuda_expert_gemv_launch(int fmt, const void *w, const float *scale, int ldw, int rows,
-                                     int cols, int n, const float *x, const int32_t *x_idx,
-                                     const uint16_t *x_hi, const uint16_t *x_lo, int ldx, float *y,
-                                     int ldy, cudaStream_t st);
+/* The GEMV kernel of coord_ops.h (gemv.cu) for a bf16 expert with n ≤ MR_CUDA_GEMV_KERNEL_MAX_N
+ * rows: y[t][r] = Σ_c W[r][c] · x_t[c] for r < rows, c < cols, in fp32, W bf16 [rows][ldw]; x_t is
+ * either fp32 row x_idx[t] of x (x_idx device memory, ldx a multiple of 4) or, with x NULL, the sum
+ * of bf16 rows t of x_hi and x_lo (ldx a multiple of 8); y [n][ldy]. cols and ldw multiples of 8,
+ * every pointer 16-byte aligned. */
+mr_status mr_cuda_expert_gemv_launch(const uint16_t *w, int ldw, int rows, int cols, int n,
+                                     const float *x, const int32_t *x_idx, const uint16_t *x_hi,
+                                     const uint16_t *x_lo, int ldx, float *y, int ldy,
+                                     cudaStream_t st);
 /* out[t][c] = Σ_j wts[t][j] · Y[inv[t][j]][c] in j order, skipping inv < 0. Y rows below rows16
  * come from y16 (bf16), the others from y32 (fp32); both stride hidden; out fp32 [n][hidden]. */
 mr_status mr_cuda_combine_launch(const float *y32, const uint16_t *y16, int rows16,

@@ -23,9 +23,6 @@
 /* bf16 + split activations: the GEMV kernel for experts of up to this many rows, instead of two
  * cuBLAS GEMMs per matrix (docs/performance.md, issue 9) */
 #define CX_GEMV_MAX_N MR_CUDA_GEMV_KERNEL_MAX_N
-/* int8 + split: the same up to this many rows (with 4, 1–8 tokens gained on the wq kernel and
- * 16–32 tokens lost: docs/perf-runs/session4-final) */
-#define CX_GEMV_MAX_N_INT8 2
 
 /* Padded dimensions of one layer's experts (cuda_internal.h: weight layout). */
 typedef struct cx_dims {
@@ -642,24 +639,21 @@ static mr_status cx_run_large(mr_cuda_experts *cx, int layer, int gemm, int n_la
 
 /* GEMV path for the experts in tiny[0..n_tiny), rows [r_tiny, total): G = W13·x with x the fp32
  * input rows themselves (src_d: the token of each gathered row), SwiGLU into the hi + lo parts,
- * Y = W2·(hi + lo) — every product in fp32 (int8: scale · Σ q·x), each weight read once. */
+ * Y = W2·(hi + lo) — every product in fp32, each weight read once (bf16 weights). */
 static mr_status cx_run_tiny(mr_cuda_experts *cx, size_t base, int n_tiny, int r_tiny, int total,
                              const float *x_dev, const int32_t *src_d) {
     const cx_dims *d = &cx->d;
     float *g = (float *)(void *)cx->gb; /* fp32 G with split activations */
-    const int fmt = cx->p.fmt == MR_CUDA_WFMT_INT8 ? MR_CUDA_FMT_INT8 : MR_CUDA_FMT_BF16;
     for (int i = 0; i < n_tiny; i++) {
         const int e = cx->tiny[i], r0 = cx->off[e];
-        const mr_cuda_qmat *w = &cx->w13[base + e];
-        MR_CHECK(mr_cuda_expert_gemv_launch(fmt, w->q, w->scale, d->Kp13, d->N13, d->H, cx->cnt[e],
+        MR_CHECK(mr_cuda_expert_gemv_launch(cx->w13[base + e].q, d->Kp13, d->N13, d->H, cx->cnt[e],
                                             x_dev, src_d + r0, NULL, NULL, d->H,
                                             g + (size_t)r0 * d->N13, d->N13, cx->st));
     }
     MR_CHECK(cx_swiglu(cx, r_tiny, total));
     for (int i = 0; i < n_tiny; i++) {
         const int e = cx->tiny[i], r0 = cx->off[e];
-        const mr_cuda_qmat *w = &cx->w2[base + e];
-        MR_CHECK(mr_cuda_expert_gemv_launch(fmt, w->q, w->scale, d->Kp2, d->H, d->I, cx->cnt[e],
+        MR_CHECK(mr_cuda_expert_gemv_launch(cx->w2[base + e].q, d->Kp2, d->H, d->I, cx->cnt[e],
                                             NULL, NULL, cx->ab + (size_t)r0 * d->Ka,
                                             cx->ab_lo + (size_t)r0 * d->Ka, d->Ka,
                                             cx->y + (size_t)r0 * d->H, d->H, cx->st));
@@ -687,13 +681,14 @@ mr_status mr_cuda_experts_enqueue(mr_cuda_experts *cx, int layer, const float *x
     if (cx->path_auto && cx->p.fmt == MR_CUDA_WFMT_BF16)
         gemm = nk > 2 && nk <= CX_AUTO_GROUPED_MAX ? MR_CUDA_GEMM_GROUPED : MR_CUDA_GEMM_PER_EXPERT;
     if (split) gemm = MR_CUDA_GEMM_PER_EXPERT; /* the grouped GEMM has only bf16 outputs */
-    /* bf16 and int8 experts with split activations and few rows: the GEMV kernel (fp32 x, W read
-     * once) instead of two cuBLAS GEMMs per matrix (bf16: W read twice) or the wq kernel (int8) */
-    const int bf16 = cx->p.fmt == MR_CUDA_WFMT_BF16, int8 = cx->p.fmt == MR_CUDA_WFMT_INT8;
-    const int gemv_shape =
-        bf16 ? d->H % 8 == 0 && d->I % 8 == 0 : int8 && d->H % 16 == 0 && d->I % 16 == 0;
+    /* bf16 experts with split activations and few rows: the GEMV kernel (fp32 x, W read once)
+     * instead of two cuBLAS GEMMs per matrix (W read twice). int8/int4 stay on the wq kernel, which
+     * streams their tiles at 84–94% of HBM from 2 tokens (an int8 GEMV was slower: dequantising
+     * in fp32 costs ALU work per byte; docs/performance.md) */
     const int tiny_max =
-        cx->path_auto && split && gemv_shape ? (bf16 ? CX_GEMV_MAX_N : CX_GEMV_MAX_N_INT8) : 0;
+        cx->path_auto && split && cx->p.fmt == MR_CUDA_WFMT_BF16 && d->H % 8 == 0 && d->I % 8 == 0
+            ? CX_GEMV_MAX_N
+            : 0;
     /* group the routed slots by expert: GEMM-path experts first, then wq-path experts, then the
      * GEMV-path ones */
     memset(cx->cnt, 0, (size_t)E * 4);

@@ -32,12 +32,7 @@ enum {
     GEMV_KC = 1024, /* columns per chunk: x chunk = n · 4 KiB of shared memory */
 };
 
-/* The weight formats: one 16-byte load per lane and row holds LC columns. */
-enum { FMT_BF16 = 0, FMT_INT8 = 1 };
-template <int FMT> struct wfmt {
-    static constexpr int LC = FMT == FMT_INT8 ? 16 : 8; /* columns per load */
-    static constexpr int BYTES = FMT == FMT_INT8 ? 1 : 2;
-};
+enum { GEMV_LC = 8, GEMV_P = 2 }; /* columns per lane load (8 bf16), x planes (GEMV_LC / 4) */
 
 /* Widens 8 bf16 (one 16-byte load) to fp32: a bf16 is the high half of an fp32. */
 __device__ static __forceinline__ void widen8(uint4 q, float w[8]) {
@@ -49,30 +44,10 @@ __device__ static __forceinline__ void widen8(uint4 q, float w[8]) {
     }
 }
 
-/* 16 int8 in offset binary (u = q + 128, one 16-byte load) to fp32 q: the byte goes under the
- * exponent of 2^23 (one byte permute: 0x4B0000uu = 2^23 + u), then 2^23 + 128 comes off — exact. */
-__device__ static __forceinline__ void widen16_int8(uint4 q, float w[16]) {
-    const unsigned u[4] = {q.x, q.y, q.z, q.w};
-#pragma unroll
-    for (int i = 0; i < 4; i++)
-#pragma unroll
-        for (int b = 0; b < 4; b++)
-            w[4 * i + b] =
-                __uint_as_float(__byte_perm(u[i], 0x4B000000u, 0x7440u + b)) - 8388736.0f;
-}
-
-template <int FMT> __device__ static __forceinline__ void widen(uint4 q, float w[wfmt<FMT>::LC]) {
-    if (FMT == FMT_INT8)
-        widen16_int8(q, w);
-    else
-        widen8(q, w);
-}
-
 /* One argument set for both uses: the coordinator's projections (x fp32 rows, contiguous) and the
  * experts (x gathered through a row list, or the SwiGLU output as hi + lo bf16 parts). */
 typedef struct gemv_params {
-    const void *w;      /* [rows][ldw] elements of the format */
-    const float *scale; /* int8: [rows] per-row scales; else NULL */
+    const __nv_bfloat16 *w; /* [rows][ldw] */
     int ldw, rows, cols;
     const float *x;                   /* fp32 rows at x + row(t) · ldx, or NULL: the pair below */
     const int32_t *x_idx;             /* row(t) = x_idx[t] (device), or t when NULL */
@@ -99,9 +74,9 @@ __device__ static __forceinline__ void load_x8(const gemv_params &p, size_t row_
     }
 }
 
-template <int NT, bool PAIR, int FMT>
+template <int NT, bool PAIR>
 static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(gemv_params p) {
-    constexpr int LC = wfmt<FMT>::LC, P = LC / 4, STEP = 32 * LC, NJ = GEMV_KC / STEP;
+    constexpr int LC = GEMV_LC, P = GEMV_P, STEP = 32 * LC, NJ = GEMV_KC / STEP;
     /* x chunk, each row in P planes: plane q holds columns LC·i + 4q .. + 3 at 4i, so that a
      * lane's 16-byte reads (its group i = lane + 32j) fall on consecutive addresses across the
      * warp — no bank conflicts (one plane would put lanes LC·4 bytes apart) */
@@ -119,8 +94,7 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(gemv_param
 #pragma unroll
     for (int r = 0; r < GEMV_ROWS; r++) {
         const int row = row0 + r < rows ? row0 + r : rows - 1;
-        wrow[r] = (const uint4 *)((const unsigned char *)p.w +
-                                  (size_t)row * (size_t)p.ldw * wfmt<FMT>::BYTES);
+        wrow[r] = (const uint4 *)(p.w + (size_t)row * (size_t)p.ldw);
     }
     size_t x_off[NT];
 #pragma unroll
@@ -147,8 +121,7 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(gemv_param
             const int c = j * STEP + lane * LC;
 #pragma unroll
             for (int r = 0; r < GEMV_ROWS; r++)
-                q[r][j] = c < kc ? __ldcs(wrow[r] + (size_t)(k0 + c) * wfmt<FMT>::BYTES / 16)
-                                 : make_uint4(0, 0, 0, 0);
+                q[r][j] = c < kc ? __ldcs(wrow[r] + (k0 + c) / 8) : make_uint4(0, 0, 0, 0);
         }
 #pragma unroll
         for (int j = 0; j < NJ; j++) {
@@ -156,7 +129,7 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(gemv_param
             if (c >= kc) break;
             float wf[GEMV_ROWS][LC];
 #pragma unroll
-            for (int r = 0; r < GEMV_ROWS; r++) widen<FMT>(q[r][j], wf[r]);
+            for (int r = 0; r < GEMV_ROWS; r++) widen8(q[r][j], wf[r]);
 #pragma unroll
             for (int t = 0; t < NT; t++)
 #pragma unroll
@@ -182,22 +155,18 @@ static __global__ void __launch_bounds__(GEMV_WARPS * 32) gemv_kernel(gemv_param
         }
 #pragma unroll
     for (int r = 0; r < GEMV_ROWS; r++)
-        if (row0 + r < rows) {
-            const float sc = FMT == FMT_INT8 ? p.scale[row0 + r] : 1.0f;
+        if (row0 + r < rows)
 #pragma unroll
             for (int t = 0; t < NT; t++)
-                if (lane == t)
-                    p.y[(size_t)t * p.ldy + row0 + r] =
-                        FMT == FMT_INT8 ? acc[r][t] * sc : acc[r][t];
-        }
+                if (lane == t) p.y[(size_t)t * p.ldy + row0 + r] = acc[r][t];
 }
 
-template <bool PAIR, int FMT>
+template <bool PAIR>
 static void gemv_launch_n(const gemv_params &p, int n, dim3 grid, cudaStream_t st) {
     switch (n) {
 #define GEMV_CASE(N)                                                                               \
     case N:                                                                                        \
-        gemv_kernel<N, PAIR, FMT><<<grid, GEMV_WARPS * 32, 0, st>>>(p);                            \
+        gemv_kernel<N, PAIR><<<grid, GEMV_WARPS * 32, 0, st>>>(p);                                 \
         break;
         GEMV_CASE(1)
         GEMV_CASE(2)
@@ -211,16 +180,12 @@ static void gemv_launch_n(const gemv_params &p, int n, dim3 grid, cudaStream_t s
     }
 }
 
-static mr_status gemv_launch(const gemv_params &p, int n, int int8, cudaStream_t st) {
+static mr_status gemv_launch(const gemv_params &p, int n, cudaStream_t st) {
     const dim3 grid((unsigned)((p.rows + GEMV_BLOCK_ROWS - 1) / GEMV_BLOCK_ROWS));
-    if (int8 && p.x)
-        gemv_launch_n<false, FMT_INT8>(p, n, grid, st);
-    else if (int8)
-        gemv_launch_n<true, FMT_INT8>(p, n, grid, st);
-    else if (p.x)
-        gemv_launch_n<false, FMT_BF16>(p, n, grid, st);
+    if (p.x)
+        gemv_launch_n<false>(p, n, grid, st);
     else
-        gemv_launch_n<true, FMT_BF16>(p, n, grid, st);
+        gemv_launch_n<true>(p, n, grid, st);
     MR_CUDA_CHECK_LAUNCH("gemv kernel launch");
     return MR_OK;
 }
@@ -239,39 +204,29 @@ extern "C" mr_status mr_cuda_gemv_bf16(const uint16_t *w, const float *x, int n,
                      MR_CUDA_GEMV_KERNEL_MAX_N, n, rows, cols);
         return MR_ERR_INVALID;
     }
-    gemv_params p = {w, NULL, cols, rows, cols, x, NULL, NULL, NULL, cols, y, rows};
-    return gemv_launch(p, n, 0, st);
+    gemv_params p = {
+        (const __nv_bfloat16 *)w, cols, rows, cols, x, NULL, NULL, NULL, cols, y, rows};
+    return gemv_launch(p, n, st);
 }
 
-extern "C" mr_status mr_cuda_expert_gemv_launch(int fmt, const void *w, const float *scale, int ldw,
-                                                int rows, int cols, int n, const float *x,
-                                                const int32_t *x_idx, const uint16_t *x_hi,
-                                                const uint16_t *x_lo, int ldx, float *y, int ldy,
-                                                cudaStream_t st) {
-    const int pair = x == NULL, int8 = fmt == MR_CUDA_FMT_INT8;
-    const int lc = int8 ? 16 : 8;
+extern "C" mr_status mr_cuda_expert_gemv_launch(const uint16_t *w, int ldw, int rows, int cols,
+                                                int n, const float *x, const int32_t *x_idx,
+                                                const uint16_t *x_hi, const uint16_t *x_lo, int ldx,
+                                                float *y, int ldy, cudaStream_t st) {
+    const int pair = x == NULL;
     const void *xp = pair ? (const void *)x_hi : (const void *)x;
-    if ((fmt != MR_CUDA_FMT_BF16 && !int8) || (int8 && !scale) || !w || !xp || (pair && !x_lo) ||
-        !y || n < 1 || n > MR_CUDA_GEMV_KERNEL_MAX_N || rows < 1 || cols < lc || cols % lc ||
-        ldy < rows || ldw < cols || ldw % lc || ldx < cols || ldx % (pair ? 8 : 4) ||
-        (uintptr_t)w % 16 || (uintptr_t)xp % 16 || (pair && (uintptr_t)x_lo % 16)) {
+    if (!w || !xp || (pair && !x_lo) || !y || n < 1 || n > MR_CUDA_GEMV_KERNEL_MAX_N || rows < 1 ||
+        cols < GEMV_LC || cols % GEMV_LC || ldy < rows || ldw < cols || ldw % GEMV_LC ||
+        ldx < cols || ldx % (pair ? 8 : 4) || (uintptr_t)w % 16 || (uintptr_t)xp % 16 ||
+        (pair && (uintptr_t)x_lo % 16)) {
         MR_LOG_ERROR(MR_LOG_GPU,
-                     "mr_cuda_expert_gemv_launch: bad arguments (format %d, n %d, rows %d, cols "
-                     "%d, ldw %d, ldx %d, ldy %d)",
-                     fmt, n, rows, cols, ldw, ldx, ldy);
+                     "mr_cuda_expert_gemv_launch: bad arguments (n %d, rows %d, cols %d, ldw %d, "
+                     "ldx %d, ldy %d)",
+                     n, rows, cols, ldw, ldx, ldy);
         return MR_ERR_INVALID;
     }
-    gemv_params p = {w,
-                     scale,
-                     ldw,
-                     rows,
-                     cols,
-                     x,
-                     x_idx,
-                     (const __nv_bfloat16 *)x_hi,
-                     (const __nv_bfloat16 *)x_lo,
-                     ldx,
-                     y,
-                     ldy};
-    return gemv_launch(p, n, int8, st);
+    gemv_params p = {
+        (const __nv_bfloat16 *)w,    ldw, rows, cols, x, x_idx, (const __nv_bfloat16 *)x_hi,
+        (const __nv_bfloat16 *)x_lo, ldx, y,    ldy};
+    return gemv_launch(p, n, st);
 }

@@ -39,11 +39,11 @@ static __global__ void quant_row_kernel(int fmt, const uint16_t *src, int k, int
     }
     __syncthreads();
     const float sc = red[0] / 127.0f;
-    uint8_t *d = q + (size_t)dr * (size_t)kp;
+    const int units = kp / 64; /* tiled (cuda_internal.h) */
     for (int c = threadIdx.x; c < k; c += blockDim.x) {
         int qi = sc > 0.0f ? (int)rintf(quant_bf16(s[c]) / sc) : 0;
         qi = qi < -127 ? -127 : qi > 127 ? 127 : qi;
-        d[c] = (uint8_t)(qi + 128);
+        q[MR_CUDA_PACKED_OFF(units, dr, c)] = (uint8_t)(qi + 128);
     }
     if (threadIdx.x == 0) scale[dr] = sc;
 }
@@ -73,7 +73,8 @@ static __global__ void quant_int4_kernel(const uint16_t *src, int k, int src_ld,
         word |= (uint32_t)(qi + 8) << (4 * (i / 2) + 16 * (i % 2));
     }
     if (k0 < kp) {
-        q[(size_t)dr * (size_t)(kp / 8) + (size_t)(k0 / 8)] = word;
+        const size_t b = MR_CUDA_PACKED_OFF(kp / 128, dr, (size_t)(k0 / 8) * 4); /* tiled */
+        *(uint32_t *)((uint8_t *)q + b) = word;
         if ((threadIdx.x & 15) == 0) scale[(size_t)(k0 / 128) * (size_t)np + (size_t)dr] = sb;
     }
 }
@@ -111,13 +112,14 @@ static __global__ void dequant_kernel(int fmt, const uint8_t *q, const void *sca
     if (fmt == MR_CUDA_FMT_BF16) {
         *(uint4 *)out = *(const uint4 *)(q + ((size_t)r * (size_t)kp + (size_t)c8) * 2);
     } else if (fmt == MR_CUDA_FMT_INT8) {
-        const uint8_t *b = q + (size_t)r * (size_t)kp + (size_t)c8;
+        const uint8_t *b = q + MR_CUDA_PACKED_OFF(kp / 64, r, c8); /* 8 bytes within one unit */
         const float s = ((const float *)scale)[r];
 #pragma unroll
         for (int p = 0; p < 8; p++)
             out[p] = __bfloat16_as_ushort(__float2bfloat16_rn((float)((int)b[p] - 128) * s));
     } else {
-        const uint32_t w = ((const uint32_t *)q)[(size_t)r * per_row + (size_t)(c8 / 8)];
+        const uint32_t w =
+            *(const uint32_t *)(q + MR_CUDA_PACKED_OFF(kp / 128, r, (size_t)(c8 / 8) * 4));
         const float s = __bfloat162float(
             ((const __nv_bfloat16 *)scale)[(size_t)(c8 / 128) * (size_t)np + (size_t)r]);
 #pragma unroll

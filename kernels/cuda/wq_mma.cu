@@ -97,8 +97,14 @@ __global__ void __launch_bounds__(256)
     const int slice = part * ks + warp, n_slices = nparts * ks;
     const int u0 = slice * units / n_slices, u1 = (slice + 1) * units / n_slices;
     float *blk = wq_red + (size_t)ks * SZ;
-    /* lane's bytes of row rb·32 + g; rows +8, +16, +24 follow at multiples of row_bytes */
-    const uint8_t *wbase = (const uint8_t *)W.q + (size_t)(rb * 32 + g) * row_bytes + t * 16;
+    /* lane's bytes of row rb·32 + g, unit u at wbase + u · ustep; rows +8, +16, +24 at multiples of
+     * rstep: row-major bf16, or the int8 / int4 tiles (cuda_internal.h), where a warp's load of 8
+     * rows is 512 contiguous bytes */
+    constexpr bool TILED = FMT != MR_CUDA_FMT_BF16;
+    const size_t ustep = TILED ? 2048 : 64, rstep = TILED ? 8 * 64 : 8 * row_bytes;
+    const uint8_t *wbase =
+        TILED ? (const uint8_t *)W.q + (size_t)rb * (size_t)units * 2048 + g * 64 + t * 16
+              : (const uint8_t *)W.q + (size_t)(rb * 32 + g) * row_bytes + t * 16;
 
     for (int p0 = 0; p0 < job.cnt; p0 += 8 * NT) {
         float acc[2][NT][4];
@@ -115,15 +121,15 @@ __global__ void __launch_bounds__(256)
 
         uint4 wv[4], wn[4];
         if (u0 < u1) {
-            const uint8_t *wp = wbase + (size_t)u0 * 64;
+            const uint8_t *wp = wbase + (size_t)u0 * ustep;
 #pragma unroll
-            for (int i = 0; i < 4; i++) wv[i] = wq_ld_stream(wp + (size_t)(8 * i) * row_bytes);
+            for (int i = 0; i < 4; i++) wv[i] = wq_ld_stream(wp + (size_t)i * rstep);
         }
         for (int u = u0; u < u1; u++) {
             if (u + 1 < u1) {
-                const uint8_t *wp = wbase + (size_t)(u + 1) * 64;
+                const uint8_t *wp = wbase + (size_t)(u + 1) * ustep;
 #pragma unroll
-                for (int i = 0; i < 4; i++) wn[i] = wq_ld_stream(wp + (size_t)(8 * i) * row_bytes);
+                for (int i = 0; i < 4; i++) wn[i] = wq_ld_stream(wp + (size_t)i * rstep);
             }
             float tmp[2][NT][4];
             if (FMT == MR_CUDA_FMT_INT4) {

@@ -141,9 +141,9 @@ static int load_peer(const char *path, int *pn, double *pms, int max) {
 }
 
 /* auto / wq / gemm / grouped: bf16 activations; split: the auto paths with split activations */
-/* split: the auto policy with split (hi + lo) activations — bf16 experts of at most 8 rows and
- * int8 ones of at most 2 on the GEMV kernel; split-old: the same activations on the routes before
- * the GEMV kernel (bf16: two cuBLAS GEMMs per matrix; int8/int4: the wq kernel up to 64 rows) */
+/* split: the auto policy with split (hi + lo) activations — bf16 experts of at most 8 rows on the
+ * GEMV kernel; split-old: the same activations on the routes before the GEMV kernel (bf16: two
+ * cuBLAS GEMMs per matrix; int8/int4: the wq kernel up to 64 rows, as split) */
 enum { V_AUTO, V_WQ, V_GEMM, V_GROUPED, V_SPLIT, V_SPLIT_OLD, V_COUNT };
 static const char *v_name[V_COUNT] = {"auto", "wq", "gemm", "grouped", "split", "split-old"};
 
