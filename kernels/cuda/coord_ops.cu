@@ -10,6 +10,7 @@
 #include <cuda_bf16.h>
 #include <float.h>
 #include <limits.h>
+#include <string.h>
 
 #include "kernels/cuda/coord_ops.h"
 #include "kernels/cuda/cuda_check.h"
@@ -236,6 +237,27 @@ static __global__ void f32_split_bf16_kernel(const float *src, size_t n, __nv_bf
  * row-major W is a column-major cols × rows matrix (ld cols), x a cols × n matrix (ld cols), y a
  * rows × n matrix (ld rows). So Y = op(W)ᵀ · X: gemm(transa = T, transb = N, m = rows, n = n,
  * k = cols, A = W lda = cols, B = x ldb = cols, C = y ldc = rows). */
+extern "C" mr_cuda_linear_args mr_cuda_linear_split_args(int n, int rows, int cols,
+                                                         mr_dtype w_dtype, const void *w,
+                                                         const float *x, uint16_t *xb2, float *y,
+                                                         float *y2, size_t y2_floats) {
+    mr_cuda_linear_args a;
+    memset(&a, 0, sizeof a);
+    a.n = n;
+    a.rows = rows;
+    a.cols = cols;
+    a.w_dtype = w_dtype;
+    a.w = w;
+    a.x_dtype = MR_DTYPE_F32;
+    a.x = x;
+    a.x_bf16 = xb2;
+    a.y = y;
+    a.x_lo_bf16 = xb2 ? xb2 + (size_t)n * (size_t)cols : NULL;
+    a.y2 = y2;
+    a.y2_floats = y2 ? y2_floats : 0;
+    return a;
+}
+
 extern "C" mr_status mr_cuda_linear(cublasHandle_t blas, const mr_cuda_linear_args *a,
                                     cudaStream_t st) {
     const char *fn = "mr_cuda_linear";

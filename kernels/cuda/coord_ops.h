@@ -132,6 +132,13 @@ typedef struct mr_cuda_linear_args {
 
 mr_status mr_cuda_linear(cublasHandle_t blas, const mr_cuda_linear_args *a, cudaStream_t st);
 
+/* The arguments of a projection of fp32 x with split activations, as the backends lay them out:
+ * xb2 scratch [2n][cols] bf16 (hi rows, then lo rows; NULL for fp32 weights), y2 scratch of
+ * y2_floats floats for the stacked GEMM (NULL: two GEMMs). */
+mr_cuda_linear_args mr_cuda_linear_split_args(int n, int rows, int cols, mr_dtype w_dtype,
+                                              const void *w, const float *x, uint16_t *xb2,
+                                              float *y, float *y2, size_t y2_floats);
+
 /* Most tokens the GEMV kernel takes, and the most for which linear picks it (measured: past it
  * the stacked GEMM streams the weights faster; docs/performance.md). */
 #define MR_CUDA_GEMV_KERNEL_MAX_N 8

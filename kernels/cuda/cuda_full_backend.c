@@ -24,6 +24,7 @@
 #include "kernels/cuda/cuda_attention.h"
 #include "kernels/cuda/cuda_backend.h"
 #include "kernels/cuda/cuda_check.h"
+#include "kernels/cuda/weight_cache.h"
 
 /* Tokens up to which linear computes the hi and lo parts of split activations in one GEMM (W
  * read once; past a few dozen tokens the GEMM is compute-bound and two cost the same). */
@@ -52,13 +53,6 @@ typedef struct dev_buf {
     size_t cap;
 } dev_buf;
 
-/* One uploaded weight: the host bytes [host, host + bytes) live at dev. */
-typedef struct weight_entry {
-    const void *host;
-    size_t bytes;
-    void *dev;
-} weight_entry;
-
 /* Owned by the thread that drives the backend (one at a time). */
 typedef struct full_be {
     mr_backend *cuda; /* "cuda": moe on the GPU experts; attention on its cpu backend as fallback */
@@ -66,9 +60,8 @@ typedef struct full_be {
     cudaStream_t st;
     cublasHandle_t blas;
     dev_buf buf[B_COUNT];
-    weight_entry *w; /* [n_w] */
-    int n_w, cap_w;
-    int32_t *h_i32; /* host scratch: block tables, slots, positions */
+    mr_weight_cache *wc; /* device copies of the model's host weights */
+    int32_t *h_i32;      /* host scratch: block tables, slots, positions */
     size_t h_i32_cap;
     unsigned cpu_ops; /* bit per OP_*: run that op on the cpu backend (MOERACK_CUDA_FULL_CPU_OPS) */
 } full_be;
@@ -151,34 +144,7 @@ static mr_status host_i32(full_be *f, size_t n, int32_t **out) {
 
 /* The device copy of a weight, uploaded on first use. */
 static mr_status weight(full_be *f, const void *host, size_t bytes, const void **dev) {
-    for (int i = 0; i < f->n_w; i++)
-        if (f->w[i].host == host && f->w[i].bytes == bytes) {
-            *dev = f->w[i].dev;
-            return MR_OK;
-        }
-    if (f->n_w == f->cap_w) {
-        int cap = f->cap_w ? 2 * f->cap_w : 64;
-        weight_entry *w = realloc(f->w, (size_t)cap * sizeof *w);
-        if (!w) return MR_ERR_NOMEM;
-        f->w = w;
-        f->cap_w = cap;
-    }
-    void *d = NULL;
-    MR_CUDA_CHECK(cudaMalloc(&d, bytes ? bytes : 1));
-    /* on the backend's stream and waited for: f->st does not synchronise with the legacy default
-     * stream (cudaStreamNonBlocking), and a plain cudaMemcpy from pageable memory may return
-     * before its DMA lands, so a kernel on f->st could read a half-uploaded weight */
-    mr_status st = mr_cuda_check_at(cudaMemcpyAsync(d, host, bytes, cudaMemcpyHostToDevice, f->st),
-                                    "weight upload", __FILE__, __LINE__);
-    if (st == MR_OK)
-        st = mr_cuda_check_at(cudaStreamSynchronize(f->st), "weight upload", __FILE__, __LINE__);
-    if (st != MR_OK) {
-        cudaFree(d);
-        return st;
-    }
-    f->w[f->n_w++] = (weight_entry){host, bytes, d};
-    *dev = d;
-    return MR_OK;
+    return mr_weight_cache_get(f->wc, host, bytes, f->st, dev);
 }
 
 static size_t matrix_bytes(const mr_matrix *m) {
@@ -296,21 +262,10 @@ static mr_status do_linear(full_be *f, const mr_matrix *w, const float *x, int n
      * (one bf16 rounding of every projection input flips near-tied routers: 0.09 on tiny's len1) */
     if (w->dtype == MR_DTYPE_BF16) MR_CHECK(stage(f, B_XB, xb, &d_xb));
     MR_CHECK(up(f, d_x, x, xb));
-    uint16_t *d_lo = d_xb ? (uint16_t *)d_xb + (size_t)n * (size_t)w->cols : NULL;
     void *d_y2 = NULL; /* few tokens: hi and lo in one GEMM (coord_ops.h) */
     if (d_xb && n <= LINEAR_STACK_MAX_N) MR_CHECK(stage(f, B_C, 2 * yb, &d_y2));
-    mr_cuda_linear_args a = {.n = n,
-                             .rows = w->rows,
-                             .cols = w->cols,
-                             .w_dtype = w->dtype,
-                             .w = dw,
-                             .x_dtype = MR_DTYPE_F32,
-                             .x = d_x,
-                             .x_bf16 = d_xb,
-                             .y = d_y,
-                             .x_lo_bf16 = d_lo,
-                             .y2 = d_y2,
-                             .y2_floats = d_y2 ? 2 * yb / sizeof(float) : 0};
+    mr_cuda_linear_args a = mr_cuda_linear_split_args(n, w->rows, w->cols, w->dtype, dw, d_x, d_xb,
+                                                      d_y, d_y2, 2 * yb / sizeof(float));
     MR_CHECK(mr_cuda_linear(f->blas, &a, f->st));
     MR_CHECK(down(f, y, d_y, yb));
     return sync(f);
@@ -660,12 +615,11 @@ static void fb_destroy(mr_backend *be) {
     full_be *f = be->impl;
     if (f) {
         if (f->st) cudaStreamSynchronize(f->st);
-        for (int i = 0; i < f->n_w; i++) cudaFree(f->w[i].dev);
+        mr_weight_cache_destroy(f->wc);
         for (int i = 0; i < B_COUNT; i++) cudaFree(f->buf[i].p);
         if (f->blas) cublasDestroy(f->blas);
         if (f->st) cudaStreamDestroy(f->st);
         mr_backend_destroy(f->cuda);
-        free(f->w);
         free(f->h_i32);
         free(f);
     }
@@ -704,6 +658,7 @@ mr_status mr_cuda_full_backend_create(const mr_backend_params *p, mr_backend **o
     MR_CUDA_CHECK_GOTO(cudaSetDevice(0), err_destroy);
     MR_CUDA_CHECK_GOTO(cudaStreamCreateWithFlags(&f->st, cudaStreamNonBlocking), err_destroy);
     MR_CUBLAS_CHECK_GOTO(cublasCreate(&f->blas), err_destroy);
+    MR_CHECK_GOTO(mr_weight_cache_create(&f->wc), err_destroy);
 #ifndef MR_HAVE_CUDA_SOFTMAX
     MR_LOG_WARN(MR_LOG_GPU, "cuda-full: softmax attention kernels not built; attention runs on "
                             "the cpu backend");

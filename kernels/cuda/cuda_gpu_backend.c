@@ -97,60 +97,13 @@ mr_status gpu_upload(gpu_be *g, void *dev, const void *host, size_t bytes) {
     return MR_OK;
 }
 
-static size_t weight_slot(const gpu_be *g, const void *host) {
-    uint64_t h = (uint64_t)(uintptr_t)host * 0x9E3779B97F4A7C15ull;
-    return (size_t)(h >> 32) & (g->w_cap - 1);
-}
-
-static mr_status weight_table_grow(gpu_be *g) {
-    const size_t cap = g->w_cap ? 2 * g->w_cap : 1024;
-    weight_entry *old = g->w;
-    const size_t old_cap = g->w_cap;
-    weight_entry *w = calloc(cap, sizeof *w);
-    if (!w) return MR_ERR_NOMEM;
-    g->w = w;
-    g->w_cap = cap;
-    for (size_t i = 0; i < old_cap; i++)
-        if (old[i].host) {
-            size_t j = weight_slot(g, old[i].host);
-            while (w[j].host) j = (j + 1) & (cap - 1);
-            w[j] = old[i];
-        }
-    free(old);
-    return MR_OK;
-}
-
-/* The device copy of the host weight [host, host + bytes), uploaded on first use (on the
- * stream, waited for: the host bytes are pageable and the copy must be whole before a kernel). */
+/* The device copy of the host weight [host, host + bytes), uploaded on first use (waited for;
+ * weight_cache.h) — never inside a graphed segment, which cannot wait. */
 mr_status gpu_weight(gpu_be *g, const void *host, size_t bytes, const void **dev) {
-    if (!host) {
-        MR_LOG_ERROR(MR_LOG_GPU, "cuda-gpu: a weight without host data");
-        return MR_ERR_INVALID;
-    }
-    size_t j = weight_slot(g, host);
-    for (; g->w[j].host; j = (j + 1) & (g->w_cap - 1))
-        if (g->w[j].host == host && g->w[j].bytes == bytes) {
-            *dev = g->w[j].dev;
-            return MR_OK;
-        }
+    if (host && mr_weight_cache_find(g->wc, host, bytes, dev)) return MR_OK;
     MR_CHECK(gpu_not_in_graph(g, "weight upload"));
-    if (2 * (g->n_w + 1) > g->w_cap) {
-        MR_CHECK(weight_table_grow(g));
-        j = weight_slot(g, host);
-        while (g->w[j].host) j = (j + 1) & (g->w_cap - 1);
-    }
-    void *d = NULL;
-    MR_CUDA_CHECK(cudaMalloc(&d, bytes ? bytes : 1));
-    mr_status st = mr_cuda_check_at(cudaMemcpyAsync(d, host, bytes, cudaMemcpyHostToDevice, g->st),
-                                    "weight upload", __FILE__, __LINE__);
-    if (st == MR_OK) st = gpu_wait_stream(g);
-    if (st != MR_OK) {
-        cudaFree(d);
-        return st;
-    }
-    g->w[j] = (weight_entry){host, bytes, d};
-    g->n_w++;
-    *dev = d;
+    MR_CHECK(mr_weight_cache_get(g->wc, host, bytes, g->st, dev));
+    g->pin_used = 0; /* the stream was waited for: every pending copy from the ring has landed */
     return MR_OK;
 }
 
@@ -346,21 +299,11 @@ static mr_status do_linear(gpu_be *g, const mr_matrix *w, const float *x, int n,
      * goldens' 1-token prompt: 0.09); linear reads the weights once (GEMV or stacked GEMM). */
     if (w->dtype == MR_DTYPE_BF16)
         MR_CHECK(gpu_scratch(g, S_XB, 2 * (size_t)n * (size_t)w->cols * sizeof(uint16_t), &d_xb));
-    uint16_t *d_lo = d_xb ? (uint16_t *)d_xb + (size_t)n * (size_t)w->cols : NULL;
     /* S_Y2 never grows: linear stacks hi and lo in one GEMM when [2n][rows] fits (coord_ops.h) */
-    mr_cuda_linear_args a = {.n = n,
-                             .rows = w->rows,
-                             .cols = w->cols,
-                             .w_dtype = w->dtype,
-                             .w = dw,
-                             .x_dtype = MR_DTYPE_F32,
-                             .x = x,
-                             .x_bf16 = d_xb,
-                             .y = y,
-                             .x_lo_bf16 = d_lo,
-                             .y2 = g->linear_twice ? NULL : g->buf[S_Y2].p,
-                             .y2_floats = g->buf[S_Y2].cap / sizeof(float),
-                             .no_gemv = g->linear_twice};
+    mr_cuda_linear_args a = mr_cuda_linear_split_args(n, w->rows, w->cols, w->dtype, dw, x, d_xb, y,
+                                                      g->linear_twice ? NULL : g->buf[S_Y2].p,
+                                                      g->buf[S_Y2].cap / sizeof(float));
+    a.no_gemv = g->linear_twice;
     return mr_cuda_linear(g->blas, &a, g->st);
 }
 
@@ -507,8 +450,7 @@ static void gb_destroy(mr_backend *be) {
     if (g) {
         cudaSetDevice(g->dev);
         if (g->st) cudaStreamSynchronize(g->st);
-        for (size_t i = 0; i < g->w_cap; i++)
-            if (g->w[i].host) cudaFree(g->w[i].dev);
+        mr_weight_cache_destroy(g->wc);
         for (int i = 0; i < S_COUNT; i++) cudaFree(g->buf[i].p);
         cudaFreeHost(g->pin);
         if (g->ev_main) cudaEventDestroy(g->ev_main);
@@ -519,7 +461,6 @@ static void gb_destroy(mr_backend *be) {
         if (g->st) cudaStreamDestroy(g->st);
         mr_backend_destroy(g->cuda);
         mr_cuda_sampler_destroy(g->sampler);
-        free(g->w);
         free(g->h_slots);
         free(g);
     }
@@ -629,7 +570,7 @@ mr_status mr_cuda_gpu_backend_create(const mr_backend_params *p, mr_backend **ou
                        err_destroy);
     MR_CUDA_CHECK_GOTO(cudaEventCreateWithFlags(&g->ev_xfer, cudaEventDisableTiming), err_destroy);
     MR_CUBLAS_CHECK_GOTO(cublasCreate(&g->blas), err_destroy);
-    MR_CHECK_GOTO(weight_table_grow(g), err_destroy);
+    MR_CHECK_GOTO(mr_weight_cache_create(&g->wc), err_destroy);
     MR_CHECK_GOTO(presize(g), err_destroy);
     MR_CHECK_GOTO(mr_cuda_sampler_create(p->max_tokens > 0 ? p->max_tokens : 1, &g->sampler),
                   err_destroy);

@@ -13,6 +13,7 @@
 #include "kernels/backend.h"
 #include "kernels/cuda/cuda_gpu_graphs.h"
 #include "kernels/cuda/cuda_sample.h"
+#include "kernels/cuda/weight_cache.h"
 
 /* Device scratch, by role. Sized at create for max_tokens; grown (with a wait) only if a call
  * needs more, e.g. block tables of longer contexts than the first guess. */
@@ -34,13 +35,6 @@ typedef struct dev_buf {
     size_t cap;
 } dev_buf;
 
-/* One uploaded weight: host bytes [host, host + bytes) live at dev. */
-typedef struct weight_entry {
-    const void *host;
-    size_t bytes;
-    void *dev;
-} weight_entry;
-
 /* Owned by the thread that drives the backend. */
 typedef struct gpu_be {
     mr_backend *cuda; /* "cuda": the expert executor (moe_prepare, moe) */
@@ -52,8 +46,7 @@ typedef struct gpu_be {
     cudaEvent_t ev_xfer;                 /* copy_from: orders st with another backend's stream */
     unsigned char peer_tried[MAX_PEERS]; /* copy_from: peer access to device i asked for */
     mr_status err;                       /* first op failure since the last to_host */
-    weight_entry *w;                     /* open addressing by host address, [w_cap] (power of 2) */
-    size_t w_cap, n_w;
+    mr_weight_cache *wc;                 /* device copies of the model's host weights */
     dev_buf buf[S_COUNT];
     unsigned char *pin; /* page-locked upload / download ring */
     size_t pin_cap, pin_used;
