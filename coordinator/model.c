@@ -874,7 +874,8 @@ mr_status mr_model_step(mr_model *m, const mr_step_seq *seqs, int n_seqs, float 
         decode &= seqs[s].n_tokens == 1;
         if (seqs[s].seq->n_past + 1 > max_pos) max_pos = (int)(seqs[s].seq->n_past + 1);
     }
-    const int graph = decode && be->ops->segment_begin && (m->params.micro_batches < 2 || T == 1);
+    const int graph = decode && be->ops->segment_begin && !m->params.no_segments &&
+                      (m->params.micro_batches < 2 || T == 1);
     if (graph) {
         while (rows < T || (rows & (rows - 1))) rows++; /* the next power of two */
         if (rows > m->params.max_batch_tokens) rows = T;

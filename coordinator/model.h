@@ -35,6 +35,8 @@ typedef struct mr_model_params {
     int kv_blocks;        /* 0: max_seqs * ceil(max_context / kv_block_tokens) */
     int load_experts;     /* 1: hold every expert in this process */
     int micro_batches;    /* 1 or 2: split a step to overlap attention with experts */
+    int no_segments;      /* 1: decode steps not bracketed as segments (no padded rows, no graphs):
+                             for comparisons; 0 (default) where the backend offers them */
     /* Layer stages (model_stages.h): the layers split over n_stages backends of `backend`, stage
      * s created with device stage_devices[s] (cuda-gpu: the GPU; cpu-resident and the host
      * backends ignore it: a test vehicle); its layers' weights, local experts, states and KV

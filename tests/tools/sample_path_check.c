@@ -12,7 +12,8 @@
  * 1024 or less top-p alone is handed back), top-k above 1024 (handed back), a vocab_limit, a
  * repetition penalty and want_logits. Exit 0 on success, 1 on a difference, 2 on a setup error.
  *   --dump FILE writes both runs' tokens and logprobs (raw), to compare runs of one backend under
- *   different settings bit for bit (e.g. cuda-gpu with and without MOERACK_CUDA_GRAPHS=0). */
+ *   different settings bit for bit (e.g. cuda-gpu with and without MOERACK_CUDA_GRAPHS=0);
+ *   --no-segments runs decode steps without segments (no rows padded to the graphs' sizes). */
 #include <getopt.h>
 #include <math.h>
 #include <pthread.h>
@@ -154,11 +155,11 @@ static int close_enough(float a, float b, double tol) {
 int main(int argc, char **argv) {
     const char *model_dir = NULL, *backend = "cpu-resident", *dump = NULL;
     double tol = 0;
-    static const struct option opts[] = {{"model", required_argument, 0, 'm'},
-                                         {"backend", required_argument, 0, 'b'},
-                                         {"tol", required_argument, 0, 't'},
-                                         {"dump", required_argument, 0, 'd'},
-                                         {0, 0, 0, 0}};
+    int no_segments = 0;
+    static const struct option opts[] = {
+        {"model", required_argument, 0, 'm'}, {"backend", required_argument, 0, 'b'},
+        {"tol", required_argument, 0, 't'},   {"dump", required_argument, 0, 'd'},
+        {"no-segments", no_argument, 0, 'n'}, {0, 0, 0, 0}};
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) switch (o) {
         case 'm':
@@ -172,6 +173,9 @@ int main(int argc, char **argv) {
             break;
         case 'd':
             dump = optarg;
+            break;
+        case 'n':
+            no_segments = 1;
             break;
         default:
             return 2;
@@ -188,6 +192,7 @@ int main(int argc, char **argv) {
     mp.max_seqs = N_REQ;
     mp.max_batch_tokens = 256;
     mp.max_context = 64;
+    mp.no_segments = no_segments;
     mr_model *m;
     if (mr_model_create(ck, &mp, &m) != MR_OK) return 2;
     if (!mr_model_samples_on_device(m)) {
