@@ -16,7 +16,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
@@ -25,7 +24,7 @@
 #include "common/rng.h"
 #include "kernels/cuda/cuda_experts.h"
 #include "kernels/cuda/cuda_internal.h"
-#include "tests/gpu/gpu_check.h"
+#include "tests/bench/bench_util.h" /* CK, CB, CM; the two floors */
 
 #define H      6144
 #define I      9216
@@ -40,67 +39,6 @@ static int cmp_f(const void *a, const void *b) {
 static float median(float *v, int n) {
     qsort(v, (size_t)n, sizeof *v, cmp_f);
     return n % 2 ? v[n / 2] : 0.5f * (v[n / 2 - 1] + v[n / 2]);
-}
-
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* Device-to-device copy bandwidth, bytes read + written per second. */
-static double measure_bw(void) {
-    const size_t bytes = (size_t)2 << 30;
-    void *a, *b;
-    CK(cudaMalloc(&a, bytes));
-    CK(cudaMalloc(&b, bytes));
-    CM(mr_cuda_fill_random_bf16(a, bytes / 2, 7, 1.0f, 0));
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    float t[15];
-    for (int i = 0; i < 18; i++) {
-        CK(cudaEventRecord(e0, 0));
-        CK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, 0));
-        CK(cudaEventRecord(e1, 0));
-        CK(cudaEventSynchronize(e1));
-        if (i >= 3) CK(cudaEventElapsedTime(&t[i - 3], e0, e1));
-    }
-    CK(cudaFree(a));
-    CK(cudaFree(b));
-    return 2.0 * (double)bytes / (median(t, 15) * 1e-3);
-}
-
-/* bf16 GEMM rate (flop/s) of an 8192³ cublasGemmEx on random data, fp32 accumulation. */
-static double measure_tc(void) {
-    const int n = 8192;
-    uint16_t *a, *b, *c;
-    CK(cudaMalloc((void **)&a, (size_t)n * n * 2));
-    CK(cudaMalloc((void **)&b, (size_t)n * n * 2));
-    CK(cudaMalloc((void **)&c, (size_t)n * n * 2));
-    CM(mr_cuda_fill_random_bf16(a, (size_t)n * n, 11, 1.0f, 0));
-    CM(mr_cuda_fill_random_bf16(b, (size_t)n * n, 12, 1.0f, 0));
-    cublasHandle_t h;
-    CB(cublasCreate(&h));
-    const float one = 1.0f, zero = 0.0f;
-    cudaEvent_t e0, e1;
-    CK(cudaEventCreate(&e0));
-    CK(cudaEventCreate(&e1));
-    float t[10];
-    for (int i = 0; i < 13; i++) {
-        CK(cudaEventRecord(e0, 0));
-        CB(cublasGemmEx(h, CUBLAS_OP_T, CUBLAS_OP_N, n, n, n, &one, a, CUDA_R_16BF, n, b,
-                        CUDA_R_16BF, n, &zero, c, CUDA_R_16BF, n, CUBLAS_COMPUTE_32F,
-                        CUBLAS_GEMM_DEFAULT));
-        CK(cudaEventRecord(e1, 0));
-        CK(cudaEventSynchronize(e1));
-        if (i >= 3) CK(cudaEventElapsedTime(&t[i - 3], e0, e1));
-    }
-    CB(cublasDestroy(h));
-    CK(cudaFree(a));
-    CK(cudaFree(b));
-    CK(cudaFree(c));
-    return 2.0 * n * (double)n * n / (median(t, 10) * 1e-3);
 }
 
 static void routing(int n, int32_t *ids, float *wts) {
@@ -178,7 +116,7 @@ int main(int argc, char **argv) {
     CK(cudaGetDeviceProperties(&prop, 0));
     size_t free0, total0;
     CK(cudaMemGetInfo(&free0, &total0));
-    const double bw = measure_bw(), tc = measure_tc();
+    const double bw = bench_copy_bw(), tc = bench_gemm_rate();
     printf("device: %s, %d SMs, %.1f GiB; in use after context creation: %.2f GiB\n", prop.name,
            prop.multiProcessorCount, (double)total0 / (1 << 30),
            (double)(total0 - free0) / (1 << 30));
@@ -229,7 +167,7 @@ int main(int argc, char **argv) {
         CM(mr_cuda_experts_create(&p, &cx));
         uint16_t *w[3];
         for (int m = 0; m < 3; m++) CK(cudaMalloc((void **)&w[m], (size_t)H * I * 2));
-        const double t0 = now_s();
+        const double t0 = bench_now_s();
         for (int e = 0; e < E; e++) {
             CM(mr_cuda_fill_random_bf16(w[0], (size_t)H * I, 100 + 3 * e, 1.0f / sqrtf(H), 0));
             CM(mr_cuda_fill_random_bf16(w[1], (size_t)H * I, 101 + 3 * e, 1.0f / sqrtf(H), 0));
@@ -239,7 +177,7 @@ int main(int argc, char **argv) {
         }
         CK(cudaDeviceSynchronize());
         printf("%-5s load+quantise 32 experts on the GPU: %.2f s (%.1f MiB each)\n",
-               mr_cuda_wfmt_name(fmt), now_s() - t0, (double)plan.expert_bytes / (1 << 20));
+               mr_cuda_wfmt_name(fmt), bench_now_s() - t0, (double)plan.expert_bytes / (1 << 20));
         for (int m = 0; m < 3; m++) CK(cudaFree(w[m]));
 
         cudaStream_t st = (cudaStream_t)mr_cuda_experts_stream(cx);
@@ -294,9 +232,9 @@ int main(int argc, char **argv) {
             CM(mr_cuda_experts_set_act(cx, MR_CUDA_ACT_BF16));
             float tw[16];
             for (int i = 0; i < 13; i++) {
-                const double a = now_s();
+                const double a = bench_now_s();
                 CM(mr_cuda_experts_run(cx, 0, x_host, n, TOPK, ids, wts, out_host));
-                if (i >= 3) tw[i - 3] = (float)((now_s() - a) * 1e3);
+                if (i >= 3) tw[i - 3] = (float)((bench_now_s() - a) * 1e3);
             }
             const double wall = median(tw, 10);
             printf("%-5s %6d %-8s %9.3f   (host arrays in/out, wall clock)\n",
