@@ -877,7 +877,8 @@ mr_status mr_model_step(mr_model *m, const mr_step_seq *seqs, int n_seqs, float 
     const int graph = decode && be->ops->segment_begin && !m->params.no_segments &&
                       (m->params.micro_batches < 2 || T == 1);
     if (graph) {
-        while (rows < T || (rows & (rows - 1))) rows++; /* the next power of two */
+        rows = 1; /* the next power of two */
+        while (rows < T) rows *= 2;
         if (rows > m->params.max_batch_tokens) rows = T;
     }
     step_buffers bs[MR_MAX_STAGES];
