@@ -23,8 +23,9 @@
  * Execution of one call: one host→device copy of the routing metadata (and of x for _run), a
  * fixed sequence of launches on the executor's stream (gather; for experts with at most
  * small_max routed tokens one fused gate/up+SwiGLU and one down launch of the wq kernel; for the
- * others cuBLAS GEMMs over bf16 weights — dequantised per expert on a second stream for int8/int4,
- * double-buffered — ; the combine), and for _run one device→host copy and one synchronisation.
+ * others, by `gemm`, one gate/up and one down launch of the tile kernel, or cuBLAS GEMMs over bf16
+ * weights — dequantised per expert on a second stream for int8/int4, double-buffered — ; the
+ * combine), and for _run one device→host copy and one synchronisation.
  * No allocation after create. Not thread-safe: one thread drives one executor. */
 #ifndef MR_CUDA_EXPERTS_H
 #define MR_CUDA_EXPERTS_H
@@ -47,10 +48,14 @@ typedef enum mr_cuda_wfmt {
     MR_CUDA_WFMT_INT4 = 2,
 } mr_cuda_wfmt;
 
-/* How experts above small_max tokens run their GEMMs (bf16 format; int8/int4 always per expert). */
+/* How experts above small_max tokens run their matrix products. */
 typedef enum mr_cuda_gemm {
-    MR_CUDA_GEMM_PER_EXPERT = 0, /* one cublasGemmEx per expert and matrix */
-    MR_CUDA_GEMM_GROUPED = 1,    /* cublasGemmGroupedBatchedEx over the experts (bf16 outputs) */
+    MR_CUDA_GEMM_PER_EXPERT = 0, /* one cublasGemmEx per expert and matrix (int8/int4: on a
+                                    dequantised bf16 copy of the expert) */
+    MR_CUDA_GEMM_GROUPED = 1,    /* cublasGemmGroupedBatchedEx over the experts (bf16 format,
+                                    bf16 activations; otherwise as PER_EXPERT) */
+    MR_CUDA_GEMM_TILED = 2,      /* the tile kernel (wq_tile.cu): weights dequantised in
+                                    registers, no bf16 copy; every format */
 } mr_cuda_gemm;
 
 /* Activation precision. BF16: x and the SwiGLU intermediate are rounded to bf16 (one tensor-core

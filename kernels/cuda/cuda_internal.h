@@ -4,6 +4,7 @@
  * and returns an mr_status; none synchronises. Kernels live in one .cu per op family:
  *   quant.cu     load-time quantise/pack, dequantise (export and the large-batch path), random fill
  *   wq_mma.cu    the expert matrix kernel for few tokens per expert (all three formats, mma.sync)
+ *   wq_tile.cu   the expert matrix kernel for many tokens per expert (no dequantised copy)
  *   moe_glue.cu  gather + bf16 conversion, SwiGLU over GEMM output, gate-weighted combine
  *
  * Weight layout (all formats). A matrix with N rows (out features) and K columns (in features) is
@@ -116,6 +117,14 @@ mr_status mr_cuda_wq_launch(int fmt, int which, int nt, int ks, int nsplit,
                             const uint16_t *x_lo, int ldx, int np, int kp, void *out,
                             uint16_t *out_lo, int ldo, int n_out, float *gpart, int *gcount,
                             cudaStream_t st);
+/* Many-tokens expert matrix kernel (wq_tile.cu), one launch for all jobs, same which / x / out
+ * contract as mr_cuda_wq_launch (no rows past a job are read); every job has at most
+ * MR_CUDA_WQT_MAX_TOKENS tokens (the caller cuts larger experts into adjacent jobs). x_lo selects
+ * split activations as there. Each output is summed by one warp in a fixed order. */
+#define MR_CUDA_WQT_MAX_TOKENS 64
+mr_status mr_cuda_wqt_launch(int fmt, int which, const mr_cuda_job *jobs_dev, int n_jobs,
+                             const uint16_t *x, const uint16_t *x_lo, int ldx, int np, int kp,
+                             void *out, uint16_t *out_lo, int ldo, int n_out, cudaStream_t st);
 /* Split activations: with x_lo != NULL the activation is x + x_lo (x_lo = bf16(x_f32 - x), the
  * same layout as x) and each mma runs twice, so products with the bf16 weights are exact and
  * accumulate in fp32; gate/up then also writes a_lo = bf16(a - bf16(a)) to out_lo (stride ldo).

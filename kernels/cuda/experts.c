@@ -93,7 +93,8 @@ int mr_cuda_wfmt_parse(const char *s) {
 static mr_status cx_dims_init(const mr_cuda_experts_params *p, cx_dims *d) {
     if (!p || p->fmt < 0 || p->fmt > 2 || p->hidden <= 0 || p->inter <= 0 || p->top_k <= 0 ||
         p->max_tokens <= 0 || p->n_layers <= 0 || p->n_experts <= 0 || p->hidden % 2 ||
-        (p->gemm != MR_CUDA_GEMM_PER_EXPERT && p->gemm != MR_CUDA_GEMM_GROUPED) ||
+        (p->gemm != MR_CUDA_GEMM_PER_EXPERT && p->gemm != MR_CUDA_GEMM_GROUPED &&
+         p->gemm != MR_CUDA_GEMM_TILED) ||
         (long)p->max_tokens * p->top_k > (1L << 30)) {
         MR_LOG_ERROR(MR_LOG_GPU, "cuda experts: bad parameters");
         return MR_ERR_INVALID;
@@ -115,7 +116,10 @@ static mr_status cx_dims_init(const mr_cuda_experts_params *p, cx_dims *d) {
     d->w2_q = (size_t)d->Hp * mr_cuda_fmt_row_bytes(p->fmt, d->Kp2);
     d->w2_s = mr_cuda_fmt_scale_bytes(p->fmt, d->Hp, d->Kp2);
     const size_t E = (size_t)p->n_experts, slots = (size_t)d->max_slots;
-    d->meta_cap = 8 * 16 + E * sizeof(mr_cuda_job) + 6 * E * sizeof(void *) + slots * 4 * 3;
+    /* jobs: one per wq-path expert, or per tile-kernel job (an expert's tokens in pieces of at
+     * most MR_CUDA_WQT_MAX_TOKENS) */
+    const size_t jobs = 2 * E + slots / MR_CUDA_WQT_MAX_TOKENS;
+    d->meta_cap = 8 * 16 + jobs * sizeof(mr_cuda_job) + 6 * E * sizeof(void *) + slots * 4 * 3;
     return MR_OK;
 }
 
@@ -570,9 +574,18 @@ static mr_status cx_gemm2(mr_cuda_experts *cx, const void *w2, int r0, int cnt) 
 
 /* GEMM path for the experts in large[0..n_large): rows [0, r_large) of the gathered buffers. */
 static mr_status cx_run_large(mr_cuda_experts *cx, int layer, int gemm, int n_large, int r_large,
-                              void *const *gptr_dev) {
+                              void *const *gptr_dev, const mr_cuda_job *tjobs_dev, int n_tjobs) {
     const cx_dims *d = &cx->d;
     const size_t base = (size_t)layer * cx->p.n_experts;
+    if (gemm == MR_CUDA_GEMM_TILED) {
+        const int split = cx->act == MR_CUDA_ACT_SPLIT;
+        MR_CHECK(mr_cuda_wqt_launch(cx->p.fmt, 0, tjobs_dev, n_tjobs, cx->xg,
+                                    split ? cx->xg_lo : NULL, d->Kx, d->N13, d->Kp13, cx->ab,
+                                    split ? cx->ab_lo : NULL, d->Ka, d->I, cx->st));
+        return mr_cuda_wqt_launch(cx->p.fmt, 1, tjobs_dev, n_tjobs, cx->ab,
+                                  split ? cx->ab_lo : NULL, d->Ka, d->Hp, d->Kp2, cx->y, NULL,
+                                  d->H, d->H, cx->st);
+    }
     if (cx->p.fmt == MR_CUDA_WFMT_BF16 && gemm == MR_CUDA_GEMM_GROUPED) {
         for (int i = 0; i < n_large; i++) {
             cx->gta[i] = CUBLAS_OP_T;
@@ -680,7 +693,9 @@ mr_status mr_cuda_experts_enqueue(mr_cuda_experts *cx, int layer, const float *x
     int small_max = cx->small_max, gemm = cx->gemm;
     if (cx->path_auto && cx->p.fmt == MR_CUDA_WFMT_BF16)
         gemm = nk > 2 && nk <= CX_AUTO_GROUPED_MAX ? MR_CUDA_GEMM_GROUPED : MR_CUDA_GEMM_PER_EXPERT;
-    if (split) gemm = MR_CUDA_GEMM_PER_EXPERT; /* the grouped GEMM has only bf16 outputs */
+    if (cx->path_auto && cx->p.fmt != MR_CUDA_WFMT_BF16) gemm = MR_CUDA_GEMM_TILED;
+    if (gemm == MR_CUDA_GEMM_GROUPED && (split || cx->p.fmt != MR_CUDA_WFMT_BF16))
+        gemm = MR_CUDA_GEMM_PER_EXPERT; /* the grouped GEMM has only bf16 weights and outputs */
     /* bf16 experts with split activations and few rows: the GEMV kernel (fp32 x, W read once)
      * instead of two cuBLAS GEMMs per matrix (W read twice). int8/int4 stay on the wq kernel, which
      * streams their tiles at 84–94% of HBM from 2 tokens (an int8 GEMV was slower: dequantising
@@ -717,13 +732,19 @@ mr_status mr_cuda_experts_enqueue(mr_cuda_experts *cx, int layer, const float *x
             cx->tiny[n_tiny++] = e;
         }
     const int total = row;
+    /* the tile kernel's jobs: each large expert's rows in pieces of at most WQT tokens */
+    int n_tjobs = 0;
+    if (gemm == MR_CUDA_GEMM_TILED)
+        for (int i = 0; i < n_large; i++)
+            n_tjobs += (cx->cnt[cx->large[i]] + MR_CUDA_WQT_MAX_TOKENS - 1) / MR_CUDA_WQT_MAX_TOKENS;
 
     /* metadata, packed: jobs, grouped-GEMM pointers, src rows, inverse slots, weights */
     const int slot = cx->meta_slot;
     cx->meta_slot ^= 1;
     MR_CUDA_CHECK(cudaEventSynchronize(cx->ev_meta[slot]));
     uint8_t *mh = cx->meta_host[slot];
-    const size_t o_jobs = 0, o_ptr = o_jobs + cx_al16((size_t)n_small * sizeof(mr_cuda_job));
+    const size_t o_jobs = 0,
+                 o_ptr = o_jobs + cx_al16((size_t)(n_small + n_tjobs) * sizeof(mr_cuda_job));
     const size_t o_src = o_ptr + cx_al16((size_t)6 * n_large * sizeof(void *));
     const size_t o_inv = o_src + cx_al16((size_t)total * 4);
     const size_t o_wts = o_inv + cx_al16((size_t)nk * 4);
@@ -734,6 +755,12 @@ mr_status mr_cuda_experts_enqueue(mr_cuda_experts *cx, int layer, const float *x
     for (int i = 0; i < n_small; i++) {
         const int e = cx->small[i];
         jobs[i] = (mr_cuda_job){cx->w13[base + e], cx->w2[base + e], cx->off[e], cx->cnt[e]};
+    }
+    for (int i = 0, j = n_small; i < n_large && gemm == MR_CUDA_GEMM_TILED; i++) {
+        const int e = cx->large[i];
+        for (int t0 = 0; t0 < cx->cnt[e]; t0 += MR_CUDA_WQT_MAX_TOKENS)
+            jobs[j++] = (mr_cuda_job){cx->w13[base + e], cx->w2[base + e], cx->off[e] + t0,
+                                      MR_MIN(MR_CUDA_WQT_MAX_TOKENS, cx->cnt[e] - t0)};
     }
     for (int i = 0; i < n_large; i++) {
         const int e = cx->large[i], r0 = cx->off[e];
@@ -784,8 +811,9 @@ mr_status mr_cuda_experts_enqueue(mr_cuda_experts *cx, int layer, const float *x
                                    d->H, d->H, cx->gpart, cx->gcount, cx->st));
     }
     if (n_large > 0)
-        MR_CHECK(
-            cx_run_large(cx, layer, gemm, n_large, r_large, (void *const *)(cx->meta_dev + o_ptr)));
+        MR_CHECK(cx_run_large(cx, layer, gemm, n_large, r_large,
+                              (void *const *)(cx->meta_dev + o_ptr),
+                              (const mr_cuda_job *)(cx->meta_dev + o_jobs) + n_small, n_tjobs));
     if (n_tiny > 0) MR_CHECK(cx_run_tiny(cx, base, n_tiny, r_tiny, total, x_dev, src_d));
     const int rows16 = cx->p.fmt == MR_CUDA_WFMT_BF16 && gemm == MR_CUDA_GEMM_GROUPED ? r_large : 0;
     MR_CHECK(mr_cuda_combine_launch(cx->y, cx->y16, rows16, (const int32_t *)(cx->meta_dev + o_inv),

@@ -191,14 +191,19 @@ typedef struct shape {
     int all_mixes_upto; /* token counts <= this get every mix, the rest uniform only */
 } shape;
 
-enum { MODE_AUTO, MODE_WQ, MODE_GEMM, MODE_GROUPED, MODE_COUNT };
-static const char *mode_name[MODE_COUNT] = {"auto", "wq", "gemm", "grouped"};
+enum { MODE_AUTO, MODE_WQ, MODE_GEMM, MODE_GROUPED, MODE_TILED, MODE_COUNT };
+static const char *mode_name[MODE_COUNT] = {"auto", "wq", "gemm", "grouped", "tiled"};
+/* whether a (format, activation, mode) combination exists: the grouped GEMM is bf16 only */
+static int mode_runs(int fmt, int act, int mode) {
+    return mode != MODE_GROUPED || (fmt == MR_CUDA_WFMT_BF16 && act == MR_CUDA_ACT_BF16);
+}
 
 static void set_mode(mr_cuda_experts *cx, int mode) {
     if (mode == MODE_AUTO) mr_cuda_experts_set_path(cx, -1, MR_CUDA_GEMM_PER_EXPERT);
     if (mode == MODE_WQ) mr_cuda_experts_set_path(cx, 1 << 30, MR_CUDA_GEMM_PER_EXPERT);
     if (mode == MODE_GEMM) mr_cuda_experts_set_path(cx, 0, MR_CUDA_GEMM_PER_EXPERT);
     if (mode == MODE_GROUPED) mr_cuda_experts_set_path(cx, 0, MR_CUDA_GEMM_GROUPED);
+    if (mode == MODE_TILED) mr_cuda_experts_set_path(cx, 0, MR_CUDA_GEMM_TILED);
 }
 
 static void run_shape(const shape *sh, int fmt) {
@@ -279,7 +284,6 @@ static void run_shape(const shape *sh, int fmt) {
     int32_t *ids = malloc((size_t)max_t * k * 4);
     float *wts = malloc((size_t)max_t * k * 4);
     double worst[2][MODE_COUNT] = {{0}};
-    const int n_modes = fmt == MR_CUDA_WFMT_BF16 ? MODE_COUNT : MODE_GROUPED;
     for (int ti = 0; ti < sh->n_tokens; ti++) {
         const int n = sh->tokens[ti];
         const int n_mix = n <= sh->all_mixes_upto ? MIX_COUNT : 1;
@@ -288,9 +292,9 @@ static void run_shape(const shape *sh, int fmt) {
             make_routing(mix, n, k, E, sh->hot, ids, wts);
             ref_moe(&ref_set, x, n, k, ids, wts, ref);
             printf("%-5s %-6s n=%-5d %-7s", mr_cuda_wfmt_name(fmt), sh->name, n, mix_name[mix]);
-            for (int am = 0; am < 2 * n_modes; am++) {
-                const int act = am / n_modes, mode = am % n_modes;
-                if (mode == MODE_GROUPED && act == MR_CUDA_ACT_SPLIT) continue;
+            for (int am = 0; am < 2 * MODE_COUNT; am++) {
+                const int act = am / MODE_COUNT, mode = am % MODE_COUNT;
+                if (!mode_runs(fmt, act, mode)) continue;
                 /* split activations with bf16 weights are fp32-accurate on every path */
                 const double tol =
                     act == MR_CUDA_ACT_SPLIT && fmt == MR_CUDA_WFMT_BF16 ? TOL_SPLIT : TOL;
@@ -321,10 +325,11 @@ static void run_shape(const shape *sh, int fmt) {
         }
     }
     printf("%-5s %-6s worst:", mr_cuda_wfmt_name(fmt), sh->name);
-    for (int mode = 0; mode < n_modes; mode++) printf(" %s %.2e", mode_name[mode], worst[0][mode]);
-    printf(" | split:");
-    for (int mode = 0; mode < MODE_GROUPED; mode++)
-        printf(" %s %.2e", mode_name[mode], worst[1][mode]);
+    for (int act = 0; act < 2; act++) {
+        if (act) printf(" | split:");
+        for (int mode = 0; mode < MODE_COUNT; mode++)
+            if (mode_runs(fmt, act, mode)) printf(" %s %.2e", mode_name[mode], worst[act][mode]);
+    }
     printf("\n");
     mr_cuda_experts_destroy(cx);
     for (int i = 0; i < E * 3; i++) {
@@ -474,7 +479,7 @@ int main(int argc, char **argv) {
     static const int tok_a[] = {1,   2,   3,   5,   8,   13,  17,  31,   32,   33,  64,
                                 100, 127, 128, 129, 255, 256, 511, 1000, 2048, 4096};
     static const int tok_b[] = {1, 3, 16, 100, 700};
-    static const int tok_c[] = {1, 33};
+    static const int tok_c[] = {1, 33, 300};
     static const int tok_d[] = {1, 2, 5, 9, 17, 31, 64};
     static const unsigned char held_a[8] = {1, 1, 1, 1, 1, 1, 1, 1};
     static const unsigned char held_b[4] = {1, 0, 1, 1};
@@ -485,7 +490,7 @@ int main(int argc, char **argv) {
          300},
         {"tiny", 64, 96, 4, 2, held_b, 2, tok_b, 5, 1000},
         {"wide", 1600, 2880, 8, 2, held_a, 3, tok_d, 7, 64},
-        {"full", 6144, 9216, 32, 2, held_c, 7, tok_c, 2, 100},
+        {"full", 6144, 9216, 32, 2, held_c, 7, tok_c, 3, 100},
     };
     test_refuse();
     for (int fmt = 0; fmt < 3; fmt++) test_synthetic(fmt);
