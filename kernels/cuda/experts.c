@@ -583,8 +583,8 @@ static mr_status cx_run_large(mr_cuda_experts *cx, int layer, int gemm, int n_la
                                     split ? cx->xg_lo : NULL, d->Kx, d->N13, d->Kp13, cx->ab,
                                     split ? cx->ab_lo : NULL, d->Ka, d->I, cx->st));
         return mr_cuda_wqt_launch(cx->p.fmt, 1, tjobs_dev, n_tjobs, cx->ab,
-                                  split ? cx->ab_lo : NULL, d->Ka, d->Hp, d->Kp2, cx->y, NULL,
-                                  d->H, d->H, cx->st);
+                                  split ? cx->ab_lo : NULL, d->Ka, d->Hp, d->Kp2, cx->y, NULL, d->H,
+                                  d->H, cx->st);
     }
     if (cx->p.fmt == MR_CUDA_WFMT_BF16 && gemm == MR_CUDA_GEMM_GROUPED) {
         for (int i = 0; i < n_large; i++) {
@@ -736,7 +736,8 @@ mr_status mr_cuda_experts_enqueue(mr_cuda_experts *cx, int layer, const float *x
     int n_tjobs = 0;
     if (gemm == MR_CUDA_GEMM_TILED)
         for (int i = 0; i < n_large; i++)
-            n_tjobs += (cx->cnt[cx->large[i]] + MR_CUDA_WQT_MAX_TOKENS - 1) / MR_CUDA_WQT_MAX_TOKENS;
+            n_tjobs +=
+                (cx->cnt[cx->large[i]] + MR_CUDA_WQT_MAX_TOKENS - 1) / MR_CUDA_WQT_MAX_TOKENS;
 
     /* metadata, packed: jobs, grouped-GEMM pointers, src rows, inverse slots, weights */
     const int slot = cx->meta_slot;

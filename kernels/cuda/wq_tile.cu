@@ -29,9 +29,9 @@
 #include "kernels/cuda/cuda_internal.h"
 #include "kernels/cuda/wq_frag.cuh"
 
-#define WQT_BM      256 /* weight rows per block: 8 blocks of 32 */
-#define WQT_BN      MR_CUDA_WQT_MAX_TOKENS /* tokens per job at most */
-#define WQT_THREADS 256
+#define WQT_BM          256                    /* weight rows per block: 8 blocks of 32 */
+#define WQT_BN          MR_CUDA_WQT_MAX_TOKENS /* tokens per job at most */
+#define WQT_THREADS     256
 #define WQT_MAX_DEVICES 16
 
 template <int FMT> struct wqt_cfg {
@@ -39,8 +39,8 @@ template <int FMT> struct wqt_cfg {
     /* units per pipeline step (one wait + barrier each) and steps in flight */
     static constexpr int UPS = FMT == MR_CUDA_FMT_INT4 ? 1 : 2;
     static constexpr int STAGES = FMT == MR_CUDA_FMT_INT4 ? 4 : 3;
-    static constexpr int NV = CK / 32;             /* 16-byte activation pieces per lane */
-    static constexpr int W_BYTES = WQT_BM * 64;    /* one unit of the tile's weights */
+    static constexpr int NV = CK / 32;              /* 16-byte activation pieces per lane */
+    static constexpr int W_BYTES = WQT_BM * 64;     /* one unit of the tile's weights */
     static constexpr int X_BYTES = WQT_BN * CK * 2; /* one unit of the job's activations */
     static constexpr int S_BYTES = FMT == MR_CUDA_FMT_INT4 ? WQT_BM * 2 : 0; /* group scales */
 };
@@ -79,9 +79,9 @@ template <int FMT, int SP> struct wqt_src {
 
 template <int FMT, int SP>
 __device__ static inline void wqt_src_init(wqt_src<FMT, SP> &S, const mr_cuda_qmat &W, int rb0,
-                                           int nrb, int units, size_t row_bytes,
-                                           const uint16_t *x, const uint16_t *x_lo, int ldx,
-                                           int row0, int cnt, int np) {
+                                           int nrb, int units, size_t row_bytes, const uint16_t *x,
+                                           const uint16_t *x_lo, int ldx, int row0, int cnt,
+                                           int np) {
     typedef wqt_cfg<FMT> C;
     const int tid = threadIdx.x;
     const uint8_t *wq = (const uint8_t *)W.q;
@@ -93,8 +93,10 @@ __device__ static inline void wqt_src_init(wqt_src<FMT, SP> &S, const mr_cuda_qm
                      ? wq + (size_t)(rb0 + rb) * (size_t)units * 2048 + (size_t)c * 16
                      : wq + ((size_t)(rb0 + rb) * 32 + (size_t)(c >> 2)) * row_bytes +
                            (size_t)(c & 3) * 16;
-        if (rb < nrb) S.w_ok |= 1u << k;
-        else S.w[k] = wq;
+        if (rb < nrb)
+            S.w_ok |= 1u << k;
+        else
+            S.w[k] = wq;
     }
     constexpr int XC = C::CK / 8;
     const int j = tid % XC, t = j / C::NV, v = j % C::NV;
@@ -141,8 +143,8 @@ __device__ static inline void wqt_load(uint8_t *stage, const wqt_src<FMT, SP> &S
 /* One unit of the K loop for warp `warp`: its 32 weight rows of the slot (dequantised once into
  * fragments) times the first NT pieces of 8 tokens, accumulated into acc. */
 template <int FMT, int SP, int NT>
-__device__ static __forceinline__ void wqt_unit(float (&acc)[2][8][4], const uint8_t *slot, int warp,
-                                                int lane) {
+__device__ static __forceinline__ void wqt_unit(float (&acc)[2][8][4], const uint8_t *slot,
+                                                int warp, int lane) {
     typedef wqt_cfg<FMT> C;
     const int g = lane >> 2, t = lane & 3;
     const uint8_t *sw = slot + warp * 2048;
@@ -257,10 +259,14 @@ __global__ void __launch_bounds__(WQT_THREADS, 1)
         for (int i = 0; i < C::UPS; i++) {
             if (step * C::UPS + i >= units) break;
             const uint8_t *slot = wqt_smem + ((step % C::STAGES) * C::UPS + i) * STAGE;
-            if (ntp == 8) wqt_unit<FMT, SP, 8>(acc, slot, warp, lane);
-            else if (ntp == 4) wqt_unit<FMT, SP, 4>(acc, slot, warp, lane);
-            else if (ntp == 2) wqt_unit<FMT, SP, 2>(acc, slot, warp, lane);
-            else wqt_unit<FMT, SP, 1>(acc, slot, warp, lane);
+            if (ntp == 8)
+                wqt_unit<FMT, SP, 8>(acc, slot, warp, lane);
+            else if (ntp == 4)
+                wqt_unit<FMT, SP, 4>(acc, slot, warp, lane);
+            else if (ntp == 2)
+                wqt_unit<FMT, SP, 2>(acc, slot, warp, lane);
+            else
+                wqt_unit<FMT, SP, 1>(acc, slot, warp, lane);
         }
     }
     wqt_wait<0>();
@@ -322,10 +328,10 @@ static wqt_fn wqt_pick(int fmt, int which, int sp, size_t *smem) {
                                      : wqt_pick_f<MR_CUDA_FMT_INT4>(which, sp, smem);
 }
 
-extern "C" mr_status mr_cuda_wqt_launch(int fmt, int which, const mr_cuda_job *jobs_dev,
-                                        int n_jobs, const uint16_t *x, const uint16_t *x_lo,
-                                        int ldx, int np, int kp, void *out, uint16_t *out_lo,
-                                        int ldo, int n_out, cudaStream_t st) {
+extern "C" mr_status mr_cuda_wqt_launch(int fmt, int which, const mr_cuda_job *jobs_dev, int n_jobs,
+                                        const uint16_t *x, const uint16_t *x_lo, int ldx, int np,
+                                        int kp, void *out, uint16_t *out_lo, int ldo, int n_out,
+                                        cudaStream_t st) {
     if (fmt < MR_CUDA_FMT_BF16 || fmt > MR_CUDA_FMT_INT4 || (which != 0 && which != 1) ||
         !jobs_dev || n_jobs <= 0 || n_jobs > (1 << 30) || !x || !out || np <= 0 || np % 32 ||
         kp <= 0 || kp % mr_cuda_fmt_chunk(fmt) || ldx < kp || ldx % 8 || n_out <= 0 ||
@@ -343,8 +349,8 @@ extern "C" mr_status mr_cuda_wqt_launch(int fmt, int which, const mr_cuda_job *j
     MR_CUDA_CHECK(cudaGetDevice(&dev));
     unsigned char *flag = dev < WQT_MAX_DEVICES ? &opted[dev][fmt][which][sp - 1] : NULL;
     if (!flag || !__atomic_load_n(flag, __ATOMIC_ACQUIRE)) {
-        MR_CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                           (int)smem));
+        MR_CUDA_CHECK(
+            cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
         if (flag) __atomic_store_n(flag, 1, __ATOMIC_RELEASE);
     }
     const dim3 grid((unsigned)n_jobs, (unsigned)((np + WQT_BM - 1) / WQT_BM));

@@ -87,8 +87,8 @@ static int load_peer(const char *path, int *pn, double *pms, int max) {
  * above); split: auto with split activations; split-old: split, default small_max, cuBLAS above
  * (no GEMV for bf16, dequantise + cuBLAS for int8/int4) */
 enum { V_AUTO, V_WQ, V_GEMM, V_GROUPED, V_TILED, V_WQ_DEQ, V_SPLIT, V_SPLIT_OLD, V_COUNT };
-static const char *v_name[V_COUNT] = {"auto",    "wq",    "gemm",  "grouped",
-                                      "tiled",   "wq+deq", "split", "split-old"};
+static const char *v_name[V_COUNT] = {"auto",  "wq",     "gemm",  "grouped",
+                                      "tiled", "wq+deq", "split", "split-old"};
 
 int main(int argc, char **argv) {
     int fmts[3] = {0, 1, 2}, n_fmts = 3;
