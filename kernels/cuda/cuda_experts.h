@@ -54,8 +54,11 @@ typedef enum mr_cuda_gemm {
                                     dequantised bf16 copy of the expert) */
     MR_CUDA_GEMM_GROUPED = 1,    /* cublasGemmGroupedBatchedEx over the experts (bf16 format,
                                     bf16 activations; otherwise as PER_EXPERT) */
-    MR_CUDA_GEMM_TILED = 2,      /* the tile kernel (wq_tile.cu): weights dequantised in
-                                    registers, no bf16 copy; every format */
+    MR_CUDA_GEMM_TILED = 2,      /* the tile kernel (wq_tile.cu, mma.sync): weights dequantised
+                                    in registers, no bf16 copy; every format */
+    MR_CUDA_GEMM_WGMMA = 3,      /* its wgmma form (wq_wgmma.cu) for int8/int4 on compute
+                                    capability 9.0 when hidden and inter are multiples of the
+                                    format's unit; otherwise as TILED */
 } mr_cuda_gemm;
 
 /* Activation precision. BF16: x and the SwiGLU intermediate are rounded to bf16 (one tensor-core

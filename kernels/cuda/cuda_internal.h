@@ -125,6 +125,20 @@ mr_status mr_cuda_wq_launch(int fmt, int which, int nt, int ks, int nsplit,
 mr_status mr_cuda_wqt_launch(int fmt, int which, const mr_cuda_job *jobs_dev, int n_jobs,
                              const uint16_t *x, const uint16_t *x_lo, int ldx, int np, int kp,
                              void *out, uint16_t *out_lo, int ldo, int n_out, cudaStream_t st);
+/* The wgmma form of the tile kernel (wq_wgmma.cu, sm_90a): same contract as mr_cuda_wqt_launch
+ * for int8 / int4, jobs of at most mr_cuda_wqg_job_tokens tokens, except that x and, for which =
+ * 0, the output are in the fragment column order: column c of each CK-column unit at position
+ * MR_CUDA_WQG_POS(c, CK) (the gather writes it with perm_rows). Requires hidden and inter to be
+ * multiples of CK. mr_cuda_wqg_available(): built for and running on compute capability 9.0. */
+#define MR_CUDA_WQG_POS(c, ck)                                                                     \
+    ((((c) % ((ck) / 4)) / 4) * 16 + 2 * ((c) / ((ck) / 4)) + ((c)&1) + (((c) >> 1) & 1) * 8)
+static inline int mr_cuda_wqg_job_tokens(int split_act) {
+    return split_act ? 64 : 128;
+}
+int mr_cuda_wqg_available(void);
+mr_status mr_cuda_wqg_launch(int fmt, int which, const mr_cuda_job *jobs_dev, int n_jobs,
+                             const uint16_t *x, const uint16_t *x_lo, int ldx, int np, int kp,
+                             void *out, uint16_t *out_lo, int ldo, int n_out, cudaStream_t st);
 /* Split activations: with x_lo != NULL the activation is x + x_lo (x_lo = bf16(x_f32 - x), the
  * same layout as x) and each mma runs twice, so products with the bf16 weights are exact and
  * accumulate in fp32; gate/up then also writes a_lo = bf16(a - bf16(a)) to out_lo (stride ldo).
@@ -133,9 +147,12 @@ mr_status mr_cuda_wq_occupancy(int fmt, int which, int nt, int ks, int split_act
                                int *blocks_per_sm);
 
 /* xg[r][c] = bf16(x[src[r]][c]) for r < rows, c < hidden; x fp32 [*][hidden], xg stride ldx;
- * with xg_lo != NULL also xg_lo[r][c] = bf16(x - xg) (split activations). */
+ * with xg_lo != NULL also xg_lo[r][c] = bf16(x - xg) (split activations). Rows below perm_rows
+ * are written in the wgmma kernel's column order for units of perm_ck columns (hidden a multiple
+ * of perm_ck): column c at (c / perm_ck) · perm_ck + MR_CUDA_WQG_POS(c % perm_ck, perm_ck). */
 mr_status mr_cuda_gather_launch(const float *x, const int32_t *src, int rows, int hidden,
-                                uint16_t *xg, uint16_t *xg_lo, int ldx, cudaStream_t st);
+                                uint16_t *xg, uint16_t *xg_lo, int ldx, int perm_rows, int perm_ck,
+                                cudaStream_t st);
 /* a[r][j] = bf16(silu(g) · u) for r in [r0, r1), j < inter, where g = G[r][32(j/16) + j%16] and
  * u = the element 16 columns later (interleaved W13 rows); G bf16 (g_f32 = 0) or fp32 (1),
  * stride ldg; a stride lda; with a_lo != NULL also a_lo = bf16(silu(g)·u - a). */

@@ -36,7 +36,8 @@ struct mr_cuda_experts {
     unsigned char *held; /* [n_layers][n_experts] own copy */
     cx_dims d;
     int num_sms, small_max, gemm, path_auto, act;
-    int occ[2][3][2][4];     /* wq blocks per SM by [split act][nt 1/2/4][which][ks 1/2/4/8] */
+    int wqg_ok;          /* the wgmma tile kernel runs here for this format and these dimensions */
+    int occ[2][3][2][4]; /* wq blocks per SM by [split act][nt 1/2/4][which][ks 1/2/4/8] */
     uint16_t *xg_lo, *ab_lo; /* act SPLIT: the lo parts, same shapes as xg, ab; else NULL */
     float *gpart;            /* [CX_GPART] split-K partials */
     int *gcount; /* [n_experts · max(N13, Hp)/32] split-K counters, zero between launches */
@@ -94,7 +95,7 @@ static mr_status cx_dims_init(const mr_cuda_experts_params *p, cx_dims *d) {
     if (!p || p->fmt < 0 || p->fmt > 2 || p->hidden <= 0 || p->inter <= 0 || p->top_k <= 0 ||
         p->max_tokens <= 0 || p->n_layers <= 0 || p->n_experts <= 0 || p->hidden % 2 ||
         (p->gemm != MR_CUDA_GEMM_PER_EXPERT && p->gemm != MR_CUDA_GEMM_GROUPED &&
-         p->gemm != MR_CUDA_GEMM_TILED) ||
+         p->gemm != MR_CUDA_GEMM_TILED && p->gemm != MR_CUDA_GEMM_WGMMA) ||
         (long)p->max_tokens * p->top_k > (1L << 30)) {
         MR_LOG_ERROR(MR_LOG_GPU, "cuda experts: bad parameters");
         return MR_ERR_INVALID;
@@ -306,6 +307,11 @@ mr_status mr_cuda_experts_create(const mr_cuda_experts_params *p, mr_cuda_expert
     MR_CUDA_CHECK_GOTO(cudaSetDevice(p->device), err);
     MR_CUDA_CHECK_GOTO(
         cudaDeviceGetAttribute(&cx->num_sms, cudaDevAttrMultiProcessorCount, p->device), err);
+    {
+        const int ck = mr_cuda_fmt_chunk(p->fmt);
+        cx->wqg_ok = p->fmt != MR_CUDA_WFMT_BF16 && p->hidden % ck == 0 && p->inter % ck == 0 &&
+                     mr_cuda_wqg_available();
+    }
     size_t free_b = 0, total_b = 0;
     MR_CUDA_CHECK_GOTO(cudaMemGetInfo(&free_b, &total_b), err);
     if (m.total_bytes + CX_MARGIN > free_b) {
@@ -577,6 +583,15 @@ static mr_status cx_run_large(mr_cuda_experts *cx, int layer, int gemm, int n_la
                               void *const *gptr_dev, const mr_cuda_job *tjobs_dev, int n_tjobs) {
     const cx_dims *d = &cx->d;
     const size_t base = (size_t)layer * cx->p.n_experts;
+    if (gemm == MR_CUDA_GEMM_WGMMA) {
+        const int split = cx->act == MR_CUDA_ACT_SPLIT;
+        MR_CHECK(mr_cuda_wqg_launch(cx->p.fmt, 0, tjobs_dev, n_tjobs, cx->xg,
+                                    split ? cx->xg_lo : NULL, d->Kx, d->N13, d->Kp13, cx->ab,
+                                    split ? cx->ab_lo : NULL, d->Ka, d->I, cx->st));
+        return mr_cuda_wqg_launch(cx->p.fmt, 1, tjobs_dev, n_tjobs, cx->ab,
+                                  split ? cx->ab_lo : NULL, d->Ka, d->Hp, d->Kp2, cx->y, NULL, d->H,
+                                  d->H, cx->st);
+    }
     if (gemm == MR_CUDA_GEMM_TILED) {
         const int split = cx->act == MR_CUDA_ACT_SPLIT;
         MR_CHECK(mr_cuda_wqt_launch(cx->p.fmt, 0, tjobs_dev, n_tjobs, cx->xg,
@@ -693,7 +708,8 @@ mr_status mr_cuda_experts_enqueue(mr_cuda_experts *cx, int layer, const float *x
     int small_max = cx->small_max, gemm = cx->gemm;
     if (cx->path_auto && cx->p.fmt == MR_CUDA_WFMT_BF16)
         gemm = nk > 2 && nk <= CX_AUTO_GROUPED_MAX ? MR_CUDA_GEMM_GROUPED : MR_CUDA_GEMM_PER_EXPERT;
-    if (cx->path_auto && cx->p.fmt != MR_CUDA_WFMT_BF16) gemm = MR_CUDA_GEMM_TILED;
+    if (cx->path_auto && cx->p.fmt != MR_CUDA_WFMT_BF16) gemm = MR_CUDA_GEMM_WGMMA;
+    if (gemm == MR_CUDA_GEMM_WGMMA && !cx->wqg_ok) gemm = MR_CUDA_GEMM_TILED;
     if (gemm == MR_CUDA_GEMM_GROUPED && (split || cx->p.fmt != MR_CUDA_WFMT_BF16))
         gemm = MR_CUDA_GEMM_PER_EXPERT; /* the grouped GEMM has only bf16 weights and outputs */
     /* bf16 experts with split activations and few rows: the GEMV kernel (fp32 x, W read once)
@@ -734,10 +750,11 @@ mr_status mr_cuda_experts_enqueue(mr_cuda_experts *cx, int layer, const float *x
     const int total = row;
     /* the tile kernel's jobs: each large expert's rows in pieces of at most WQT tokens */
     int n_tjobs = 0;
-    if (gemm == MR_CUDA_GEMM_TILED)
-        for (int i = 0; i < n_large; i++)
-            n_tjobs +=
-                (cx->cnt[cx->large[i]] + MR_CUDA_WQT_MAX_TOKENS - 1) / MR_CUDA_WQT_MAX_TOKENS;
+    const int tiled = gemm == MR_CUDA_GEMM_TILED || gemm == MR_CUDA_GEMM_WGMMA;
+    const int jt =
+        gemm == MR_CUDA_GEMM_WGMMA ? mr_cuda_wqg_job_tokens(split) : MR_CUDA_WQT_MAX_TOKENS;
+    if (tiled)
+        for (int i = 0; i < n_large; i++) n_tjobs += (cx->cnt[cx->large[i]] + jt - 1) / jt;
 
     /* metadata, packed: jobs, grouped-GEMM pointers, src rows, inverse slots, weights */
     const int slot = cx->meta_slot;
@@ -757,11 +774,11 @@ mr_status mr_cuda_experts_enqueue(mr_cuda_experts *cx, int layer, const float *x
         const int e = cx->small[i];
         jobs[i] = (mr_cuda_job){cx->w13[base + e], cx->w2[base + e], cx->off[e], cx->cnt[e]};
     }
-    for (int i = 0, j = n_small; i < n_large && gemm == MR_CUDA_GEMM_TILED; i++) {
+    for (int i = 0, j = n_small; i < n_large && tiled; i++) {
         const int e = cx->large[i];
-        for (int t0 = 0; t0 < cx->cnt[e]; t0 += MR_CUDA_WQT_MAX_TOKENS)
+        for (int t0 = 0; t0 < cx->cnt[e]; t0 += jt)
             jobs[j++] = (mr_cuda_job){cx->w13[base + e], cx->w2[base + e], cx->off[e] + t0,
-                                      MR_MIN(MR_CUDA_WQT_MAX_TOKENS, cx->cnt[e] - t0)};
+                                      MR_MIN(jt, cx->cnt[e] - t0)};
     }
     for (int i = 0; i < n_large; i++) {
         const int e = cx->large[i], r0 = cx->off[e];
@@ -793,8 +810,10 @@ mr_status mr_cuda_experts_enqueue(mr_cuda_experts *cx, int layer, const float *x
         return MR_OK;
     }
     const int32_t *src_d = (const int32_t *)(cx->meta_dev + o_src);
+    /* the wgmma kernel's rows (the large experts, first) in its column order */
     MR_CHECK(mr_cuda_gather_launch(x_dev, src_d, total, d->H, cx->xg, split ? cx->xg_lo : NULL,
-                                   d->Kx, cx->st));
+                                   d->Kx, gemm == MR_CUDA_GEMM_WGMMA ? r_large : 0,
+                                   mr_cuda_fmt_chunk(cx->p.fmt), cx->st));
     if (n_small > 0) {
         const mr_cuda_job *jobs_d = (const mr_cuda_job *)(cx->meta_dev + o_jobs);
         const int nt = max_small <= 8 ? 1 : max_small <= 16 ? 2 : 4;

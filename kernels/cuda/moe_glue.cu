@@ -8,23 +8,28 @@
 
 /* One block per gathered row. */
 static __global__ void gather_kernel(const float *x, const int32_t *src, int hidden, uint16_t *xg,
-                                     uint16_t *xg_lo, int ldx) {
+                                     uint16_t *xg_lo, int ldx, int perm_rows, int perm_ck) {
     const int r = blockIdx.x;
     const float *xs = x + (size_t)src[r] * (size_t)hidden;
     __nv_bfloat16 *d = (__nv_bfloat16 *)xg + (size_t)r * (size_t)ldx;
     __nv_bfloat16 *dl = xg_lo ? (__nv_bfloat16 *)xg_lo + (size_t)r * (size_t)ldx : NULL;
+    const bool perm = r < perm_rows;
     for (int c = threadIdx.x; c < hidden; c += blockDim.x) {
         const __nv_bfloat16 hi = __float2bfloat16_rn(xs[c]);
-        d[c] = hi;
-        if (dl) dl[c] = __float2bfloat16_rn(xs[c] - __bfloat162float(hi));
+        const int p = perm ? c / perm_ck * perm_ck + MR_CUDA_WQG_POS(c % perm_ck, perm_ck) : c;
+        d[p] = hi;
+        if (dl) dl[p] = __float2bfloat16_rn(xs[c] - __bfloat162float(hi));
     }
 }
 
 extern "C" mr_status mr_cuda_gather_launch(const float *x, const int32_t *src, int rows, int hidden,
-                                           uint16_t *xg, uint16_t *xg_lo, int ldx,
-                                           cudaStream_t st) {
-    if (!x || !src || !xg || rows <= 0 || hidden <= 0 || ldx < hidden) return MR_ERR_INVALID;
-    gather_kernel<<<(unsigned)rows, 256, 0, st>>>(x, src, hidden, xg, xg_lo, ldx);
+                                           uint16_t *xg, uint16_t *xg_lo, int ldx, int perm_rows,
+                                           int perm_ck, cudaStream_t st) {
+    if (!x || !src || !xg || rows <= 0 || hidden <= 0 || ldx < hidden ||
+        (perm_rows > 0 && (perm_ck < 16 || perm_ck % 16 || hidden % perm_ck)))
+        return MR_ERR_INVALID;
+    gather_kernel<<<(unsigned)rows, 256, 0, st>>>(x, src, hidden, xg, xg_lo, ldx, perm_rows,
+                                                  perm_rows > 0 ? perm_ck : 16);
     MR_CUDA_CHECK_LAUNCH("gather kernel launch");
     return MR_OK;
 }

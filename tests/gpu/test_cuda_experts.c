@@ -191,10 +191,11 @@ typedef struct shape {
     int all_mixes_upto; /* token counts <= this get every mix, the rest uniform only */
 } shape;
 
-enum { MODE_AUTO, MODE_WQ, MODE_GEMM, MODE_GROUPED, MODE_TILED, MODE_COUNT };
-static const char *mode_name[MODE_COUNT] = {"auto", "wq", "gemm", "grouped", "tiled"};
+enum { MODE_AUTO, MODE_WQ, MODE_GEMM, MODE_GROUPED, MODE_TILED, MODE_WGMMA, MODE_COUNT };
+static const char *mode_name[MODE_COUNT] = {"auto", "wq", "gemm", "grouped", "tiled", "wgmma"};
 /* whether a (format, activation, mode) combination exists: the grouped GEMM is bf16 only */
 static int mode_runs(int fmt, int act, int mode) {
+    if (mode == MODE_WGMMA) return fmt != MR_CUDA_WFMT_BF16; /* int8/int4 (else it is TILED) */
     return mode != MODE_GROUPED || (fmt == MR_CUDA_WFMT_BF16 && act == MR_CUDA_ACT_BF16);
 }
 
@@ -204,6 +205,7 @@ static void set_mode(mr_cuda_experts *cx, int mode) {
     if (mode == MODE_GEMM) mr_cuda_experts_set_path(cx, 0, MR_CUDA_GEMM_PER_EXPERT);
     if (mode == MODE_GROUPED) mr_cuda_experts_set_path(cx, 0, MR_CUDA_GEMM_GROUPED);
     if (mode == MODE_TILED) mr_cuda_experts_set_path(cx, 0, MR_CUDA_GEMM_TILED);
+    if (mode == MODE_WGMMA) mr_cuda_experts_set_path(cx, 0, MR_CUDA_GEMM_WGMMA);
 }
 
 static void run_shape(const shape *sh, int fmt) {
@@ -481,6 +483,8 @@ int main(int argc, char **argv) {
     static const int tok_b[] = {1, 3, 16, 100, 700};
     static const int tok_c[] = {1, 33, 300};
     static const int tok_d[] = {1, 2, 5, 9, 17, 31, 64};
+    /* dimensions that are multiples of 128 (the wgmma kernel's condition), many tokens */
+    static const int tok_e[] = {3, 200, 700, 2048};
     static const unsigned char held_a[8] = {1, 1, 1, 1, 1, 1, 1, 1};
     static const unsigned char held_b[4] = {1, 0, 1, 1};
     static unsigned char held_c[32];
@@ -490,6 +494,7 @@ int main(int argc, char **argv) {
          300},
         {"tiny", 64, 96, 4, 2, held_b, 2, tok_b, 5, 1000},
         {"wide", 1600, 2880, 8, 2, held_a, 3, tok_d, 7, 64},
+        {"big", 1024, 1536, 8, 2, held_a, 4, tok_e, 4, 700},
         {"full", 6144, 9216, 32, 2, held_c, 7, tok_c, 3, 100},
     };
     test_refuse();
