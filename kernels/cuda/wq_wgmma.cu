@@ -36,7 +36,8 @@
 
 #define WQG_BM          256
 #define WQG_THREADS     512
-#define WQG_STAGES      4
+#define WQG_STAGES      4 /* unit slots in shared memory */
+#define WQG_AHEAD       2 /* units copied ahead: the slot of unit u - 2 is the one reloaded */
 #define WQG_MAX_DEVICES 16
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -69,8 +70,8 @@ __device__ static __forceinline__ void wqg_fence() {
 __device__ static __forceinline__ void wqg_commit() {
     asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
 }
-__device__ static __forceinline__ void wqg_wait0() {
-    asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+template <int N> __device__ static __forceinline__ void wqg_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
 }
 /* Shared-memory descriptor of a K-major operand in the 128-byte swizzle: start address,
  * leading byte offset (unused with this swizzle: 1), stride byte offset 1024 (8 rows of 128 B),
@@ -186,6 +187,76 @@ __device__ static inline void wqg_load(uint32_t slot, const wqg_src<FMT, SP> &S,
                  ok ? sc + S.sc_off + (size_t)u * (size_t)np : sc, ok);
     }
 }
+
+/* What a unit of the K loop needs besides the operands. */
+struct wqg_ctx {
+    uint32_t base; /* 1 KiB-aligned shared address of slot 0 */
+    int units, np, rb, r0, r1, t;
+    bool active; /* this warpgroup has rows in the matrix (warpgroup-uniform) */
+};
+
+/* One chunk (four k16 steps, one 64-column k-block) of a warpgroup: dequantise its A fragments
+ * into a, then issue its wgmmas as one group. a was last read by the group two chunks back. */
+template <int FMT, int SP>
+__device__ static __forceinline__ void wqg_chunk(float *d, uint32_t (&a)[4][4], const uint4 &w0,
+                                                 const uint4 &w1, uint32_t s0, uint32_t s1, int kb,
+                                                 uint32_t xb) {
+    typedef wqg_cfg<FMT, SP> C;
+    wqg_wait<1>();
+#pragma unroll
+    for (int s4 = 0; s4 < 4; s4++) {
+        wq_frag<FMT>(w0, kb * 4 + s4, a[s4][0], a[s4][2]);
+        wq_frag<FMT>(w1, kb * 4 + s4, a[s4][1], a[s4][3]);
+        if (FMT == MR_CUDA_FMT_INT4) {
+            a[s4][0] = wq_mul2(a[s4][0], s0);
+            a[s4][2] = wq_mul2(a[s4][2], s0);
+            a[s4][1] = wq_mul2(a[s4][1], s1);
+            a[s4][3] = wq_mul2(a[s4][3], s1);
+        }
+    }
+    wqg_fence();
+#pragma unroll
+    for (int s4 = 0; s4 < 4; s4++) {
+        if (C::BN == 128) {
+            wqg_mma_n128(d, a[s4], wqg_desc(xb + s4 * 32));
+        } else {
+            wqg_mma_n64(d, a[s4], wqg_desc(xb + s4 * 32));
+            if (SP == 2) wqg_mma_n64(d, a[s4], wqg_desc(xb + C::X_BYTES + s4 * 32));
+        }
+    }
+    wqg_commit();
+}
+
+/* Unit u: make sure the wgmmas of unit u - 2 are done (their slot is reloaded now), wait for
+ * unit u's copies, start those of unit u + AHEAD, then the unit's chunks with fragment sets aa
+ * (first chunk) and ab (second, int4). */
+template <int FMT, int SP>
+__device__ static __forceinline__ void
+wqg_unit(float *d, uint32_t (&aa)[4][4], uint32_t (&ab)[4][4], const wqg_ctx &c,
+         const wqg_src<FMT, SP> &S, const mr_cuda_qmat &W, const uint16_t *x, const uint16_t *x_lo,
+         const uint8_t *smem, int u) {
+    typedef wqg_cfg<FMT, SP> C;
+    wqg_wait<1>();
+    asm volatile("cp.async.wait_group %0;" ::"n"(WQG_AHEAD - 1));
+    __syncthreads(); /* unit u is in; unit u - 2's slot is free in every warpgroup */
+    const int un = u + WQG_AHEAD;
+    if (un < c.units)
+        wqg_load<FMT, SP>(c.base + (un % WQG_STAGES) * C::SLOT, S, W, x, x_lo, c.np, un);
+    asm volatile("cp.async.commit_group;");
+    if (!c.active) return;
+    const uint32_t slot = c.base + (u % WQG_STAGES) * C::SLOT;
+    const uint8_t *sw = smem + (slot - (uint32_t)__cvta_generic_to_shared(smem));
+    const uint4 w0 = *(const uint4 *)(sw + c.rb * 2048 + c.r0 * 64 + c.t * 16);
+    const uint4 w1 = *(const uint4 *)(sw + c.rb * 2048 + c.r1 * 64 + c.t * 16);
+    uint32_t s0 = 0, s1 = 0;
+    if (FMT == MR_CUDA_FMT_INT4) {
+        const uint16_t *sc = (const uint16_t *)(sw + C::W_BYTES + SP * C::X_BYTES);
+        s0 = sc[c.rb * 32 + c.r0] * 0x10001u;
+        s1 = sc[c.rb * 32 + c.r1] * 0x10001u;
+    }
+    wqg_chunk<FMT, SP>(d, aa, w0, w1, s0, s1, 0, slot + C::W_BYTES);
+    if (C::KB == 2) wqg_chunk<FMT, SP>(d, ab, w0, w1, s0, s1, 1, slot + C::W_BYTES + C::XB_BYTES);
+}
 #endif
 
 template <int FMT, int WHICH, int SP>
@@ -214,57 +285,21 @@ __global__ void __launch_bounds__(WQG_THREADS, 1)
     for (int i = 0; i < C::BN / 2; i++) d[i] = 0.0f;
 
 #pragma unroll
-    for (int u = 0; u < WQG_STAGES - 1; u++) {
+    for (int u = 0; u < WQG_AHEAD; u++) {
         if (u < units) wqg_load<FMT, SP>(base + u * C::SLOT, S, W, x, x_lo, np, u);
         asm volatile("cp.async.commit_group;");
     }
+    /* two sets of A fragments, used by alternate chunks: a chunk's wgmmas may still be reading
+     * one set while the next chunk dequantises into the other */
+    uint32_t a0[4][4], a1[4][4];
+    const wqg_ctx ctx = {base, units, np, rb, r0, r1, t, active};
     for (int u = 0; u < units; u++) {
-        asm volatile("cp.async.wait_group %0;" ::"n"(WQG_STAGES - 2));
-        __syncthreads(); /* unit u is in; every warpgroup is done with unit u - 1's slot */
-        const int un = u + WQG_STAGES - 1;
-        if (un < units)
-            wqg_load<FMT, SP>(base + (un % WQG_STAGES) * C::SLOT, S, W, x, x_lo, np, un);
-        asm volatile("cp.async.commit_group;");
-        if (!active) continue;
-        const uint32_t slot = base + (u % WQG_STAGES) * C::SLOT;
-        const uint8_t *sw = wqg_smem + (slot - (uint32_t)__cvta_generic_to_shared(wqg_smem));
-        const uint4 w0 = *(const uint4 *)(sw + rb * 2048 + r0 * 64 + t * 16);
-        const uint4 w1 = *(const uint4 *)(sw + rb * 2048 + r1 * 64 + t * 16);
-        uint32_t s0 = 0, s1 = 0;
-        if (FMT == MR_CUDA_FMT_INT4) {
-            const uint16_t *sc = (const uint16_t *)(sw + C::W_BYTES + SP * C::X_BYTES);
-            s0 = sc[rb * 32 + r0] * 0x10001u;
-            s1 = sc[rb * 32 + r1] * 0x10001u;
-        }
-#pragma unroll
-        for (int kb = 0; kb < C::KB; kb++) {
-            uint32_t a[4][4];
-#pragma unroll
-            for (int s4 = 0; s4 < 4; s4++) {
-                wq_frag<FMT>(w0, kb * 4 + s4, a[s4][0], a[s4][2]);
-                wq_frag<FMT>(w1, kb * 4 + s4, a[s4][1], a[s4][3]);
-                if (FMT == MR_CUDA_FMT_INT4) {
-                    a[s4][0] = wq_mul2(a[s4][0], s0);
-                    a[s4][2] = wq_mul2(a[s4][2], s0);
-                    a[s4][1] = wq_mul2(a[s4][1], s1);
-                    a[s4][3] = wq_mul2(a[s4][3], s1);
-                }
-            }
-            wqg_fence();
-            const uint32_t xb = slot + C::W_BYTES + kb * C::XB_BYTES;
-#pragma unroll
-            for (int s4 = 0; s4 < 4; s4++) {
-                if (C::BN == 128) {
-                    wqg_mma_n128(d, a[s4], wqg_desc(xb + s4 * 32));
-                } else {
-                    wqg_mma_n64(d, a[s4], wqg_desc(xb + s4 * 32));
-                    if (SP == 2) wqg_mma_n64(d, a[s4], wqg_desc(xb + C::X_BYTES + s4 * 32));
-                }
-            }
-            wqg_commit();
-            wqg_wait0();
-        }
+        if (C::KB == 2 || (u & 1) == 0)
+            wqg_unit<FMT, SP>(d, a0, a1, ctx, S, W, x, x_lo, wqg_smem, u);
+        else
+            wqg_unit<FMT, SP>(d, a1, a0, ctx, S, W, x, x_lo, wqg_smem, u);
     }
+    wqg_wait<0>();
     asm volatile("cp.async.wait_group 0;");
     if (!active || rb >= nrb) return;
 
