@@ -20,6 +20,9 @@
 #define CX_MARGIN           ((size_t)256 << 20) /* left free for the runtime's own allocations */
 #define CX_GPART            ((size_t)16 << 20)  /* split-K partial sums, floats (64 MiB) */
 #define CX_AUTO_GROUPED_MAX 2048                /* bf16 auto: grouped GEMM up to this many slots */
+/* int8/int4 auto: experts of small_max < rows <= this on the mma.sync tile kernel, more rows on
+ * the wgmma one (measured crossover, docs/performance.md) */
+#define CX_AUTO_TILED_MAX 48
 /* bf16 + split activations: the GEMV kernel for experts of up to this many rows, instead of two
  * cuBLAS GEMMs per matrix (docs/performance.md, issue 9) */
 #define CX_GEMV_MAX_N MR_CUDA_GEMV_KERNEL_MAX_N
@@ -74,10 +77,10 @@ static size_t cx_al(size_t v) {
 
 /* Measured on an H200 (docs/performance.md): for bf16, cuBLAS streamed the weights faster than
  * the wq kernel at every size, so auto sends every bf16 expert to cuBLAS (grouped GEMM for 3..2048
- * slots, per-expert GEMMs otherwise); for int8/int4 the wq kernel wins up to about 64 tokens per
- * expert, dequantise + cuBLAS above. */
+ * slots, per-expert GEMMs otherwise); for int8/int4 the wq kernel wins up to about 24 tokens per
+ * expert, the mma.sync tile kernel up to 48, the wgmma one above. */
 int mr_cuda_experts_default_small_max(int fmt) {
-    return fmt == MR_CUDA_WFMT_BF16 ? 0 : 64;
+    return fmt == MR_CUDA_WFMT_BF16 ? 0 : 24;
 }
 
 const char *mr_cuda_wfmt_name(int fmt) {
@@ -580,26 +583,30 @@ static mr_status cx_gemm2(mr_cuda_experts *cx, const void *w2, int r0, int cnt) 
 
 /* GEMM path for the experts in large[0..n_large): rows [0, r_large) of the gathered buffers. */
 static mr_status cx_run_large(mr_cuda_experts *cx, int layer, int gemm, int n_large, int r_large,
-                              void *const *gptr_dev, const mr_cuda_job *tjobs_dev, int n_tjobs) {
+                              void *const *gptr_dev, const mr_cuda_job *tjobs_dev, int n_wg_jobs,
+                              int n_tjobs) {
     const cx_dims *d = &cx->d;
     const size_t base = (size_t)layer * cx->p.n_experts;
-    if (gemm == MR_CUDA_GEMM_WGMMA) {
+    if (gemm == MR_CUDA_GEMM_WGMMA || gemm == MR_CUDA_GEMM_TILED) {
+        /* jobs [0, n_wg_jobs) on the wgmma kernel, the rest on the mma.sync one */
         const int split = cx->act == MR_CUDA_ACT_SPLIT;
-        MR_CHECK(mr_cuda_wqg_launch(cx->p.fmt, 0, tjobs_dev, n_tjobs, cx->xg,
-                                    split ? cx->xg_lo : NULL, d->Kx, d->N13, d->Kp13, cx->ab,
-                                    split ? cx->ab_lo : NULL, d->Ka, d->I, cx->st));
-        return mr_cuda_wqg_launch(cx->p.fmt, 1, tjobs_dev, n_tjobs, cx->ab,
-                                  split ? cx->ab_lo : NULL, d->Ka, d->Hp, d->Kp2, cx->y, NULL, d->H,
-                                  d->H, cx->st);
-    }
-    if (gemm == MR_CUDA_GEMM_TILED) {
-        const int split = cx->act == MR_CUDA_ACT_SPLIT;
-        MR_CHECK(mr_cuda_wqt_launch(cx->p.fmt, 0, tjobs_dev, n_tjobs, cx->xg,
-                                    split ? cx->xg_lo : NULL, d->Kx, d->N13, d->Kp13, cx->ab,
-                                    split ? cx->ab_lo : NULL, d->Ka, d->I, cx->st));
-        return mr_cuda_wqt_launch(cx->p.fmt, 1, tjobs_dev, n_tjobs, cx->ab,
-                                  split ? cx->ab_lo : NULL, d->Ka, d->Hp, d->Kp2, cx->y, NULL, d->H,
-                                  d->H, cx->st);
+        const uint16_t *xl = split ? cx->xg_lo : NULL;
+        uint16_t *al = split ? cx->ab_lo : NULL;
+        const mr_cuda_job *tj = tjobs_dev + n_wg_jobs;
+        const int n_t = n_tjobs - n_wg_jobs;
+        if (n_wg_jobs > 0) {
+            MR_CHECK(mr_cuda_wqg_launch(cx->p.fmt, 0, tjobs_dev, n_wg_jobs, cx->xg, xl, d->Kx,
+                                        d->N13, d->Kp13, cx->ab, al, d->Ka, d->I, cx->st));
+            MR_CHECK(mr_cuda_wqg_launch(cx->p.fmt, 1, tjobs_dev, n_wg_jobs, cx->ab, al, d->Ka,
+                                        d->Hp, d->Kp2, cx->y, NULL, d->H, d->H, cx->st));
+        }
+        if (n_t > 0) {
+            MR_CHECK(mr_cuda_wqt_launch(cx->p.fmt, 0, tj, n_t, cx->xg, xl, d->Kx, d->N13, d->Kp13,
+                                        cx->ab, al, d->Ka, d->I, cx->st));
+            MR_CHECK(mr_cuda_wqt_launch(cx->p.fmt, 1, tj, n_t, cx->ab, al, d->Ka, d->Hp, d->Kp2,
+                                        cx->y, NULL, d->H, d->H, cx->st));
+        }
+        return MR_OK;
     }
     if (cx->p.fmt == MR_CUDA_WFMT_BF16 && gemm == MR_CUDA_GEMM_GROUPED) {
         for (int i = 0; i < n_large; i++) {
@@ -725,9 +732,19 @@ mr_status mr_cuda_experts_enqueue(mr_cuda_experts *cx, int layer, const float *x
     memset(cx->cnt, 0, (size_t)E * 4);
     for (int s = 0; s < nk; s++)
         if (cx_held(cx, layer, ids[s])) cx->cnt[ids[s]]++;
+    /* with the wgmma kernel, experts of at most tiled_max rows go to the mma.sync tile kernel
+     * (large[n_wg..n_large), after the wgmma ones, whose rows come first) */
+    const int tiled_max = gemm == MR_CUDA_GEMM_WGMMA && cx->path_auto ? CX_AUTO_TILED_MAX : 0;
     int row = 0, n_large = 0, n_small = 0, n_tiny = 0, max_small = 0;
     for (int e = 0; e < E; e++)
-        if (cx->cnt[e] > small_max && cx->cnt[e] > tiny_max) {
+        if (cx->cnt[e] > small_max && cx->cnt[e] > tiny_max && cx->cnt[e] > tiled_max) {
+            cx->off[e] = row;
+            row += cx->cnt[e];
+            cx->large[n_large++] = e;
+        }
+    const int r_wg = gemm == MR_CUDA_GEMM_WGMMA ? row : 0, n_wg = r_wg ? n_large : 0;
+    for (int e = 0; e < E; e++)
+        if (cx->cnt[e] > small_max && cx->cnt[e] > tiny_max && cx->cnt[e] <= tiled_max) {
             cx->off[e] = row;
             row += cx->cnt[e];
             cx->large[n_large++] = e;
@@ -748,13 +765,17 @@ mr_status mr_cuda_experts_enqueue(mr_cuda_experts *cx, int layer, const float *x
             cx->tiny[n_tiny++] = e;
         }
     const int total = row;
-    /* the tile kernel's jobs: each large expert's rows in pieces of at most WQT tokens */
-    int n_tjobs = 0;
+    /* the tile kernels' jobs: each large expert's rows in pieces of at most jt tokens (the
+     * wgmma kernel's first, n_wg_jobs of them) */
+    int n_tjobs = 0, n_wg_jobs = 0;
     const int tiled = gemm == MR_CUDA_GEMM_TILED || gemm == MR_CUDA_GEMM_WGMMA;
-    const int jt =
-        gemm == MR_CUDA_GEMM_WGMMA ? mr_cuda_wqg_job_tokens(split) : MR_CUDA_WQT_MAX_TOKENS;
+    const int jt_wg = mr_cuda_wqg_job_tokens(split), jt_t = MR_CUDA_WQT_MAX_TOKENS;
     if (tiled)
-        for (int i = 0; i < n_large; i++) n_tjobs += (cx->cnt[cx->large[i]] + jt - 1) / jt;
+        for (int i = 0; i < n_large; i++) {
+            const int jt = i < n_wg ? jt_wg : jt_t, nj = (cx->cnt[cx->large[i]] + jt - 1) / jt;
+            n_tjobs += nj;
+            if (i < n_wg) n_wg_jobs += nj;
+        }
 
     /* metadata, packed: jobs, grouped-GEMM pointers, src rows, inverse slots, weights */
     const int slot = cx->meta_slot;
@@ -775,7 +796,7 @@ mr_status mr_cuda_experts_enqueue(mr_cuda_experts *cx, int layer, const float *x
         jobs[i] = (mr_cuda_job){cx->w13[base + e], cx->w2[base + e], cx->off[e], cx->cnt[e]};
     }
     for (int i = 0, j = n_small; i < n_large && tiled; i++) {
-        const int e = cx->large[i];
+        const int e = cx->large[i], jt = i < n_wg ? jt_wg : jt_t;
         for (int t0 = 0; t0 < cx->cnt[e]; t0 += jt)
             jobs[j++] = (mr_cuda_job){cx->w13[base + e], cx->w2[base + e], cx->off[e] + t0,
                                       MR_MIN(jt, cx->cnt[e] - t0)};
@@ -812,8 +833,7 @@ mr_status mr_cuda_experts_enqueue(mr_cuda_experts *cx, int layer, const float *x
     const int32_t *src_d = (const int32_t *)(cx->meta_dev + o_src);
     /* the wgmma kernel's rows (the large experts, first) in its column order */
     MR_CHECK(mr_cuda_gather_launch(x_dev, src_d, total, d->H, cx->xg, split ? cx->xg_lo : NULL,
-                                   d->Kx, gemm == MR_CUDA_GEMM_WGMMA ? r_large : 0,
-                                   mr_cuda_fmt_chunk(cx->p.fmt), cx->st));
+                                   d->Kx, r_wg, mr_cuda_fmt_chunk(cx->p.fmt), cx->st));
     if (n_small > 0) {
         const mr_cuda_job *jobs_d = (const mr_cuda_job *)(cx->meta_dev + o_jobs);
         const int nt = max_small <= 8 ? 1 : max_small <= 16 ? 2 : 4;
@@ -831,9 +851,9 @@ mr_status mr_cuda_experts_enqueue(mr_cuda_experts *cx, int layer, const float *x
                                    d->H, d->H, cx->gpart, cx->gcount, cx->st));
     }
     if (n_large > 0)
-        MR_CHECK(cx_run_large(cx, layer, gemm, n_large, r_large,
-                              (void *const *)(cx->meta_dev + o_ptr),
-                              (const mr_cuda_job *)(cx->meta_dev + o_jobs) + n_small, n_tjobs));
+        MR_CHECK(cx_run_large(
+            cx, layer, gemm, n_large, r_large, (void *const *)(cx->meta_dev + o_ptr),
+            (const mr_cuda_job *)(cx->meta_dev + o_jobs) + n_small, n_wg_jobs, n_tjobs));
     if (n_tiny > 0) MR_CHECK(cx_run_tiny(cx, base, n_tiny, r_tiny, total, x_dev, src_d));
     const int rows16 = cx->p.fmt == MR_CUDA_WFMT_BF16 && gemm == MR_CUDA_GEMM_GROUPED ? r_large : 0;
     MR_CHECK(mr_cuda_combine_launch(cx->y, cx->y16, rows16, (const int32_t *)(cx->meta_dev + o_inv),

@@ -81,10 +81,10 @@ static int load_peer(const char *path, int *pn, double *pms, int max) {
 /* auto / wq / gemm / grouped: bf16 activations; split: the auto paths with split activations */
 /* auto: the executor's own choice; wq / gemm / grouped / tiled / wgmma: every expert on that
  * path (tiled: the mma.sync tile kernel, wgmma: its Hopper form); wq+deq: int8/int4 as before the
- * tile kernels (wq kernel up to small_max, dequantise + cuBLAS above); split: the auto policy with
+ * tile kernels (wq kernel up to 64 rows, dequantise + cuBLAS above); split: the auto policy with
  * split (hi + lo) activations (bf16 experts of at most 8 rows on the GEMV kernel); split-old: split
  * activations on the routes before the GEMV and tile kernels (bf16: two cuBLAS GEMMs per matrix;
- * int8/int4: the wq kernel up to small_max, dequantise + cuBLAS above) */
+ * int8/int4: the wq kernel up to 64 rows, dequantise + cuBLAS above) */
 enum { V_AUTO, V_WQ, V_GEMM, V_GROUPED, V_TILED, V_WGMMA, V_WQ_DEQ, V_SPLIT, V_SPLIT_OLD, V_COUNT };
 static const char *v_name[V_COUNT] = {"auto",  "wq",     "gemm",  "grouped",  "tiled",
                                       "wgmma", "wq+deq", "split", "split-old"};
@@ -205,11 +205,12 @@ int main(int argc, char **argv) {
                 const int bf16 = fmt == MR_CUDA_WFMT_BF16;
                 if ((v == V_GROUPED && !bf16) || ((v == V_WQ_DEQ || v == V_WGMMA) && bf16))
                     continue;
-                const int small_max = v == V_AUTO || v == V_SPLIT ? -1
-                                      : v == V_WQ                 ? (1 << 30)
-                                      : v == V_SPLIT_OLD || v == V_WQ_DEQ
-                                          ? mr_cuda_experts_default_small_max(fmt)
-                                          : 0;
+                const int small_max =
+                    v == V_AUTO || v == V_SPLIT ? -1
+                    : v == V_WQ                 ? (1 << 30)
+                    : v == V_SPLIT_OLD || v == V_WQ_DEQ
+                        ? (bf16 ? 0 : 64) /* the default before the tile kernels */
+                        : 0;
                 mr_cuda_experts_set_path(cx, small_max,
                                          v == V_GROUPED ? MR_CUDA_GEMM_GROUPED
                                          : v == V_TILED ? MR_CUDA_GEMM_TILED
