@@ -5,20 +5,33 @@
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_internal.h"
+#include "kernels/cuda/cuda_pdl.cuh"
 
-/* One block per gathered row. */
+/* grid (rows, ceil(hidden / 1024)): 256 threads, 4 columns each (one fp32 vector load when
+ * hidden is a multiple of 4) — many blocks per row, so that a call of a few rows is not one
+ * block's chain of dependent loads. */
 static __global__ void gather_kernel(const float *x, const int32_t *src, int hidden, uint16_t *xg,
                                      uint16_t *xg_lo, int ldx, int perm_rows, int perm_ck) {
-    const int r = blockIdx.x;
+    mr_pdl_trigger(); /* the expert kernels may start streaming their weights */
+    const int r = blockIdx.x, c0 = (blockIdx.y * blockDim.x + threadIdx.x) * 4;
+    if (c0 >= hidden) return;
     const float *xs = x + (size_t)src[r] * (size_t)hidden;
     __nv_bfloat16 *d = (__nv_bfloat16 *)xg + (size_t)r * (size_t)ldx;
     __nv_bfloat16 *dl = xg_lo ? (__nv_bfloat16 *)xg_lo + (size_t)r * (size_t)ldx : NULL;
+    float v[4];
+    if (hidden % 4 == 0) {
+        const float4 f = *(const float4 *)(xs + c0);
+        v[0] = f.x, v[1] = f.y, v[2] = f.z, v[3] = f.w;
+    } else {
+        for (int i = 0; i < 4; i++) v[i] = c0 + i < hidden ? xs[c0 + i] : 0.0f;
+    }
     const bool perm = r < perm_rows;
-    for (int c = threadIdx.x; c < hidden; c += blockDim.x) {
-        const __nv_bfloat16 hi = __float2bfloat16_rn(xs[c]);
+    for (int i = 0; i < 4 && c0 + i < hidden; i++) {
+        const int c = c0 + i;
+        const __nv_bfloat16 hi = __float2bfloat16_rn(v[i]);
         const int p = perm ? c / perm_ck * perm_ck + MR_CUDA_WQG_POS(c % perm_ck, perm_ck) : c;
         d[p] = hi;
-        if (dl) dl[p] = __float2bfloat16_rn(xs[c] - __bfloat162float(hi));
+        if (dl) dl[p] = __float2bfloat16_rn(v[i] - __bfloat162float(hi));
     }
 }
 
@@ -28,8 +41,9 @@ extern "C" mr_status mr_cuda_gather_launch(const float *x, const int32_t *src, i
     if (!x || !src || !xg || rows <= 0 || hidden <= 0 || ldx < hidden ||
         (perm_rows > 0 && (perm_ck < 16 || perm_ck % 16 || hidden % perm_ck)))
         return MR_ERR_INVALID;
-    gather_kernel<<<(unsigned)rows, 256, 0, st>>>(x, src, hidden, xg, xg_lo, ldx, perm_rows,
-                                                  perm_rows > 0 ? perm_ck : 16);
+    const dim3 grid((unsigned)rows, (unsigned)((hidden + 1023) / 1024));
+    gather_kernel<<<grid, 256, 0, st>>>(x, src, hidden, xg, xg_lo, ldx, perm_rows,
+                                        perm_rows > 0 ? perm_ck : 16);
     MR_CUDA_CHECK_LAUNCH("gather kernel launch");
     return MR_OK;
 }
@@ -73,6 +87,7 @@ static __global__ void combine_kernel(const float *y32, const uint16_t *y16, int
                                       const int32_t *inv, const float *wts, int k, int hidden,
                                       float *out) {
     const int t = blockIdx.x, c = blockIdx.y * blockDim.x + threadIdx.x;
+    mr_pdl_wait(); /* the expert outputs come from the kernel before */
     if (c >= hidden) return;
     float acc = 0.0f;
     for (int j = 0; j < k; j++) {
@@ -91,7 +106,7 @@ extern "C" mr_status mr_cuda_combine_launch(const float *y32, const uint16_t *y1
     if (!y32 || (rows16 > 0 && !y16) || !inv || !wts || !out || n <= 0 || k <= 0 || hidden <= 0)
         return MR_ERR_INVALID;
     dim3 grid((unsigned)n, (unsigned)((hidden + 255) / 256));
-    combine_kernel<<<grid, 256, 0, st>>>(y32, y16, rows16, inv, wts, k, hidden, out);
-    MR_CUDA_CHECK_LAUNCH("combine kernel launch");
+    MR_CUDA_CHECK(mr_pdl_launch(combine_kernel, grid, dim3(256), 0, st, y32, y16, rows16, inv, wts,
+                                k, hidden, out));
     return MR_OK;
 }

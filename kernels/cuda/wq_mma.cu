@@ -11,6 +11,7 @@
 
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_internal.h"
+#include "kernels/cuda/cuda_pdl.cuh"
 #include "kernels/cuda/wq_frag.cuh"
 
 template <int FMT, int NT, int WHICH, int SP>
@@ -24,6 +25,7 @@ __global__ void __launch_bounds__(256)
     constexpr int SZ = 2 * NT * 4 * 32;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, ks = blockDim.x >> 5;
     const int g = lane >> 2, t = lane & 3;
+    mr_pdl_trigger(); /* the next kernel may be scheduled once every block has started */
     const mr_cuda_job job = jobs[blockIdx.y];
     const mr_cuda_qmat W = WHICH == 0 ? job.w13 : job.w2;
     const int rb = blockIdx.x, part = blockIdx.z, nparts = gridDim.z;
@@ -63,6 +65,8 @@ __global__ void __launch_bounds__(256)
 #pragma unroll
             for (int i = 0; i < 4; i++) wv[i] = wq_ld_stream(wp + (size_t)i * rstep);
         }
+        /* the weights do not depend on the previous kernel; x, out and the split-K scratch do */
+        mr_pdl_wait();
         for (int u = u0; u < u1; u++) {
             if (u + 1 < u1) {
                 const uint8_t *wp = wbase + (size_t)(u + 1) * ustep;
@@ -253,8 +257,8 @@ extern "C" mr_status mr_cuda_wq_launch(int fmt, int which, int nt, int ks, int n
         return MR_ERR_INVALID;
     }
     dim3 grid((unsigned)(np / 32), (unsigned)n_jobs, (unsigned)nsplit);
-    wq_pick(fmt, nt, which, x_lo ? 2 : 1)<<<grid, 32 * ks, wq_smem(nt, ks), st>>>(
-        jobs_dev, x, x_lo, ldx, np, kp, out, out_lo, ldo, n_out, gpart, gcount);
-    MR_CUDA_CHECK_LAUNCH("wq kernel launch");
+    MR_CUDA_CHECK(mr_pdl_launch(wq_pick(fmt, nt, which, x_lo ? 2 : 1), grid, dim3(32 * ks),
+                                wq_smem(nt, ks), st, jobs_dev, x, x_lo, ldx, np, kp, out, out_lo,
+                                ldo, n_out, gpart, gcount));
     return MR_OK;
 }
