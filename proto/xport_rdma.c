@@ -597,17 +597,17 @@ static mr_status drain_cq(mr_xport_conn *c) {
             if (wc[i].opcode != IBV_WC_RECV_RDMA_WITH_IMM || (imm & IMM_CREDIT))
                 return MR_ERR_PROTO;
             uint32_t slot = imm & 0xfu, k = (imm >> 4) & 0xfu;
-            if (slot >= RDMA_SLOTS || slot != c->rx_next || c->n_ready == RDMA_SLOTS) {
-                MR_LOG_ERROR(MR_LOG_NET,
-                             "rdma %s: protocol error: data in slot %u, expected slot %u", c->peer,
-                             slot, c->rx_next);
-                return MR_ERR_PROTO;
-            }
             if (c->granted <= 0) { /* the slot (and its region slot) may still be in use */
                 MR_LOG_ERROR(MR_LOG_NET,
                              "rdma %s: protocol error: data in slot %u without a credit (the slot "
                              "was not released)",
                              c->peer, slot);
+                return MR_ERR_PROTO;
+            }
+            if (slot >= RDMA_SLOTS || slot != c->rx_next || c->n_ready == RDMA_SLOTS) {
+                MR_LOG_ERROR(MR_LOG_NET,
+                             "rdma %s: protocol error: data in slot %u, expected slot %u", c->peer,
+                             slot, c->rx_next);
                 return MR_ERR_PROTO;
             }
             c->granted--;
