@@ -183,3 +183,25 @@ mr_status mr_cuda_dmabuf_flush(mr_cuda_dmabuf *b) {
     }
     return MR_OK;
 }
+
+mr_status mr_cuda_dmabuf_read(mr_cuda_dmabuf *b, const void *src, void *dst, size_t bytes) {
+    const uintptr_t s = (uintptr_t)src, lo = (uintptr_t)b->ptr;
+    if (s < lo || s - lo > b->bytes || bytes > b->bytes - (s - lo)) {
+        MR_LOG_ERROR(MR_LOG_GPU, "dma-buf read of %zu bytes outside its %zu-byte range", bytes,
+                     b->bytes);
+        return MR_ERR_INVALID;
+    }
+    if (!bytes) return MR_OK;
+    mr_status st = mr_cuda_dmabuf_flush(b);
+    if (st != MR_OK) return st;
+    const int prev = current_device();
+    cudaError_t e = cudaSetDevice(b->device);
+    if (e == cudaSuccess) e = cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost);
+    cudaSetDevice(prev);
+    if (e != cudaSuccess) {
+        MR_LOG_ERROR(MR_LOG_GPU, "device %d: reading %zu received bytes: %s", b->device, bytes,
+                     cudaGetErrorString(e));
+        return MR_ERR_IO;
+    }
+    return MR_OK;
+}

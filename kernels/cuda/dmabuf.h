@@ -62,6 +62,10 @@ void mr_cuda_dmabuf_destroy(mr_cuda_dmabuf *b);
  * not order such writes itself). */
 mr_status mr_cuda_dmabuf_flush(mr_cuda_dmabuf *b);
 
+/* Copies `bytes` at src (inside b's range) to host memory dst, after a flush: what a received
+ * payload holds, for the host to validate. Returns when dst is written. */
+mr_status mr_cuda_dmabuf_read(mr_cuda_dmabuf *b, const void *src, void *dst, size_t bytes);
+
 #ifdef __cplusplus
 }
 #endif

@@ -290,7 +290,14 @@ done < /mnt/prompts.txt
 for t in rdma tcp; do
   $B/moerack-coordinator --config /mnt/$t.cfg > /mnt/out/$t-coordinator.log 2>&1 & c=$!
   i=0; until $B/moerack status --coordinator 10.0.0.1:7400 > /dev/null 2>&1; do i=$((i+1)); [ $i -ge 600 ] && break; sleep 0.5; done
-  $B/moerack status --coordinator 10.0.0.1:7400 || fail=$((fail+1))
+  $B/moerack status --coordinator 10.0.0.1:7400 | tee /mnt/out/$t-status.txt || fail=$((fail+1))
+  if [ $t = rdma ]; then    # the workers offer receive regions: requests land there, zero-copy
+    if [ "$(grep -c ' rdma/host-region ' /mnt/out/$t-status.txt)" = 2 ]; then
+      echo "PASS status: both workers receive requests in their own memory (rdma/host-region)"
+    else
+      echo "FAIL status: the workers' XPORT is not rdma/host-region"; fail=$((fail+1))
+    fi
+  fi
   while read -r name ids; do
     $B/moerack run --coordinator 10.0.0.1:7400 --ids $ids --greedy 8 --dump-logits /mnt/out/$t-$name.f32 > /mnt/out/$t-$name.ids || fail=$((fail+1))
     if cmp -s /mnt/out/$t-$name.f32 /mnt/out/single-$name.f32 && cmp -s /mnt/out/$t-$name.ids /mnt/out/single-$name.ids; then
