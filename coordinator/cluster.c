@@ -338,7 +338,8 @@ static void send_status(mr_cluster *c, mr_conn *k) {
         ws[i].id = (uint32_t)i;
         ws[i].name = (char *)w->conf->name;
         ws[i].host = w->host[0] ? w->host : (char *)"-";
-        snprintf(transport[i], 96, "%s", w->transport[0] ? w->transport : c->xport->label);
+        /* before its first data connection a worker has offered nothing: the transport's name */
+        snprintf(transport[i], 96, "%s", w->transport[0] ? w->transport : c->xport->name);
         ws[i].transport = transport[i];
         ws[i].state = (char *)mr_worker_state_name(w->state);
         ws[i].experts_held = (uint32_t)mr_placement_count(c->pl, i);
