@@ -490,7 +490,7 @@ static mr_status rdma_accept_op(mr_xport_listener *l, int timeout_ms, mr_xport_c
     mr_status st = take_pdata(c, ev->param.conn.private_data, ev->param.conn.private_data_len);
     rdma_ack_cm_event(ev);
     if (st != MR_OK) {
-        const char reason[] = "moerack: data-plane version or private data not accepted";
+        const char reason[] = "moerack: connection offer not accepted (version, slots or region)";
         rdma_reject(id, reason, sizeof reason);
         rdma_destroy_id(id);
         free(c);
