@@ -31,7 +31,12 @@ static void human_bytes(uint64_t b, char *out, size_t cap) {
 static void print_table(const Moerack__StatusReply *r) {
     printf("%s  model %s (%u layers x %u experts), %llu requests served\n", r->verdict, r->model,
            r->n_layers, r->n_experts, (unsigned long long)r->requests_served);
-    printf("%-3s %-12s %-22s %-9s %-8s %-9s %-8s %-9s %-9s %-9s %s\n", "ID", "NAME", "HOST",
+    int xw = 9; /* the XPORT column fits the longest label ("rdma/host-staged (dmabuf: ...)") */
+    for (size_t i = 0; i < r->n_workers; i++) {
+        int len = (int)strlen(r->workers[i]->transport);
+        if (len + 1 > xw) xw = len < 80 ? len + 1 : 80;
+    }
+    printf("%-3s %-12s %-22s %-*s %-8s %-9s %-8s %-9s %-9s %-9s %s\n", "ID", "NAME", "HOST", xw,
            "XPORT", "STATE", "EXPERTS", "MEMORY", "BATCHES", "RTT_P50", "RTT_P99", "HEARTBEAT");
     for (size_t i = 0; i < r->n_workers; i++) {
         const Moerack__WorkerStatus *w = r->workers[i];
@@ -43,9 +48,9 @@ static void print_table(const Moerack__StatusReply *r) {
             snprintf(age, sizeof age, "never");
         else
             snprintf(age, sizeof age, "%.1fs ago", w->heartbeat_age_s);
-        printf("%-3u %-12s %-22s %-9s %-8s %-9s %-8s %-9llu %-9.0f %-9.0f %s\n", w->id, w->name,
-               w->host, w->transport, w->state, experts, mem, (unsigned long long)w->batches_served,
-               w->rtt_p50_us, w->rtt_p99_us, age);
+        printf("%-3u %-12s %-22s %-*s %-8s %-9s %-8s %-9llu %-9.0f %-9.0f %s\n", w->id, w->name,
+               w->host, xw, w->transport, w->state, experts, mem,
+               (unsigned long long)w->batches_served, w->rtt_p50_us, w->rtt_p99_us, age);
     }
     if (r->n_uncovered == 0) {
         printf("coverage: every expert of every layer has a live holder\n");

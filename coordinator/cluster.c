@@ -208,9 +208,11 @@ static void connect_data(mr_cluster *c, mr_conn *k, int wi) {
     w->pending = dc;
     w->failed = 0;
     w->state = MR_WS_READY;
+    snprintf(w->transport, sizeof w->transport, "%s",
+             c->xport->conn_label ? c->xport->conn_label(dc, 1) : c->xport->label);
     pthread_mutex_unlock(&c->mu);
     MR_LOG_INFO(MR_LOG_CORE, "worker %s ready: %llu bytes of experts, data plane %s via %s",
-                w->conf->name, (unsigned long long)w->bytes_held, w->data_endpoint, c->xport->name);
+                w->conf->name, (unsigned long long)w->bytes_held, w->data_endpoint, w->transport);
 }
 
 static void handle_worker_hello(mr_cluster *c, mr_conn *k, const Moerack__Hello *h) {
@@ -325,7 +327,7 @@ static void send_status(mr_cluster *c, mr_conn *k) {
     Moerack__WorkerStatus **wp = calloc((size_t)W, sizeof *wp);
     Moerack__ExpertRef *un = calloc((size_t)L * E, sizeof *un);
     Moerack__ExpertRef **up = calloc((size_t)L * E, sizeof *up);
-    char(*transport)[16] = calloc((size_t)W, 16);
+    char(*transport)[96] = calloc((size_t)W, 96); /* copies: the reply is sent unlocked */
     if (!ws || !wp || !un || !up || !transport) goto out;
     double now = mr_now_s();
     pthread_mutex_lock(&c->mu);
@@ -336,7 +338,9 @@ static void send_status(mr_cluster *c, mr_conn *k) {
         ws[i].id = (uint32_t)i;
         ws[i].name = (char *)w->conf->name;
         ws[i].host = w->host[0] ? w->host : (char *)"-";
-        ws[i].transport = (char *)c->xport->label;
+        /* before its first data connection a worker has offered nothing: the transport's name */
+        snprintf(transport[i], 96, "%s", w->transport[0] ? w->transport : c->xport->name);
+        ws[i].transport = transport[i];
         ws[i].state = (char *)mr_worker_state_name(w->state);
         ws[i].experts_held = (uint32_t)mr_placement_count(c->pl, i);
         ws[i].experts_loaded = w->experts_loaded;

@@ -45,6 +45,8 @@ typedef struct mr_worker_slot {
     uint64_t bytes_held, memory_used, batches_served;
     double last_heard;      /* mr_now_s() of the last message; 0 = never */
     mr_xport_conn *pending; /* data connection waiting for the dispatcher */
+    char transport[96];     /* how requests land at the worker, from its last data connection's
+                               offer ("rdma/dmabuf", ...); empty before the first one */
     int failed;             /* set by the dispatcher when a batch failed */
     double rtt_us[MR_RTT_SAMPLES];
     int rtt_n, rtt_next;

@@ -1,9 +1,10 @@
 /* xport_rdma.c — the RDMA implementation of the data-plane transport (libibverbs + librdmacm).
  *
  * Connection set-up with rdma_cm (RDMA_PS_TCP, RC queue pairs). Each side registers, once, a
- * receive region of RDMA_SLOTS slots of `slot_size` bytes and a send staging region of the same
- * shape, and tells the peer where its receive slots are in the CM private data (which also carries
- * the data-plane version; a mismatch is rejected before any verb runs).
+ * receive region of RDMA_SLOTS slots and a send staging region of RDMA_SLOTS slots of
+ * `tx_slot_size` bytes, and tells the peer where its receive slots are in the CM private data
+ * (rdma_pdata.h; it also carries the data-plane version: a mismatch is rejected before any verb
+ * runs).
  *
  * A message (40-byte header + payload) is copied into a staging slot and written into the peer's
  * next receive slot with RDMA WRITE_WITH_IMM; the immediate encodes slot (bits 0-3), credits
@@ -16,14 +17,28 @@
  * MR_XPORT_BODY_TIMEOUT_MS reports MR_ERR_TIMEOUT instead of waiting forever. (A sender is out of
  * credits only when at least half the slots hold unconsumed data, which the receiver's next recv()
  * turns into an explicit return; and a sender about to wait for a credit first returns what it
- * owes, so two senders never wait on each other's withheld credits.)
+ * owes, so two senders never wait on each other's withheld credits.) The receiver counts the
+ * credits it has given (`granted`): a write that arrives without one is a protocol error.
+ *
+ * Split messages (zero-copy receive). A receiver with params.region_get offers, per connection, a
+ * region of its own memory (RDMA_SLOTS slots of `region_slot` bytes; ibv_reg_dmabuf_mr for device
+ * memory, ibv_reg_mr for host memory) to a peer that declared it can split; its receive slots
+ * then hold only headers (MR_RDMA_HDR_SLOT bytes). The sender writes message i's payload with a
+ * plain RDMA WRITE into region slot i, then its header with WRITE_WITH_IMM into header slot i:
+ * one chain, the first unsignaled. RC places the WRITE before the WRITE_WITH_IMM completes, so
+ * the payload is in place when the header's completion arrives. Region slot i is covered by the
+ * same credit as header slot i and comes back only when the caller releases the message, so it
+ * is never overwritten while held. When the dmabuf registration fails (EOPNOTSUPP on rxe, which
+ * has no dmabuf support) the connection falls back to whole messages in host slots by itself,
+ * logs why once per process, and says so in its label.
  *
  * Completions: the CQ is armed on a completion channel, whose fd is the connection's pollable fd;
  * recv() either sleeps on it or, with busy_poll, spins on ibv_poll_cq (yielding the CPU between
  * empty polls). Any failed completion, a queue pair in error, or a CM DISCONNECTED / REJECTED /
  * DEVICE_REMOVAL event marks the connection broken: every later call returns MR_ERR_CLOSED.
- * Hostile input (an immediate naming a slot out of range or out of order, a length that disagrees
- * with the header) is MR_ERR_PROTO. */
+ * Hostile input (an immediate naming a slot out of range or out of order, a write without a
+ * credit, a length that disagrees with the header) is MR_ERR_PROTO; a write outside the
+ * registered slots or region never lands: the device refuses it and the queue pair fails. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -32,6 +47,7 @@
 #include <poll.h>
 #include <rdma/rdma_cma.h>
 #include <sched.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,29 +57,18 @@
 #include "common/check.h"
 #include "common/log.h"
 #include "common/timeutil.h"
+#include "proto/rdma_pdata.h"
 #include "proto/xport.h"
 
 #define RDMA_SLOTS    4 /* at most 16: the immediate has 4 bits for a slot and for credits */
 #define RDMA_RECV_WRS (4 * RDMA_SLOTS)
-#define RDMA_PD_MAGIC 0x4452434du /* "MCRD" */
 #define IMM_CREDIT    0x80000000u
 #define RESOLVE_MS    5000
 #define RDMA_INLINE   256   /* messages up to this go inline: no staging copy, no DMA read */
-#define WR_INLINE     0x100 /* wr_id flag: an inline write, which holds no staging slot */
+#define WR_INLINE     0x100 /* wr_id flag: a write that holds no staging slot */
+#define REGION_ALIGN  4096  /* region slots start on page boundaries */
 
-/* CM private data: who I am and where my receive slots are. Written by each side at connect /
- * accept; validated by the other before it trusts any of it. */
-typedef struct rdma_pdata {
-    uint32_t magic;
-    uint16_t version;   /* MR_DP_VERSION */
-    uint16_t slots;     /* receive slots */
-    uint32_t slot_size; /* bytes per slot */
-    uint32_t rkey;
-    uint64_t addr; /* base address of the receive slots */
-    uint64_t reserved;
-} rdma_pdata;
-_Static_assert(sizeof(rdma_pdata) == 32, "CM private data is 32 bytes");
-
+/* One connection. Used by one thread at a time (xport.h). */
 struct mr_xport_conn {
     struct rdma_event_channel *ec;
     struct rdma_cm_id *id;
@@ -74,26 +79,45 @@ struct mr_xport_conn {
                            finished write never wakes a thread that waits for data */
     int busy_poll;
     uint32_t max_inline; /* bytes the send queue takes inline (0: none) */
-    size_t slot_size;
-    uint8_t *rx, *tx; /* [RDMA_SLOTS][slot_size] each */
+    size_t rx_slot_size; /* receive slot: header + largest payload, or MR_RDMA_HDR_SLOT (region) */
+    size_t tx_slot_size; /* staging slot: header + largest payload */
+    uint8_t *rx, *tx;    /* [RDMA_SLOTS][rx_slot_size], [RDMA_SLOTS][tx_slot_size] */
     struct ibv_mr *rx_mr, *tx_mr;
     uint8_t dummy; /* target of zero-length receives */
     struct ibv_mr *dummy_mr;
-    /* remote receive slots */
+    /* this side's region (when have_region): payload of the message in slot i at
+     * region.base + i * region_slot; given by params.region_get, handed back by region_put */
+    int have_region;
+    mr_xport_region region;
+    struct ibv_mr *region_mr;
+    size_t region_slot;
+    void (*region_put)(void *user, const mr_xport_region *r);
+    void *region_user;
+    int rx_mode;        /* mr_rdma_rx_mode of this side */
+    uint32_t rx_reason; /* rx_mode STAGED: errno of the failed dmabuf registration */
+    /* remote receive slots; with r_split the peer's region, which takes every payload */
     uint64_t r_addr;
     uint32_t r_rkey, r_slots, r_slot_size;
+    int r_can_split, r_split;
+    uint64_t r_region_addr;
+    uint32_t r_region_rkey, r_region_slot;
     uint32_t tx_next;        /* next remote slot to write */
     int credits;             /* remote slots known to be free */
-    int owed;                /* slots consumed here, not yet returned to the peer */
+    int owed;                /* slots released here, not yet returned to the peer */
     int tx_busy[RDMA_SLOTS]; /* staging slot's WRITE not yet completed */
-    /* received data, in arrival order, not yet taken by recv() */
+    /* received data, in arrival order, not yet taken by recv() / recv_zc() */
     int ready[RDMA_SLOTS];
     uint32_t ready_len[RDMA_SLOTS], ready_imm[RDMA_SLOTS];
     int n_ready, ready_head;
-    uint32_t rx_next;       /* slot the next data write must use */
-    uint64_t cm_checked_ns; /* busy poll: last look at the CM event channel */
+    uint32_t rx_next;         /* slot the next data write must use */
+    int granted;              /* slots the peer may write: credits given minus arrivals */
+    int held[RDMA_SLOTS];     /* taken by the caller, not yet released */
+    int released[RDMA_SLOTS]; /* released, its credit waiting for an older held slot */
+    uint32_t rel_next;        /* oldest arrived slot whose credit is not yet owed */
+    uint64_t cm_checked_ns;   /* busy poll: last look at the CM event channel */
     int broken;
     char peer[96];
+    char label[96], peer_label[96]; /* how payloads land here / at the peer (conn_label) */
 };
 
 struct mr_xport_listener {
@@ -102,8 +126,12 @@ struct mr_xport_listener {
     mr_xport_params p;
 };
 
+static size_t max_payload(const mr_xport_params *p) {
+    return p->max_message ? p->max_message : (1u << 20);
+}
+
 static size_t slot_bytes(const mr_xport_params *p) {
-    size_t s = sizeof(mr_dp_header) + (p->max_message ? p->max_message : (1u << 20));
+    size_t s = sizeof(mr_dp_header) + max_payload(p);
     return (s + 63) & ~(size_t)63;
 }
 
@@ -112,6 +140,8 @@ static size_t slot_bytes(const mr_xport_params *p) {
 static void conn_free(mr_xport_conn *c) {
     if (!c) return;
     if (c->id && c->id->qp) rdma_destroy_qp(c->id);
+    if (c->region_mr) ibv_dereg_mr(c->region_mr);
+    if (c->have_region && c->region_put) c->region_put(c->region_user, &c->region);
     if (c->rx_mr) ibv_dereg_mr(c->rx_mr);
     if (c->tx_mr) ibv_dereg_mr(c->tx_mr);
     if (c->dummy_mr) ibv_dereg_mr(c->dummy_mr);
@@ -132,9 +162,79 @@ static mr_status post_recv(mr_xport_conn *c) {
     return ibv_post_recv(c->id->qp, &wr, &bad) ? MR_ERR_IO : MR_OK;
 }
 
-/* PD, completion channel, CQ, QP and the registered slots on the id's device. */
-static mr_status setup_resources(mr_xport_conn *c, size_t slot_size) {
-    c->slot_size = slot_size;
+/* Set once the first failed dmabuf registration was logged: later ones log at debug level. */
+static atomic_int dmabuf_warned;
+
+/* Asks the caller for a region for this connection and registers it. Leaves have_region = 0 and
+ * the host slots in charge (rx_mode says why) when none is given or it cannot be registered. */
+static void take_region(mr_xport_conn *c, const mr_xport_params *p) {
+    const size_t slot = (max_payload(p) + REGION_ALIGN - 1) & ~(size_t)(REGION_ALIGN - 1);
+    const size_t need = (size_t)RDMA_SLOTS * slot;
+    if (slot > MR_RDMA_REGION_SLOT_MAX) {
+        MR_LOG_WARN(MR_LOG_NET, "rdma %s: %zu-byte payloads exceed a region slot; host slots",
+                    c->peer, slot);
+        return;
+    }
+    mr_xport_region r = {.dmabuf_fd = -1};
+    if (p->region_get(p->region_user, need, &r) != 0) {
+        MR_LOG_INFO(MR_LOG_NET, "rdma %s: no receive region left for this connection; host slots",
+                    c->peer);
+        return;
+    }
+    if (!r.base || r.len < need) {
+        MR_LOG_ERROR(MR_LOG_NET,
+                     "rdma %s: a region of %zu bytes was given, %zu are needed; host "
+                     "slots",
+                     c->peer, r.base ? r.len : 0, need);
+        if (p->region_put) p->region_put(p->region_user, &r);
+        return;
+    }
+    const int access = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE;
+    if (r.dmabuf_fd >= 0) {
+        errno = 0;
+        c->region_mr =
+            ibv_reg_dmabuf_mr(c->pd, r.dmabuf_offset, need, (uintptr_t)r.base, r.dmabuf_fd, access);
+        if (!c->region_mr) {
+            const int e = errno ? errno : EOPNOTSUPP;
+            char eb[96];
+            const char *why = strerror_r(e, eb, sizeof eb);
+            if (atomic_exchange(&dmabuf_warned, 1) == 0)
+                MR_LOG_WARN(MR_LOG_NET,
+                            "rdma %s: device %s cannot register the %zu-byte dmabuf region (%s); "
+                            "payloads go through registered host slots (host staging)",
+                            c->peer, ibv_get_device_name(c->pd->context->device), need, why);
+            else
+                MR_LOG_DEBUG(MR_LOG_NET, "rdma %s: dmabuf region not registered (%s); host slots",
+                             c->peer, why);
+            c->rx_mode = MR_RDMA_RX_STAGED;
+            c->rx_reason = (uint32_t)(e > 0 && e <= 4095 ? e : EOPNOTSUPP);
+            if (p->region_put) p->region_put(p->region_user, &r);
+            return;
+        }
+        c->rx_mode = MR_RDMA_RX_REGION_DMABUF;
+    } else {
+        c->region_mr = ibv_reg_mr(c->pd, r.base, need, access);
+        if (!c->region_mr) {
+            MR_LOG_ERROR(MR_LOG_NET, "rdma %s: cannot register the %zu-byte region: %s; host slots",
+                         c->peer, need, strerror(errno));
+            if (p->region_put) p->region_put(p->region_user, &r);
+            return;
+        }
+        c->rx_mode = MR_RDMA_RX_REGION_HOST;
+    }
+    c->have_region = 1;
+    c->region = r;
+    c->region_slot = slot;
+    c->region_put = p->region_put;
+    c->region_user = p->region_user;
+}
+
+/* PD, completion channel, CQ, QP and the registered slots on the id's device; a region too when
+ * offer_region and the caller gives one. */
+static mr_status setup_resources(mr_xport_conn *c, const mr_xport_params *p, int offer_region) {
+    const size_t slot_size = slot_bytes(p);
+    c->tx_slot_size = c->rx_slot_size = slot_size;
+    c->granted = RDMA_SLOTS;
     struct ibv_context *ctx = c->id->verbs;
     if (!ctx) return MR_ERR_IO;
     if (!(c->pd = ibv_alloc_pd(ctx)) || !(c->cc = ibv_create_comp_channel(ctx)) ||
@@ -149,7 +249,7 @@ static mr_status setup_resources(mr_xport_conn *c, size_t slot_size) {
     qa.send_cq = c->scq;
     qa.recv_cq = c->cq;
     qa.qp_type = IBV_QPT_RC;
-    qa.cap.max_send_wr = 2 * RDMA_SLOTS + 8;
+    qa.cap.max_send_wr = 4 * RDMA_SLOTS + 8; /* a split message is two work requests */
     qa.cap.max_recv_wr = RDMA_RECV_WRS;
     qa.cap.max_send_sge = 2;
     qa.cap.max_recv_sge = 1;
@@ -168,54 +268,58 @@ static mr_status setup_resources(mr_xport_conn *c, size_t slot_size) {
                      slot_size);
         return MR_ERR_INVALID;
     }
-    size_t bytes = (size_t)RDMA_SLOTS * slot_size;
-    MR_LOG_INFO(MR_LOG_NET, "rdma %s: registering %.1f MB (%d receive + %d send slots of %zu B)",
-                c->peer, 2.0 * (double)bytes / 1e6, RDMA_SLOTS, RDMA_SLOTS, slot_size);
-    if (!(c->rx = mr_alloc_aligned(bytes)) || !(c->tx = mr_alloc_aligned(bytes)))
+    if (offer_region && p->region_get) take_region(c, p);
+    if (c->have_region) c->rx_slot_size = MR_RDMA_HDR_SLOT;
+    const size_t rx_bytes = (size_t)RDMA_SLOTS * c->rx_slot_size;
+    const size_t tx_bytes = (size_t)RDMA_SLOTS * c->tx_slot_size;
+    char lab[96];
+    MR_LOG_INFO(
+        MR_LOG_NET,
+        "rdma %s: registering %.1f MB (%d receive slots of %zu B, %d send slots of %zu B)%s%s",
+        c->peer, (double)(rx_bytes + tx_bytes) / 1e6, RDMA_SLOTS, c->rx_slot_size, RDMA_SLOTS,
+        c->tx_slot_size, c->have_region ? "; payloads land in " : "",
+        c->have_region ? mr_rdma_mode_label(c->rx_mode, 0, lab, sizeof lab) : "");
+    if (!(c->rx = mr_alloc_aligned(rx_bytes)) || !(c->tx = mr_alloc_aligned(tx_bytes)))
         return MR_ERR_NOMEM;
-    memset(c->rx, 0, bytes);
-    c->rx_mr = ibv_reg_mr(c->pd, c->rx, bytes, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
-    c->tx_mr = ibv_reg_mr(c->pd, c->tx, bytes, IBV_ACCESS_LOCAL_WRITE);
+    memset(c->rx, 0, rx_bytes);
+    c->rx_mr = ibv_reg_mr(c->pd, c->rx, rx_bytes, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+    c->tx_mr = ibv_reg_mr(c->pd, c->tx, tx_bytes, IBV_ACCESS_LOCAL_WRITE);
     c->dummy_mr = ibv_reg_mr(c->pd, &c->dummy, 1, IBV_ACCESS_LOCAL_WRITE);
     if (!c->rx_mr || !c->tx_mr || !c->dummy_mr) {
-        MR_LOG_ERROR(MR_LOG_NET, "rdma: cannot register %zu bytes of slots: %s", 2 * bytes,
-                     strerror(errno));
+        MR_LOG_ERROR(MR_LOG_NET, "rdma: cannot register %zu bytes of slots: %s",
+                     rx_bytes + tx_bytes, strerror(errno));
         return MR_ERR_IO;
     }
+    mr_rdma_mode_label(c->rx_mode, c->rx_reason, c->label, sizeof c->label);
     for (int i = 0; i < RDMA_RECV_WRS; i++) MR_CHECK(post_recv(c));
     ibv_req_notify_cq(c->cq, 0);
     return MR_OK;
 }
 
-static void fill_pdata(const mr_xport_conn *c, rdma_pdata *pd) {
+static void fill_pdata(const mr_xport_conn *c, mr_rdma_pdata *pd) {
     memset(pd, 0, sizeof *pd);
-    pd->magic = RDMA_PD_MAGIC;
+    pd->magic = MR_RDMA_PD_MAGIC;
     pd->version = MR_DP_VERSION;
     pd->slots = RDMA_SLOTS;
-    pd->slot_size = (uint32_t)c->slot_size;
+    pd->slot_size = (uint32_t)c->rx_slot_size;
     pd->rkey = c->rx_mr->rkey;
     pd->addr = (uintptr_t)c->rx;
+    pd->flags = MR_RDMA_PD_CAN_SPLIT | (c->have_region ? MR_RDMA_PD_REGION : 0);
+    pd->mode = (uint8_t)c->rx_mode;
+    pd->reason = c->rx_reason;
+    if (c->have_region) {
+        pd->region_addr = (uintptr_t)c->region.base;
+        pd->region_rkey = c->region_mr->rkey;
+        pd->region_slot_size = (uint32_t)c->region_slot;
+    }
 }
 
 /* Validates the peer's private data; logs why not. */
 static mr_status take_pdata(mr_xport_conn *c, const void *data, uint8_t len) {
-    rdma_pdata pd;
-    if (!data || len < sizeof pd) {
-        MR_LOG_ERROR(MR_LOG_NET, "rdma %s: connection without moerack private data; refused",
-                     c->peer);
-        return MR_ERR_PROTO;
-    }
-    memcpy(&pd, data, sizeof pd);
-    if (pd.magic != RDMA_PD_MAGIC || pd.version != MR_DP_VERSION) {
-        MR_LOG_ERROR(MR_LOG_NET,
-                     "rdma %s: peer speaks data-plane version %u (magic 0x%08x); this build speaks "
-                     "%u; refused",
-                     c->peer, pd.version, pd.magic, MR_DP_VERSION);
-        return MR_ERR_PROTO;
-    }
-    if (pd.slots < 1 || pd.slots > 64 || pd.slot_size < sizeof(mr_dp_header) + 8) {
-        MR_LOG_ERROR(MR_LOG_NET, "rdma %s: peer offers %u slots of %u bytes; refused", c->peer,
-                     pd.slots, pd.slot_size);
+    mr_rdma_pdata pd;
+    char why[256];
+    if (mr_rdma_pdata_parse(data, len, &pd, why, sizeof why) != MR_OK) {
+        MR_LOG_ERROR(MR_LOG_NET, "rdma %s: %s; refused", c->peer, why);
         return MR_ERR_PROTO;
     }
     c->r_addr = pd.addr;
@@ -223,6 +327,12 @@ static mr_status take_pdata(mr_xport_conn *c, const void *data, uint8_t len) {
     c->r_slots = pd.slots < RDMA_SLOTS ? pd.slots : RDMA_SLOTS;
     c->r_slot_size = pd.slot_size;
     c->credits = (int)c->r_slots;
+    c->r_can_split = (pd.flags & MR_RDMA_PD_CAN_SPLIT) != 0;
+    c->r_split = (pd.flags & MR_RDMA_PD_REGION) != 0;
+    c->r_region_addr = pd.region_addr;
+    c->r_region_rkey = pd.region_rkey;
+    c->r_region_slot = pd.region_slot_size;
+    mr_rdma_mode_label(pd.mode, pd.reason, c->peer_label, sizeof c->peer_label);
     return MR_OK;
 }
 
@@ -292,8 +402,8 @@ static mr_status rdma_connect_op(const mr_xport_params *p, const char *host, int
         st = MR_ERR_INVALID;
         goto err;
     }
-    if ((st = setup_resources(c, slot_bytes(p))) != MR_OK) goto err;
-    rdma_pdata pd;
+    if ((st = setup_resources(c, p, 1)) != MR_OK) goto err;
+    mr_rdma_pdata pd;
     fill_pdata(c, &pd);
     struct rdma_conn_param cp = {0};
     cp.private_data = &pd;
@@ -309,7 +419,17 @@ static mr_status rdma_connect_op(const mr_xport_params *p, const char *host, int
         goto err;
     st = take_pdata(c, ev->param.conn.private_data, ev->param.conn.private_data_len);
     rdma_ack_cm_event(ev);
-    if (st != MR_OK) goto err;
+    if (st == MR_OK && c->have_region && !c->r_can_split) {
+        MR_LOG_ERROR(MR_LOG_NET,
+                     "rdma %s: the peer cannot write split messages into the region offered to it "
+                     "(an older build?); closing",
+                     c->peer);
+        st = MR_ERR_PROTO;
+    }
+    if (st != MR_OK) {
+        rdma_disconnect(c->id);
+        goto err;
+    }
     fcntl(c->ec->fd, F_SETFL, fcntl(c->ec->fd, F_GETFL) | O_NONBLOCK);
     *out = c;
     return MR_OK;
@@ -370,7 +490,7 @@ static mr_status rdma_accept_op(mr_xport_listener *l, int timeout_ms, mr_xport_c
     mr_status st = take_pdata(c, ev->param.conn.private_data, ev->param.conn.private_data_len);
     rdma_ack_cm_event(ev);
     if (st != MR_OK) {
-        const char reason[] = "moerack: data-plane version or private data not accepted";
+        const char reason[] = "moerack: connection offer not accepted (version, slots or region)";
         rdma_reject(id, reason, sizeof reason);
         rdma_destroy_id(id);
         free(c);
@@ -391,12 +511,12 @@ static mr_status rdma_accept_op(mr_xport_listener *l, int timeout_ms, mr_xport_c
         conn_free(c);
         return MR_ERR_INVALID;
     }
-    if ((st = setup_resources(c, slot_bytes(&l->p))) != MR_OK) {
+    if ((st = setup_resources(c, &l->p, c->r_can_split)) != MR_OK) {
         rdma_reject(id, NULL, 0);
         conn_free(c);
         return st;
     }
-    rdma_pdata pd;
+    mr_rdma_pdata pd;
     fill_pdata(c, &pd);
     struct rdma_conn_param cp = {0};
     cp.private_data = &pd;
@@ -477,12 +597,20 @@ static mr_status drain_cq(mr_xport_conn *c) {
             if (wc[i].opcode != IBV_WC_RECV_RDMA_WITH_IMM || (imm & IMM_CREDIT))
                 return MR_ERR_PROTO;
             uint32_t slot = imm & 0xfu, k = (imm >> 4) & 0xfu;
+            if (c->granted <= 0) { /* the slot (and its region slot) may still be in use */
+                MR_LOG_ERROR(MR_LOG_NET,
+                             "rdma %s: protocol error: data in slot %u without a credit (the slot "
+                             "was not released)",
+                             c->peer, slot);
+                return MR_ERR_PROTO;
+            }
             if (slot >= RDMA_SLOTS || slot != c->rx_next || c->n_ready == RDMA_SLOTS) {
                 MR_LOG_ERROR(MR_LOG_NET,
                              "rdma %s: protocol error: data in slot %u, expected slot %u", c->peer,
                              slot, c->rx_next);
                 return MR_ERR_PROTO;
             }
+            c->granted--;
             if (c->credits + (int)k > (int)c->r_slots) {
                 MR_LOG_ERROR(MR_LOG_NET,
                              "rdma %s: protocol error: %u credits returned, %d outstanding",
@@ -561,23 +689,46 @@ static mr_status flush_credits(mr_xport_conn *c) {
     wr.send_flags = IBV_SEND_SIGNALED;
     wr.imm_data = htonl(IMM_CREDIT | (uint32_t)c->owed);
     if (ibv_post_send(c->id->qp, &wr, &bad)) return broken(c, "cannot return credits");
+    c->granted += c->owed;
     c->owed = 0;
     return MR_OK;
 }
 
-/* A slot was consumed: owe it to the peer; return what is owed once half the slots are. */
-static mr_status return_credit(mr_xport_conn *c) {
-    return ++c->owed < RDMA_SLOTS / 2 ? MR_OK : flush_credits(c);
+/* A slot is released: once every older slot is too, owe it to the peer; return what is owed
+ * once half the slots are. */
+static mr_status release_slot(mr_xport_conn *c, uint32_t slot) {
+    c->held[slot] = 0;
+    c->released[slot] = 1;
+    while (c->released[c->rel_next]) {
+        c->released[c->rel_next] = 0;
+        c->rel_next = (c->rel_next + 1) % RDMA_SLOTS;
+        c->owed++;
+    }
+    return c->owed < RDMA_SLOTS / 2 ? MR_OK : flush_credits(c);
+}
+
+/* The sge of `n` bytes at p: inline (copied by ibv_post_send) when small enough, else copied
+ * into `stage` (registered). Returns 1 when staged. */
+static int stage_sge(mr_xport_conn *c, struct ibv_sge *sge, const void *p, size_t n,
+                     uint8_t *stage) {
+    if (n <= c->max_inline) {
+        *sge = (struct ibv_sge){(uintptr_t)p, (uint32_t)n, 0};
+        return 0;
+    }
+    memcpy(stage, p, n);
+    *sge = (struct ibv_sge){(uintptr_t)stage, (uint32_t)n, c->tx_mr->lkey};
+    return 1;
 }
 
 static mr_status rdma_send_op(mr_xport_conn *c, const mr_dp_header *h, const void *payload) {
     if (c->broken) return MR_ERR_CLOSED;
-    size_t total = sizeof *h + (size_t)h->payload_bytes;
-    if (total > c->r_slot_size || total > c->slot_size) {
-        MR_LOG_ERROR(MR_LOG_NET, "rdma %s: message of %zu bytes exceeds the %u-byte slots", c->peer,
-                     total, c->r_slot_size);
+    const uint64_t room = c->r_split ? c->r_region_slot : c->r_slot_size - sizeof *h;
+    if (h->payload_bytes > room || h->payload_bytes > c->tx_slot_size - sizeof *h) {
+        MR_LOG_ERROR(MR_LOG_NET, "rdma %s: a payload of %llu bytes exceeds the %llu-byte slots",
+                     c->peer, (unsigned long long)h->payload_bytes, (unsigned long long)room);
         return MR_ERR_INVALID;
     }
+    const size_t pb = (size_t)h->payload_bytes, total = sizeof *h + pb;
     /* about to wait for a credit: return ours first, or two senders could each wait on the
      * credit the other withholds */
     if (!has_credit(c)) MR_CHECK(flush_credits(c));
@@ -589,74 +740,144 @@ static mr_status rdma_send_op(mr_xport_conn *c, const mr_dp_header *h, const voi
         return MR_ERR_TIMEOUT;
     }
     MR_CHECK(st);
-    uint32_t slot = c->tx_next;
-    struct ibv_send_wr wr = {0}, *bad;
-    struct ibv_sge sge[2];
-    int inl = total <= c->max_inline;
-    if (inl) { /* copied into the work request by ibv_post_send: header and payload in place */
-        sge[0] = (struct ibv_sge){(uintptr_t)h, (uint32_t)sizeof *h, 0};
-        sge[1] = (struct ibv_sge){(uintptr_t)payload, (uint32_t)h->payload_bytes, 0};
-        wr.num_sge = h->payload_bytes ? 2 : 1;
-        wr.wr_id = slot | WR_INLINE;
-        wr.send_flags = IBV_SEND_SIGNALED | IBV_SEND_INLINE;
+    const uint32_t slot = c->tx_next;
+    uint8_t *stage = c->tx + (size_t)slot * c->tx_slot_size;
+    struct ibv_send_wr wr[2], *bad;
+    struct ibv_sge sge[3];
+    memset(wr, 0, sizeof wr);
+    struct ibv_send_wr *first = &wr[1], *hw = &wr[1]; /* hw: the WRITE_WITH_IMM of the header */
+    int staged = 0, hdr_inline = 1;
+    if (c->r_split) { /* payload into the peer's region slot, then the header alone */
+        if (pb) {
+            const int ps = stage_sge(c, &sge[0], payload, pb, stage + sizeof *h);
+            wr[0].opcode = IBV_WR_RDMA_WRITE;
+            wr[0].send_flags = ps ? 0 : IBV_SEND_INLINE; /* unsignaled: the header's completes it */
+            wr[0].wr_id = slot | WR_INLINE;
+            wr[0].sg_list = &sge[0];
+            wr[0].num_sge = 1;
+            wr[0].wr.rdma.remote_addr = c->r_region_addr + (uint64_t)slot * c->r_region_slot;
+            wr[0].wr.rdma.rkey = c->r_region_rkey;
+            wr[0].next = hw;
+            first = &wr[0];
+            staged |= ps;
+        }
+        hdr_inline = !stage_sge(c, &sge[1], h, sizeof *h, stage);
+        staged |= !hdr_inline;
+        hw->num_sge = 1;
+    } else if (total <= c->max_inline) { /* header and payload from where they are */
+        sge[1] = (struct ibv_sge){(uintptr_t)h, (uint32_t)sizeof *h, 0};
+        sge[2] = (struct ibv_sge){(uintptr_t)payload, (uint32_t)pb, 0};
+        hw->num_sge = pb ? 2 : 1;
     } else {
-        uint8_t *stage = c->tx + (size_t)slot * c->slot_size;
         memcpy(stage, h, sizeof *h);
-        if (h->payload_bytes) memcpy(stage + sizeof *h, payload, (size_t)h->payload_bytes);
-        sge[0] = (struct ibv_sge){(uintptr_t)stage, (uint32_t)total, c->tx_mr->lkey};
-        wr.num_sge = 1;
-        wr.wr_id = slot;
-        wr.send_flags = IBV_SEND_SIGNALED;
+        if (pb) memcpy(stage + sizeof *h, payload, pb);
+        sge[1] = (struct ibv_sge){(uintptr_t)stage, (uint32_t)total, c->tx_mr->lkey};
+        hw->num_sge = 1;
+        staged = 1;
+        hdr_inline = 0;
     }
-    wr.sg_list = sge;
-    wr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
-    uint32_t give = (uint32_t)c->owed; /* piggybacked credits */
-    wr.imm_data = htonl(slot | give << 4 | (uint32_t)(h->micro_batch & 0xff) << 8 |
-                        (uint32_t)(h->layer & 0x7fff) << 16);
-    wr.wr.rdma.remote_addr = c->r_addr + (uint64_t)slot * c->r_slot_size;
-    wr.wr.rdma.rkey = c->r_rkey;
-    if (ibv_post_send(c->id->qp, &wr, &bad)) return broken(c, "ibv_post_send failed");
-    c->tx_busy[slot] = !inl;
+    hw->sg_list = &sge[1];
+    hw->opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
+    hw->send_flags = IBV_SEND_SIGNALED | (hdr_inline ? IBV_SEND_INLINE : 0);
+    hw->wr_id = slot | (staged ? 0 : WR_INLINE);
+    const uint32_t give = (uint32_t)c->owed; /* piggybacked credits */
+    hw->imm_data = htonl(slot | give << 4 | (uint32_t)(h->micro_batch & 0xff) << 8 |
+                         (uint32_t)(h->layer & 0x7fff) << 16);
+    hw->wr.rdma.remote_addr = c->r_addr + (uint64_t)slot * c->r_slot_size;
+    hw->wr.rdma.rkey = c->r_rkey;
+    if (ibv_post_send(c->id->qp, first, &bad)) return broken(c, "ibv_post_send failed");
+    c->tx_busy[slot] = staged;
     c->credits--;
+    c->granted += c->owed;
     c->owed = 0;
     c->tx_next = (slot + 1) % c->r_slots;
     return MR_OK;
 }
 
-static mr_status rdma_recv_op(mr_xport_conn *c, mr_dp_header *h, void *buf, size_t cap,
-                              int timeout_ms) {
+/* Takes the oldest arrived message and checks it against its slot: the header (and, without a
+ * region, the payload behind it) in the receive slot, or the header alone with the payload in
+ * the region slot of the same index. The slot is held until release_slot(). */
+static mr_status take_msg(mr_xport_conn *c, mr_xport_msg *m, int timeout_ms) {
     if (c->broken) return MR_ERR_CLOSED;
     uint64_t deadline = timeout_ms < 0 ? 0 : mr_now_ns() + (uint64_t)timeout_ms * 1000000;
     if (timeout_ms == 0) deadline = mr_now_ns();
     MR_CHECK(progress_until(c, has_data, deadline));
-    int slot = c->ready[c->ready_head];
-    uint32_t len = c->ready_len[c->ready_head], imm = c->ready_imm[c->ready_head];
+    const int slot = c->ready[c->ready_head];
+    const uint32_t len = c->ready_len[c->ready_head], imm = c->ready_imm[c->ready_head];
     c->ready_head = (c->ready_head + 1) % RDMA_SLOTS;
     c->n_ready--;
-    const uint8_t *src = c->rx + (size_t)slot * c->slot_size;
-    mr_status st = MR_OK;
-    if (len < sizeof *h) {
-        st = MR_ERR_PROTO;
-    } else {
+    c->held[slot] = 1;
+    const uint8_t *src = c->rx + (size_t)slot * c->rx_slot_size;
+    mr_dp_header *h = &m->h;
+    int ok = len >= sizeof *h;
+    if (ok) {
         memcpy(h, src, sizeof *h);
-        uint32_t mb = (imm >> 8) & 0xffu, layer = (imm >> 16) & 0x7fffu;
-        if (h->magic != MR_DP_MAGIC || h->version != MR_DP_VERSION ||
-            h->payload_bytes != (uint64_t)len - sizeof *h || h->payload_bytes > cap ||
-            mb != (h->micro_batch & 0xffu) || layer != (h->layer & 0x7fffu))
-            st = MR_ERR_PROTO;
-        else if (h->payload_bytes)
-            memcpy(buf, src + sizeof *h, (size_t)h->payload_bytes);
+        const uint32_t mb = (imm >> 8) & 0xffu, layer = (imm >> 16) & 0x7fffu;
+        ok = h->magic == MR_DP_MAGIC && h->version == MR_DP_VERSION &&
+             mb == (h->micro_batch & 0xffu) && layer == (h->layer & 0x7fffu);
+        if (c->have_region) /* the header alone; the payload fits its region slot */
+            ok = ok && len == sizeof *h && h->payload_bytes <= c->region_slot;
+        else /* the header and exactly its payload, inside the slot */
+            ok = ok && h->payload_bytes == (uint64_t)len - sizeof *h && len <= c->rx_slot_size;
     }
-    if (st != MR_OK) {
+    if (!ok) {
         MR_LOG_ERROR(
             MR_LOG_NET,
             "rdma %s: protocol error: slot %d holds %u bytes that do not match their header "
-            "(length, immediate or buffer size)",
+            "(magic, version, length or immediate)",
             c->peer, slot, len);
-        return st;
+        return MR_ERR_PROTO;
     }
-    MR_CHECK(return_credit(c));
+    m->slot = (uint32_t)slot;
+    m->in_region = c->have_region;
+    m->offset = c->have_region ? (size_t)slot * c->region_slot : 0;
+    m->payload = NULL;
+    if (h->payload_bytes)
+        m->payload = c->have_region ? (const uint8_t *)c->region.base + m->offset : src + sizeof *h;
     return MR_OK;
+}
+
+static mr_status rdma_recv_op(mr_xport_conn *c, mr_dp_header *h, void *buf, size_t cap,
+                              int timeout_ms) {
+    mr_xport_msg m;
+    MR_CHECK(take_msg(c, &m, timeout_ms));
+    if (m.h.payload_bytes > cap) {
+        MR_LOG_ERROR(MR_LOG_NET,
+                     "rdma %s: protocol error: a payload of %llu bytes for a %zu-byte buffer",
+                     c->peer, (unsigned long long)m.h.payload_bytes, cap);
+        return MR_ERR_PROTO;
+    }
+    mr_status st = MR_OK;
+    if (m.payload && c->rx_mode == MR_RDMA_RX_REGION_DMABUF) {
+        MR_LOG_ERROR(MR_LOG_NET,
+                     "rdma %s: recv() cannot copy a payload out of device memory; the message "
+                     "is dropped (use recv_zc on connections with a dmabuf region)",
+                     c->peer);
+        st = MR_ERR_INVALID;
+    } else if (m.payload) {
+        memcpy(buf, m.payload, (size_t)m.h.payload_bytes);
+    }
+    *h = m.h;
+    MR_CHECK(release_slot(c, m.slot));
+    return st;
+}
+
+static mr_status rdma_recv_zc_op(mr_xport_conn *c, mr_xport_msg *m, int timeout_ms) {
+    return take_msg(c, m, timeout_ms);
+}
+
+static mr_status rdma_release_op(mr_xport_conn *c, const mr_xport_msg *m) {
+    if (m->slot >= RDMA_SLOTS || !c->held[m->slot]) {
+        MR_LOG_ERROR(MR_LOG_NET, "rdma %s: release of slot %u, which is not held", c->peer,
+                     m->slot);
+        return MR_ERR_INVALID;
+    }
+    if (c->broken) return MR_ERR_CLOSED;
+    return release_slot(c, m->slot);
+}
+
+static const char *rdma_conn_label(mr_xport_conn *c, int remote) {
+    return remote ? c->peer_label : c->label;
 }
 
 static void rdma_close_op(mr_xport_conn *c) {
@@ -687,4 +908,7 @@ const mr_xport_ops mr_xport_rdma_ops = {
     .close = rdma_close_op,
     .conn_fd = rdma_conn_fd,
     .peer = rdma_peer,
+    .recv_zc = rdma_recv_zc_op,
+    .release = rdma_release_op,
+    .conn_label = rdma_conn_label,
 };

@@ -22,6 +22,7 @@
 #include "proto/sock.h"
 #include "proto/xport.h"
 #include "worker/expert_store.h"
+#include "worker/rx_pool.h"
 
 #define DATA_POLL_MS 200
 
@@ -53,6 +54,7 @@ struct mr_worker {
     int coord_port;
     const mr_xport_ops *xport;
     mr_xport_listener *listener;
+    mr_rx_pool *rx; /* receive regions of the data connections (rdma) */
     char data_endpoint[160];
     pthread_t data_thread;
     int data_thread_started;
@@ -149,13 +151,53 @@ static void serve_hello(mr_worker *w, data_conn *d) {
         return;
     }
     d->epoch = epoch;
-    MR_LOG_INFO(MR_LOG_NET, "data connection from %s (epoch %u)", w->xport->peer(d->c), epoch);
+    MR_LOG_INFO(MR_LOG_NET, "data connection from %s (epoch %u): requests land in %s",
+                w->xport->peer(d->c), epoch,
+                w->xport->conn_label ? w->xport->conn_label(d->c, 0) : w->xport->label);
+}
+
+/* Receives the next message: zero-copy where the transport can (the payload stays in the
+ * connection's region or host slot until released), else copied into s->req_buf. */
+static mr_status recv_request(mr_worker *w, data_conn *d, serving *s, mr_xport_msg *m) {
+    if (w->xport->recv_zc) return w->xport->recv_zc(d->c, m, 0);
+    mr_status st = w->xport->recv(d->c, &m->h, s->req_buf, s->req_cap, 0);
+    m->payload = s->req_buf;
+    m->in_region = 0;
+    return st;
+}
+
+/* Runs the experts on a request whose routing (ids, wts) is already validated in host memory and
+ * whose activations lie at xin: in s->req_buf, a host slot or host region of the transport, or
+ * device memory (pc on the device: the NIC wrote them into the GPU). Writes the reply payload. */
+static mr_status run_request(serving *s, const mr_dp_header *h, const mr_rx_piece *pc,
+                             const void *xin, const int32_t *ids, const float *wts) {
+    const size_t n = h->n_tokens,
+                 xbytes = (size_t)mr_dp_request_bytes(h->n_tokens, h->top_k, h->hidden, h->dtype) -
+                          n * h->top_k * 8;
+    const mr_expert_set *set = mr_expert_store_layer(s->store, h->layer);
+    if (mr_rx_piece_on_device(pc)) {
+        if (h->dtype == MR_DP_F32 && (uintptr_t)xin % 16 == 0)
+            return mr_rx_piece_moe(pc, s->be, set, xin, (int)n, (int)h->top_k, ids, wts,
+                                   s->reply_buf);
+        /* bf16 or misaligned activations: down to the host, then the host path */
+        void *xh = (uint8_t *)s->req_buf + n * h->top_k * 8;
+        MR_CHECK(mr_rx_piece_read(pc, xin, xh, xbytes));
+        xin = xh;
+    }
+    const float *x = xin;
+    if (h->dtype == MR_DP_BF16) { /* widen into the second half of the reply buffer */
+        float *xf = (float *)s->reply_buf + n * s->hidden;
+        mr_convert_to_f32(MR_DTYPE_BF16, xin, xf, n * s->hidden);
+        x = xf;
+    }
+    s->be->ops->moe(s->be, set, x, (int)n, (int)h->top_k, ids, wts, s->reply_buf);
+    return MR_OK;
 }
 
 /* One request on an authenticated connection: validate, compute, reply. */
 static void serve_request(mr_worker *w, data_conn *d) {
     const char *peer = w->xport->peer(d->c);
-    mr_dp_header h;
+    mr_xport_msg m;
     char why[256];
     pthread_rwlock_rdlock(&w->lock);
     serving *s = w->cur;
@@ -166,7 +208,7 @@ static void serve_request(mr_worker *w, data_conn *d) {
         d->c = NULL;
         return;
     }
-    mr_status st = w->xport->recv(d->c, &h, s->req_buf, s->req_cap, 0);
+    mr_status st = recv_request(w, d, s, &m);
     if (st == MR_ERR_TIMEOUT) {
         pthread_rwlock_unlock(&w->lock);
         return;
@@ -182,27 +224,44 @@ static void serve_request(mr_worker *w, data_conn *d) {
         }
         return;
     }
+    const mr_dp_header h = m.h;
     mr_dp_limits lim = {(uint32_t)s->n_layers, (uint32_t)s->max_tokens, (uint32_t)s->top_k,
                         (uint32_t)s->hidden, s->req_cap};
-    const int32_t *ids = s->req_buf;
-    const float *wts = (const float *)(ids + (size_t)h.n_tokens * h.top_k);
-    if (mr_dp_header_check(&h, &lim, 1u << MR_DP_REQUEST, why, sizeof why) != MR_OK ||
-        check_routes(s, &h, ids, wts, why, sizeof why) != 0) {
+    if (mr_dp_header_check(&h, &lim, 1u << MR_DP_REQUEST, why, sizeof why) != MR_OK) {
         pthread_rwlock_unlock(&w->lock);
         reject(w, d, why);
         return;
     }
-    const void *xin = wts + (size_t)h.n_tokens * h.top_k;
-    const float *x = xin;
-    if (h.dtype == MR_DP_BF16) { /* widen into the second half of the reply buffer */
-        float *xf = (float *)s->reply_buf + (size_t)h.n_tokens * s->hidden;
-        mr_convert_to_f32(MR_DTYPE_BF16, xin, xf, (size_t)h.n_tokens * s->hidden);
-        x = xf;
+    /* The routing is validated and used from this process's own copy: a payload received in
+     * place can still be written by the peer (RDMA), so what is checked must not be read from
+     * there again. The activations are used where they landed (bad values give bad numbers,
+     * never a bad access). */
+    const size_t meta = (size_t)h.n_tokens * h.top_k * 8;
+    const mr_rx_piece *pc =
+        m.in_region ? mr_rx_pool_find(w->rx, m.payload, (size_t)h.payload_bytes) : NULL;
+    st = m.in_region && !pc ? MR_ERR_INTERNAL : MR_OK; /* a region the pool did not give */
+    if (st == MR_OK && m.payload != s->req_buf)
+        st = mr_rx_piece_read(pc, m.payload, s->req_buf, meta);
+    const int32_t *ids = s->req_buf;
+    const float *wts = (const float *)(ids + (size_t)h.n_tokens * h.top_k);
+    if (st != MR_OK || check_routes(s, &h, ids, wts, why, sizeof why) != 0) {
+        pthread_rwlock_unlock(&w->lock);
+        reject(w, d, st != MR_OK ? "cannot read the request where it landed" : why);
+        return;
     }
     uint64_t t0 = mr_now_ns();
-    s->be->ops->moe(s->be, mr_expert_store_layer(s->store, h.layer), x, (int)h.n_tokens,
-                    (int)h.top_k, ids, wts, s->reply_buf);
+    st = run_request(s, &h, pc, (const uint8_t *)m.payload + meta, ids, wts);
     atomic_fetch_add(&w->busy_ns, mr_now_ns() - t0);
+    /* the payload is consumed: its slot goes back before the reply may wait for a credit */
+    if (st == MR_OK && w->xport->release) st = w->xport->release(d->c, &m);
+    if (st != MR_OK) {
+        pthread_rwlock_unlock(&w->lock);
+        MR_LOG_ERROR(MR_LOG_NET, "data connection from %s: request failed (%s); closing", peer,
+                     mr_status_str(st));
+        w->xport->close(d->c);
+        d->c = NULL;
+        return;
+    }
     mr_dp_header r;
     mr_dp_header_init(&r, MR_DP_REPLY);
     r.layer = h.layer;
@@ -403,12 +462,13 @@ static mr_status build_serving(mr_worker *w, const Moerack__Assign *a, int fd, u
         s->req_cap + s->reply_cap + slots * (2 * (size_t)s->hidden + 2 * (size_t)s->inter) * 4;
     {
         char bn[16], bb[16], bs[16];
-        size_t slots_bytes = strcmp(w->xport->name, "rdma") == 0
-                                 ? 8 * (40 + (size_t)data_max_payload(w->cc))
-                                 : 0; /* per data connection */
+        /* per data connection: 4 send staging slots on the host, and a receive region of 4
+         * slots (device memory on a CUDA expert backend where dma-buf registration works) */
+        size_t slots_bytes =
+            strcmp(w->xport->name, "rdma") == 0 ? 8 * (40 + (size_t)data_max_payload(w->cc)) : 0;
         MR_LOG_INFO(MR_LOG_CORE,
-                    "memory plan: %zu experts %s (host, bf16%s), buffers %s, data-plane slots %s "
-                    "per connection",
+                    "memory plan: %zu experts %s (host, bf16%s), buffers %s, data-plane slots and "
+                    "receive region %s per connection",
                     count, mr_human_bytes(need, bn),
                     defer    ? "; synthetic: generated on the GPU instead"
                     : on_gpu ? "; then uploaded to the GPU"
@@ -478,6 +538,8 @@ static mr_status handle_assign(mr_worker *w, int fd, const Moerack__Assign *a) {
         mr_frame_send_error(fd, st, "worker %s: %s", w->conf->name, why);
         return MR_OK; /* the connection stays; the coordinator decides */
     }
+    /* the coordinator connects once Ready is sent: its regions are made for this backend */
+    mr_rx_pool_set_backend(w->rx, s->be, s->max_tokens, s->hidden);
     pthread_rwlock_wrlock(&w->lock);
     serving *old = w->cur;
     w->cur = s;
@@ -669,14 +731,26 @@ mr_status mr_worker_create(const mr_cluster_config *cc, const char *name, mr_wor
     mr_xport_params xp = {.max_message = data_max_payload(cc),
                           .busy_poll = cc->cluster.rdma_busy_poll,
                           .device = w->conf->rdma_device[0] ? w->conf->rdma_device : NULL};
-    mr_status st = w->xport->listen(&xp, host, port, &w->listener, &bound);
+    mr_status st = mr_rx_pool_create(&w->rx);
     if (st != MR_OK) {
+        free(w);
+        return st;
+    }
+    if (w->xport->recv_zc) { /* requests land in a region of this worker's memory (rx_pool.h) */
+        xp.region_get = mr_rx_pool_get;
+        xp.region_put = mr_rx_pool_put;
+        xp.region_user = w->rx;
+    }
+    st = w->xport->listen(&xp, host, port, &w->listener, &bound);
+    if (st != MR_OK) {
+        mr_rx_pool_destroy(w->rx);
         free(w);
         return st;
     }
     snprintf(w->data_endpoint, sizeof w->data_endpoint, "%s:%d", host, bound);
     if (pthread_create(&w->data_thread, NULL, data_main, w) != 0) {
         w->xport->listener_close(w->listener);
+        mr_rx_pool_destroy(w->rx);
         free(w);
         return MR_ERR_NOMEM;
     }
@@ -693,6 +767,7 @@ void mr_worker_destroy(mr_worker *w) {
     if (w->data_thread_started) pthread_join(w->data_thread, NULL);
     w->xport->listener_close(w->listener);
     serving_free(w->cur);
+    mr_rx_pool_destroy(w->rx); /* the data thread closed every connection: regions returned */
     pthread_rwlock_destroy(&w->lock);
     free(w);
 }

@@ -7,6 +7,7 @@
 
 #include "common/check.h"
 #include "common/log.h"
+#include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_experts.h"
 #include "kernels/cuda/cuda_full_backend.h"
 #include "kernels/cuda/cuda_gpu_backend.h"
@@ -184,6 +185,31 @@ mr_status mr_cuda_backend_experts(mr_backend *be, const mr_expert_set *set, mr_c
     if (l < 0) return MR_ERR_INVALID;
     *cx = c->cx;
     *layer = l;
+    return MR_OK;
+}
+
+int mr_cuda_backend_is_experts(const mr_backend *be) {
+    return be && be->ops == &cuda_ops;
+}
+
+mr_status mr_cuda_backend_moe_dev(mr_backend *be, const mr_expert_set *set, const float *x_dev,
+                                  int n, int k, const int32_t *ids, const float *wts,
+                                  float *out_dev, float *out) {
+    mr_cuda_experts *cx;
+    int layer;
+    if (n <= 0 || !x_dev || !out_dev || !out || (uintptr_t)x_dev % 16 != 0 ||
+        mr_cuda_backend_experts(be, set, &cx, &layer) != MR_OK) {
+        MR_LOG_ERROR(MR_LOG_GPU, "cuda moe on device input: %s",
+                     n > 0 && x_dev && (uintptr_t)x_dev % 16 != 0
+                         ? "activations not 16-byte aligned"
+                         : "bad arguments, or experts of this layer not prepared");
+        return MR_ERR_INVALID;
+    }
+    MR_CHECK(mr_cuda_experts_enqueue(cx, layer, x_dev, n, k, ids, wts, out_dev));
+    cudaStream_t st = (cudaStream_t)mr_cuda_experts_stream(cx);
+    MR_CUDA_CHECK(cudaMemcpyAsync(out, out_dev, (size_t)n * set->hidden * sizeof(float),
+                                  cudaMemcpyDeviceToHost, st));
+    MR_CUDA_CHECK(cudaStreamSynchronize(st));
     return MR_OK;
 }
 

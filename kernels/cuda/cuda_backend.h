@@ -26,4 +26,16 @@ mr_status mr_cuda_backend_create(const char *name, const mr_backend_params *p, m
 mr_status mr_cuda_backend_experts(mr_backend *be, const mr_expert_set *set, mr_cuda_experts **cx,
                                   int *layer);
 
+/* 1 if `be` is a "cuda"-family expert backend (cuda, cuda-int8, cuda-int4, their -fast variants).
+ */
+int mr_cuda_backend_is_experts(const mr_backend *be);
+
+/* The moe op of a "cuda"-family backend on activations already in device memory (a worker's
+ * dma-buf receive region): x_dev f32 [n][hidden] (16-byte aligned), ids / wts on the host,
+ * out_dev device scratch of [n][hidden] f32, out the host result. Returns when out is written.
+ * MR_ERR_INVALID (logged) before moe_prepare, for an unknown set, or a misaligned x_dev. */
+mr_status mr_cuda_backend_moe_dev(mr_backend *be, const mr_expert_set *set, const float *x_dev,
+                                  int n, int k, const int32_t *ids, const float *wts,
+                                  float *out_dev, float *out);
+
 #endif

@@ -211,12 +211,23 @@ xport-one)
 IP=${RV_ip%/*}; fail=0
 ibv_devices | grep -q rxe0 || { echo "no rxe0 device"; exit 1; }
 echo "== event-driven completions"
-for t in sizes order slow disconnect hostile-version hostile-slot hostile-length; do
+for t in sizes order slow disconnect hostile-version hostile-slot hostile-length hostile-credit \
+         hostile-region-offer; do
   ./xport_test --transport rdma --addr $IP --port 7480 $t || fail=$((fail+1))
 done
 # 16 connections in one 1 GiB guest: 256 KiB slots (each connection registers 2 x 4 slots)
 ./xport_test --transport rdma --addr $IP --port 7480 --max-message 262144 peers || fail=$((fail+1))
+echo "== receive regions: payloads written straight into the receiver's memory (zero-copy)"
+for t in sizes order slow hostile-credit hostile-region-write hostile-region-length; do
+  ./xport_test --transport rdma --addr $IP --port 7482 --region host $t || fail=$((fail+1))
+done
+for t in peers mixed; do
+  ./xport_test --transport rdma --addr $IP --port 7482 --region host --max-message 262144 $t || fail=$((fail+1))
+done
+echo "== regions handed over as dmabufs: rxe registers none, so host staging, and the labels say so"
+./xport_test --transport rdma --addr $IP --port 7483 --region dmabuf dmabuf-fallback || fail=$((fail+1))
 echo "== busy-poll completions";  ./xport_test --transport rdma --addr $IP --port 7481 --busy-poll sizes || fail=$((fail+1))
+./xport_test --transport rdma --addr $IP --port 7481 --busy-poll --region host sizes || fail=$((fail+1))
 exit $fail
 RUN
   rc=0; one "$S" || rc=$?; show "$S/single.log"; exit $rc ;;
@@ -226,14 +237,17 @@ xport-two)
   cat > "$S/run.sh" <<'RUN'
 SRV=10.0.0.1; fail=0; n=0
 waitfor() { i=0; until [ -e "/mnt/$1" ]; do i=$((i+1)); [ $i -ge 900 ] && return 1; sleep 0.2; done; }
-for t in sizes order slow peers; do
-  n=$((n+1)); mm=16777216; [ $t = peers ] && mm=262144
+# TEST or TEST:region (both sides give each connection a receive region: zero-copy, split writes)
+for tr in sizes order slow peers sizes:region slow:region; do
+  n=$((n+1)); t=${tr%%:*}; mm=16777216; [ $t = peers ] && mm=262144
+  reg=; [ "$tr" != "$t" ] && reg="--region host"
   if [ "$RV_name" = node1 ]; then
-    ./xport_test --transport rdma --role server --addr $SRV --port $((7500+n)) --max-message $mm $t > /tmp/s.log 2>&1 & p=$!
+    ./xport_test --transport rdma --role server --addr $SRV --port $((7500+n)) --max-message $mm $reg $t > /tmp/s.log 2>&1 & p=$!
     sleep 2; touch /mnt/sync.$n; wait $p || fail=$((fail+1)); cat /tmp/s.log
   else
     waitfor sync.$n || { fail=$((fail+1)); continue; }
-    ./xport_test --transport rdma --role client --addr $SRV --port $((7500+n)) --max-message $mm $t || fail=$((fail+1))
+    [ -n "$reg" ] && echo "== $t, with receive regions on both sides"
+    ./xport_test --transport rdma --role client --addr $SRV --port $((7500+n)) --max-message $mm $reg $t || fail=$((fail+1))
   fi
 done
 echo "$RV_name FAILURES=$fail"; exit $fail
@@ -276,7 +290,14 @@ done < /mnt/prompts.txt
 for t in rdma tcp; do
   $B/moerack-coordinator --config /mnt/$t.cfg > /mnt/out/$t-coordinator.log 2>&1 & c=$!
   i=0; until $B/moerack status --coordinator 10.0.0.1:7400 > /dev/null 2>&1; do i=$((i+1)); [ $i -ge 600 ] && break; sleep 0.5; done
-  $B/moerack status --coordinator 10.0.0.1:7400 || fail=$((fail+1))
+  $B/moerack status --coordinator 10.0.0.1:7400 | tee /mnt/out/$t-status.txt || fail=$((fail+1))
+  if [ $t = rdma ]; then    # the workers offer receive regions: requests land there, zero-copy
+    if [ "$(grep -c ' rdma/host-region ' /mnt/out/$t-status.txt)" = 2 ]; then
+      echo "PASS status: both workers receive requests in their own memory (rdma/host-region)"
+    else
+      echo "FAIL status: the workers' XPORT is not rdma/host-region"; fail=$((fail+1))
+    fi
+  fi
   while read -r name ids; do
     $B/moerack run --coordinator 10.0.0.1:7400 --ids $ids --greedy 8 --dump-logits /mnt/out/$t-$name.f32 > /mnt/out/$t-$name.ids || fail=$((fail+1))
     if cmp -s /mnt/out/$t-$name.f32 /mnt/out/single-$name.f32 && cmp -s /mnt/out/$t-$name.ids /mnt/out/single-$name.ids; then
