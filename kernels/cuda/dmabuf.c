@@ -146,9 +146,8 @@ mr_status mr_cuda_dmabuf_create(int device, size_t bytes, mr_cuda_dmabuf **out, 
                      (flush_opts & cudaFlushGPUDirectRDMAWritesOptionHost);
     b->alloc = (uint64_t)(uintptr_t)raw;
     cudaSetDevice(prev);
-    MR_LOG_INFO(MR_LOG_GPU,
-                "device %d: %zu bytes exported as dma-buf fd %d (remote writes %s a flush)", device,
-                size, fd, b->needs_flush ? "need" : "need no");
+    MR_LOG_INFO(MR_LOG_GPU, "device %d: %zu bytes exported as dma-buf fd %d (remote writes %s)",
+                device, size, fd, b->needs_flush ? "need a flush" : "need no flush");
     *out = b;
     return MR_OK;
 err_free_memory:
