@@ -101,6 +101,10 @@ typedef struct mr_xport_ops {
     void (*close)(mr_xport_conn *c);
     /* fd that becomes readable when a message starts arriving (poll/epoll), or -1. */
     int (*conn_fd)(mr_xport_conn *c);
+    /* Optional: nonzero when bytes of a message were already taken off conn_fd by the transport
+     * (tcp reads ahead while a send waits: xport_tcp.c), so recv() has something although poll()
+     * on conn_fd may not say so. Callers that poll must check it first. */
+    int (*buffered)(mr_xport_conn *c);
     /* Peer address as "host:port", for logs and status. */
     const char *(*peer)(mr_xport_conn *c);
     /* Optional (NULL in tcp). The next message, like recv(), but its payload stays where it

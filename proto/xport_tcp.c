@@ -1,5 +1,13 @@
 /* xport_tcp.c — the TCP implementation of the data-plane transport. One message = the 40-byte
- * header and its payload written back to back (writev); TCP_NODELAY on. */
+ * header and its payload written back to back (writev); TCP_NODELAY on.
+ *
+ * Full duplex on one thread. Both ends may have a message on the way to the other at once (the
+ * coordinator sends micro-batch 1 while the worker answers micro-batch 0): if both were larger
+ * than what the two kernels' socket buffers hold, each side would block in send() waiting for the
+ * other to read — with MiniMax-M1 activations (24.6 KB per token) that happened from ~2000 tokens.
+ * So a send() that cannot progress reads whatever arrives into the connection's read-ahead buffer
+ * (allocated on first need, one message of max_message), and recv() serves from it first; poll()
+ * on conn_fd cannot see buffered bytes, which tcp_buffered() reports. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -22,10 +30,14 @@
 struct mr_xport_conn {
     int fd;
     char peer[96];
+    size_t max_message; /* payload bytes; the read-ahead holds one whole message */
+    uint8_t *ra;        /* read-ahead: bytes [ra_off, ra_len) arrived but not yet returned */
+    size_t ra_cap, ra_off, ra_len;
 };
 
 struct mr_xport_listener {
     int fd;
+    size_t max_message;
 };
 
 static uint64_t deadline_of(int timeout_ms) {
@@ -116,6 +128,7 @@ static mr_status tcp_listen(const mr_xport_params *p, const char *host, int port
         return MR_ERR_NOMEM;
     }
     l->fd = fd;
+    l->max_message = p ? p->max_message : 0;
     *out = l;
     return MR_OK;
 }
@@ -132,6 +145,7 @@ static mr_status tcp_accept(mr_xport_listener *l, int timeout_ms, mr_xport_conn 
                 return MR_ERR_NOMEM;
             }
             c->fd = fd;
+            c->max_message = l->max_message;
             describe_peer(fd, c->peer, sizeof c->peer);
             *out = c;
             return MR_OK;
@@ -184,8 +198,39 @@ static mr_status tcp_connect(const mr_xport_params *p, const char *host, int por
         return MR_ERR_NOMEM;
     }
     c->fd = fd;
+    c->max_message = p ? p->max_message : 0;
     snprintf(c->peer, sizeof c->peer, "%s:%d", host, port);
     *out = c;
+    return MR_OK;
+}
+
+/* While a send is blocked: read what the peer sends into the read-ahead buffer, so that a peer
+ * blocked sending to us can finish and go on to read. MR_OK when the socket may be writable (or
+ * the buffer is full and only the peer's reading can unblock us); errors of the connection. */
+static mr_status send_wait(mr_xport_conn *c) {
+    if (!c->ra && c->max_message) {
+        c->ra_cap = sizeof(mr_dp_header) + c->max_message;
+        c->ra = malloc(c->ra_cap); /* on failure: plain blocking send, as before */
+        if (!c->ra) c->ra_cap = 0;
+    }
+    if (c->ra && c->ra_off > 0) { /* keep the unread bytes at the front */
+        memmove(c->ra, c->ra + c->ra_off, c->ra_len - c->ra_off);
+        c->ra_len -= c->ra_off;
+        c->ra_off = 0;
+    }
+    const int room = c->ra && c->ra_len < c->ra_cap;
+    struct pollfd p = {c->fd, (short)(POLLOUT | (room ? POLLIN : 0)), 0};
+    int rc = poll(&p, 1, -1);
+    if (rc < 0) return errno == EINTR ? MR_OK : MR_ERR_IO;
+    if (room && (p.revents & (POLLIN | POLLHUP | POLLERR))) {
+        ssize_t r = recv(c->fd, c->ra + c->ra_len, c->ra_cap - c->ra_len, 0);
+        if (r > 0)
+            c->ra_len += (size_t)r;
+        else if (r == 0)
+            return MR_ERR_CLOSED;
+        else if (errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK)
+            return errno == ECONNRESET ? MR_ERR_CLOSED : MR_ERR_IO;
+    }
     return MR_OK;
 }
 
@@ -198,7 +243,7 @@ static mr_status tcp_send(mr_xport_conn *c, const mr_dp_header *h, const void *p
         if (w < 0) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                MR_CHECK(wait_fd(c->fd, POLLOUT, 0));
+                MR_CHECK(send_wait(c));
                 continue;
             }
             return errno == EPIPE || errno == ECONNRESET ? MR_ERR_CLOSED : MR_ERR_IO;
@@ -214,8 +259,18 @@ static mr_status tcp_send(mr_xport_conn *c, const mr_dp_header *h, const void *p
     return MR_OK;
 }
 
-static mr_status read_all(int fd, void *buf, size_t n, uint64_t deadline) {
+/* Reads n bytes: first from the read-ahead buffer, then from the socket. */
+static mr_status read_all(mr_xport_conn *c, void *buf, size_t n, uint64_t deadline) {
     char *p = buf;
+    const int fd = c->fd;
+    if (c->ra_len > c->ra_off && n > 0) {
+        size_t take = c->ra_len - c->ra_off < n ? c->ra_len - c->ra_off : n;
+        memcpy(p, c->ra + c->ra_off, take);
+        c->ra_off += take;
+        if (c->ra_off == c->ra_len) c->ra_off = c->ra_len = 0;
+        p += take;
+        n -= take;
+    }
     while (n > 0) {
         ssize_t r = recv(fd, p, n, 0);
         if (r > 0) {
@@ -239,14 +294,14 @@ static mr_status tcp_recv(mr_xport_conn *c, mr_dp_header *h, void *buf, size_t c
     /* timeout_ms bounds the wait for a message to start; once its first byte is here, the rest
      * must follow within MR_XPORT_BODY_TIMEOUT_MS or the connection is broken. A timeout before
      * the start consumes nothing, so the caller may simply call again. */
-    MR_CHECK(wait_fd(c->fd, POLLIN, deadline_of(timeout_ms)));
+    if (c->ra_len == c->ra_off) MR_CHECK(wait_fd(c->fd, POLLIN, deadline_of(timeout_ms)));
     uint64_t deadline = deadline_of(MR_XPORT_BODY_TIMEOUT_MS);
-    mr_status st = read_all(c->fd, h, sizeof *h, deadline);
+    mr_status st = read_all(c, h, sizeof *h, deadline);
     if (st != MR_OK) return st == MR_ERR_TIMEOUT ? MR_ERR_PROTO : st;
     if (h->magic != MR_DP_MAGIC || h->version != MR_DP_VERSION) return MR_ERR_PROTO;
     if (h->payload_bytes > cap) return MR_ERR_PROTO;
     if (h->payload_bytes) {
-        st = read_all(c->fd, buf, (size_t)h->payload_bytes, deadline);
+        st = read_all(c, buf, (size_t)h->payload_bytes, deadline);
         if (st != MR_OK) return st == MR_ERR_TIMEOUT ? MR_ERR_PROTO : st;
     }
     return MR_OK;
@@ -255,7 +310,12 @@ static mr_status tcp_recv(mr_xport_conn *c, mr_dp_header *h, void *buf, size_t c
 static void tcp_close(mr_xport_conn *c) {
     if (!c) return;
     close(c->fd);
+    free(c->ra);
     free(c);
+}
+
+static int tcp_buffered(mr_xport_conn *c) {
+    return c->ra_len > c->ra_off;
 }
 
 static const char *tcp_peer(mr_xport_conn *c) {
@@ -278,6 +338,7 @@ const mr_xport_ops mr_xport_tcp_ops = {
     .recv = tcp_recv,
     .close = tcp_close,
     .conn_fd = tcp_conn_fd,
+    .buffered = tcp_buffered,
     .peer = tcp_peer,
 };
 

@@ -304,9 +304,15 @@ static void *data_main(void *arg) {
             pf[n] = (struct pollfd){w->xport->conn_fd(conns[i].c), POLLIN, 0};
             map[n++] = i;
         }
-        if (poll(pf, (nfds_t)n, DATA_POLL_MS) <= 0) continue;
+        /* a message the transport already read ahead (while sending) is not on the fd */
+        int ahead = 0;
+        for (int j = 1; j < n; j++)
+            ahead |= w->xport->buffered && w->xport->buffered(conns[map[j]].c);
+        const int rc = poll(pf, (nfds_t)n, ahead ? 0 : DATA_POLL_MS);
+        if (rc < 0 || (rc == 0 && !ahead)) continue;
         for (int j = 1; j < n; j++) {
-            if (!(pf[j].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+            const int buffered = w->xport->buffered && w->xport->buffered(conns[map[j]].c);
+            if (!buffered && !(pf[j].revents & (POLLIN | POLLHUP | POLLERR))) continue;
             data_conn *d = &conns[map[j]];
             if (!d->epoch)
                 serve_hello(w, d);
