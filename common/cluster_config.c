@@ -36,6 +36,10 @@ static const mr_opt cluster_opts[] = {
     MR_OPT_BOOL_(mr_cluster_conf, rdma_busy_poll, "false",
                  "rdma: spin on completion queues (lowest latency, one core per connection) "
                  "instead of sleeping on completion events"),
+    MR_OPT_INT_(mr_cluster_conf, tcp_buffer_kb, 0, 1 << 20, "0",
+                "tcp: send and receive buffer of each data connection's sockets in KiB "
+                "(SO_SNDBUF / SO_RCVBUF); 0 = the kernel's autotuning. Tests set a few KiB so "
+                "that every expert batch is larger than what the sockets hold"),
 };
 
 static const mr_opt coord_opts[] = {

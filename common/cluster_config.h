@@ -25,6 +25,7 @@ typedef struct mr_cluster_conf {
     char weight_format[16];      /* experts: "bf16" | "int8" | "int4" */
     int rdma_busy_poll;          /* rdma: spin on completion queues instead of sleeping */
     long long synthetic_weights; /* >= 0: seed of generated weights (no shards); -1: load */
+    int tcp_buffer_kb;           /* tcp: socket buffers of data connections; 0 = the kernel's */
 } mr_cluster_conf;
 
 typedef struct mr_coord_conf {

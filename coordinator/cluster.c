@@ -187,6 +187,7 @@ static void connect_data(mr_cluster *c, mr_conn *k, int wi) {
                               (uint32_t)c->mc->num_experts_per_tok, (uint32_t)c->mc->hidden_size),
         .busy_poll = c->cc->cluster.rdma_busy_poll,
         .device = c->cc->coord.rdma_device[0] ? c->cc->coord.rdma_device : NULL,
+        .sock_buffer = c->cc->cluster.tcp_buffer_kb * 1024,
     };
     mr_xport_conn *dc;
     mr_status st = c->xport->connect(&xp, host, port, 3000, &dc);

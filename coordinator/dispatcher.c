@@ -10,19 +10,23 @@
 #include "common/log.h"
 #include "common/timeutil.h"
 
-/* What was sent to one worker for one micro-batch. */
+/* What was sent to one worker for one micro-batch. At most one of active and got is set. */
 typedef struct sent {
-    int active;      /* a request is in flight */
+    int active;      /* a request is in flight: its reply is not read yet */
+    int got;         /* its reply is read into wconn.reply[mb], not yet added by combine */
     int n;           /* tokens in it */
     int32_t *tokens; /* [max_tokens] token index (within the micro-batch) of each row */
     uint32_t seq;
+    int layer;
     uint64_t t_sent;
 } sent;
 
+/* One worker's data connection. Invariant (see send_to): a request goes to the worker only when
+ * none of its replies is unread, so at most one request per connection is ever in flight. */
 typedef struct wconn {
     mr_xport_conn *conn;
-    void *req;    /* request payload buffer */
-    float *reply; /* [max_tokens][hidden] */
+    void *req;                          /* request payload buffer */
+    float *reply[MR_MAX_MICRO_BATCHES]; /* [max_tokens][hidden] per micro-batch */
     sent mb[MR_MAX_MICRO_BATCHES];
 } wconn;
 
@@ -51,10 +55,14 @@ static int live(mr_dispatcher *d, int w) {
     return d->w[w].conn != NULL && mr_cluster_worker_ready(d->cl, w);
 }
 
+static void forget(wconn *wc) {
+    for (int i = 0; i < MR_MAX_MICRO_BATCHES; i++) wc->mb[i].active = wc->mb[i].got = 0;
+}
+
 static void drop(mr_dispatcher *d, int w, const char *why) {
     if (d->w[w].conn) d->x->close(d->w[w].conn);
     d->w[w].conn = NULL;
-    for (int i = 0; i < MR_MAX_MICRO_BATCHES; i++) d->w[w].mb[i].active = 0;
+    forget(&d->w[w]);
     mr_cluster_worker_failed(d->cl, w, why);
 }
 
@@ -65,7 +73,7 @@ int mr_dispatcher_refresh(mr_dispatcher *d) {
         if (p) {
             if (d->w[w].conn) d->x->close(d->w[w].conn);
             d->w[w].conn = p;
-            for (int i = 0; i < MR_MAX_MICRO_BATCHES; i++) d->w[w].mb[i].active = 0;
+            forget(&d->w[w]);
         }
     }
     int uncovered = 0;
@@ -86,18 +94,65 @@ static int pick_holder(mr_dispatcher *d, int layer, int e, int exclude) {
     return -1;
 }
 
-/* Sends worker w the slots of `call` whose holder is w. */
-static mr_status send_to(mr_dispatcher *d, int w, int mbi, const mb_call *call) {
+/* Reads worker w's reply to its request for micro-batch mbi (active) into wc->reply[mbi]
+ * (got). */
+static mr_status recv_from(mr_dispatcher *d, int w, int mbi, char *why, size_t cap) {
+    wconn *wc = &d->w[w];
+    sent *s = &wc->mb[mbi];
+    mr_dp_header h;
+    mr_status st = d->x->recv(wc->conn, &h, wc->reply[mbi], (size_t)d->max_tokens * d->hidden * 4,
+                              d->timeout_ms);
+    if (st != MR_OK) {
+        snprintf(why, cap, "%s",
+                 st == MR_ERR_TIMEOUT ? "no answer within expert_timeout_ms"
+                 : st == MR_ERR_PROTO ? "malformed reply"
+                                      : "connection lost");
+        return st;
+    }
+    if (h.kind == MR_DP_ERROR) {
+        snprintf(why, cap, "worker reported an error");
+        return MR_ERR_PROTO;
+    }
+    mr_dp_limits lim = {(uint32_t)d->pl->n_layers, (uint32_t)d->max_tokens, (uint32_t)d->top_k,
+                        (uint32_t)d->hidden, (uint64_t)d->max_tokens * d->hidden * 4};
+    char hwhy[120] = "fields differ";
+    if (mr_dp_header_check(&h, &lim, 1u << MR_DP_REPLY, hwhy, sizeof hwhy) != MR_OK ||
+        h.seq != s->seq || h.micro_batch != mbi || h.layer != s->layer || (int)h.n_tokens != s->n) {
+        snprintf(why, cap, "reply does not match its request (%.120s)", hwhy);
+        return MR_ERR_PROTO;
+    }
+    mr_cluster_record_rtt(d->cl, w, (double)(mr_now_ns() - s->t_sent) / 1000.0);
+    s->active = 0;
+    s->got = 1;
+    return MR_OK;
+}
+
+/* Reads every reply worker w still owes. Called before anything is sent to w: a worker answers
+ * its requests in order and does not read the next one while its reply is still being written,
+ * so a request sent while a reply is unread can wait on that reply, and the reply on this
+ * thread, for ever, once both are larger than what the transport buffers (TCP: the kernel's
+ * socket buffers, a few MB; prefill chunks of thousands of tokens are tens of MB). */
+static mr_status settle(mr_dispatcher *d, int w, char *why, size_t cap) {
+    for (int i = 0; i < MR_MAX_MICRO_BATCHES; i++)
+        if (d->w[w].mb[i].active) MR_CHECK(recv_from(d, w, i, why, cap));
+    return MR_OK;
+}
+
+/* Sends worker w the slots of `call` whose holder is w, once w owes no reply (settle). */
+static mr_status send_to(mr_dispatcher *d, int w, int mbi, const mb_call *call, char *why,
+                         size_t cap) {
     wconn *wc = &d->w[w];
     sent *s = &wc->mb[mbi];
     const int k = call->k, H = d->hidden;
+    MR_CHECK(settle(d, w, why, cap));
+    /* a reply of this micro-batch that was never combined (its step failed midway) is stale */
+    s->got = 0;
     int n = 0;
     for (int t = 0; t < call->n; t++) {
         int any = 0;
         for (int j = 0; j < k; j++) any |= call->holder[t * k + j] == w;
         if (any) s->tokens[n++] = t;
     }
-    s->active = 0;
     if (n == 0) return MR_OK;
     int32_t *ids = wc->req;
     float *wts = (float *)(ids + (size_t)n * k), *x = wts + (size_t)n * k;
@@ -115,6 +170,7 @@ static mr_status send_to(mr_dispatcher *d, int w, int mbi, const mb_call *call) 
     h.layer = (uint16_t)call->layer;
     h.micro_batch = (uint16_t)mbi;
     h.seq = s->seq = ++d->next_seq;
+    s->layer = call->layer;
     h.n_tokens = (uint32_t)n;
     h.top_k = (uint16_t)k;
     h.dtype = MR_DP_F32;
@@ -122,49 +178,25 @@ static mr_status send_to(mr_dispatcher *d, int w, int mbi, const mb_call *call) 
     h.payload_bytes = mr_dp_request_bytes((uint32_t)n, (uint32_t)k, (uint32_t)H, MR_DP_F32);
     s->t_sent = mr_now_ns();
     mr_status st = d->x->send(wc->conn, &h, wc->req);
-    if (st != MR_OK) return st;
+    if (st != MR_OK) {
+        snprintf(why, cap, "sending an expert batch failed");
+        return st;
+    }
     s->active = 1;
     s->n = n;
     return MR_OK;
 }
 
-/* Receives worker w's reply for micro-batch mbi and adds it into out. */
-static mr_status recv_from(mr_dispatcher *d, int w, int mbi, const mb_call *call, float *out,
-                           char *why, size_t cap) {
-    wconn *wc = &d->w[w];
-    sent *s = &wc->mb[mbi];
-    mr_dp_header h;
-    mr_status st =
-        d->x->recv(wc->conn, &h, wc->reply, (size_t)d->max_tokens * d->hidden * 4, d->timeout_ms);
-    if (st != MR_OK) {
-        snprintf(why, cap, "%s",
-                 st == MR_ERR_TIMEOUT ? "no answer within expert_timeout_ms"
-                 : st == MR_ERR_PROTO ? "malformed reply"
-                                      : "connection lost");
-        return st;
-    }
-    if (h.kind == MR_DP_ERROR) {
-        snprintf(why, cap, "worker reported an error");
-        return MR_ERR_PROTO;
-    }
-    mr_dp_limits lim = {(uint32_t)d->pl->n_layers, (uint32_t)d->max_tokens, (uint32_t)d->top_k,
-                        (uint32_t)d->hidden, (uint64_t)d->max_tokens * d->hidden * 4};
-    char hwhy[120] = "fields differ";
-    if (mr_dp_header_check(&h, &lim, 1u << MR_DP_REPLY, hwhy, sizeof hwhy) != MR_OK ||
-        h.seq != s->seq || h.micro_batch != mbi || h.layer != call->layer ||
-        (int)h.n_tokens != s->n) {
-        snprintf(why, cap, "reply does not match its request (%.120s)", hwhy);
-        return MR_ERR_PROTO;
-    }
-    mr_cluster_record_rtt(d->cl, w, (double)(mr_now_ns() - s->t_sent) / 1000.0);
+/* Adds worker w's reply for micro-batch mbi (got) into out. */
+static void add_reply(mr_dispatcher *d, int w, int mbi, float *out) {
+    sent *s = &d->w[w].mb[mbi];
     const int H = d->hidden;
     for (int i = 0; i < s->n; i++) {
         float *o = out + (size_t)s->tokens[i] * H;
-        const float *r = wc->reply + (size_t)i * H;
+        const float *r = d->w[w].reply[mbi] + (size_t)i * H;
         for (int c = 0; c < H; c++) o[c] += r[c];
     }
-    s->active = 0;
-    return MR_OK;
+    s->got = 0;
 }
 
 #define SLOT_DONE (-2) /* holder value of a slot whose contribution is already in `out` */
@@ -191,9 +223,11 @@ static mr_status assign_pending(mr_dispatcher *d, mb_call *call) {
  * stay pending (assign_pending moves them). */
 static void send_round(mr_dispatcher *d, int mbi, const mb_call *call) {
     for (int w = 0; w < d->W; w++) {
-        d->w[w].mb[mbi].active = 0;
         if (!d->w[w].conn) continue;
-        if (send_to(d, w, mbi, call) != MR_OK) drop(d, w, "sending an expert batch failed");
+        char why[200] = "", msg[300];
+        if (send_to(d, w, mbi, call, why, sizeof why) == MR_OK) continue;
+        snprintf(msg, sizeof msg, "expert batch for layer %d: %s", call->layer, why);
+        drop(d, w, msg);
     }
 }
 
@@ -223,15 +257,16 @@ static mr_status do_combine(void *ctx, int layer, int mbi, float *out) {
     for (int round = 0; round <= d->W; round++) {
         for (int w = 0; w < d->W; w++) {
             sent *s = &d->w[w].mb[mbi];
-            if (!s->active) continue;
+            if (!s->active && !s->got) continue;
             char why[200] = "";
-            if (!d->w[w].conn || recv_from(d, w, mbi, call, out, why, sizeof why) != MR_OK) {
+            if (!d->w[w].conn || (s->active && recv_from(d, w, mbi, why, sizeof why) != MR_OK)) {
                 char msg[300];
                 snprintf(msg, sizeof msg, "expert batch for layer %d: %s", layer,
                          why[0] ? why : "connection lost");
                 drop(d, w, msg);
                 continue;
             }
+            add_reply(d, w, mbi, out);
             for (int i = 0; i < s->n; i++)
                 for (int j = 0; j < k; j++)
                     if (call->holder[s->tokens[i] * k + j] == w)
@@ -263,8 +298,10 @@ void mr_dispatcher_destroy(mr_dispatcher *d) {
     for (int w = 0; d->w && w < d->W; w++) {
         if (d->w[w].conn) d->x->close(d->w[w].conn);
         mr_free_aligned(d->w[w].req);
-        mr_free_aligned(d->w[w].reply);
-        for (int i = 0; i < MR_MAX_MICRO_BATCHES; i++) free(d->w[w].mb[i].tokens);
+        for (int i = 0; i < MR_MAX_MICRO_BATCHES; i++) {
+            mr_free_aligned(d->w[w].reply[i]);
+            free(d->w[w].mb[i].tokens);
+        }
     }
     for (int i = 0; i < MR_MAX_MICRO_BATCHES; i++) free(d->calls[i].holder);
     free(d->w);
@@ -290,10 +327,10 @@ mr_status mr_dispatcher_create(mr_cluster *cl, const mr_placement *pl, const mr_
     size_t req = (size_t)mr_dp_request_bytes((uint32_t)max_tokens, (uint32_t)d->top_k,
                                              (uint32_t)d->hidden, MR_DP_F32);
     for (int w = 0; ok && w < d->W; w++) {
-        ok = (d->w[w].req = mr_alloc_aligned(req)) &&
-             (d->w[w].reply = mr_alloc_aligned((size_t)max_tokens * d->hidden * 4));
+        ok = (d->w[w].req = mr_alloc_aligned(req)) != NULL;
         for (int i = 0; ok && i < MR_MAX_MICRO_BATCHES; i++)
-            ok = (d->w[w].mb[i].tokens = malloc((size_t)max_tokens * sizeof(int32_t))) != NULL;
+            ok = (d->w[w].reply[i] = mr_alloc_aligned((size_t)max_tokens * d->hidden * 4)) &&
+                 (d->w[w].mb[i].tokens = malloc((size_t)max_tokens * sizeof(int32_t))) != NULL;
     }
     for (int i = 0; ok && i < MR_MAX_MICRO_BATCHES; i++)
         ok = (d->calls[i].holder = malloc((size_t)max_tokens * d->top_k * sizeof(int32_t))) != NULL;

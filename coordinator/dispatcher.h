@@ -7,6 +7,13 @@
  * partial sums in worker order. A worker whose connection fails, or that does not answer within
  * expert_timeout_ms, is reported down; its slots are redone on other holders when every one of
  * them has one, else the step fails with an error naming the worker and the uncovered experts.
+ *
+ * One request in flight per worker: before anything is sent to a worker, every reply it still
+ * owes is read (into that micro-batch's reply buffer, added at its combine). A worker reads its
+ * next request only after writing its last reply, so a request sent over an unread reply could
+ * wait for it for ever once both outgrow the transport's buffering (TCP: the kernel's socket
+ * buffers; a prefill chunk's messages are tens of MB). With two micro-batches this costs no
+ * overlap: dispatch(B) reads the replies to A that combine(A), next, would wait for anyway.
  * Owned by the engine thread. */
 #ifndef MR_DISPATCHER_H
 #define MR_DISPATCHER_H

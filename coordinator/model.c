@@ -10,6 +10,7 @@
 #include "common/check.h"
 #include "common/log.h"
 #include "coordinator/model_mem.h"
+#include "coordinator/step_prof.h"
 #include "worker/expert_store.h"
 
 /* Weights of one decoder layer. Matrices keep the checkpoint's bf16 (else f32); vectors are f32. */
@@ -63,6 +64,7 @@ struct mr_model {
     const float *dev_logits;
     int n_logit_rows;
     mr_backend *logits_be; /* the last stage: where dev_logits live */
+    mr_step_prof prof;     /* the current step's phases (debug log only) */
 };
 
 void mr_model_params_default(mr_model_params *p) {
@@ -778,6 +780,7 @@ static mr_status attention_half(mr_model *m, int l, const micro_batch *mb, int m
         .pos_limit = (int)((m->params.max_context + bt - 1) / bt * bt),
         .block_tokens = bt,
     };
+    mr_prof_mark(&m->prof);
     /* A graphed segment that did not run (its capture failed, or its graph no longer matched)
      * enqueued nothing: it runs again, then eagerly (backend.h). */
     for (int attempt = 0, ran = 0; !ran; attempt++) {
@@ -795,12 +798,16 @@ static mr_status attention_half(mr_model *m, int l, const micro_batch *mb, int m
         be->ops->route(be, &w->router, h, R, k, ids, wts);
         if (mb->graph) MR_CHECK(be->ops->segment_end(be, &ran));
     }
+    mr_prof_add(&m->prof, w->type == MR_ATTN_LIGHTNING ? MR_PROF_LIGHTNING : MR_PROF_SOFTMAX);
     const float *moe_x = h;
     if (moe_staged(m)) { /* a remote provider reads host memory */
         moe_x = m->moe_x_host + off;
         MR_CHECK(mr_mem_to_host(be, m->moe_x_host + off, h, (size_t)mb->n * H * sizeof(float)));
+        mr_prof_add(&m->prof, MR_PROF_STAGE_DOWN);
     }
-    return m->moe.dispatch(m->moe.ctx, l, mb_index, moe_x, mb->n, k, ids, wts);
+    mr_status st = m->moe.dispatch(m->moe.ctx, l, mb_index, moe_x, mb->n, k, ids, wts);
+    mr_prof_add(&m->prof, MR_PROF_DISPATCH);
+    return st;
 }
 
 /* MoE sub-block after the experts came back: x ← α·g + β·MoE(g). b: the layer's stage's. */
@@ -810,14 +817,18 @@ static mr_status moe_half(mr_model *m, int l, int mb_index, const micro_batch *m
     const size_t H = (size_t)c->hidden_size, off = (size_t)mb->base * H;
     mr_backend *be = m->stage_be[m->layers[l].stage];
     float *x = b->x + off, *h = b->h + off, *y = b->y + off;
+    mr_prof_mark(&m->prof);
     if (moe_staged(m)) {
         MR_CHECK(m->moe.combine(m->moe.ctx, l, mb_index, m->moe_y_host + off));
+        mr_prof_add(&m->prof, MR_PROF_COMBINE);
         MR_CHECK(mr_mem_to_device(be, y, m->moe_y_host + off, (size_t)mb->n * H * sizeof(float)));
     } else {
         MR_CHECK(m->moe.combine(m->moe.ctx, l, mb_index, y));
+        mr_prof_add(&m->prof, MR_PROF_COMBINE);
     }
     be->ops->scale_add(be, c->postnorm ? h : x, y, (float)c->alpha_mlp, (float)c->beta_mlp,
                        (size_t)mb->n * H, x);
+    mr_prof_add(&m->prof, MR_PROF_STAGE_UP);
     return MR_OK;
 }
 
@@ -881,6 +892,7 @@ mr_status mr_model_step(mr_model *m, const mr_step_seq *seqs, int n_seqs, float 
         while (rows < T) rows *= 2;
         if (rows > m->params.max_batch_tokens) rows = T;
     }
+    mr_prof_begin(&m->prof);
     step_buffers bs[MR_MAX_STAGES];
     MR_CHECK(alloc_buffers(m, rows, n_seqs, bs));
     for (int s = 0, t = 0; s < n_seqs; t += seqs[s].n_tokens, s++)
@@ -916,6 +928,7 @@ mr_status mr_model_step(mr_model *m, const mr_step_seq *seqs, int n_seqs, float 
     step_buffers b = bs[S - 1];
     be = m->stage_be[S - 1];
     int n_rows = 0;
+    int64_t held = 0; /* the longest sequence after the step (for the debug line) */
     for (int s = 0, t = 0; s < n_seqs; t += seqs[s].n_tokens, s++) {
         if (seqs[s].want_logits) {
             int last = t + seqs[s].n_tokens - 1;
@@ -924,6 +937,7 @@ mr_status mr_model_step(mr_model *m, const mr_step_seq *seqs, int n_seqs, float 
             n_rows++;
         }
         seqs[s].seq->n_past += seqs[s].n_tokens;
+        if (seqs[s].seq->n_past > held) held = seqs[s].seq->n_past;
     }
     if (n_rows) {
         be->ops->rmsnorm(be, b.head_rows, m->final_norm, n_rows, H, (float)c->rms_norm_eps,
@@ -943,6 +957,7 @@ mr_status mr_model_step(mr_model *m, const mr_step_seq *seqs, int n_seqs, float 
         m->n_logit_rows = n_rows;
         m->logits_be = be;
     }
+    mr_prof_end(&m->prof, T, n_seqs, M, (long long)held);
     return MR_OK;
 }
 

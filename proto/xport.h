@@ -57,6 +57,9 @@ typedef struct mr_xport_params {
     int busy_poll;      /* rdma: poll the completion queue instead of sleeping on events */
     const char *device; /* rdma: required device name, NULL = whichever the CM resolves (the
                            one that owns the address; port and GID are resolved by the CM too) */
+    int sock_buffer;    /* tcp: SO_SNDBUF and SO_RCVBUF of each connection in bytes (set before
+                           connect / listen; accepted sockets inherit them); 0 = the kernel's
+                           autotuning */
     /* rdma, optional (NULL: host slots only): receive payloads into caller memory. region_get is
      * called once for each new connection (inside accept() or connect(), on that thread) with
      * the bytes the connection needs; it fills *r (r->len >= need, dmabuf_fd preset to -1) and

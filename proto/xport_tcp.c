@@ -66,6 +66,14 @@ static void set_sock_opts(int fd) {
     fcntl(fd, F_SETFL, flags | O_NONBLOCK);
 }
 
+/* params.sock_buffer: fixed kernel buffers instead of autotuning (before connect / listen, so the
+ * window scale fits them; accepted sockets inherit the listener's). */
+static void set_buffers(int fd, const mr_xport_params *p) {
+    if (p->sock_buffer <= 0) return;
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &p->sock_buffer, sizeof p->sock_buffer);
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &p->sock_buffer, sizeof p->sock_buffer);
+}
+
 static void describe_peer(int fd, char *out, size_t cap) {
     struct sockaddr_storage ss;
     socklen_t len = sizeof ss;
@@ -108,6 +116,7 @@ static mr_status tcp_listen(const mr_xport_params *p, const char *host, int port
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     int one = 1;
     if (fd >= 0) setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (fd >= 0) set_buffers(fd, p);
     if (fd < 0 || bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 64) != 0) {
         MR_LOG_ERROR(MR_LOG_NET, "cannot listen on %s:%d: %s", host, port, strerror(errno));
         if (fd >= 0) close(fd);
@@ -176,6 +185,7 @@ static mr_status tcp_connect(const mr_xport_params *p, const char *host, int por
         return MR_ERR_IO;
     }
     set_sock_opts(fd);
+    set_buffers(fd, p);
     int rc = connect(fd, ai->ai_addr, ai->ai_addrlen);
     freeaddrinfo(ai);
     if (rc != 0 && errno != EINPROGRESS) {

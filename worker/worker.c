@@ -736,7 +736,8 @@ mr_status mr_worker_create(const mr_cluster_config *cc, const char *name, mr_wor
     mr_parse_endpoint(w->conf->data_listen, host, sizeof host, &port);
     mr_xport_params xp = {.max_message = data_max_payload(cc),
                           .busy_poll = cc->cluster.rdma_busy_poll,
-                          .device = w->conf->rdma_device[0] ? w->conf->rdma_device : NULL};
+                          .device = w->conf->rdma_device[0] ? w->conf->rdma_device : NULL,
+                          .sock_buffer = cc->cluster.tcp_buffer_kb * 1024};
     mr_status st = mr_rx_pool_create(&w->rx);
     if (st != MR_OK) {
         free(w);

@@ -8,6 +8,8 @@
  *     [--coord-gpus LIST]                   its layers split over these stages (coordinator.gpus)
  *     [--synthetic SEED]                    every process generates the weights (no shards)
  *                                           (default 1e-6; bf16 GPU experts need ~2e-2)
+ *     [--tcp-buffer-kb N]                   cluster.tcp_buffer_kb: data sockets of N KiB
+ *     [--deadline S]                        each cluster run must answer within S seconds
  *   residency                               a worker reads only its experts' bytes
  *   faults                                  kill -9 / stall / restart a worker
  *   replica-failover                        kill -9 with replicas: the request completes
@@ -48,7 +50,8 @@ static const char *g_bin, *g_model, *g_golden, *g_work, *g_worker_backend;
 static char
     g_coord_line[160]; /* "backend = ...; gpus = [...];" for the coordinator group, or empty */
 static long long g_synthetic = -1; /* >= 0: cluster.synthetic_weights and single runs alike */
-static char g_synthetic_line[64];
+static char g_cluster_line[128];   /* extra lines for the cluster group, or empty */
+static int g_deadline_s;           /* > 0: a cluster run that takes longer is killed and fails */
 static double g_tol = 1e-6;
 static int g_failures;
 
@@ -118,14 +121,16 @@ static float *read_f32(const char *path, size_t *n) {
     return v;
 }
 
-/* Generates greedily through `target` ("--coordinator H:P" or "--model DIR"). */
+/* Generates greedily through `target` ("--coordinator H:P" or "--model DIR"); a cluster run
+ * (`deadline_s` > 0) is killed after that many seconds (exit 124). */
 static int generate(const char *target, const char *ids, int greedy, const char *dump, char *out,
-                    size_t cap, char *err, size_t ecap) {
-    char mo[1024];
+                    size_t cap, char *err, size_t ecap, int deadline_s) {
+    char mo[1024], limit[32] = "";
     moerack_path(mo, sizeof mo);
+    if (deadline_s > 0) snprintf(limit, sizeof limit, "timeout %d ", deadline_s);
     size_t len = strlen(ids) + 2048;
     char *cmd = malloc(len);
-    snprintf(cmd, len, "'%s' run %s --greedy %d %s%s --ids %s", mo, target, greedy,
+    snprintf(cmd, len, "%s'%s' run %s --greedy %d %s%s --ids %s", limit, mo, target, greedy,
              dump ? "--dump-logits " : "", dump ? dump : "", ids);
     int rc = run_cmd(cmd, out, cap, err, ecap);
     free(cmd);
@@ -155,7 +160,7 @@ static mr_status launch(mr_launch *l, int workers, int replicas, int timeout_ms,
                           .expert_timeout_ms = timeout_ms,
                           .worker_backend = g_worker_backend,
                           .extra_coordinator = g_coord_line[0] ? g_coord_line : NULL,
-                          .extra_cluster = g_synthetic >= 0 ? g_synthetic_line : NULL};
+                          .extra_cluster = g_cluster_line[0] ? g_cluster_line : NULL};
     mr_status st = mr_launch_start(&p, l);
     if (st == MR_OK) st = mr_launch_wait(l, "HEALTHY", 30000);
     if (st != MR_OK) printf("cluster did not become HEALTHY (logs in %s)\n", dir);
@@ -202,9 +207,10 @@ static void scenario_equivalence(int workers, int replicas) {
         char a[2048], b[2048], ida[8192], idb[8192], err[4096];
         snprintf(a, sizeof a, "%s/%s/cluster.f32", g_work, sub);
         snprintf(b, sizeof b, "%s/%s/single.f32", g_work, sub);
-        int ra = generate(target, ids, n_gen, a, ida, sizeof ida, err, sizeof err);
-        CHECK(ra == 0, "cluster run failed: %s", err);
-        int rb = generate(local, ids, n_gen, b, idb, sizeof idb, err, sizeof err);
+        int ra = generate(target, ids, n_gen, a, ida, sizeof ida, err, sizeof err, g_deadline_s);
+        CHECK(ra == 0, "cluster run failed (exit %d%s): %s", ra,
+              ra == 124 ? ": no answer within --deadline" : "", err);
+        int rb = generate(local, ids, n_gen, b, idb, sizeof idb, err, sizeof err, 0);
         CHECK(rb == 0, "single-process run failed: %s", err);
         size_t na = 0, nb = 0;
         float *la = read_f32(a, &na), *lb = read_f32(b, &nb);
@@ -511,8 +517,8 @@ static void scenario_faults(void) {
     CHECK(st == MR_OK, "cluster did not recover");
     char ref[65536], local[2100];
     snprintf(local, sizeof local, "--model '%s'", g_model);
-    generate(local, prompt, 16, NULL, ref, sizeof ref, err, sizeof err);
-    rc = generate(target, prompt, 16, NULL, ids_out, sizeof ids_out, err, sizeof err);
+    generate(local, prompt, 16, NULL, ref, sizeof ref, err, sizeof err, 0);
+    rc = generate(target, prompt, 16, NULL, ids_out, sizeof ids_out, err, sizeof err, 0);
     CHECK(rc == 0 && strcmp(ids_out, ref) == 0,
           "after recovery the cluster answers %s (expected %s)", ids_out, ref);
     rc = run_cmd(cmd, out, sizeof out, err, sizeof err);
@@ -520,7 +526,7 @@ static void scenario_faults(void) {
     /* 4. a worker that never answers (SIGSTOP) is timed out; the coordinator does not hang */
     mr_launch_signal_worker(&l, 0, SIGSTOP);
     t0 = mr_now_s();
-    rc = generate(target, prompt, 16, NULL, ids_out, sizeof ids_out, err, sizeof err);
+    rc = generate(target, prompt, 16, NULL, ids_out, sizeof ids_out, err, sizeof err, 0);
     dt = mr_now_s() - t0;
     int timed = strstr(err, "no live holder") != NULL || strstr(err, "expert_timeout") != NULL;
     printf("%s stalled worker: request failed after %.2f s (expert_timeout_ms 1000): %s",
@@ -531,7 +537,7 @@ static void scenario_faults(void) {
     mr_launch_signal_worker(&l, 0, SIGCONT);
     st = mr_launch_wait(&l, "HEALTHY", 20000);
     CHECK(st == MR_OK, "the resumed worker did not rejoin");
-    rc = generate(target, prompt, 16, NULL, ids_out, sizeof ids_out, err, sizeof err);
+    rc = generate(target, prompt, 16, NULL, ids_out, sizeof ids_out, err, sizeof err, 0);
     CHECK(rc == 0 && strcmp(ids_out, ref) == 0, "after the stall the cluster answers %s", ids_out);
     printf("%s resumed worker rejoined and the cluster serves again\n",
            st == MR_OK && rc == 0 ? "PASS" : "FAIL");
@@ -551,7 +557,7 @@ static void scenario_replica_failover(void) {
     snprintf(target, sizeof target, "--coordinator %s:%d", l.host, l.port);
     snprintf(local, sizeof local, "--model '%s'", g_model);
     char *prompt = long_prompt(64);
-    int rc = generate(local, prompt, 3000, NULL, ref, sizeof ref, err, sizeof err);
+    int rc = generate(local, prompt, 3000, NULL, ref, sizeof ref, err, sizeof err, 0);
     CHECK(rc == 0, "single-process reference failed: %s", err);
     bg_run b;
     bg_start(&b, target, prompt, 3000);
@@ -910,8 +916,8 @@ static void scenario_hostile(void) {
     snprintf(target, sizeof target, "--coordinator %s:%d", l.host, l.port);
     snprintf(local, sizeof local, "--model '%s'", g_model);
     char *prompt = long_prompt(300);
-    generate(local, prompt, 8, NULL, ref, sizeof ref, err, sizeof err);
-    int rc = generate(target, prompt, 8, NULL, ids_out, sizeof ids_out, err, sizeof err);
+    generate(local, prompt, 8, NULL, ref, sizeof ref, err, sizeof err, 0);
+    int rc = generate(target, prompt, 8, NULL, ids_out, sizeof ids_out, err, sizeof err, 0);
     const char *v = verdict(&l, vb, sizeof vb);
     int ok = rc == 0 && strcmp(ids_out, ref) == 0 && strcmp(v, "HEALTHY") == 0;
     printf("%s after the attacks: %s, generation %s\n", ok ? "PASS" : "FAIL", v,
@@ -1032,7 +1038,8 @@ int main(int argc, char **argv) {
         {"workers", required_argument, 0, 'n'},        {"replicas", required_argument, 0, 'r'},
         {"worker-backend", required_argument, 0, 'B'}, {"tol", required_argument, 0, 't'},
         {"synthetic", required_argument, 0, 'S'},      {"coord-backend", required_argument, 0, 'C'},
-        {"coord-gpus", required_argument, 0, 'G'},     {0, 0, 0, 0}};
+        {"coord-gpus", required_argument, 0, 'G'},     {"tcp-buffer-kb", required_argument, 0, 'T'},
+        {"deadline", required_argument, 0, 'D'},       {0, 0, 0, 0}};
     char coord_backend[64] = "", coord_gpus[64] = "";
     int workers = 2, replicas = 1, o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -1069,8 +1076,17 @@ int main(int argc, char **argv) {
             break;
         case 'S':
             g_synthetic = atoll(optarg);
-            snprintf(g_synthetic_line, sizeof g_synthetic_line, "synthetic_weights = %lld; ",
+            snprintf(g_cluster_line + strlen(g_cluster_line),
+                     sizeof g_cluster_line - strlen(g_cluster_line), "synthetic_weights = %lld; ",
                      g_synthetic);
+            break;
+        case 'T':
+            snprintf(g_cluster_line + strlen(g_cluster_line),
+                     sizeof g_cluster_line - strlen(g_cluster_line), "tcp_buffer_kb = %d; ",
+                     atoi(optarg));
+            break;
+        case 'D':
+            g_deadline_s = atoi(optarg);
             break;
         default:
             return 2;
