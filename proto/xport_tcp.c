@@ -1,13 +1,13 @@
 /* xport_tcp.c — the TCP implementation of the data-plane transport. One message = the 40-byte
  * header and its payload written back to back (writev); TCP_NODELAY on.
  *
- * Full duplex on one thread. Both ends may have a message on the way to the other at once (the
- * coordinator sends micro-batch 1 while the worker answers micro-batch 0): if both were larger
- * than what the two kernels' socket buffers hold, each side would block in send() waiting for the
- * other to read — with MiniMax-M1 activations (24.6 KB per token) that happened from ~2000 tokens.
- * So a send() that cannot progress reads whatever arrives into the connection's read-ahead buffer
- * (allocated on first need, one message of max_message), and recv() serves from it first; poll()
- * on conn_fd cannot see buffered bytes, which tcp_buffered() reports. */
+ * Full duplex on one thread. If both ends have a message on the way to the other at once and both
+ * are larger than what the two kernels' socket buffers hold, each would block in send() waiting for
+ * the other to read (the coordinator's micro-batch 1 against a worker's reply to micro-batch 0 did,
+ * from ~2000 tokens of MiniMax-M1 activations, before the dispatcher stopped sending on top of an
+ * unread reply). So a send() that cannot progress reads whatever arrives into the connection's
+ * read-ahead buffer (allocated on first need, one message of max_message), and recv() serves from
+ * it first; poll() on conn_fd cannot see buffered bytes, which tcp_buffered() reports. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
