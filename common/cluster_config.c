@@ -56,8 +56,10 @@ static const mr_opt coord_opts[] = {
                 "micro-batches per step; 2 overlaps attention with the expert round trip"),
     MR_OPT_INT_(mr_coord_conf, replicas, 1, 16, "1",
                 "workers holding each expert (default placement)"),
-    MR_OPT_INT_(mr_coord_conf, expert_timeout_ms, 1, 3600000, "10000",
-                "a worker that does not answer an expert batch within this is declared down"),
+    MR_OPT_INT_(
+        mr_coord_conf, expert_timeout_ms, 1, 3600000, "10000",
+        "a worker that does not answer an expert batch within this (or, over tcp, takes none "
+        "of it for this long) is declared down"),
     MR_OPT_INT_(mr_coord_conf, heartbeat_interval_ms, 10, 600000, "1000",
                 "worker heartbeat period"),
     MR_OPT_INT_(mr_coord_conf, worker_timeout_ms, 10, 3600000, "5000",

@@ -39,7 +39,8 @@ typedef struct mr_coord_conf {
     int kv_block_tokens;
     int micro_batches;     /* ping-pong micro-batches per step (1 = no overlap) */
     int replicas;          /* holders per expert in the default placement */
-    int expert_timeout_ms; /* a worker that does not answer a batch within this is down */
+    int expert_timeout_ms; /* a worker that does not answer a batch within this (or, over tcp,
+                              stops taking its bytes for this long) is down */
     int heartbeat_interval_ms;
     int worker_timeout_ms; /* no heartbeat for this long: down */
     int max_frame_mb;      /* largest control frame */

@@ -188,6 +188,8 @@ static void connect_data(mr_cluster *c, mr_conn *k, int wi) {
         .busy_poll = c->cc->cluster.rdma_busy_poll,
         .device = c->cc->coord.rdma_device[0] ? c->cc->coord.rdma_device : NULL,
         .sock_buffer = c->cc->cluster.tcp_buffer_kb * 1024,
+        /* a worker that stops reading a batch is down like one that does not answer it */
+        .send_timeout_ms = c->cc->coord.expert_timeout_ms,
     };
     mr_xport_conn *dc;
     mr_status st = c->xport->connect(&xp, host, port, 3000, &dc);

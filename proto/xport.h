@@ -53,13 +53,15 @@ typedef struct mr_xport_region {
 } mr_xport_region;
 
 typedef struct mr_xport_params {
-    size_t max_message; /* largest payload either side will send */
-    int busy_poll;      /* rdma: poll the completion queue instead of sleeping on events */
-    const char *device; /* rdma: required device name, NULL = whichever the CM resolves (the
-                           one that owns the address; port and GID are resolved by the CM too) */
-    int sock_buffer;    /* tcp: SO_SNDBUF and SO_RCVBUF of each connection in bytes (set before
-                           connect / listen; accepted sockets inherit them); 0 = the kernel's
-                           autotuning */
+    size_t max_message;  /* largest payload either side will send */
+    int busy_poll;       /* rdma: poll the completion queue instead of sleeping on events */
+    const char *device;  /* rdma: required device name, NULL = whichever the CM resolves (the
+                            one that owns the address; port and GID are resolved by the CM too) */
+    int send_timeout_ms; /* tcp: a send that makes no progress for this long fails with
+                            MR_ERR_TIMEOUT (the peer stopped reading); 0 = wait for ever */
+    int sock_buffer;     /* tcp: SO_SNDBUF and SO_RCVBUF of each connection in bytes (set before
+                            connect / listen; accepted sockets inherit them); 0 = the kernel's
+                            autotuning */
     /* rdma, optional (NULL: host slots only): receive payloads into caller memory. region_get is
      * called once for each new connection (inside accept() or connect(), on that thread) with
      * the bytes the connection needs; it fills *r (r->len >= need, dmabuf_fd preset to -1) and

@@ -30,14 +30,16 @@
 struct mr_xport_conn {
     int fd;
     char peer[96];
-    size_t max_message; /* payload bytes; the read-ahead holds one whole message */
-    uint8_t *ra;        /* read-ahead: bytes [ra_off, ra_len) arrived but not yet returned */
+    size_t max_message;  /* payload bytes; the read-ahead holds one whole message */
+    int send_timeout_ms; /* longest wait without progress in a send; 0 = none */
+    uint8_t *ra;         /* read-ahead: bytes [ra_off, ra_len) arrived but not yet returned */
     size_t ra_cap, ra_off, ra_len;
 };
 
 struct mr_xport_listener {
     int fd;
     size_t max_message;
+    int send_timeout_ms;
 };
 
 static uint64_t deadline_of(int timeout_ms) {
@@ -138,6 +140,7 @@ static mr_status tcp_listen(const mr_xport_params *p, const char *host, int port
     }
     l->fd = fd;
     l->max_message = p ? p->max_message : 0;
+    l->send_timeout_ms = p ? p->send_timeout_ms : 0;
     *out = l;
     return MR_OK;
 }
@@ -155,6 +158,7 @@ static mr_status tcp_accept(mr_xport_listener *l, int timeout_ms, mr_xport_conn 
             }
             c->fd = fd;
             c->max_message = l->max_message;
+            c->send_timeout_ms = l->send_timeout_ms;
             describe_peer(fd, c->peer, sizeof c->peer);
             *out = c;
             return MR_OK;
@@ -209,6 +213,7 @@ static mr_status tcp_connect(const mr_xport_params *p, const char *host, int por
     }
     c->fd = fd;
     c->max_message = p ? p->max_message : 0;
+    c->send_timeout_ms = p ? p->send_timeout_ms : 0;
     snprintf(c->peer, sizeof c->peer, "%s:%d", host, port);
     *out = c;
     return MR_OK;
@@ -216,8 +221,9 @@ static mr_status tcp_connect(const mr_xport_params *p, const char *host, int por
 
 /* While a send is blocked: read what the peer sends into the read-ahead buffer, so that a peer
  * blocked sending to us can finish and go on to read. MR_OK when the socket may be writable (or
- * the buffer is full and only the peer's reading can unblock us); errors of the connection. */
-static mr_status send_wait(mr_xport_conn *c) {
+ * the buffer is full and only the peer's reading can unblock us); MR_ERR_TIMEOUT when neither
+ * happened by `deadline` (0: none); errors of the connection. */
+static mr_status send_wait(mr_xport_conn *c, uint64_t deadline) {
     if (!c->ra && c->max_message) {
         c->ra_cap = sizeof(mr_dp_header) + c->max_message;
         c->ra = malloc(c->ra_cap); /* on failure: plain blocking send, as before */
@@ -230,8 +236,14 @@ static mr_status send_wait(mr_xport_conn *c) {
     }
     const int room = c->ra && c->ra_len < c->ra_cap;
     struct pollfd p = {c->fd, (short)(POLLOUT | (room ? POLLIN : 0)), 0};
-    int rc = poll(&p, 1, -1);
+    int ms = -1;
+    if (deadline) {
+        const uint64_t now = mr_now_ns();
+        ms = now >= deadline ? 0 : (int)((deadline - now + 999999) / 1000000);
+    }
+    int rc = poll(&p, 1, ms);
     if (rc < 0) return errno == EINTR ? MR_OK : MR_ERR_IO;
+    if (rc == 0) return MR_ERR_TIMEOUT;
     if (room && (p.revents & (POLLIN | POLLHUP | POLLERR))) {
         ssize_t r = recv(c->fd, c->ra + c->ra_len, c->ra_cap - c->ra_len, 0);
         if (r > 0)
@@ -248,17 +260,20 @@ static mr_status tcp_send(mr_xport_conn *c, const mr_dp_header *h, const void *p
     struct iovec iov[2] = {{(void *)h, sizeof *h}, {(void *)payload, (size_t)h->payload_bytes}};
     int niov = h->payload_bytes ? 2 : 1;
     size_t left = sizeof *h + (size_t)h->payload_bytes;
+    /* the deadline restarts whenever bytes go out: it bounds a stall, not the transfer */
+    uint64_t deadline = deadline_of(c->send_timeout_ms > 0 ? c->send_timeout_ms : -1);
     while (left > 0) {
         ssize_t w = writev(c->fd, iov, niov);
         if (w < 0) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                MR_CHECK(send_wait(c));
+                MR_CHECK(send_wait(c, deadline));
                 continue;
             }
             return errno == EPIPE || errno == ECONNRESET ? MR_ERR_CLOSED : MR_ERR_IO;
         }
         left -= (size_t)w;
+        deadline = deadline_of(c->send_timeout_ms > 0 ? c->send_timeout_ms : -1);
         for (int i = 0; i < niov && w > 0; i++) {
             size_t take = (size_t)w < iov[i].iov_len ? (size_t)w : iov[i].iov_len;
             iov[i].iov_base = (char *)iov[i].iov_base + take;

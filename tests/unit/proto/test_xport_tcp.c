@@ -1,7 +1,9 @@
-/* test_xport_tcp.c — the TCP data-plane transport with messages crossing: the coordinator sends
- * micro-batch 1 while the worker is still answering micro-batch 0, each message far larger than the
- * two kernels' socket buffers. Each end is one thread, as in the product. Without the read-ahead of
- * xport_tcp.c both ends block in send() for ever; the watchdog turns that into a failure. */
+/* test_xport_tcp.c — the TCP data-plane transport under the two ways a large send can stall:
+ *  - messages crossing: one end sends a second request while the other is still writing its reply
+ *    to the first, each far larger than the two kernels' socket buffers, each end one thread.
+ *    Without the read-ahead of xport_tcp.c both block in send() for ever (the watchdog fails it);
+ *  - a peer that stops reading: a send with send_timeout_ms fails with MR_ERR_TIMEOUT instead of
+ *    waiting for ever. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -14,6 +16,7 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include "common/timeutil.h"
 #include "proto/dataplane.h"
 #include "proto/xport.h"
 
@@ -118,7 +121,34 @@ static void test_crossing_messages_complete(void **state) {
     free(buf);
 }
 
+/* A peer that accepts and never reads: a 48 MB send stalls once the socket buffers are full. */
+static void test_send_to_a_peer_that_stopped_reading_times_out(void **state) {
+    (void)state;
+    const mr_xport_ops *x = mr_xport_find("tcp");
+    mr_xport_params p = {.max_message = MSG_BYTES, .send_timeout_ms = 300};
+    mr_xport_listener *l;
+    int port = 0;
+    assert_int_equal(x->listen(&p, "127.0.0.1", 0, &l, &port), MR_OK);
+    mr_xport_conn *c, *s;
+    assert_int_equal(x->connect(&p, "127.0.0.1", port, 10000, &c), MR_OK);
+    assert_int_equal(x->accept(l, 10000, &s), MR_OK);
+    uint8_t *req = calloc(1, MSG_BYTES);
+    assert_non_null(req);
+    mr_dp_header h = header(MR_DP_REQUEST, 1, MSG_BYTES);
+    const double t0 = mr_now_s();
+    assert_int_equal(x->send(c, &h, req), MR_ERR_TIMEOUT);
+    const double waited = mr_now_s() - t0;
+    printf("send to a silent peer failed after %.2f s (timeout 0.3 s without progress)\n", waited);
+    assert_true(waited < 10.0);
+    x->close(c);
+    x->close(s);
+    x->listener_close(l);
+    free(req);
+}
+
 int main(void) {
-    const struct CMUnitTest tests[] = {cmocka_unit_test(test_crossing_messages_complete)};
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_crossing_messages_complete),
+        cmocka_unit_test(test_send_to_a_peer_that_stopped_reading_times_out)};
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
