@@ -8,6 +8,7 @@
 #include "common/arena.h"
 #include "common/check.h"
 #include "common/log.h"
+#include "common/threadpool.h"
 #include "common/timeutil.h"
 
 /* What was sent to one worker for one micro-batch. At most one of active and got is set. */
@@ -46,7 +47,16 @@ struct mr_dispatcher {
     int W, hidden, top_k, max_tokens, timeout_ms;
     wconn *w;
     mb_call calls[MR_MAX_MICRO_BATCHES];
-    uint32_t next_seq;
+    _Atomic uint32_t next_seq;
+    /* Several workers' connections are served at once: a send (with its settle) or a receive per
+     * worker runs as one task of `io` (NULL with one worker); each task touches only its worker's
+     * wconn, and what follows from the results (drop, adding replies in worker order) is done
+     * afterwards on the calling thread, so results do not depend on the interleaving. */
+    mr_pool *io;
+    mr_status *io_st;    /* [W] each task's result */
+    char (*io_why)[200]; /* [W] its reason on failure */
+    int io_mbi;          /* the micro-batch of the current run */
+    const mb_call *io_call;
     char last_error[512];
     _Atomic uint64_t *expert_tokens; /* [layers][experts] slots routed, read by /metrics */
 };
@@ -169,7 +179,7 @@ static mr_status send_to(mr_dispatcher *d, int w, int mbi, const mb_call *call, 
     mr_dp_header_init(&h, MR_DP_REQUEST);
     h.layer = (uint16_t)call->layer;
     h.micro_batch = (uint16_t)mbi;
-    h.seq = s->seq = ++d->next_seq;
+    h.seq = s->seq = atomic_fetch_add(&d->next_seq, 1) + 1;
     s->layer = call->layer;
     h.n_tokens = (uint32_t)n;
     h.top_k = (uint16_t)k;
@@ -219,16 +229,45 @@ static mr_status assign_pending(mr_dispatcher *d, mb_call *call) {
     return MR_OK;
 }
 
-/* Sends each live worker its pending slots; a worker whose send fails is dropped and its slots
- * stay pending (assign_pending moves them). */
+/* Runs fn(d, w) for every worker, concurrently over the io pool where there is one. */
+static void io_each(mr_dispatcher *d, mr_pool_fn fn) {
+    if (d->io)
+        mr_pool_run(d->io, fn, d, d->W);
+    else
+        for (int w = 0; w < d->W; w++) fn(d, w, 0);
+}
+
+static void send_task(void *ctx, int w, int thread) {
+    (void)thread;
+    mr_dispatcher *d = ctx;
+    d->io_st[w] = MR_OK;
+    d->io_why[w][0] = '\0';
+    if (d->w[w].conn)
+        d->io_st[w] = send_to(d, w, d->io_mbi, d->io_call, d->io_why[w], sizeof d->io_why[w]);
+}
+
+/* Sends each live worker its pending slots (the workers at once); a worker whose send fails is
+ * dropped and its slots stay pending (assign_pending moves them). */
 static void send_round(mr_dispatcher *d, int mbi, const mb_call *call) {
+    d->io_mbi = mbi;
+    d->io_call = call;
+    io_each(d, send_task);
     for (int w = 0; w < d->W; w++) {
-        if (!d->w[w].conn) continue;
-        char why[200] = "", msg[300];
-        if (send_to(d, w, mbi, call, why, sizeof why) == MR_OK) continue;
-        snprintf(msg, sizeof msg, "expert batch for layer %d: %s", call->layer, why);
+        if (d->io_st[w] == MR_OK) continue;
+        char msg[300];
+        snprintf(msg, sizeof msg, "expert batch for layer %d: %s", call->layer, d->io_why[w]);
         drop(d, w, msg);
     }
+}
+
+static void recv_task(void *ctx, int w, int thread) {
+    (void)thread;
+    mr_dispatcher *d = ctx;
+    sent *s = &d->w[w].mb[d->io_mbi];
+    d->io_st[w] = MR_OK;
+    d->io_why[w][0] = '\0';
+    if (s->active && d->w[w].conn)
+        d->io_st[w] = recv_from(d, w, d->io_mbi, d->io_why[w], sizeof d->io_why[w]);
 }
 
 static mr_status do_dispatch(void *ctx, int layer, int mbi, const float *x, int n, int k,
@@ -255,14 +294,15 @@ static mr_status do_combine(void *ctx, int layer, int mbi, float *out) {
     const int k = call->k;
     memset(out, 0, (size_t)call->n * d->hidden * sizeof(float));
     for (int round = 0; round <= d->W; round++) {
+        d->io_mbi = mbi;
+        io_each(d, recv_task); /* the workers' replies read at once; added below in worker order */
         for (int w = 0; w < d->W; w++) {
             sent *s = &d->w[w].mb[mbi];
             if (!s->active && !s->got) continue;
-            char why[200] = "";
-            if (!d->w[w].conn || (s->active && recv_from(d, w, mbi, why, sizeof why) != MR_OK)) {
+            if (!d->w[w].conn || d->io_st[w] != MR_OK) {
                 char msg[300];
                 snprintf(msg, sizeof msg, "expert batch for layer %d: %s", layer,
-                         why[0] ? why : "connection lost");
+                         d->io_why[w][0] ? d->io_why[w] : "connection lost");
                 drop(d, w, msg);
                 continue;
             }
@@ -304,6 +344,9 @@ void mr_dispatcher_destroy(mr_dispatcher *d) {
         }
     }
     for (int i = 0; i < MR_MAX_MICRO_BATCHES; i++) free(d->calls[i].holder);
+    mr_pool_destroy(d->io);
+    free(d->io_st);
+    free(d->io_why);
     free(d->w);
     free((void *)d->expert_tokens);
     free(d);
@@ -334,6 +377,10 @@ mr_status mr_dispatcher_create(mr_cluster *cl, const mr_placement *pl, const mr_
     }
     for (int i = 0; ok && i < MR_MAX_MICRO_BATCHES; i++)
         ok = (d->calls[i].holder = malloc((size_t)max_tokens * d->top_k * sizeof(int32_t))) != NULL;
+    ok = ok && (d->io_st = calloc((size_t)d->W, sizeof *d->io_st)) != NULL &&
+         (d->io_why = calloc((size_t)d->W, sizeof *d->io_why)) != NULL;
+    /* one thread per worker connection (the caller is one of them), at most 8 */
+    if (ok && d->W > 1) ok = mr_pool_create(d->W < 8 ? d->W : 8, &d->io) == MR_OK;
     if (!ok) {
         mr_dispatcher_destroy(d);
         return MR_ERR_NOMEM;
