@@ -16,6 +16,7 @@
 #include <cuda_bf16.h>
 #include <stdint.h>
 
+#include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_internal.h"
 
 __device__ static inline uint4 wq_ld_stream(const void *p) {
@@ -80,6 +81,39 @@ __device__ static inline void wq_frag(const uint4 &w, int s, uint32_t &p01, uint
         p01 = wq_i4pair(x, sh);
         p23 = wq_i4pair(x, sh + 4);
     }
+}
+
+/* ---- host side, shared by the tile kernels' launchers (wq_tile.cu, wq_wgmma.cu) ---- */
+
+/* The tile kernels' launch contract (cuda_internal.h, mr_cuda_wqt_launch); fmt_ok: the caller's
+ * formats include fmt. Logs one line naming `who` and returns 0 when an argument is out of it. */
+static inline int wq_tile_args_ok(const char *who, int fmt_ok, int fmt, int which,
+                                  const void *jobs_dev, int n_jobs, const void *x, const void *x_lo,
+                                  int ldx, int np, int kp, const void *out, const void *out_lo,
+                                  int n_out) {
+    if (!fmt_ok || (which != 0 && which != 1) || !jobs_dev || n_jobs <= 0 || n_jobs > (1 << 30) ||
+        !x || !out || np <= 0 || np % 32 || kp <= 0 || kp % mr_cuda_fmt_chunk(fmt) || ldx < kp ||
+        ldx % 8 || n_out <= 0 || (x_lo && which == 0 && !out_lo)) {
+        MR_LOG_ERROR(MR_LOG_GPU, "%s: bad arguments (fmt %d which %d jobs %d np %d kp %d)", who,
+                     fmt, which, n_jobs, np, kp);
+        return 0;
+    }
+    return 1;
+}
+
+#define WQ_MAX_DEVICES 16
+/* Lets kernel fn use smem bytes of dynamic shared memory (over 48 KiB needs the opt-in), once per
+ * kernel and device: `opted` is the caller's [WQ_MAX_DEVICES][n_kernels] flags, `kernel` this
+ * one's index (devices past the table opt in at every launch). */
+static inline mr_status wq_opt_in_smem(const void *fn, size_t smem, unsigned char *opted,
+                                       int n_kernels, int kernel) {
+    int dev = 0;
+    MR_CUDA_CHECK(cudaGetDevice(&dev));
+    unsigned char *flag = dev < WQ_MAX_DEVICES ? &opted[dev * n_kernels + kernel] : NULL;
+    if (flag && __atomic_load_n(flag, __ATOMIC_ACQUIRE)) return MR_OK;
+    MR_CUDA_CHECK(cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
+    if (flag) __atomic_store_n(flag, 1, __ATOMIC_RELEASE);
+    return MR_OK;
 }
 
 #endif

@@ -25,14 +25,14 @@
  * sums. Every output is one warp's sums in a fixed order: results do not depend on the launch. */
 #include <cuda_bf16.h>
 
+#include "common/check.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_internal.h"
 #include "kernels/cuda/wq_frag.cuh"
 
-#define WQT_BM          256                    /* weight rows per block: 8 blocks of 32 */
-#define WQT_BN          MR_CUDA_WQT_MAX_TOKENS /* tokens per job at most */
-#define WQT_THREADS     256
-#define WQT_MAX_DEVICES 16
+#define WQT_BM      256                    /* weight rows per block: 8 blocks of 32 */
+#define WQT_BN      MR_CUDA_WQT_MAX_TOKENS /* tokens per job at most */
+#define WQT_THREADS 256
 
 template <int FMT> struct wqt_cfg {
     static constexpr int CK = FMT == MR_CUDA_FMT_BF16 ? 32 : FMT == MR_CUDA_FMT_INT8 ? 64 : 128;
@@ -332,27 +332,17 @@ extern "C" mr_status mr_cuda_wqt_launch(int fmt, int which, const mr_cuda_job *j
                                         const uint16_t *x, const uint16_t *x_lo, int ldx, int np,
                                         int kp, void *out, uint16_t *out_lo, int ldo, int n_out,
                                         cudaStream_t st) {
-    if (fmt < MR_CUDA_FMT_BF16 || fmt > MR_CUDA_FMT_INT4 || (which != 0 && which != 1) ||
-        !jobs_dev || n_jobs <= 0 || n_jobs > (1 << 30) || !x || !out || np <= 0 || np % 32 ||
-        kp <= 0 || kp % mr_cuda_fmt_chunk(fmt) || ldx < kp || ldx % 8 || n_out <= 0 ||
-        (x_lo && which == 0 && !out_lo)) {
-        MR_LOG_ERROR(MR_LOG_GPU, "wq tile: bad arguments (fmt %d which %d jobs %d np %d kp %d)",
-                     fmt, which, n_jobs, np, kp);
+    const int fmt_ok = fmt >= MR_CUDA_FMT_BF16 && fmt <= MR_CUDA_FMT_INT4;
+    if (!wq_tile_args_ok("wq tile", fmt_ok, fmt, which, jobs_dev, n_jobs, x, x_lo, ldx, np, kp, out,
+                         out_lo, n_out))
         return MR_ERR_INVALID;
-    }
     const int sp = x_lo ? 2 : 1;
     size_t smem;
     const wqt_fn fn = wqt_pick(fmt, which, sp, &smem);
-    /* opt in to more than 48 KiB of shared memory, once per instantiation and device */
-    static unsigned char opted[WQT_MAX_DEVICES][3][2][2];
-    int dev = 0;
-    MR_CUDA_CHECK(cudaGetDevice(&dev));
-    unsigned char *flag = dev < WQT_MAX_DEVICES ? &opted[dev][fmt][which][sp - 1] : NULL;
-    if (!flag || !__atomic_load_n(flag, __ATOMIC_ACQUIRE)) {
-        MR_CUDA_CHECK(
-            cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        if (flag) __atomic_store_n(flag, 1, __ATOMIC_RELEASE);
-    }
+    /* opt in to more than 48 KiB of shared memory: a flag per device and instantiation (format,
+     * which, activation parts) */
+    static unsigned char opted[WQ_MAX_DEVICES * 12];
+    MR_CHECK(wq_opt_in_smem((const void *)fn, smem, opted, 12, (fmt * 2 + which) * 2 + sp - 1));
     const dim3 grid((unsigned)n_jobs, (unsigned)((np + WQT_BM - 1) / WQT_BM));
     fn<<<grid, WQT_THREADS, smem, st>>>(jobs_dev, x, x_lo, ldx, np, kp, out, out_lo, ldo, n_out);
     MR_CUDA_CHECK_LAUNCH("wq tile kernel launch");

@@ -30,15 +30,15 @@
  * fixed order: results do not depend on the launch. Compiled for sm_90a only (wgmma). */
 #include <cuda_bf16.h>
 
+#include "common/check.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_internal.h"
 #include "kernels/cuda/wq_frag.cuh"
 
-#define WQG_BM          256
-#define WQG_THREADS     512
-#define WQG_STAGES      4 /* unit slots in shared memory */
-#define WQG_AHEAD       2 /* units copied ahead: the slot of unit u - 2 is the one reloaded */
-#define WQG_MAX_DEVICES 16
+#define WQG_BM      256
+#define WQG_THREADS 512
+#define WQG_STAGES  4 /* unit slots in shared memory */
+#define WQG_AHEAD   2 /* units copied ahead: the slot of unit u - 2 is the one reloaded */
 
 #if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define WQG_ENABLED 1
@@ -370,26 +370,17 @@ extern "C" mr_status mr_cuda_wqg_launch(int fmt, int which, const mr_cuda_job *j
                                         const uint16_t *x, const uint16_t *x_lo, int ldx, int np,
                                         int kp, void *out, uint16_t *out_lo, int ldo, int n_out,
                                         cudaStream_t st) {
-    if ((fmt != MR_CUDA_FMT_INT8 && fmt != MR_CUDA_FMT_INT4) || (which != 0 && which != 1) ||
-        !jobs_dev || n_jobs <= 0 || n_jobs > (1 << 30) || !x || !out || np <= 0 || np % 32 ||
-        kp <= 0 || kp % mr_cuda_fmt_chunk(fmt) || ldx < kp || ldx % 8 || n_out <= 0 ||
-        (x_lo && which == 0 && !out_lo)) {
-        MR_LOG_ERROR(MR_LOG_GPU, "wq wgmma: bad arguments (fmt %d which %d jobs %d np %d kp %d)",
-                     fmt, which, n_jobs, np, kp);
+    const int fmt_ok = fmt == MR_CUDA_FMT_INT8 || fmt == MR_CUDA_FMT_INT4;
+    if (!wq_tile_args_ok("wq wgmma", fmt_ok, fmt, which, jobs_dev, n_jobs, x, x_lo, ldx, np, kp,
+                         out, out_lo, n_out))
         return MR_ERR_INVALID;
-    }
     const int sp = x_lo ? 2 : 1;
     size_t smem;
     const wqg_fn fn = wqg_pick(fmt, which, sp, &smem);
-    static unsigned char opted[WQG_MAX_DEVICES][3][2][2];
-    int dev = 0;
-    MR_CUDA_CHECK(cudaGetDevice(&dev));
-    unsigned char *flag = dev < WQG_MAX_DEVICES ? &opted[dev][fmt][which][sp - 1] : NULL;
-    if (!flag || !__atomic_load_n(flag, __ATOMIC_ACQUIRE)) {
-        MR_CUDA_CHECK(
-            cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem));
-        if (flag) __atomic_store_n(flag, 1, __ATOMIC_RELEASE);
-    }
+    /* opt in to more than 48 KiB of shared memory: a flag per device and instantiation (format,
+     * which, activation parts) */
+    static unsigned char opted[WQ_MAX_DEVICES * 12];
+    MR_CHECK(wq_opt_in_smem((const void *)fn, smem, opted, 12, (fmt * 2 + which) * 2 + sp - 1));
     const dim3 grid((unsigned)n_jobs, (unsigned)((np + WQG_BM - 1) / WQG_BM));
     fn<<<grid, WQG_THREADS, smem, st>>>(jobs_dev, x, x_lo, ldx, np, kp, out, out_lo, ldo, n_out);
     MR_CUDA_CHECK_LAUNCH("wq wgmma kernel launch");
