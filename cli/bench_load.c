@@ -1,14 +1,17 @@
 /* bench_load.c — `moerack bench load`: a running cluster under concurrent greedy requests.
  *
  *   moerack bench load --coordinator HOST:PORT [--concurrency 1,16,64] [--prompt-len 64]
- *                      [--decode 32] [--ttft 1024,8192] [--vocab 1000]
+ *                      [--decode 32] [--ttft 1024,8192] [--ttft-runs 2] [--vocab 1000]
  *
  * For each concurrency N, N client threads each send one GenerateRequest (a prompt of
  * --prompt-len random ids, --decode new tokens) at the same moment; the coordinator's scheduler
  * batches them. Reported: the wall time until the last reply, aggregate generated tokens/s
- * (N · decode / wall), per-sequence tokens/s (decode / that request's time, median) and the
- * slowest worker's per-layer expert round trip p50/p99 from `status`. Then for each --ttft length
- * one request of that many prompt ids and 1 new token (best of 2): time to first token.
+ * (N · decode / wall), per-sequence tokens/s (decode / that request's time, median), the
+ * slowest worker's per-layer expert round trip p50/p99 from `status`, and the workers' mean
+ * compute time per expert batch in the round (their heartbeats' busy time over batches served;
+ * round trip minus it is the transport and queueing). Then for each --ttft length
+ * one request of that many prompt ids and 1 new token (best of --ttft-runs, default 2): time to
+ * first token.
  * Prompt ids are drawn from [0, --vocab), so any model's vocabulary holds them. */
 #include <getopt.h>
 #include <pthread.h>
@@ -24,6 +27,9 @@
 #include "common/timeutil.h"
 
 enum { MAX_CONCURRENCY = 1024 };
+/* Workers report their counters in heartbeats (default every second): a snapshot waits this long
+ * after a round so that every worker has reported the round's work. */
+#define HEARTBEAT_WAIT_S 1.5
 
 typedef struct load_client {
     const char *host;
@@ -46,15 +52,23 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* The slowest worker's expert round-trip percentiles (µs), or zeros. */
-static void worker_rtt(const char *host, int port, double *p50, double *p99) {
+/* What the workers reported in their last heartbeats: batches and expert compute time summed,
+ * and the slowest worker's expert round-trip percentiles (µs). */
+typedef struct worker_snapshot {
+    uint64_t batches, busy_ns;
+    double rtt_p50, rtt_p99;
+} worker_snapshot;
+
+static void worker_snapshot_take(const char *host, int port, worker_snapshot *s) {
     Moerack__Envelope *env;
-    *p50 = *p99 = 0;
+    memset(s, 0, sizeof *s);
     if (mr_client_status(host, port, &env) != MR_OK) return;
     for (size_t i = 0; i < env->status_reply->n_workers; i++) {
         const Moerack__WorkerStatus *w = env->status_reply->workers[i];
-        if (w->rtt_p50_us > *p50) *p50 = w->rtt_p50_us;
-        if (w->rtt_p99_us > *p99) *p99 = w->rtt_p99_us;
+        s->batches += w->batches_served;
+        s->busy_ns += w->busy_ns;
+        if (w->rtt_p50_us > s->rtt_p50) s->rtt_p50 = w->rtt_p50_us;
+        if (w->rtt_p99_us > s->rtt_p99) s->rtt_p99 = w->rtt_p99_us;
     }
     mr_frame_free(env);
 }
@@ -65,8 +79,10 @@ static int32_t *random_ids(int n, int vocab, uint64_t seed) {
     return ids;
 }
 
-/* One round of n concurrent requests; returns 0 if all succeeded. */
-static int run_round(const char *host, int port, int n, int plen, int decode, int vocab) {
+/* One round of n concurrent requests; returns 0 if all succeeded. `before` holds the workers'
+ * counters before it and is advanced to those after it. */
+static int run_round(const char *host, int port, int n, int plen, int decode, int vocab,
+                     worker_snapshot *before) {
     load_client *cl = calloc((size_t)n, sizeof *cl);
     pthread_t *th = calloc((size_t)n, sizeof *th);
     int32_t **ids = calloc((size_t)n, sizeof *ids);
@@ -94,10 +110,14 @@ static int run_round(const char *host, int port, int n, int plen, int decode, in
     for (int i = 0; i < started; i++)
         if (cl[i].seconds > 0) t[ok++] = (double)decode / cl[i].seconds;
     qsort(t, (size_t)ok, sizeof *t, cmp_double);
-    double p50, p99;
-    worker_rtt(host, port, &p50, &p99);
-    printf("%-12d %10d %10.2f %14.2f %16.3f %12.0f %12.0f\n", n, ok, wall,
-           (double)ok * decode / wall, ok ? t[ok / 2] : 0.0, p50, p99);
+    worker_snapshot after;
+    mr_sleep_s(HEARTBEAT_WAIT_S);
+    worker_snapshot_take(host, port, &after);
+    const uint64_t batches = after.batches - before->batches;
+    printf("%-12d %10d %10.2f %14.2f %16.3f %12.0f %12.0f %14.0f\n", n, ok, wall,
+           (double)ok * decode / wall, ok ? t[ok / 2] : 0.0, after.rtt_p50, after.rtt_p99,
+           batches ? (double)(after.busy_ns - before->busy_ns) / 1e3 / (double)batches : 0.0);
+    *before = after;
     fflush(stdout);
     rc = ok == n ? 0 : 1;
 out_barrier:
@@ -111,11 +131,12 @@ out:
     return rc;
 }
 
-/* Time to first token: one request of n prompt ids and 1 new token, best of 2; -1 if failed. */
-static double ttft(const char *host, int port, int n, int vocab) {
+/* Time to first token: one request of n prompt ids and 1 new token, best of `runs`; -1 if all
+ * failed. */
+static double ttft(const char *host, int port, int n, int vocab, int runs) {
     int32_t *ids = random_ids(n, vocab, 77);
     double best = -1;
-    for (int rep = 0; ids && rep < 2; rep++) {
+    for (int rep = 0; ids && rep < runs; rep++) {
         double s = mr_client_generate(host, port, ids, n, 1);
         if (s > 0 && (best < 0 || s < best)) best = s;
     }
@@ -130,11 +151,12 @@ int mr_bench_load(int argc, char **argv) {
                                          {"prompt-len", required_argument, 0, 'p'},
                                          {"decode", required_argument, 0, 'd'},
                                          {"ttft", required_argument, 0, 't'},
+                                         {"ttft-runs", required_argument, 0, 'r'},
                                          {"vocab", required_argument, 0, 'v'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     const char *endpoint = NULL, *config = NULL, *conc = "1,16,64", *ttft_arg = "";
-    long long plen = 64, decode = 32, vocab = 1000;
+    long long plen = 64, decode = 32, vocab = 1000, ttft_runs = 2;
     optind = 1;
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -157,12 +179,16 @@ int mr_bench_load(int argc, char **argv) {
         case 'd':
             if ((decode = mr_cli_parse_int("--decode", optarg, 1, 1 << 16)) < 0) return 2;
             break;
+        case 'r':
+            if ((ttft_runs = mr_cli_parse_int("--ttft-runs", optarg, 1, 100)) < 0) return 2;
+            break;
         case 'v':
             if ((vocab = mr_cli_parse_int("--vocab", optarg, 1, 1 << 30)) < 0) return 2;
             break;
         case 'h':
             printf("usage: moerack bench load (--coordinator H:P | --config F) [--concurrency "
-                   "1,16,64] [--prompt-len 64] [--decode 32] [--ttft 1024,8192] [--vocab 1000]\n");
+                   "1,16,64] [--prompt-len 64] [--decode 32] [--ttft 1024,8192] [--ttft-runs 2] "
+                   "[--vocab 1000]\n");
             return 0;
         default:
             return 2;
@@ -181,16 +207,24 @@ int mr_bench_load(int argc, char **argv) {
         return 2;
     }
     int rc = 0;
-    printf("prompt %lld ids, %lld new tokens per request\n", plen, decode);
-    printf("%-12s %10s %10s %14s %16s %12s %12s\n", "concurrency", "completed", "wall s",
-           "aggregate t/s", "per-seq t/s p50", "rtt p50 us", "rtt p99 us");
+    int rounds = 0;
+    for (int i = 0; i < n_conc; i++) rounds += conc_list[i] >= 1;
+    if (rounds) printf("prompt %lld ids, %lld new tokens per request\n", plen, decode);
+    if (rounds)
+        printf("%-12s %10s %10s %14s %16s %12s %12s %14s\n", "concurrency", "completed", "wall s",
+               "aggregate t/s", "per-seq t/s p50", "rtt p50 us", "rtt p99 us", "busy us/batch");
+    worker_snapshot snap;
+    if (rounds) {
+        mr_sleep_s(HEARTBEAT_WAIT_S);
+        worker_snapshot_take(host, port, &snap);
+    }
     for (int i = 0; i < n_conc; i++)
         if (conc_list[i] >= 1)
-            rc |= run_round(host, port, conc_list[i], (int)plen, (int)decode, (int)vocab);
-    if (n_ttft) printf("%-12s %12s\n", "prompt ids", "TTFT s (best of 2)");
+            rc |= run_round(host, port, conc_list[i], (int)plen, (int)decode, (int)vocab, &snap);
+    if (n_ttft) printf("%-12s %12s %lld)\n", "prompt ids", "TTFT s (best of", ttft_runs);
     for (int i = 0; i < n_ttft; i++) {
         if (ttft_list[i] < 1) continue;
-        double s = ttft(host, port, ttft_list[i], (int)vocab);
+        double s = ttft(host, port, ttft_list[i], (int)vocab, (int)ttft_runs);
         printf("%-12d %12.3f\n", ttft_list[i], s);
         fflush(stdout);
         if (s < 0) rc = 1;

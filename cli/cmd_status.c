@@ -68,13 +68,14 @@ static void print_json(const Moerack__StatusReply *r) {
         const Moerack__WorkerStatus *w = r->workers[i];
         json_array_append_new(
             workers,
-            json_pack("{s:i,s:s,s:s,s:s,s:s,s:s,s:i,s:i,s:I,s:I,s:f,s:f,s:f}", "id", (int)w->id,
-                      "name", w->name, "host", w->host, "transport", w->transport, "state",
-                      w->state, "load_phase", w->load_phase, "experts_held", (int)w->experts_held,
-                      "experts_loaded", (int)w->experts_loaded, "memory_used",
+            json_pack("{s:i,s:s,s:s,s:s,s:s,s:s,s:i,s:i,s:I,s:I,s:I,s:I,s:f,s:f,s:f}", "id",
+                      (int)w->id, "name", w->name, "host", w->host, "transport", w->transport,
+                      "state", w->state, "load_phase", w->load_phase, "experts_held",
+                      (int)w->experts_held, "experts_loaded", (int)w->experts_loaded, "memory_used",
                       (json_int_t)w->memory_used, "batches_served", (json_int_t)w->batches_served,
-                      "rtt_p50_us", w->rtt_p50_us, "rtt_p99_us", w->rtt_p99_us, "heartbeat_age_s",
-                      w->heartbeat_age_s));
+                      "tokens_served", (json_int_t)w->tokens_served, "busy_ns",
+                      (json_int_t)w->busy_ns, "rtt_p50_us", w->rtt_p50_us, "rtt_p99_us",
+                      w->rtt_p99_us, "heartbeat_age_s", w->heartbeat_age_s));
     }
     for (size_t i = 0; i < r->n_uncovered; i++)
         json_array_append_new(

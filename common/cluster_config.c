@@ -52,6 +52,10 @@ static const mr_opt coord_opts[] = {
     MR_OPT_INT_(mr_coord_conf, max_seqs, 1, 1 << 16, "8", "concurrent sequences (state slots)"),
     MR_OPT_INT64_(mr_coord_conf, max_context, 1, 1ll << 24, "8192", "tokens per sequence"),
     MR_OPT_INT_(mr_coord_conf, kv_block_tokens, 1, 4096, "16", "positions per KV cache block"),
+    MR_OPT_INT_(mr_coord_conf, kv_blocks, 0, 1 << 30, "0",
+                "KV cache blocks (0 = max_seqs x ceil(max_context / kv_block_tokens), room for "
+                "every sequence at full length); fewer lets many short sequences share the cache: "
+                "a request waits for blocks like for a slot"),
     MR_OPT_INT_(mr_coord_conf, micro_batches, 1, 2, "2",
                 "micro-batches per step; 2 overlaps attention with the expert round trip"),
     MR_OPT_INT_(mr_coord_conf, replicas, 1, 16, "1",

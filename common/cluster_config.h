@@ -37,6 +37,7 @@ typedef struct mr_coord_conf {
     int max_seqs;
     long long max_context;
     int kv_block_tokens;
+    int kv_blocks;         /* 0: room for max_seqs sequences of max_context tokens */
     int micro_batches;     /* ping-pong micro-batches per step (1 = no overlap) */
     int replicas;          /* holders per expert in the default placement */
     int expert_timeout_ms; /* a worker that does not answer a batch within this (or, over tcp,

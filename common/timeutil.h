@@ -2,6 +2,7 @@
 #ifndef MR_TIMEUTIL_H
 #define MR_TIMEUTIL_H
 
+#include <errno.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -15,6 +16,13 @@ static inline uint64_t mr_now_ns(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Sleeps s seconds (resuming after signals). */
+static inline void mr_sleep_s(double s) {
+    struct timespec ts = {(time_t)s, (long)((s - (double)(time_t)s) * 1e9)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
 }
 
 #endif

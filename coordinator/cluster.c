@@ -350,6 +350,8 @@ static void send_status(mr_cluster *c, mr_conn *k) {
         ws[i].load_phase = w->state == MR_WS_LOADING ? (char *)load_phase_name(w->load_phase) : "";
         ws[i].memory_used = w->memory_used;
         ws[i].batches_served = w->batches_served;
+        ws[i].tokens_served = w->tokens_served;
+        ws[i].busy_ns = w->busy_ns;
         ws[i].rtt_p50_us = percentile(w->rtt_us, w->rtt_n, 0.50);
         ws[i].rtt_p99_us = percentile(w->rtt_us, w->rtt_n, 0.99);
         ws[i].heartbeat_age_s = w->last_heard > 0 ? now - w->last_heard : -1;
@@ -437,6 +439,8 @@ static void handle_message(mr_cluster *c, mr_conn *k, Moerack__Envelope *env) {
         case MOERACK__ENVELOPE__MSG_HEARTBEAT:
             pthread_mutex_lock(&c->mu);
             w->batches_served = env->heartbeat->batches_served;
+            w->tokens_served = env->heartbeat->tokens_served;
+            w->busy_ns = env->heartbeat->busy_ns;
             if (env->heartbeat->memory_used) w->memory_used = env->heartbeat->memory_used;
             pthread_mutex_unlock(&c->mu);
             break;

@@ -42,7 +42,7 @@ typedef struct mr_worker_slot {
     uint32_t epoch;          /* of the current assignment */
     uint32_t experts_loaded, experts_total;
     int load_phase; /* Moerack__LoadPhase of the last LoadProgress */
-    uint64_t bytes_held, memory_used, batches_served;
+    uint64_t bytes_held, memory_used, batches_served, tokens_served, busy_ns;
     double last_heard;      /* mr_now_s() of the last message; 0 = never */
     mr_xport_conn *pending; /* data connection waiting for the dispatcher */
     char transport[96];     /* how requests land at the worker, from its last data connection's

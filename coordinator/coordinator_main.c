@@ -176,6 +176,7 @@ int main(int argc, char **argv) {
     mp.max_seqs = cc.coord.max_seqs;
     mp.max_context = cc.coord.max_context;
     mp.kv_block_tokens = cc.coord.kv_block_tokens;
+    mp.kv_blocks = cc.coord.kv_blocks;
     mp.load_experts = 0;
     mp.micro_batches = cc.coord.micro_batches;
     _Static_assert(MR_OPT_INTS_MAX == MR_MAX_STAGES, "coordinator.gpus holds one GPU per stage");
@@ -237,7 +238,7 @@ int main(int argc, char **argv) {
                                      .vocab_limit = mr_tokenizer_n_ids(tok) < mc->vocab_size
                                                         ? mr_tokenizer_n_ids(tok)
                                                         : mc->vocab_size,
-                                     .max_context = cc.coord.max_context,
+                                     .max_context = mr_model_params_of(m)->max_context,
                                      .eos_id = mr_tokenizer_token_id(tok, "<end_of_sentence>", 17),
                                      .keepalive_ms = cc.coord.keepalive_ms};
         forced_out = forced_ids(tok, cc.coord.test_forced_output, &hp.serve.n_forced_output);

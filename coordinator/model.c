@@ -440,6 +440,13 @@ mr_status mr_model_create(mr_ckpt *ck, const mr_model_params *p, mr_model **out)
         st = MR_ERR_INVALID;
         goto err;
     }
+    if (blocks * p->kv_block_tokens < m->params.max_context) {
+        /* a sequence promises its whole length at open (seq_state.h): a longer one never opens */
+        m->params.max_context = blocks * p->kv_block_tokens;
+        MR_LOG_WARN(MR_LOG_MODEL,
+                    "max_context lowered to %lld: the KV cache holds %lld blocks of %d",
+                    (long long)m->params.max_context, (long long)blocks, p->kv_block_tokens);
+    }
     mr_backend_params bp = {
         .n_threads = p->n_threads,
         .max_tokens = p->max_batch_tokens,

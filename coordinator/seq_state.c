@@ -112,8 +112,9 @@ size_t mr_state_pool_bytes(const mr_state_pool *p) {
 mr_status mr_seq_open(mr_state_pool *p, int64_t max_tokens, mr_seq **out) {
     if (p->n_free_slots == 0) return MR_ERR_FULL;
     if (max_tokens < 1) return MR_ERR_INVALID;
-    mr_seq *s = calloc(1, sizeof *s);
     int64_t max_blocks = (max_tokens + p->block_tokens - 1) / p->block_tokens;
+    if (p->n_softmax > 0 && max_blocks > p->n_blocks - p->n_promised_blocks) return MR_ERR_FULL;
+    mr_seq *s = calloc(1, sizeof *s);
     if (!s || max_blocks > INT32_MAX ||
         !(s->blocks = malloc((size_t)max_blocks * sizeof(int32_t)))) {
         free(s);
@@ -122,11 +123,13 @@ mr_status mr_seq_open(mr_state_pool *p, int64_t max_tokens, mr_seq **out) {
     s->slot = p->free_slots[--p->n_free_slots];
     s->max_tokens = max_tokens;
     s->max_blocks = (int)max_blocks;
+    if (p->n_softmax > 0) p->n_promised_blocks += max_blocks;
     for (int i = 0; i < p->n_lightning; i++) {
         mr_status st = mr_mem_zero(p->lightning_be[i], mr_seq_lightning_state(p, s, i),
                                    p->state_floats * sizeof(float));
         if (st != MR_OK) {
             p->free_slots[p->n_free_slots++] = s->slot;
+            if (p->n_softmax > 0) p->n_promised_blocks -= max_blocks;
             free(s->blocks);
             free(s);
             return st;
@@ -149,6 +152,7 @@ mr_status mr_seq_reserve(mr_state_pool *p, mr_seq *s, int n_new) {
 void mr_seq_close(mr_state_pool *p, mr_seq *s) {
     if (!s) return;
     while (s->n_blocks > 0) p->free_blocks[p->n_free_blocks++] = s->blocks[--s->n_blocks];
+    if (p->n_softmax > 0) p->n_promised_blocks -= s->max_blocks;
     p->free_slots[p->n_free_slots++] = s->slot;
     free(s->blocks);
     free(s);

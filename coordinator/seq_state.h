@@ -52,6 +52,9 @@ typedef struct mr_state_pool {
     int block_tokens, n_blocks;
     int32_t *free_blocks;
     int n_free_blocks;
+    int64_t n_promised_blocks;  /* Σ max_blocks of the open sequences (softmax layers only): a
+                                   sequence opens only while its whole length is still
+                                   promisable, so a step's reserve never runs out */
     size_t kv_elem_size;        /* 4 (float32) or 2 (bf16: the backend's kv_dtype) */
     float **k_cache, **v_cache; /* per softmax layer: [n_blocks][block_tokens][KV][d] */
 } mr_state_pool;
@@ -70,7 +73,9 @@ mr_status mr_state_pool_create_staged(mr_backend *const *layer_be, const mr_mode
 void mr_state_pool_destroy(mr_state_pool *p);
 size_t mr_state_pool_bytes(const mr_state_pool *p);
 
-/* Takes a free slot (zeroing its states); fails with MR_ERR_FULL when none is free. */
+/* Takes a free slot (zeroing its states) and promises the sequence blocks for max_tokens
+ * positions; fails with MR_ERR_FULL when no slot is free or the blocks not yet promised to open
+ * sequences are fewer than that (a caller retries after a close). */
 mr_status mr_seq_open(mr_state_pool *p, int64_t max_tokens, mr_seq **out);
 /* Makes room for n_new more positions; MR_ERR_FULL if the sequence would exceed max_tokens or
  * the block pool is exhausted (then nothing is taken). */

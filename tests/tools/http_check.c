@@ -391,13 +391,9 @@ static char *stream_text(const char *body, int *n_done) {
     return text;
 }
 
-static void scenario_determinism(void) {
-    mr_launch l;
-    if (start(&l, "http-determinism", NULL) != MR_OK) {
-        g_failures++;
-        mr_launch_stop(&l);
-        return;
-    }
+/* 16 concurrent greedy requests (prompts 5..560 tokens) against each one alone: text and every
+ * token logprob identical. */
+static void sixteen_identical(const char *what) {
     enum { N = 16 };
     det_job alone[N], together[N];
     for (int i = 0; i < N; i++) {
@@ -421,11 +417,20 @@ static void scenario_determinism(void) {
         free(alone[i].resp);
         free(together[i].resp);
     }
-    printf(
-        "%s 16 concurrent greedy requests (prompts 5..560 tokens): %d/16 identical to each alone "
-        "(text and every token logprob)\n",
-        same == N ? "PASS" : "FAIL", same);
-    CHECK(same == N, "batching changed results");
+    printf("%s 16 concurrent greedy requests (prompts 5..560 tokens)%s: %d/16 identical to each "
+           "alone (text and every token logprob)\n",
+           same == N ? "PASS" : "FAIL", what, same);
+    CHECK(same == N, "batching changed results%s", what);
+}
+
+static void scenario_determinism(void) {
+    mr_launch l;
+    if (start(&l, "http-determinism", NULL) != MR_OK) {
+        g_failures++;
+        mr_launch_stop(&l);
+        return;
+    }
+    sixteen_identical("");
     int stream_same = 0;
     for (int i = 0; i < 4; i++) {
         char *nb = completion_body(50 + i * 100, 100 + i, 24, 0),
@@ -447,6 +452,35 @@ static void scenario_determinism(void) {
     printf("%s streaming and non-streaming give the same text: %d/4\n",
            stream_same == 4 ? "PASS" : "FAIL", stream_same);
     CHECK(stream_same == 4, "streaming differs");
+    mr_launch_stop(&l);
+}
+
+/* A KV cache of 64 blocks of 16 positions (1024 in all) shared by 8 slots: the 16 requests above
+ * (577 positions at most, ~4800 together) take turns for blocks like for slots, with unchanged
+ * results; the context limit is lowered to what the cache holds, and a longer request is refused
+ * with the reason while the server keeps serving. */
+static void scenario_kv_sharing(void) {
+    mr_launch l;
+    if (start(&l, "http-kv-sharing", "  kv_block_tokens = 16;\n  kv_blocks = 64;\n") != MR_OK) {
+        g_failures++;
+        mr_launch_stop(&l);
+        return;
+    }
+    sixteen_identical(" with 64 shared KV blocks");
+    char *body = completion_body(1100, 3, 4, 0), *resp = NULL;
+    int st = post("/v1/completions", "application/json", body, strlen(body), &resp);
+    int ok = st == 400 && resp && strstr(resp, "1024");
+    printf("%s a 1100-token prompt over the lowered context limit: %d %.200s\n",
+           ok ? "PASS" : "FAIL", st, resp ? resp : "");
+    CHECK(ok, "over-long request not refused with the limit");
+    free(body);
+    free(resp);
+    det_job after = {0, 40, NULL, 0};
+    det_thread(&after);
+    printf("%s the server answers after it: %d\n", after.status == 200 ? "PASS" : "FAIL",
+           after.status);
+    CHECK(after.status == 200, "no answer after the refused request");
+    free(after.resp);
     mr_launch_stop(&l);
 }
 
@@ -712,6 +746,8 @@ int main(int argc, char **argv) {
         scenario_hostile();
     else if (strcmp(sc, "determinism") == 0)
         scenario_determinism();
+    else if (strcmp(sc, "kv-sharing") == 0)
+        scenario_kv_sharing();
     else if (strcmp(sc, "load") == 0)
         scenario_load();
     else if (strcmp(sc, "openai") == 0)

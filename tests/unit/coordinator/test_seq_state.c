@@ -1,5 +1,6 @@
-/* Sequence state pool: slots and KV blocks move between free lists; exhaustion is reported
- * without side effects; states start at zero. */
+/* Sequence state pool: slots and KV blocks move between free lists; a sequence opens only while
+ * blocks for its whole length can still be promised; exhaustion is reported without side
+ * effects; states start at zero. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -22,29 +23,35 @@ static void test_pool(void **state) {
     assert_int_equal(p->n_lightning, 14);
     assert_int_equal(p->n_softmax, 2);
     mr_seq *a, *b, *x;
-    assert_int_equal(mr_seq_open(p, 100, &a), MR_OK);
+    assert_int_equal(mr_seq_open(p, 100, &a), MR_ERR_FULL); /* 25 blocks: more than the pool */
+    assert_int_equal(p->n_free_slots, 2);                   /* ... and no slot taken */
+    assert_int_equal(mr_seq_open(p, 13, &a), MR_OK);        /* promises 4 of 5 blocks */
     float *st = mr_seq_lightning_state(p, a, 13);
     for (int i = 0; i < 32; i++) assert_true(st[i] == 0.0f);
     st[0] = 5.0f;
-    assert_int_equal(mr_seq_open(p, 8, &b), MR_OK);
-    assert_int_equal(mr_seq_open(p, 8, &x), MR_ERR_FULL); /* 2 slots */
+    assert_int_equal(mr_seq_open(p, 8, &b), MR_ERR_FULL); /* needs 2, 1 still promisable */
+    assert_int_equal(mr_seq_open(p, 4, &b), MR_OK);
+    assert_int_equal(p->n_promised_blocks, 5);
+    assert_int_equal(mr_seq_open(p, 1, &x), MR_ERR_FULL); /* 2 slots */
     assert_int_equal(mr_seq_reserve(p, a, 13), MR_OK);    /* 4 blocks */
     assert_int_equal(a->n_blocks, 4);
-    assert_int_equal(mr_seq_reserve(p, b, 8), MR_ERR_FULL); /* needs 2, 1 free: takes none */
+    assert_int_equal(mr_seq_reserve(p, b, 5),
+                     MR_ERR_FULL); /* over its own max_tokens: none taken */
     assert_int_equal(b->n_blocks, 0);
-    assert_int_equal(mr_seq_reserve(p, b, 9), MR_ERR_FULL); /* over its own max_tokens */
     assert_int_equal(mr_seq_reserve(p, b, 4), MR_OK);
     assert_int_equal(p->n_free_blocks, 0);
     int slot_a = a->slot;
     mr_seq_close(p, a);
     assert_int_equal(p->n_free_blocks, 4);
-    assert_int_equal(mr_seq_open(p, 100, &a), MR_OK);
+    assert_int_equal(p->n_promised_blocks, 1);
+    assert_int_equal(mr_seq_open(p, 16, &a), MR_OK);
     assert_int_equal(a->slot, slot_a);
     assert_true(mr_seq_lightning_state(p, a, 13)[0] == 0.0f); /* zeroed on reuse */
     mr_seq_close(p, a);
     mr_seq_close(p, b);
     assert_int_equal(p->n_free_slots, 2);
     assert_int_equal(p->n_free_blocks, 5);
+    assert_int_equal(p->n_promised_blocks, 0);
     mr_state_pool_destroy(p);
 }
 
@@ -77,8 +84,8 @@ static void test_staged(void **state) {
     assert_true(p->softmax_be[0] == be[1] && p->softmax_be[1] == be[1]);
     assert_int_equal(mr_state_pool_slot_stride(p), 2 * 4 * 4);
     mr_seq *a, *b;
-    assert_int_equal(mr_seq_open(p, 16, &a), MR_OK);
-    assert_int_equal(mr_seq_open(p, 16, &b), MR_OK);
+    assert_int_equal(mr_seq_open(p, 8, &a), MR_OK); /* 2 of the 4 blocks each */
+    assert_int_equal(mr_seq_open(p, 8, &b), MR_OK);
     for (int i = 0; i < p->n_lightning; i++) { /* slot s of layer i: base + s · stride */
         float *base = mr_state_pool_lightning_base(p, i);
         assert_true(mr_seq_lightning_state(p, b, i) ==

@@ -1,0 +1,75 @@
+#!/bin/bash
+# Issue 8 on nvidia-h200-x8: the whole MiniMax-M1 (the release's config.json: 80 layers, 2560
+# experts, full widths) with synthetic weights generated where they are kept: the coordinator on
+# GPU 0 (backend cuda-gpu: attention stack, routers, LM head, states, KV cache on the GPU) and
+# seven bf16 workers on GPUs 1-7 (backend cuda: 365-366 experts each, 124 GB, generated on their
+# GPU), TCP on loopback. Phase 1 without micro-batch overlap (micro_batches = 1), phase 2 with it
+# (2): decode at batch 1/16/64/256 each; time to first token at 1K/8K in both and 32K in phase 2
+# (last, with the time left). The coordinator logs each step's phases (--log-level debug).
+# Copied into the carry folder with the binaries and m1/config.json; writes under $OUT.
+#   bash .device-carry/run_x8.sh [WORKER_BACKEND]     (default cuda)
+C=$(cd "$(dirname "$0")" && pwd); B=$C/bin
+BACKEND=${1:-cuda}
+export LD_LIBRARY_PATH=$C/lib:/usr/local/cuda/lib64:$LD_LIBRARY_PATH
+T_END=$(( $(date +%s) + ${RUN_SECONDS:-570} ))
+nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader
+nvidia-smi topo -m | head -10
+
+start_cluster() { # $1 = micro_batches
+    CFG=$OUT/m1x8-mb$1.cfg
+    {
+        echo "cluster = { name = \"m1-x8\"; model = \"$C/m1\"; transport = \"tcp\"; synthetic_weights = 1; };"
+        echo "coordinator = { listen = \"127.0.0.1:7400\"; backend = \"cuda-gpu\"; threads = 16;"
+        echo "  micro_batches = $1; max_seqs = 256; max_context = 33000; max_batch_tokens = 4096;"
+        echo "  kv_block_tokens = 256; kv_blocks = 1024; expert_timeout_ms = 600000;"
+        echo "  worker_timeout_ms = 600000; heartbeat_interval_ms = 1000; };"
+        echo "workers = ("
+        for g in 1 2 3 4 5 6 7; do
+            sep=$([ $g = 7 ] && echo "" || echo ",")
+            echo "  { name = \"g$g\"; data_listen = \"127.0.0.1:74$((10 + g))\"; backend = \"$BACKEND\"; gpu = $g; threads = 4; }$sep"
+        done
+        echo ");"
+    } > $CFG
+    t0=$(date +%s)
+    $B/moerack-coordinator --config $CFG --log-level debug > $OUT/coord-mb$1.log 2>&1 & PIDS="$!"
+    for g in 1 2 3 4 5 6 7; do
+        $B/moerack-worker --config $CFG --name g$g --log-level info > $OUT/g$g-mb$1.log 2>&1 &
+        PIDS="$PIDS $!"
+    done
+    for i in $(seq 1 600); do
+        $B/moerack status --config $CFG > $OUT/status-up-mb$1.txt 2>&1 && break
+        kill -0 ${PIDS%% *} 2>/dev/null || { echo "coordinator exited"; tail -5 $OUT/coord-mb$1.log; break; }
+        sleep 0.5
+    done
+    echo "== micro_batches $1: cluster up after $(( $(date +%s) - t0 )) s"
+    cat $OUT/status-up-mb$1.txt
+    grep -h "memory plan\|experts on the GPU\|lowered" $OUT/coord-mb$1.log $OUT/g1-mb$1.log $OUT/g7-mb$1.log | cut -c1-260
+    echo "== warm-up"
+    timeout 90 $B/moerack bench load --config $CFG --concurrency 1 --prompt-len 16 --decode 4 \
+        --vocab 200064 | tail -1
+}
+
+stop_cluster() {
+    $B/moerack status --config $CFG --json > $OUT/status-end-mb$1.json 2>&1
+    kill $PIDS 2>/dev/null; wait $PIDS 2>/dev/null
+}
+
+decode_and_ttft() { # $1 = micro_batches
+    echo "== decode, micro_batches = $1 (prompt 16 ids, 16 new tokens)"
+    timeout 150 $B/moerack bench load --config $CFG --concurrency 1,16,64,256 --prompt-len 16 \
+        --decode 16 --vocab 200064
+    $B/moerack status --config $CFG > $OUT/status-decode-mb$1.txt 2>&1; head -10 $OUT/status-decode-mb$1.txt
+    echo "== time to first token, micro_batches = $1 (prompt, 1 new token)"
+    timeout 120 $B/moerack bench load --config $CFG --concurrency 0 --ttft 1024,8192 --ttft-runs 1 \
+        --vocab 200064
+}
+
+start_cluster 1; decode_and_ttft 1; stop_cluster 1
+start_cluster 2; decode_and_ttft 2
+left=$(( T_END - $(date +%s) - 15 ))
+echo "== time to first token, 32K prompt, micro_batches = 2 ($left s left)"
+[ $left -gt 20 ] && timeout $left $B/moerack bench load --config $CFG --concurrency 0 --ttft 32768 \
+    --ttft-runs 1 --vocab 200064
+stop_cluster 2
+nvidia-smi --query-gpu=index,memory.used --format=csv,noheader
+echo "== step profiles (coordinator, debug): see coord-mb*.log"
