@@ -10,6 +10,7 @@
 
 static const char *const transports[] = {"tcp", "rdma", NULL};
 static const char *const formats[] = {"bf16", "int8", "int4", NULL};
+static const char *const wire_dtypes[] = {"f32", "bf16", NULL};
 static const char *const backends[] = {"cpu",       "ref",       "cuda",           "cuda-int8",
                                        "cuda-int4", "cuda-fast", "cuda-int8-fast", "cuda-int4-fast",
                                        NULL};
@@ -40,6 +41,11 @@ static const mr_opt cluster_opts[] = {
                 "tcp: send and receive buffer of each data connection's sockets in KiB "
                 "(SO_SNDBUF / SO_RCVBUF); 0 = the kernel's autotuning. Tests set a few KiB so "
                 "that every expert batch is larger than what the sockets hold"),
+    MR_OPT_ENUM_(mr_cluster_conf, wire_dtype, wire_dtypes, "f32",
+                 "expert activations and replies on the data plane: f32 keeps a cluster's logits "
+                 "bitwise equal to one process; bf16 halves the bytes (prefill is bound by them) "
+                 "at bf16 rounding of the MoE input and output, which the -fast backends apply to "
+                 "the input anyway"),
 };
 
 static const mr_opt coord_opts[] = {

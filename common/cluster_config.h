@@ -26,6 +26,7 @@ typedef struct mr_cluster_conf {
     int rdma_busy_poll;          /* rdma: spin on completion queues instead of sleeping */
     long long synthetic_weights; /* >= 0: seed of generated weights (no shards); -1: load */
     int tcp_buffer_kb;           /* tcp: socket buffers of data connections; 0 = the kernel's */
+    char wire_dtype[8];          /* expert activations and replies on the wire: "f32" | "bf16" */
 } mr_cluster_conf;
 
 typedef struct mr_coord_conf {

@@ -191,8 +191,9 @@ int main(int argc, char **argv) {
                 "coordinator %s: %.1f MB of non-expert weights, %d workers expected, %s data plane",
                 cc.cluster.name, (double)nonexpert / 1e6, cc.n_workers, cc.cluster.transport);
     if (mr_cluster_create(&cc, mc, &pl, &cl) != MR_OK) goto out;
+    const mr_dp_dtype wire = strcmp(cc.cluster.wire_dtype, "bf16") == 0 ? MR_DP_BF16 : MR_DP_F32;
     if (mr_dispatcher_create(cl, &pl, mc, cc.coord.max_batch_tokens, cc.coord.expert_timeout_ms,
-                             &d) != MR_OK)
+                             wire, &d) != MR_OK)
         goto out;
     mr_model_set_moe_provider(m, mr_dispatcher_provider(d));
     mr_scheduler_params sp = {.max_num_seqs = cc.coord.max_seqs,

@@ -7,6 +7,7 @@
 
 #include "common/arena.h"
 #include "common/check.h"
+#include "common/dtype.h"
 #include "common/log.h"
 #include "common/threadpool.h"
 #include "common/timeutil.h"
@@ -45,6 +46,7 @@ struct mr_dispatcher {
     const mr_placement *pl;
     const mr_xport_ops *x;
     int W, hidden, top_k, max_tokens, timeout_ms;
+    mr_dp_dtype wire; /* activations out and replies back: f32, or bf16 (half the bytes) */
     wconn *w;
     mb_call calls[MR_MAX_MICRO_BATCHES];
     _Atomic uint32_t next_seq;
@@ -57,6 +59,8 @@ struct mr_dispatcher {
     char (*io_why)[200]; /* [W] its reason on failure */
     int io_mbi;          /* the micro-batch of the current run */
     const mb_call *io_call;
+    float *io_out;       /* combine: the sum being built */
+    int io_chunk_tokens; /* combine: tokens per task of the sum */
     char last_error[512];
     _Atomic uint64_t *expert_tokens; /* [layers][experts] slots routed, read by /metrics */
 };
@@ -127,7 +131,8 @@ static mr_status recv_from(mr_dispatcher *d, int w, int mbi, char *why, size_t c
                         (uint32_t)d->hidden, (uint64_t)d->max_tokens * d->hidden * 4};
     char hwhy[120] = "fields differ";
     if (mr_dp_header_check(&h, &lim, 1u << MR_DP_REPLY, hwhy, sizeof hwhy) != MR_OK ||
-        h.seq != s->seq || h.micro_batch != mbi || h.layer != s->layer || (int)h.n_tokens != s->n) {
+        h.seq != s->seq || h.micro_batch != mbi || h.layer != s->layer || (int)h.n_tokens != s->n ||
+        h.dtype != d->wire) {
         snprintf(why, cap, "reply does not match its request (%.120s)", hwhy);
         return MR_ERR_PROTO;
     }
@@ -166,6 +171,7 @@ static mr_status send_to(mr_dispatcher *d, int w, int mbi, const mb_call *call, 
     if (n == 0) return MR_OK;
     int32_t *ids = wc->req;
     float *wts = (float *)(ids + (size_t)n * k), *x = wts + (size_t)n * k;
+    uint16_t *xb = (uint16_t *)(void *)x;
     for (int i = 0; i < n; i++) {
         int t = s->tokens[i];
         for (int j = 0; j < k; j++) {
@@ -173,7 +179,11 @@ static mr_status send_to(mr_dispatcher *d, int w, int mbi, const mb_call *call, 
             ids[i * k + j] = mine ? call->ids[t * k + j] : -1;
             wts[i * k + j] = mine ? call->wts[t * k + j] : 0.0f;
         }
-        memcpy(x + (size_t)i * H, call->x + (size_t)t * H, (size_t)H * sizeof(float));
+        const float *row = call->x + (size_t)t * H;
+        if (d->wire == MR_DP_BF16)
+            for (int c = 0; c < H; c++) xb[(size_t)i * H + c] = mr_f32_to_bf16(row[c]);
+        else
+            memcpy(x + (size_t)i * H, row, (size_t)H * sizeof(float));
     }
     mr_dp_header h;
     mr_dp_header_init(&h, MR_DP_REQUEST);
@@ -183,9 +193,9 @@ static mr_status send_to(mr_dispatcher *d, int w, int mbi, const mb_call *call, 
     s->layer = call->layer;
     h.n_tokens = (uint32_t)n;
     h.top_k = (uint16_t)k;
-    h.dtype = MR_DP_F32;
+    h.dtype = (uint16_t)d->wire;
     h.hidden = (uint32_t)H;
-    h.payload_bytes = mr_dp_request_bytes((uint32_t)n, (uint32_t)k, (uint32_t)H, MR_DP_F32);
+    h.payload_bytes = mr_dp_request_bytes((uint32_t)n, (uint32_t)k, (uint32_t)H, d->wire);
     s->t_sent = mr_now_ns();
     mr_status st = d->x->send(wc->conn, &h, wc->req);
     if (st != MR_OK) {
@@ -197,16 +207,57 @@ static mr_status send_to(mr_dispatcher *d, int w, int mbi, const mb_call *call, 
     return MR_OK;
 }
 
-/* Adds worker w's reply for micro-batch mbi (got) into out. */
-static void add_reply(mr_dispatcher *d, int w, int mbi, float *out) {
-    sent *s = &d->w[w].mb[mbi];
+/* Adds the rows of worker w's reply for micro-batch mbi (got) whose tokens lie in [t0, t1) into
+ * out. A reply's rows are in token order (send_to collects them so), so the range is found by
+ * bisection. */
+static void add_reply_range(const mr_dispatcher *d, int w, int mbi, int t0, int t1, float *out) {
+    const sent *s = &d->w[w].mb[mbi];
     const int H = d->hidden;
-    for (int i = 0; i < s->n; i++) {
-        float *o = out + (size_t)s->tokens[i] * H;
-        const float *r = d->w[w].reply[mbi] + (size_t)i * H;
-        for (int c = 0; c < H; c++) o[c] += r[c];
+    int lo = 0, hi = s->n;
+    while (lo < hi) { /* first row with token >= t0 */
+        const int mid = (lo + hi) / 2;
+        if (s->tokens[mid] < t0)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
-    s->got = 0;
+    const float *rf = d->w[w].reply[mbi];
+    const uint16_t *rb = (const uint16_t *)(const void *)rf;
+    for (int i = lo; i < s->n && s->tokens[i] < t1; i++) {
+        float *o = out + (size_t)s->tokens[i] * H;
+        if (d->wire == MR_DP_BF16)
+            for (int c = 0; c < H; c++) o[c] += mr_bf16_to_f32(rb[(size_t)i * H + c]);
+        else
+            for (int c = 0; c < H; c++) o[c] += rf[(size_t)i * H + c];
+    }
+}
+
+/* One task of the reply sum: the tokens of chunk `task`, each worker's rows added in worker
+ * order — the order (and so every bit) of a single-threaded sum, whatever the chunking. */
+static void sum_task(void *ctx, int task, int thread) {
+    (void)thread;
+    mr_dispatcher *d = ctx;
+    const mb_call *call = d->io_call;
+    const int t0 = task * d->io_chunk_tokens,
+              t1 = t0 + d->io_chunk_tokens < call->n ? t0 + d->io_chunk_tokens : call->n;
+    for (int w = 0; w < d->W; w++)
+        if (d->w[w].mb[d->io_mbi].got) add_reply_range(d, w, d->io_mbi, t0, t1, d->io_out);
+}
+
+/* Adds every reply read for micro-batch mbi (got) into out, over the io pool for large batches;
+ * the replies are then consumed. */
+static void add_replies(mr_dispatcher *d, int mbi, const mb_call *call, float *out) {
+    enum { CHUNK_TOKENS = 64 }; /* 64 rows x 6144 floats: 1.5 MB per task */
+    d->io_mbi = mbi;
+    d->io_call = call;
+    d->io_out = out;
+    d->io_chunk_tokens = CHUNK_TOKENS;
+    const int tasks = (call->n + CHUNK_TOKENS - 1) / CHUNK_TOKENS;
+    if (d->io && tasks > 1)
+        mr_pool_run(d->io, sum_task, d, tasks);
+    else
+        for (int t = 0; t < tasks; t++) sum_task(d, t, 0);
+    for (int w = 0; w < d->W; w++) d->w[w].mb[mbi].got = 0;
 }
 
 #define SLOT_DONE (-2) /* holder value of a slot whose contribution is already in `out` */
@@ -303,15 +354,15 @@ static mr_status do_combine(void *ctx, int layer, int mbi, float *out) {
                 char msg[300];
                 snprintf(msg, sizeof msg, "expert batch for layer %d: %s", layer,
                          d->io_why[w][0] ? d->io_why[w] : "connection lost");
-                drop(d, w, msg);
+                drop(d, w, msg); /* forgets its reply: not added */
                 continue;
             }
-            add_reply(d, w, mbi, out);
             for (int i = 0; i < s->n; i++)
                 for (int j = 0; j < k; j++)
                     if (call->holder[s->tokens[i] * k + j] == w)
                         call->holder[s->tokens[i] * k + j] = SLOT_DONE;
         }
+        add_replies(d, mbi, call, out);
         int pending = 0;
         for (int i = 0; i < call->n * k; i++) pending += call->holder[i] != SLOT_DONE;
         if (!pending) return MR_OK;
@@ -353,7 +404,8 @@ void mr_dispatcher_destroy(mr_dispatcher *d) {
 }
 
 mr_status mr_dispatcher_create(mr_cluster *cl, const mr_placement *pl, const mr_model_config *mc,
-                               int max_tokens, int expert_timeout_ms, mr_dispatcher **out) {
+                               int max_tokens, int expert_timeout_ms, mr_dp_dtype wire,
+                               mr_dispatcher **out) {
     mr_dispatcher *d = calloc(1, sizeof *d);
     if (!d) return MR_ERR_NOMEM;
     d->cl = cl;
@@ -364,6 +416,7 @@ mr_status mr_dispatcher_create(mr_cluster *cl, const mr_placement *pl, const mr_
     d->top_k = mc->num_experts_per_tok;
     d->max_tokens = max_tokens;
     d->timeout_ms = expert_timeout_ms;
+    d->wire = wire;
     int ok =
         (d->w = calloc((size_t)d->W, sizeof *d->w)) != NULL &&
         (d->expert_tokens = calloc((size_t)pl->n_layers * pl->n_experts, sizeof(uint64_t))) != NULL;

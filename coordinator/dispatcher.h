@@ -24,7 +24,8 @@
 typedef struct mr_dispatcher mr_dispatcher;
 
 mr_status mr_dispatcher_create(mr_cluster *cl, const mr_placement *pl, const mr_model_config *mc,
-                               int max_tokens, int expert_timeout_ms, mr_dispatcher **out);
+                               int max_tokens, int expert_timeout_ms, mr_dp_dtype wire,
+                               mr_dispatcher **out);
 void mr_dispatcher_destroy(mr_dispatcher *d);
 mr_moe_provider mr_dispatcher_provider(mr_dispatcher *d);
 /* Adopts newly connected workers; call before each step. Returns the number of (layer, expert)

@@ -8,13 +8,13 @@ uint64_t mr_dp_request_bytes(uint32_t n_tokens, uint32_t top_k, uint32_t hidden,
     return n * top_k * 8 + n * hidden * (dt == MR_DP_BF16 ? 2u : 4u);
 }
 
-uint64_t mr_dp_reply_bytes(uint32_t n_tokens, uint32_t hidden) {
-    return (uint64_t)n_tokens * hidden * 4;
+uint64_t mr_dp_reply_bytes(uint32_t n_tokens, uint32_t hidden, mr_dp_dtype dt) {
+    return (uint64_t)n_tokens * hidden * (dt == MR_DP_BF16 ? 2u : 4u);
 }
 
 uint64_t mr_dp_max_payload(uint32_t max_tokens, uint32_t top_k, uint32_t hidden) {
     uint64_t req = mr_dp_request_bytes(max_tokens, top_k, hidden, MR_DP_F32);
-    uint64_t rep = mr_dp_reply_bytes(max_tokens, hidden);
+    uint64_t rep = mr_dp_reply_bytes(max_tokens, hidden, MR_DP_F32);
     uint64_t m = req > rep ? req : rep;
     return m > 4096 ? m : 4096;
 }
@@ -56,16 +56,16 @@ mr_status mr_dp_header_check(const mr_dp_header *h, const mr_dp_limits *lim, uns
     if (h->n_tokens == 0 || h->n_tokens > lim->max_tokens)
         FAIL("token count %u out of range [1, %u]", h->n_tokens, lim->max_tokens);
     if (h->hidden != lim->hidden) FAIL("hidden width %u, expected %u", h->hidden, lim->hidden);
+    if (h->dtype != MR_DP_F32 && h->dtype != MR_DP_BF16) FAIL("unknown dtype %u", h->dtype);
     if (h->kind == MR_DP_REQUEST) {
         if (h->top_k != lim->top_k) FAIL("top_k %u, expected %u", h->top_k, lim->top_k);
-        if (h->dtype != MR_DP_F32 && h->dtype != MR_DP_BF16) FAIL("unknown dtype %u", h->dtype);
         uint64_t want =
             mr_dp_request_bytes(h->n_tokens, h->top_k, h->hidden, (mr_dp_dtype)h->dtype);
         if (h->payload_bytes != want)
             FAIL("request payload of %llu bytes, expected %llu",
                  (unsigned long long)h->payload_bytes, (unsigned long long)want);
     } else {
-        uint64_t want = mr_dp_reply_bytes(h->n_tokens, h->hidden);
+        uint64_t want = mr_dp_reply_bytes(h->n_tokens, h->hidden, (mr_dp_dtype)h->dtype);
         if (h->payload_bytes != want)
             FAIL("reply payload of %llu bytes, expected %llu", (unsigned long long)h->payload_bytes,
                  (unsigned long long)want);

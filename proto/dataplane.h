@@ -6,8 +6,9 @@
  *                  assignment epoch the worker received on its control connection; no payload.
  *   MR_DP_REQUEST  coordinator -> worker: ids int32 [n][k] (expert id, or -1 for a slot this worker
  *                  does not serve), weights f32 [n][k], activations `dtype` [n][hidden].
- *   MR_DP_REPLY    worker -> coordinator: f32 [n][hidden], Σ over served slots of weight ·
- * expert(x), summed in slot order; `seq`, `layer` and `micro_batch` echo the request. MR_DP_ERROR
+ *   MR_DP_REPLY    worker -> coordinator: `dtype` [n][hidden] (the request's dtype), Σ over
+ * served slots of weight · expert(x), summed in slot order in f32, then rounded to the dtype;
+ * `seq`, `layer` and `micro_batch` echo the request. MR_DP_ERROR
  * either way: payload is a UTF-8 message; the connection is closed after it. Hosts are
  * little-endian (x86-64, aarch64); the build refuses big-endian targets. */
 #ifndef MR_DATAPLANE_H
@@ -64,7 +65,7 @@ typedef struct mr_dp_limits {
 
 /* Payload size a REQUEST / REPLY with these fields must have. */
 uint64_t mr_dp_request_bytes(uint32_t n_tokens, uint32_t top_k, uint32_t hidden, mr_dp_dtype dt);
-uint64_t mr_dp_reply_bytes(uint32_t n_tokens, uint32_t hidden);
+uint64_t mr_dp_reply_bytes(uint32_t n_tokens, uint32_t hidden, mr_dp_dtype dt);
 /* The largest payload either side of a data connection sends for batches of up to max_tokens
  * (f32 activations, the widest dtype; error messages are far smaller). RDMA slots are sized by
  * it: each connection registers 2 x 4 slots of this many bytes. */

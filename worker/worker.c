@@ -191,6 +191,16 @@ static mr_status run_request(serving *s, const mr_dp_header *h, const mr_rx_piec
         x = xf;
     }
     s->be->ops->moe(s->be, set, x, (int)n, (int)h->top_k, ids, wts, s->reply_buf);
+    if (h->dtype == MR_DP_BF16) { /* the reply in the request's dtype: narrowed in place, in
+                                     order (element i's 2 bytes land on bytes already read) */
+        unsigned char *y = s->reply_buf;
+        for (size_t i = 0; i < n * s->hidden; i++) {
+            float f;
+            memcpy(&f, y + 4 * i, sizeof f);
+            const uint16_t b = mr_f32_to_bf16(f);
+            memcpy(y + 2 * i, &b, sizeof b);
+        }
+    }
     return MR_OK;
 }
 
@@ -270,7 +280,8 @@ static void serve_request(mr_worker *w, data_conn *d) {
     r.n_tokens = h.n_tokens;
     r.top_k = h.top_k;
     r.hidden = h.hidden;
-    r.payload_bytes = mr_dp_reply_bytes(h.n_tokens, h.hidden);
+    r.dtype = h.dtype;
+    r.payload_bytes = mr_dp_reply_bytes(h.n_tokens, h.hidden, (mr_dp_dtype)h.dtype);
     st = w->xport->send(d->c, &r, s->reply_buf);
     pthread_rwlock_unlock(&w->lock);
     if (st != MR_OK) {

@@ -88,9 +88,29 @@ static mr_status gpu_wait_stream(gpu_be *g) {
 }
 
 /* dev[0..bytes) = host[0..bytes), enqueued; host may be reused on return. */
+/* Page-locked host memory (cudaHostAlloc / cudaHostRegister): the GPU can copy from it directly. */
+static int host_is_pinned(const void *host) {
+    struct cudaPointerAttributes a;
+    if (cudaPointerGetAttributes(&a, host) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    return a.type == cudaMemoryTypeHost;
+}
+
 mr_status gpu_upload(gpu_be *g, void *dev, const void *host, size_t bytes) {
+    enum { DIRECT_UPLOAD_BYTES = 1 << 20 };
     void *p;
     if (bytes == 0) return MR_OK;
+    if (bytes >= DIRECT_UPLOAD_BYTES && host_is_pinned(host)) {
+        /* Large and already page-locked (the MoE result staged for remote experts): copied
+         * straight from there instead of through the ring (a memcpy of tens of MB per layer in
+         * prefill), then waited for, since the caller may reuse `host` on return. The model calls
+         * it right after a to_host, so the wait is the copy's own time. */
+        MR_CHECK(gpu_not_in_graph(g, "host upload"));
+        MR_CUDA_CHECK(cudaMemcpyAsync(dev, host, bytes, cudaMemcpyHostToDevice, g->st));
+        return gpu_wait_stream(g);
+    }
     MR_CHECK(gpu_pin_take(g, bytes, &p));
     memcpy(p, host, bytes);
     MR_CUDA_CHECK(cudaMemcpyAsync(dev, p, bytes, cudaMemcpyHostToDevice, g->st));

@@ -21,9 +21,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (mr_dp_header_check(&h, &lim, kinds, why, sizeof why) == MR_OK &&
         (h.kind == MR_DP_REQUEST || h.kind == MR_DP_REPLY)) {
         /* an accepted header's payload size is exactly what its fields imply */
-        uint64_t want = h.kind == MR_DP_REQUEST ? mr_dp_request_bytes(h.n_tokens, h.top_k, h.hidden,
-                                                                      (mr_dp_dtype)h.dtype)
-                                                : mr_dp_reply_bytes(h.n_tokens, h.hidden);
+        uint64_t want =
+            h.kind == MR_DP_REQUEST
+                ? mr_dp_request_bytes(h.n_tokens, h.top_k, h.hidden, (mr_dp_dtype)h.dtype)
+                : mr_dp_reply_bytes(h.n_tokens, h.hidden, (mr_dp_dtype)h.dtype);
         if (want != h.payload_bytes || h.layer >= lim.n_layers || h.n_tokens > lim.max_tokens)
             __builtin_trap();
     }

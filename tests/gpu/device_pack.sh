@@ -13,7 +13,7 @@ bins="cli/moerack coordinator/moerack-coordinator worker/moerack-worker tests/to
       tests/gpu/test_cuda_attention tests/gpu/test_cuda_coord_ops tests/bench/bench_cuda_attention
       tests/bench/bench_attn_slice tests/bench/bench_cuda_linear tests/gpu/test_cuda_sample
       tests/bench/bench_cuda_sample tests/tools/sample_path_check tests/gpu/test_cuda_dmabuf
-      tests/gpu/test_cuda_rx"
+      tests/gpu/test_cuda_rx tests/gpu/test_cuda_gpu_copies"
 for b in $bins; do [ -f "$build/$b" ] && cp "$build/$b" "$dir/bin/"; done
 for b in "$dir"/bin/*; do
   ldd "$b" | awk '/=> \//{print $3}' | while read -r lib; do

@@ -9,6 +9,7 @@
  *     [--synthetic SEED]                    every process generates the weights (no shards)
  *                                           (default 1e-6; bf16 GPU experts need ~2e-2)
  *     [--tcp-buffer-kb N]                   cluster.tcp_buffer_kb: data sockets of N KiB
+ *     [--wire-dtype bf16]                   cluster.wire_dtype: bf16 activations and replies
  *     [--deadline S]                        each cluster run must answer within S seconds
  *   residency                               a worker reads only its experts' bytes
  *   faults                                  kill -9 / stall / restart a worker
@@ -1032,14 +1033,21 @@ static void scenario_bad_configs(void) {
 }
 
 int main(int argc, char **argv) {
-    static const struct option opts[] = {
-        {"bin-dir", required_argument, 0, 'b'},        {"model", required_argument, 0, 'm'},
-        {"golden", required_argument, 0, 'g'},         {"work", required_argument, 0, 'w'},
-        {"workers", required_argument, 0, 'n'},        {"replicas", required_argument, 0, 'r'},
-        {"worker-backend", required_argument, 0, 'B'}, {"tol", required_argument, 0, 't'},
-        {"synthetic", required_argument, 0, 'S'},      {"coord-backend", required_argument, 0, 'C'},
-        {"coord-gpus", required_argument, 0, 'G'},     {"tcp-buffer-kb", required_argument, 0, 'T'},
-        {"deadline", required_argument, 0, 'D'},       {0, 0, 0, 0}};
+    static const struct option opts[] = {{"bin-dir", required_argument, 0, 'b'},
+                                         {"model", required_argument, 0, 'm'},
+                                         {"golden", required_argument, 0, 'g'},
+                                         {"work", required_argument, 0, 'w'},
+                                         {"workers", required_argument, 0, 'n'},
+                                         {"replicas", required_argument, 0, 'r'},
+                                         {"worker-backend", required_argument, 0, 'B'},
+                                         {"tol", required_argument, 0, 't'},
+                                         {"synthetic", required_argument, 0, 'S'},
+                                         {"coord-backend", required_argument, 0, 'C'},
+                                         {"coord-gpus", required_argument, 0, 'G'},
+                                         {"tcp-buffer-kb", required_argument, 0, 'T'},
+                                         {"deadline", required_argument, 0, 'D'},
+                                         {"wire-dtype", required_argument, 0, 'W'},
+                                         {0, 0, 0, 0}};
     char coord_backend[64] = "", coord_gpus[64] = "";
     int workers = 2, replicas = 1, o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -1087,6 +1095,11 @@ int main(int argc, char **argv) {
             break;
         case 'D':
             g_deadline_s = atoi(optarg);
+            break;
+        case 'W':
+            snprintf(g_cluster_line + strlen(g_cluster_line),
+                     sizeof g_cluster_line - strlen(g_cluster_line), "wire_dtype = \"%s\"; ",
+                     optarg);
             break;
         default:
             return 2;

@@ -7,18 +7,24 @@
 # (2): decode at batch 1/16/64/256 each; time to first token at 1K/8K in both and 32K in phase 2
 # (last, with the time left). The coordinator logs each step's phases (--log-level debug).
 # Copied into the carry folder with the binaries and m1/config.json; writes under $OUT.
-#   bash .device-carry/run_x8.sh [WORKER_BACKEND]     (default cuda)
+#   [WIRE=f32|bf16] [MBS="1 2"] [TAG=] [R=dir] bash .device-carry/run_x8.sh [WORKER_BACKEND]   (default cuda)
+# MBS: the micro_batches settings to run, in order (the 32K prompt runs in the last); WIRE:
+# cluster.wire_dtype; TAG: suffix of the output files (several settings in one call); R: where
+# they go (default $OUT); SKIP32K=1 leaves out the 32K prompt.
 C=$(cd "$(dirname "$0")" && pwd); B=$C/bin
 BACKEND=${1:-cuda}
+WIRE=${WIRE:-f32}
+MBS=${MBS:-1 2}
+R=${R:-$OUT}; mkdir -p $R # where configs, logs and status files go
 export LD_LIBRARY_PATH=$C/lib:/usr/local/cuda/lib64:$LD_LIBRARY_PATH
 T_END=$(( $(date +%s) + ${RUN_SECONDS:-570} ))
 nvidia-smi --query-gpu=index,name,memory.total --format=csv,noheader
 nvidia-smi topo -m | head -10
 
 start_cluster() { # $1 = micro_batches
-    CFG=$OUT/m1x8-mb$1.cfg
+    CFG=$R/m1x8-mb$1$TAG.cfg
     {
-        echo "cluster = { name = \"m1-x8\"; model = \"$C/m1\"; transport = \"tcp\"; synthetic_weights = 1; };"
+        echo "cluster = { name = \"m1-x8\"; model = \"$C/m1\"; transport = \"tcp\"; synthetic_weights = 1; wire_dtype = \"$WIRE\"; };"
         echo "coordinator = { listen = \"127.0.0.1:7400\"; backend = \"cuda-gpu\"; threads = 16;"
         echo "  micro_batches = $1; max_seqs = 256; max_context = 33000; max_batch_tokens = 4096;"
         echo "  kv_block_tokens = 256; kv_blocks = 1024; expert_timeout_ms = 600000;"
@@ -31,26 +37,26 @@ start_cluster() { # $1 = micro_batches
         echo ");"
     } > $CFG
     t0=$(date +%s)
-    $B/moerack-coordinator --config $CFG --log-level debug > $OUT/coord-mb$1.log 2>&1 & PIDS="$!"
+    $B/moerack-coordinator --config $CFG --log-level debug > $R/coord-mb$1$TAG.log 2>&1 & PIDS="$!"
     for g in 1 2 3 4 5 6 7; do
-        $B/moerack-worker --config $CFG --name g$g --log-level info > $OUT/g$g-mb$1.log 2>&1 &
+        $B/moerack-worker --config $CFG --name g$g --log-level info > $R/g$g-mb$1$TAG.log 2>&1 &
         PIDS="$PIDS $!"
     done
     for i in $(seq 1 600); do
-        $B/moerack status --config $CFG > $OUT/status-up-mb$1.txt 2>&1 && break
-        kill -0 ${PIDS%% *} 2>/dev/null || { echo "coordinator exited"; tail -5 $OUT/coord-mb$1.log; break; }
+        $B/moerack status --config $CFG > $R/status-up-mb$1$TAG.txt 2>&1 && break
+        kill -0 ${PIDS%% *} 2>/dev/null || { echo "coordinator exited"; tail -5 $R/coord-mb$1$TAG.log; break; }
         sleep 0.5
     done
-    echo "== micro_batches $1: cluster up after $(( $(date +%s) - t0 )) s"
-    cat $OUT/status-up-mb$1.txt
-    grep -h "memory plan\|experts on the GPU\|lowered" $OUT/coord-mb$1.log $OUT/g1-mb$1.log $OUT/g7-mb$1.log | cut -c1-260
+    echo "== micro_batches $1, wire $WIRE, workers $BACKEND: cluster up after $(( $(date +%s) - t0 )) s"
+    cat $R/status-up-mb$1$TAG.txt
+    grep -h "memory plan\|experts on the GPU\|lowered" $R/coord-mb$1$TAG.log $R/g1-mb$1$TAG.log $R/g7-mb$1$TAG.log | cut -c1-260
     echo "== warm-up"
     timeout 90 $B/moerack bench load --config $CFG --concurrency 1 --prompt-len 16 --decode 4 \
         --vocab 200064 | tail -1
 }
 
 stop_cluster() {
-    $B/moerack status --config $CFG --json > $OUT/status-end-mb$1.json 2>&1
+    $B/moerack status --config $CFG --json > $R/status-end-mb$1$TAG.json 2>&1
     kill $PIDS 2>/dev/null; wait $PIDS 2>/dev/null
 }
 
@@ -58,18 +64,21 @@ decode_and_ttft() { # $1 = micro_batches
     echo "== decode, micro_batches = $1 (prompt 16 ids, 16 new tokens)"
     timeout 150 $B/moerack bench load --config $CFG --concurrency 1,16,64,256 --prompt-len 16 \
         --decode 16 --vocab 200064
-    $B/moerack status --config $CFG > $OUT/status-decode-mb$1.txt 2>&1; head -10 $OUT/status-decode-mb$1.txt
+    $B/moerack status --config $CFG > $R/status-decode-mb$1$TAG.txt 2>&1; head -10 $R/status-decode-mb$1$TAG.txt
     echo "== time to first token, micro_batches = $1 (prompt, 1 new token)"
     timeout 120 $B/moerack bench load --config $CFG --concurrency 0 --ttft 1024,8192 --ttft-runs 1 \
         --vocab 200064
 }
 
-start_cluster 1; decode_and_ttft 1; stop_cluster 1
-start_cluster 2; decode_and_ttft 2
+LAST=${MBS##* }
+for mb in $MBS; do
+    start_cluster $mb; decode_and_ttft $mb
+    [ $mb = $LAST ] || stop_cluster $mb
+done
 left=$(( T_END - $(date +%s) - 15 ))
-echo "== time to first token, 32K prompt, micro_batches = 2 ($left s left)"
-[ $left -gt 20 ] && timeout $left $B/moerack bench load --config $CFG --concurrency 0 --ttft 32768 \
+echo "== time to first token, 32K prompt, micro_batches = $LAST, wire $WIRE, workers $BACKEND ($left s left)"
+[ -z "$SKIP32K" ] && [ $left -gt 20 ] && timeout $left $B/moerack bench load --config $CFG --concurrency 0 --ttft 32768 \
     --ttft-runs 1 --vocab 200064
-stop_cluster 2
+stop_cluster $LAST
 nvidia-smi --query-gpu=index,memory.used --format=csv,noheader
 echo "== step profiles (coordinator, debug): see coord-mb*.log"
