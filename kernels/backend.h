@@ -164,6 +164,12 @@ typedef struct mr_backend_ops {
      * them here, once, after they are loaded and before any moe call; layers[l] is the set later
      * passed to moe for layer l (same pointer). Fails, logging why, if they do not fit. */
     mr_status (*moe_prepare)(mr_backend *be, const mr_expert_set *const *layers, int n_layers);
+    /* Optional (NULL but in the cuda expert backends): moe on host x and out of element type
+     * `io` (MR_DTYPE_F32 or MR_DTYPE_BF16: the data plane's wire formats), converted where the
+     * experts run; with bf16, out[t] is the f32 result of moe on the widened x, rounded to bf16
+     * (nearest even) — bit for bit what the host would make of the same moe call. */
+    void (*moe_io)(mr_backend *be, const mr_expert_set *set, const void *x, int n, int k,
+                   const int32_t *ids, const float *wts, void *out, mr_dtype io);
 
     /* ---- device-resident backends (all NULL / 0 in ref, cpu, cuda, cuda-full) ---------------
      * 1: activations, states and the KV cache are the backend's memory (see the top of this

@@ -184,6 +184,11 @@ static mr_status run_request(serving *s, const mr_dp_header *h, const mr_rx_piec
         MR_CHECK(mr_rx_piece_read(pc, xin, xh, xbytes));
         xin = xh;
     }
+    if (h->dtype == MR_DP_BF16 && s->be->ops->moe_io) { /* converted where the experts run */
+        s->be->ops->moe_io(s->be, set, xin, (int)n, (int)h->top_k, ids, wts, s->reply_buf,
+                           MR_DTYPE_BF16);
+        return MR_OK;
+    }
     const float *x = xin;
     if (h->dtype == MR_DP_BF16) { /* widen into the second half of the reply buffer */
         float *xf = (float *)s->reply_buf + n * s->hidden;

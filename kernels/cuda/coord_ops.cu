@@ -221,6 +221,22 @@ extern "C" mr_status mr_cuda_f32_to_bf16(const float *src, size_t n, uint16_t *d
     return MR_OK;
 }
 
+static __global__ void bf16_to_f32_kernel(const __nv_bfloat16 *src, size_t n, float *dst) {
+    const size_t stride = (size_t)gridDim.x * blockDim.x;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride)
+        dst[i] = __bfloat162float(src[i]);
+}
+
+extern "C" mr_status mr_cuda_bf16_to_f32(const uint16_t *src, size_t n, float *dst,
+                                         cudaStream_t st) {
+    const char *fn = "mr_cuda_bf16_to_f32";
+    CO_REQUIRE(src && dst, fn, "NULL argument");
+    if (n == 0) return MR_OK;
+    bf16_to_f32_kernel<<<elementwise_blocks(n), 256, 0, st>>>((const __nv_bfloat16 *)src, n, dst);
+    MR_CUDA_CHECK_LAUNCH("bf16_to_f32 kernel launch");
+    return MR_OK;
+}
+
 /* hi[i] = bf16(x[i]), lo[i] = bf16(x[i] − hi[i]). */
 static __global__ void f32_split_bf16_kernel(const float *src, size_t n, __nv_bfloat16 *hi,
                                              __nv_bfloat16 *lo) {

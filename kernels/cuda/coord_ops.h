@@ -151,6 +151,8 @@ mr_status mr_cuda_gemv_bf16(const uint16_t *w, const float *x, int n, int rows, 
 
 /* dst[i] = bf16(src[i]) (round to nearest even, NaN stays NaN) for i < n. */
 mr_status mr_cuda_f32_to_bf16(const float *src, size_t n, uint16_t *dst, cudaStream_t st);
+/* dst[i] = f32(src[i]) (exact) for i < n. */
+mr_status mr_cuda_bf16_to_f32(const uint16_t *src, size_t n, float *dst, cudaStream_t st);
 
 /* ---- router ----------------------------------------------------------------------------------
  * Per token: logits = x[t] · gateᵀ in fp32 (gate [n_experts][dim], F32 or BF16, widened to fp32),

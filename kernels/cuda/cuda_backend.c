@@ -73,19 +73,28 @@ static int find_layer(cuda_be *c, const mr_expert_set *set) {
     return layer;
 }
 
-static void cb_moe(mr_backend *be, const mr_expert_set *set, const float *x, int n, int k,
-                   const int32_t *ids, const float *wts, float *out) {
+static void cb_moe_io(mr_backend *be, const mr_expert_set *set, const void *x, int n, int k,
+                      const int32_t *ids, const float *wts, void *out, mr_dtype io) {
     cuda_be *c = be->impl;
     if (n <= 0) return;
     const int layer = find_layer(c, set);
     mr_status st = MR_ERR_INVALID;
-    if (c->cx && layer >= 0) st = mr_cuda_experts_run(c->cx, layer, x, n, k, ids, wts, out);
+    if (c->cx && layer >= 0) st = mr_cuda_experts_run_io(c->cx, layer, x, n, k, ids, wts, out, io);
     if (st != MR_OK) {
         MR_LOG_ERROR(MR_LOG_GPU, "cuda moe: %s",
                      !c->cx || layer < 0 ? "experts of this layer were not prepared"
                                          : mr_status_str(st));
-        for (size_t i = 0; i < (size_t)n * set->hidden; i++) out[i] = NAN;
+        const size_t elems = (size_t)n * set->hidden;
+        if (io == MR_DTYPE_BF16)
+            for (size_t i = 0; i < elems; i++) ((uint16_t *)out)[i] = 0x7fc0; /* NaN */
+        else
+            for (size_t i = 0; i < elems; i++) ((float *)out)[i] = NAN;
     }
+}
+
+static void cb_moe(mr_backend *be, const mr_expert_set *set, const float *x, int n, int k,
+                   const int32_t *ids, const float *wts, float *out) {
+    cb_moe_io(be, set, x, n, k, ids, wts, out, MR_DTYPE_F32);
 }
 
 /* Progress over all layers: the layer's counts on top of the layers before it. */
@@ -175,6 +184,7 @@ static const mr_backend_ops cuda_ops = {
     .route = cb_route,
     .moe = cb_moe,
     .moe_prepare = cb_moe_prepare,
+    .moe_io = cb_moe_io,
 };
 
 mr_status mr_cuda_backend_experts(mr_backend *be, const mr_expert_set *set, mr_cuda_experts **cx,

@@ -120,6 +120,10 @@ mr_status mr_cuda_experts_load_dev(mr_cuda_experts *cx, int layer, int expert, c
  * when out is written. k <= top_k, n <= max_tokens. */
 mr_status mr_cuda_experts_run(mr_cuda_experts *cx, int layer, const float *x, int n, int k,
                               const int32_t *ids, const float *wts, float *out);
+/* The same with x and out of element type io (MR_DTYPE_F32 or MR_DTYPE_BF16), converted on the
+ * device: bf16 x is widened exactly, the f32 result rounded to bf16 (nearest even). */
+mr_status mr_cuda_experts_run_io(mr_cuda_experts *cx, int layer, const void *x, int n, int k,
+                                 const int32_t *ids, const float *wts, void *out, mr_dtype io);
 /* The same on device x and out, enqueued on the executor's stream without waiting (ids and wts
  * stay on the host and are read before return). */
 mr_status mr_cuda_experts_enqueue(mr_cuda_experts *cx, int layer, const float *x_dev, int n, int k,

@@ -862,15 +862,37 @@ mr_status mr_cuda_experts_enqueue(mr_cuda_experts *cx, int layer, const float *x
     return MR_OK;
 }
 
-mr_status mr_cuda_experts_run(mr_cuda_experts *cx, int layer, const float *x, int n, int k,
-                              const int32_t *ids, const float *wts, float *out) {
-    if (!x || !out || n <= 0 || n > cx->p.max_tokens) return MR_ERR_INVALID;
-    const size_t bytes = (size_t)n * cx->d.H * 4;
+/* bf16 in and out use the f32 buffers as staging: the input lands in outd (free until the
+ * combine writes it) and is widened into xin; the result is narrowed into xin (free once the
+ * combine, last on the stream, has run) and copied down from there. */
+mr_status mr_cuda_experts_run_io(mr_cuda_experts *cx, int layer, const void *x, int n, int k,
+                                 const int32_t *ids, const float *wts, void *out, mr_dtype io) {
+    if (!x || !out || n <= 0 || n > cx->p.max_tokens || (io != MR_DTYPE_F32 && io != MR_DTYPE_BF16))
+        return MR_ERR_INVALID;
+    const int bf16 = io == MR_DTYPE_BF16;
+    const size_t elems = (size_t)n * cx->d.H, bytes = elems * (bf16 ? 2 : 4);
     memcpy(cx->pin_x, x, bytes);
-    MR_CUDA_CHECK(cudaMemcpyAsync(cx->xin, cx->pin_x, bytes, cudaMemcpyHostToDevice, cx->st));
+    if (bf16) {
+        MR_CUDA_CHECK(cudaMemcpyAsync(cx->outd, cx->pin_x, bytes, cudaMemcpyHostToDevice, cx->st));
+        MR_CHECK(mr_cuda_bf16_to_f32((const uint16_t *)(const void *)cx->outd, elems, cx->xin,
+                                     (cudaStream_t)cx->st));
+    } else {
+        MR_CUDA_CHECK(cudaMemcpyAsync(cx->xin, cx->pin_x, bytes, cudaMemcpyHostToDevice, cx->st));
+    }
     MR_CHECK(mr_cuda_experts_enqueue(cx, layer, cx->xin, n, k, ids, wts, cx->outd));
-    MR_CUDA_CHECK(cudaMemcpyAsync(cx->pin_out, cx->outd, bytes, cudaMemcpyDeviceToHost, cx->st));
+    const void *result = cx->outd;
+    if (bf16) {
+        MR_CHECK(mr_cuda_f32_to_bf16(cx->outd, elems, (uint16_t *)(void *)cx->xin,
+                                     (cudaStream_t)cx->st));
+        result = cx->xin;
+    }
+    MR_CUDA_CHECK(cudaMemcpyAsync(cx->pin_out, result, bytes, cudaMemcpyDeviceToHost, cx->st));
     MR_CUDA_CHECK(cudaStreamSynchronize(cx->st));
     memcpy(out, cx->pin_out, bytes);
     return MR_OK;
+}
+
+mr_status mr_cuda_experts_run(mr_cuda_experts *cx, int layer, const float *x, int n, int k,
+                              const int32_t *ids, const float *wts, float *out) {
+    return mr_cuda_experts_run_io(cx, layer, x, n, k, ids, wts, out, MR_DTYPE_F32);
 }

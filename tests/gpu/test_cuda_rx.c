@@ -165,6 +165,38 @@ int main(void) {
            same && st == MR_ERR_INVALID ? "PASS" : "FAIL", n);
     cudaFree(xd);
     cudaFree(od);
+
+    /* bf16 on the wire (cluster.wire_dtype): moe_io converts on the device, and must give what
+     * the worker's host path gives — widen, moe, narrow — bit for bit, f32 io the moe op's bits */
+    int io_same = 0, io_runs = 0;
+    uint16_t *xb = malloc((size_t)T * H * 2), *ob = malloc((size_t)T * H * 2),
+             *ob_host = malloc((size_t)T * H * 2);
+    float *xw = malloc((size_t)T * H * 4);
+    for (size_t i = 0; i < sizeof ns / sizeof *ns; i++) {
+        const int nt = ns[i];
+        const size_t bt = make_request(req, nt, K), mt = (size_t)nt * K * 8;
+        (void)bt;
+        const int32_t *id2 = (const int32_t *)req;
+        const float *wt2 = (const float *)(id2 + (size_t)nt * K), *xf = (const float *)(req + mt);
+        for (size_t j = 0; j < (size_t)nt * H; j++) xb[j] = mr_f32_to_bf16(xf[j]);
+        mr_convert_to_f32(MR_DTYPE_BF16, xb, xw, (size_t)nt * H);
+        be->ops->moe(be, &set, xw, nt, K, id2, wt2, out_host);
+        for (size_t j = 0; j < (size_t)nt * H; j++) ob_host[j] = mr_f32_to_bf16(out_host[j]);
+        be->ops->moe_io(be, &set, xb, nt, K, id2, wt2, ob, MR_DTYPE_BF16);
+        be->ops->moe_io(be, &set, xw, nt, K, id2, wt2, out_rx, MR_DTYPE_F32);
+        const int ok = memcmp(ob, ob_host, (size_t)nt * H * 2) == 0 &&
+                       memcmp(out_rx, out_host, (size_t)nt * H * 4) == 0;
+        io_runs++;
+        io_same += ok;
+        CHECK(ok, "%d tokens: moe_io differs from the host conversions around moe", nt);
+    }
+    printf("%s moe_io: %d/%d batches of 1 .. %d tokens in bf16 (and f32) bit for bit as the host "
+           "path\n",
+           io_same == io_runs ? "PASS" : "FAIL", io_same, io_runs, T);
+    free(xb);
+    free(ob);
+    free(ob_host);
+    free(xw);
     mr_backend_destroy(be);
     for (int e = 0; e < E; e++) {
         free((void *)ex[e].w1.data);
