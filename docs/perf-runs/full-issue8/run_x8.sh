@@ -7,7 +7,7 @@
 # (2): decode at batch 1/16/64/256 each; time to first token at 1K/8K in both and 32K in phase 2
 # (last, with the time left). The coordinator logs each step's phases (--log-level debug).
 # Copied into the carry folder with the binaries and m1/config.json; writes under $OUT.
-#   [WIRE=f32|bf16] [MBS="1 2"] [TAG=] [R=dir] bash .device-carry/run_x8.sh [WORKER_BACKEND]   (default cuda)
+#   [GPUS=8] [WIRE=f32|bf16] [MBS="1 2"] [TAG=] [R=dir] bash .device-carry/run_x8.sh [WORKER_BACKEND]   (default cuda)
 # MBS: the micro_batches settings to run, in order (the 32K prompt runs in the last); WIRE:
 # cluster.wire_dtype; TAG: suffix of the output files (several settings in one call); R: where
 # they go (default $OUT); SKIP32K=1 leaves out the 32K prompt.
@@ -15,6 +15,8 @@ C=$(cd "$(dirname "$0")" && pwd); B=$C/bin
 BACKEND=${1:-cuda}
 WIRE=${WIRE:-f32}
 MBS=${MBS:-1 2}
+GPUS=${GPUS:-8} # the coordinator on GPU 0, a worker on each of GPUs 1 .. GPUS-1
+WS=$(seq 1 $((GPUS - 1)))
 R=${R:-$OUT}; mkdir -p $R # where configs, logs and status files go
 export LD_LIBRARY_PATH=$C/lib:/usr/local/cuda/lib64:$LD_LIBRARY_PATH
 T_END=$(( $(date +%s) + ${RUN_SECONDS:-570} ))
@@ -30,15 +32,15 @@ start_cluster() { # $1 = micro_batches
         echo "  kv_block_tokens = 256; kv_blocks = 1024; expert_timeout_ms = 600000;"
         echo "  worker_timeout_ms = 600000; heartbeat_interval_ms = 1000; };"
         echo "workers = ("
-        for g in 1 2 3 4 5 6 7; do
-            sep=$([ $g = 7 ] && echo "" || echo ",")
+        for g in $WS; do
+            sep=$([ $g = $((GPUS - 1)) ] && echo "" || echo ",")
             echo "  { name = \"g$g\"; data_listen = \"127.0.0.1:74$((10 + g))\"; backend = \"$BACKEND\"; gpu = $g; threads = 4; }$sep"
         done
         echo ");"
     } > $CFG
     t0=$(date +%s)
     $B/moerack-coordinator --config $CFG --log-level debug > $R/coord-mb$1$TAG.log 2>&1 & PIDS="$!"
-    for g in 1 2 3 4 5 6 7; do
+    for g in $WS; do
         $B/moerack-worker --config $CFG --name g$g --log-level info > $R/g$g-mb$1$TAG.log 2>&1 &
         PIDS="$PIDS $!"
     done
@@ -49,7 +51,7 @@ start_cluster() { # $1 = micro_batches
     done
     echo "== micro_batches $1, wire $WIRE, workers $BACKEND: cluster up after $(( $(date +%s) - t0 )) s"
     cat $R/status-up-mb$1$TAG.txt
-    grep -h "memory plan\|experts on the GPU\|lowered" $R/coord-mb$1$TAG.log $R/g1-mb$1$TAG.log $R/g7-mb$1$TAG.log | cut -c1-260
+    grep -h "memory plan\|experts on the GPU\|lowered" $R/coord-mb$1$TAG.log $R/g1-mb$1$TAG.log | cut -c1-260
     echo "== warm-up"
     timeout 90 $B/moerack bench load --config $CFG --concurrency 1 --prompt-len 16 --decode 4 \
         --vocab 200064 | tail -1
