@@ -23,8 +23,9 @@ typedef struct sent {
     uint64_t t_sent;
 } sent;
 
-/* One worker's data connection. Invariant (see send_to): a request goes to the worker only when
- * none of its replies is unread, so at most one request per connection is ever in flight. */
+/* One worker's data connection. Invariant (see settle): a request goes to the worker only when
+ * none of its replies is unread — or, where the transport reads ahead while sending (TCP), none
+ * of the same micro-batch — so at most one request per micro-batch is ever in flight. */
 typedef struct wconn {
     mr_xport_conn *conn;
     void *req;                          /* request payload buffer */
@@ -142,14 +143,20 @@ static mr_status recv_from(mr_dispatcher *d, int w, int mbi, char *why, size_t c
     return MR_OK;
 }
 
-/* Reads every reply worker w still owes. Called before anything is sent to w: a worker answers
- * its requests in order and does not read the next one while its reply is still being written,
- * so a request sent while a reply is unread can wait on that reply, and the reply on this
- * thread, for ever, once both are larger than what the transport buffers (TCP: the kernel's
- * socket buffers, a few MB; prefill chunks of thousands of tokens are tens of MB). */
-static mr_status settle(mr_dispatcher *d, int w, char *why, size_t cap) {
+/* Reads the replies worker w still owes before micro-batch mbi's request goes out: a worker
+ * answers its requests in order and does not read the next one while its reply is still being
+ * written, so a request sent while a reply is unread can wait on that reply, and the reply on
+ * this thread, for ever, once both are larger than what the transport buffers (TCP's kernel
+ * socket buffers are a few MB; prefill chunks of thousands of tokens are tens of MB) — unless the
+ * transport reads the peer's message while its send waits (`buffered`: TCP's read-ahead holds one
+ * whole message). Then only mbi's own reply, if any, is read first (none in the step's order), and
+ * the other micro-batch's reply may still be on its way: at most one request per micro-batch in
+ * flight, and the worker's next request crosses its reply instead of waiting for it. */
+static mr_status settle(mr_dispatcher *d, int w, int mbi, char *why, size_t cap) {
+    const int reads_ahead = d->x->buffered != NULL;
     for (int i = 0; i < MR_MAX_MICRO_BATCHES; i++)
-        if (d->w[w].mb[i].active) MR_CHECK(recv_from(d, w, i, why, cap));
+        if (d->w[w].mb[i].active && (!reads_ahead || i == mbi))
+            MR_CHECK(recv_from(d, w, i, why, cap));
     return MR_OK;
 }
 
@@ -159,7 +166,7 @@ static mr_status send_to(mr_dispatcher *d, int w, int mbi, const mb_call *call, 
     wconn *wc = &d->w[w];
     sent *s = &wc->mb[mbi];
     const int k = call->k, H = d->hidden;
-    MR_CHECK(settle(d, w, why, cap));
+    MR_CHECK(settle(d, w, mbi, why, cap));
     /* a reply of this micro-batch that was never combined (its step failed midway) is stale */
     s->got = 0;
     int n = 0;

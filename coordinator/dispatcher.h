@@ -8,12 +8,14 @@
  * expert_timeout_ms, is reported down; its slots are redone on other holders when every one of
  * them has one, else the step fails with an error naming the worker and the uncovered experts.
  *
- * One request in flight per worker: before anything is sent to a worker, every reply it still
- * owes is read (into that micro-batch's reply buffer, added at its combine). A worker reads its
- * next request only after writing its last reply, so a request sent over an unread reply could
- * wait for it for ever once both outgrow the transport's buffering (TCP: the kernel's socket
- * buffers; a prefill chunk's messages are tens of MB). With two micro-batches this costs no
- * overlap: dispatch(B) reads the replies to A that combine(A), next, would wait for anyway.
+ * Requests in flight: a worker reads its next request only after writing its last reply, so a
+ * request sent over an unread reply could wait for it for ever once both outgrow the transport's
+ * buffering (a prefill chunk's messages are tens of MB). Over a transport that reads the peer's
+ * message while a send waits (TCP's read-ahead) that cannot happen, and one request per
+ * micro-batch may be in flight: micro-batch B's request crosses the reply to A, so the worker
+ * finds B waiting when it is done with A. Over the others (RDMA: credits) every reply a worker
+ * owes is read before anything more is sent to it (into that micro-batch's reply buffer, added at
+ * its combine): one request in flight.
  * Owned by the engine thread. */
 #ifndef MR_DISPATCHER_H
 #define MR_DISPATCHER_H
