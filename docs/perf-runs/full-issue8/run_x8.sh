@@ -10,7 +10,7 @@
 #   [GPUS=8] [WIRE=f32|bf16] [MBS="1 2"] [TAG=] [R=dir] bash .device-carry/run_x8.sh [WORKER_BACKEND]   (default cuda)
 # MBS: the micro_batches settings to run, in order (the 32K prompt runs in the last); WIRE:
 # cluster.wire_dtype; TAG: suffix of the output files (several settings in one call); R: where
-# they go (default $OUT); SKIP32K=1 leaves out the 32K prompt.
+# they go (default $OUT); SKIP32K=1 leaves out the 32K prompt, SKIPTTFT=1 every prompt.
 C=$(cd "$(dirname "$0")" && pwd); B=$C/bin
 BACKEND=${1:-cuda}
 WIRE=${WIRE:-f32}
@@ -67,6 +67,7 @@ decode_and_ttft() { # $1 = micro_batches
     timeout 150 $B/moerack bench load --config $CFG --concurrency 1,16,64,256 --prompt-len 16 \
         --decode 16 --vocab 200064
     $B/moerack status --config $CFG > $R/status-decode-mb$1$TAG.txt 2>&1; head -10 $R/status-decode-mb$1$TAG.txt
+    [ -n "$SKIPTTFT" ] && return
     echo "== time to first token, micro_batches = $1 (prompt, 1 new token)"
     timeout 120 $B/moerack bench load --config $CFG --concurrency 0 --ttft 1024,8192 --ttft-runs 1 \
         --vocab 200064
