@@ -287,13 +287,9 @@ static mr_status assign_pending(mr_dispatcher *d, mb_call *call) {
     return MR_OK;
 }
 
-/* Runs fn(d, w) for every worker: concurrently over the io pool where there is one and the batch
- * of n tokens is large enough for its copies and transfers to outweigh waking the pool's threads
- * (decode steps' messages are a few tokens: sent one after another on this thread, they go into
- * the sockets' buffers at once, and replies read one after another wait for the slowest anyway). */
-static void io_each(mr_dispatcher *d, mr_pool_fn fn, int n) {
-    enum { POOL_MIN_BYTES = 512 << 10 };
-    if (d->io && (size_t)n * d->hidden * sizeof(float) >= POOL_MIN_BYTES)
+/* Runs fn(d, w) for every worker, concurrently over the io pool where there is one. */
+static void io_each(mr_dispatcher *d, mr_pool_fn fn) {
+    if (d->io)
         mr_pool_run(d->io, fn, d, d->W);
     else
         for (int w = 0; w < d->W; w++) fn(d, w, 0);
@@ -313,7 +309,7 @@ static void send_task(void *ctx, int w, int thread) {
 static void send_round(mr_dispatcher *d, int mbi, const mb_call *call) {
     d->io_mbi = mbi;
     d->io_call = call;
-    io_each(d, send_task, call->n);
+    io_each(d, send_task);
     for (int w = 0; w < d->W; w++) {
         if (d->io_st[w] == MR_OK) continue;
         char msg[300];
@@ -357,7 +353,7 @@ static mr_status do_combine(void *ctx, int layer, int mbi, float *out) {
     memset(out, 0, (size_t)call->n * d->hidden * sizeof(float));
     for (int round = 0; round <= d->W; round++) {
         d->io_mbi = mbi;
-        io_each(d, recv_task, call->n); /* replies read at once; added below in worker order */
+        io_each(d, recv_task); /* the workers' replies read at once; added below in worker order */
         for (int w = 0; w < d->W; w++) {
             sent *s = &d->w[w].mb[mbi];
             if (!s->active && !s->got) continue;
