@@ -209,12 +209,11 @@ int mr_bench_load(int argc, char **argv) {
     int rc = 0;
     int rounds = 0;
     for (int i = 0; i < n_conc; i++) rounds += conc_list[i] >= 1;
-    if (rounds) printf("prompt %lld ids, %lld new tokens per request\n", plen, decode);
-    if (rounds)
-        printf("%-12s %10s %10s %14s %16s %12s %12s %14s\n", "concurrency", "completed", "wall s",
-               "aggregate t/s", "per-seq t/s p50", "rtt p50 us", "rtt p99 us", "busy us/batch");
     worker_snapshot snap;
     if (rounds) {
+        printf("prompt %lld ids, %lld new tokens per request\n", plen, decode);
+        printf("%-12s %10s %10s %14s %16s %12s %12s %14s\n", "concurrency", "completed", "wall s",
+               "aggregate t/s", "per-seq t/s p50", "rtt p50 us", "rtt p99 us", "busy us/batch");
         mr_sleep_s(HEARTBEAT_WAIT_S);
         worker_snapshot_take(host, port, &snap);
     }

@@ -488,9 +488,7 @@ mr_status mr_ckpt_load(mr_ckpt *ck, const mr_tensor_spec *spec, void *dst, mr_dt
     } else if (dst_dtype == MR_DTYPE_F32) {
         mr_convert_to_f32(t->dtype, src, dst, (size_t)n);
     } else if (dst_dtype == MR_DTYPE_BF16 && t->dtype == MR_DTYPE_F32) {
-        const float *s = src;
-        uint16_t *d = dst;
-        for (uint64_t i = 0; i < n; i++) d[i] = mr_f32_to_bf16(s[i]);
+        mr_convert_f32_to_bf16(src, dst, (size_t)n);
     } else {
         MR_LOG_ERROR(MR_LOG_CKPT, "%s: tensor '%s': cannot load %s data as %s", mr_st_path(f),
                      t->name, mr_dtype_name(t->dtype), mr_dtype_name(dst_dtype));

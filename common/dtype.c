@@ -75,6 +75,17 @@ float mr_f8e4m3_to_f32(uint8_t v) {
     return sign ? -f : f;
 }
 
+void mr_convert_f32_to_bf16(const void *src, void *dst, size_t n) {
+    const unsigned char *s = src;
+    unsigned char *d = dst;
+    for (size_t i = 0; i < n; i++) { /* bytes, not typed pointers: dst may alias src */
+        float f;
+        memcpy(&f, s + 4 * i, sizeof f);
+        const uint16_t b = mr_f32_to_bf16(f);
+        memcpy(d + 2 * i, &b, sizeof b);
+    }
+}
+
 void mr_convert_to_f32(mr_dtype src_type, const void *src, float *dst, size_t n) {
     switch (src_type) {
     case MR_DTYPE_F32:

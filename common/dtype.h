@@ -55,5 +55,8 @@ float mr_f8e4m3_to_f32(uint8_t v);
 
 /* Convert n elements of type `src_type` at `src` into float32 `dst`. F32/F16/BF16/F8_E4M3/I8. */
 void mr_convert_to_f32(mr_dtype src_type, const void *src, float *dst, size_t n);
+/* n float32 values at src as bf16 (mr_f32_to_bf16) at dst, in order. dst may be src itself
+ * (narrowing in place: element i's 2 bytes land on bytes already read). */
+void mr_convert_f32_to_bf16(const void *src, void *dst, size_t n);
 
 #endif

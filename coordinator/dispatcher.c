@@ -60,8 +60,7 @@ struct mr_dispatcher {
     char (*io_why)[200]; /* [W] its reason on failure */
     int io_mbi;          /* the micro-batch of the current run */
     const mb_call *io_call;
-    float *io_out;       /* combine: the sum being built */
-    int io_chunk_tokens; /* combine: tokens per task of the sum */
+    float *io_out; /* combine: the sum being built */
     char last_error[512];
     _Atomic uint64_t *expert_tokens; /* [layers][experts] slots routed, read by /metrics */
 };
@@ -188,7 +187,7 @@ static mr_status send_to(mr_dispatcher *d, int w, int mbi, const mb_call *call, 
         }
         const float *row = call->x + (size_t)t * H;
         if (d->wire == MR_DP_BF16)
-            for (int c = 0; c < H; c++) xb[(size_t)i * H + c] = mr_f32_to_bf16(row[c]);
+            mr_convert_f32_to_bf16(row, xb + (size_t)i * H, (size_t)H);
         else
             memcpy(x + (size_t)i * H, row, (size_t)H * sizeof(float));
     }
@@ -239,14 +238,18 @@ static void add_reply_range(const mr_dispatcher *d, int w, int mbi, int t0, int 
     }
 }
 
+enum {
+    SUM_CHUNK_TOKENS = 64
+}; /* tokens per task of the reply sum: 64 rows x 6144 floats, 1.5 MB */
+
 /* One task of the reply sum: the tokens of chunk `task`, each worker's rows added in worker
  * order — the order (and so every bit) of a single-threaded sum, whatever the chunking. */
 static void sum_task(void *ctx, int task, int thread) {
     (void)thread;
     mr_dispatcher *d = ctx;
     const mb_call *call = d->io_call;
-    const int t0 = task * d->io_chunk_tokens,
-              t1 = t0 + d->io_chunk_tokens < call->n ? t0 + d->io_chunk_tokens : call->n;
+    const int t0 = task * SUM_CHUNK_TOKENS,
+              t1 = t0 + SUM_CHUNK_TOKENS < call->n ? t0 + SUM_CHUNK_TOKENS : call->n;
     for (int w = 0; w < d->W; w++)
         if (d->w[w].mb[d->io_mbi].got) add_reply_range(d, w, d->io_mbi, t0, t1, d->io_out);
 }
@@ -254,12 +257,10 @@ static void sum_task(void *ctx, int task, int thread) {
 /* Adds every reply read for micro-batch mbi (got) into out, over the io pool for large batches;
  * the replies are then consumed. */
 static void add_replies(mr_dispatcher *d, int mbi, const mb_call *call, float *out) {
-    enum { CHUNK_TOKENS = 64 }; /* 64 rows x 6144 floats: 1.5 MB per task */
     d->io_mbi = mbi;
     d->io_call = call;
     d->io_out = out;
-    d->io_chunk_tokens = CHUNK_TOKENS;
-    const int tasks = (call->n + CHUNK_TOKENS - 1) / CHUNK_TOKENS;
+    const int tasks = (call->n + SUM_CHUNK_TOKENS - 1) / SUM_CHUNK_TOKENS;
     if (d->io && tasks > 1)
         mr_pool_run(d->io, sum_task, d, tasks);
     else

@@ -196,16 +196,8 @@ static mr_status run_request(serving *s, const mr_dp_header *h, const mr_rx_piec
         x = xf;
     }
     s->be->ops->moe(s->be, set, x, (int)n, (int)h->top_k, ids, wts, s->reply_buf);
-    if (h->dtype == MR_DP_BF16) { /* the reply in the request's dtype: narrowed in place, in
-                                     order (element i's 2 bytes land on bytes already read) */
-        unsigned char *y = s->reply_buf;
-        for (size_t i = 0; i < n * s->hidden; i++) {
-            float f;
-            memcpy(&f, y + 4 * i, sizeof f);
-            const uint16_t b = mr_f32_to_bf16(f);
-            memcpy(y + 2 * i, &b, sizeof b);
-        }
-    }
+    if (h->dtype == MR_DP_BF16) /* the reply in the request's dtype, narrowed in place */
+        mr_convert_f32_to_bf16(s->reply_buf, s->reply_buf, n * s->hidden);
     return MR_OK;
 }
 

@@ -87,7 +87,6 @@ static mr_status gpu_wait_stream(gpu_be *g) {
     return MR_OK;
 }
 
-/* dev[0..bytes) = host[0..bytes), enqueued; host may be reused on return. */
 /* Page-locked host memory (cudaHostAlloc / cudaHostRegister): the GPU can copy from it directly. */
 static int host_is_pinned(const void *host) {
     struct cudaPointerAttributes a;
@@ -98,6 +97,7 @@ static int host_is_pinned(const void *host) {
     return a.type == cudaMemoryTypeHost;
 }
 
+/* dev[0..bytes) = host[0..bytes), enqueued; host may be reused on return. */
 mr_status gpu_upload(gpu_be *g, void *dev, const void *host, size_t bytes) {
     enum { DIRECT_UPLOAD_BYTES = 1 << 20 };
     void *p;

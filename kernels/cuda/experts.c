@@ -420,8 +420,7 @@ static mr_status cx_upload(mr_cuda_experts *cx, const mr_matrix *m, const mr_syn
         if (m->dtype == MR_DTYPE_BF16) {
             memcpy(cx->pin_stage, (const uint16_t *)m->data + (size_t)r0 * cols, n * 2);
         } else {
-            const float *src = (const float *)m->data + (size_t)r0 * cols;
-            for (size_t i = 0; i < n; i++) cx->pin_stage[i] = mr_f32_to_bf16(src[i]);
+            mr_convert_f32_to_bf16((const float *)m->data + (size_t)r0 * cols, cx->pin_stage, n);
         }
         MR_CUDA_CHECK(
             cudaMemcpyAsync(cx->stage, cx->pin_stage, n * 2, cudaMemcpyHostToDevice, cx->st));

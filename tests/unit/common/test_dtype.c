@@ -1,9 +1,11 @@
-/* Scalar conversions: bf16 round-to-nearest-even, f16 and f8_e4m3 decoding. */
+/* Scalar conversions: bf16 round-to-nearest-even, f16 and f8_e4m3 decoding; the f32 -> bf16 array
+ * form. */
 #include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 #include <cmocka.h>
 
 #include "common/dtype.h"
@@ -49,6 +51,24 @@ static void test_f8_e4m3(void **state) {
     assert_true(mr_f8e4m3_to_f32(0x00) == 0.0f);
 }
 
+/* The array form gives each element's scalar conversion, also when narrowing in place. */
+static void test_f32_to_bf16_array(void **state) {
+    (void)state;
+    enum { N = 1000 };
+    float src[N], inplace[N];
+    uint16_t out[N];
+    for (int i = 0; i < N; i++)
+        src[i] = inplace[i] = (float)(i - N / 2) * 0.37f + (float)i * 1e-4f * (float)(i % 7);
+    mr_convert_f32_to_bf16(src, out, N);
+    mr_convert_f32_to_bf16(inplace, inplace, N);
+    for (int i = 0; i < N; i++) {
+        uint16_t narrowed; /* the bytes, not a uint16_t lvalue on float storage */
+        memcpy(&narrowed, (const unsigned char *)inplace + 2 * i, sizeof narrowed);
+        assert_int_equal(out[i], mr_f32_to_bf16(src[i]));
+        assert_int_equal(narrowed, out[i]);
+    }
+}
+
 static void test_names(void **state) {
     (void)state;
     for (int t = 0; t < MR_DTYPE_COUNT; t++)
@@ -62,6 +82,7 @@ int main(void) {
         cmocka_unit_test(test_bf16_round_trip_and_rne),
         cmocka_unit_test(test_f16),
         cmocka_unit_test(test_f8_e4m3),
+        cmocka_unit_test(test_f32_to_bf16_array),
         cmocka_unit_test(test_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
