@@ -20,8 +20,9 @@
  * token, in slot order. Counters are reset by their last user; the generation (sync[0]) advances
  * when the last block leaves, so flags never need clearing.
  *
- * The inner loop is the wq kernel's (wq_mma.cu, fragment trick of wq_frag.cuh): each lane loads
- * 16 bytes of rows g, g+8, g+16, g+24 of a tile, one unit ahead; the activations are read directly:
+ * The inner loop is the wq kernel's (wq_mma.cu, fragment trick of wq_frag.cuh) on 16 bytes of rows
+ * g, g+8, g+16, g+24 of a tile per lane, the tiles staged in shared memory (wqd_stream); the
+ * activations are read directly:
  * phase A from the fp32 input rows (rounded to bf16 here, hi + lo parts for split activations),
  * phase B from h through L2 (h is written during this kernel, so not through the read-only path).
  */
@@ -60,20 +61,51 @@ __device__ static inline void wqd_round8(const float4 a, const float4 b, uint4 &
     lo.w = wq_pack(b.z - h3.x, b.w - h3.y);
 }
 
+/* Each warp stages its weight tiles (and int4 group scales) in its own ring of shared memory,
+ * WQD_STAGES units deep, by cp.async: WQD_STAGES - 1 units are in flight while one is multiplied,
+ * without holding registers (two units in registers, as in the wq kernel, kept too few bytes in
+ * flight per multiprocessor at the occupancy this kernel has). A stage is a 2 KiB tile in its
+ * stored order (each lane copies, then reads, its own 16-byte pieces) and, for int4, the tile's 64
+ * bytes of scales (copied by lanes 0–3, read by all after a warp barrier). */
+#define WQD_STAGES 5
+#define WQD_STAGE  (2048 + 64)
+#define WQD_SMEM   (WQD_WARPS * WQD_STAGES * WQD_STAGE)
+
+__device__ static inline void wqd_cp16(uint32_t dst, const void *src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
+}
+__device__ static inline void wqd_commit() {
+    asm volatile("cp.async.commit_group;" ::: "memory");
+}
+template <int N> __device__ static inline void wqd_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+__device__ static inline uint4 wqd_lds16(uint32_t a) {
+    uint4 v;
+    asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+                 : "r"(a));
+    return v;
+}
+
 /* Units [u0, u1) of row block rb of job j's matrix (PHASE 0: W13 against x, 1: W2 against h) into
  * acc[mt][c] (mt: rows 0–15 / 16–31 of the block; c: the mma accumulator registers). With
- * wait != NULL the first unit's weights are loaded before waiting for *wait == want. */
+ * wait != NULL the first units' weights are requested before waiting for *wait == want. */
 template <int FMT, int SP, int PHASE>
 __device__ static void wqd_stream(const mr_cuda_wqd_params &p, int j, int rb, int units, int u0,
                                   int u1, const unsigned *wait, unsigned want, float acc[2][4]) {
     constexpr int CK = FMT == MR_CUDA_FMT_INT8 ? 64 : 128;
     constexpr int NV = CK / 32; /* 16-byte activation vectors per lane and unit */
+    extern __shared__ __align__(16) uint8_t wqd_smem[];
     const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
     const mr_cuda_job &job = p.jobs[j];
     const mr_cuda_qmat W = PHASE == 0 ? job.w13 : job.w2;
     const int np = PHASE == 0 ? p.np13 : p.np2;
-    const uint8_t *wbase = (const uint8_t *)W.q + (size_t)rb * (size_t)units * 2048 + g * 64 + t * 16;
-    const __nv_bfloat16 *sbase = (const __nv_bfloat16 *)W.scale + rb * 32 + g;
+    const uint8_t *wsrc = (const uint8_t *)W.q + (size_t)rb * (size_t)units * 2048 + g * 64 + t * 16;
+    const uint8_t *ssrc = (const uint8_t *)W.scale + ((size_t)rb * 32 + (size_t)lane * 8) * 2;
+    const int ring_off = (threadIdx.x >> 5) * WQD_STAGES * WQD_STAGE; /* this warp's ring */
+    const uint32_t ring = (uint32_t)__cvta_generic_to_shared(wqd_smem) + (uint32_t)ring_off;
+    const uint32_t mine = (uint32_t)(g * 64 + t * 16);
     const bool has = g < job.cnt; /* this lane's token (mma column g) exists */
     const float *xr = NULL;
     const uint16_t *hr = NULL, *hl = NULL;
@@ -82,27 +114,39 @@ __device__ static void wqd_stream(const mr_cuda_wqd_params &p, int j, int rb, in
         hr = p.h + (size_t)(job.row0 + g) * (size_t)p.ldh;
         if (SP == 2) hl = p.h_lo + (size_t)(job.row0 + g) * (size_t)p.ldh;
     }
-
-    uint4 wv[4], wn[4];
-    float sv[4] = {0.0f, 0.0f, 0.0f, 0.0f}, sn[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    /* request unit u into its stage (one commit group per unit, empty past u1) */
+    auto request = [&](int u) {
+        if (u < u1) {
+            const uint32_t st = ring + (uint32_t)((u % WQD_STAGES) * WQD_STAGE);
 #pragma unroll
-    for (int i = 0; i < 4; i++) wv[i] = wq_ld_stream(wbase + (size_t)u0 * 2048 + i * 512);
-    if (FMT == MR_CUDA_FMT_INT4)
+            for (int i = 0; i < 4; i++) wqd_cp16(st + mine + i * 512, wsrc + (size_t)u * 2048 + i * 512);
+            if (FMT == MR_CUDA_FMT_INT4 && lane < 4)
+                wqd_cp16(st + 2048 + lane * 16, ssrc + (size_t)u * (size_t)np * 2);
+        }
+        wqd_commit();
+    };
 #pragma unroll
-        for (int i = 0; i < 4; i++) sv[i] = __bfloat162float(sbase[(size_t)u0 * np + 8 * i]);
+    for (int q = 0; q < WQD_STAGES - 1; q++) request(u0 + q);
     if (wait)
         while (wqd_ld_acquire(wait) != want) __nanosleep(64);
 
     for (int u = u0; u < u1; u++) {
-        if (u + 1 < u1) {
+        wqd_wait<WQD_STAGES - 2>(); /* unit u has landed (this lane's copies) */
+        __syncwarp();               /* ... and every lane's (the scales) */
+        const int stage = (u % WQD_STAGES) * WQD_STAGE;
+        const uint32_t st = ring + (uint32_t)stage;
+        uint4 wv[4];
 #pragma unroll
-            for (int i = 0; i < 4; i++)
-                wn[i] = wq_ld_stream(wbase + (size_t)(u + 1) * 2048 + i * 512);
-            if (FMT == MR_CUDA_FMT_INT4)
+        for (int i = 0; i < 4; i++) wv[i] = wqd_lds16(st + mine + i * 512);
+        float sv[4];
+        if (FMT == MR_CUDA_FMT_INT4) {
+            const __nv_bfloat16 *sc =
+                (const __nv_bfloat16 *)(wqd_smem + ring_off + stage + 2048);
 #pragma unroll
-                for (int i = 0; i < 4; i++)
-                    sn[i] = __bfloat162float(sbase[(size_t)(u + 1) * np + 8 * i]);
+            for (int i = 0; i < 4; i++) sv[i] = __bfloat162float(sc[g + 8 * i]);
         }
+        /* refills the stage of u - 1, which every lane read before the barrier above */
+        request(u + WQD_STAGES - 1);
         float tmp[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
 #pragma unroll
         for (int v = 0; v < NV; v++) {
@@ -142,12 +186,9 @@ __device__ static void wqd_stream(const mr_cuda_wqd_params &p, int j, int rb, in
                 acc[mt][3] += sv[2 * mt + 1] * tmp[mt][3];
             }
         }
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-            wv[i] = wn[i];
-            sv[i] = sn[i];
-        }
     }
+    wqd_wait<0>(); /* no copy of this range outlives it (the ring is reused by the next) */
+    __syncwarp();
 }
 
 /* Stores this warp's partial sums as piece `piece`, counts it for segment seg (of `expect` pieces)
@@ -241,7 +282,7 @@ __device__ static void wqd_combine(const mr_cuda_wqd_params &p, int rb) {
 }
 
 template <int FMT, int SP>
-__global__ void __launch_bounds__(WQD_WARPS * 32)
+__global__ void __launch_bounds__(WQD_WARPS * 32, 5)
     wqd_kernel(const __grid_constant__ mr_cuda_wqd_params p) {
     constexpr int CK = FMT == MR_CUDA_FMT_INT8 ? 64 : 128;
     const int warp = blockIdx.x * WQD_WARPS + (threadIdx.x >> 5), W = gridDim.x * WQD_WARPS;
@@ -327,7 +368,7 @@ extern "C" mr_status mr_cuda_wqd_grid(int fmt, int split_act, int *blocks) {
     MR_CUDA_CHECK(cudaGetDevice(&dev));
     MR_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
     MR_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, wqd_pick(fmt, split_act),
-                                                                WQD_WARPS * 32, 0));
+                                                                WQD_WARPS * 32, WQD_SMEM));
     *blocks = sms * per_sm;
     return MR_OK;
 }
@@ -360,6 +401,7 @@ extern "C" mr_status mr_cuda_wqd_launch(int fmt, int split_act, int blocks,
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3((unsigned)blocks);
     cfg.blockDim = dim3(WQD_WARPS * 32);
+    cfg.dynamicSmemBytes = WQD_SMEM;
     cfg.stream = st;
     cudaLaunchAttribute attr[1] = {};
     attr[0].id = cudaLaunchAttributeCooperative; /* every block resident: phase B waits on flags */
