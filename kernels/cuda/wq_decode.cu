@@ -4,30 +4,33 @@
  *
  * Why. At one token the two experts' int4 bytes take ~41 µs at HBM speed, and the five-launch
  * sequence (metadata copy, gather, two wq launches, combine) spent ~40 µs more on ramps, tails and
- * gaps (docs/performance.md, issue 9). Here every warp of a grid that fits the GPU at once streams
- * an equal share of the weight bytes.
+ * gaps (docs/performance.md, issue 9). Here every block of a grid that fits the GPU at once
+ * streams an equal share of the weight bytes.
  *
- * Work split. Phase A's work is the flat range of (job, 32-row block of W13, 64-byte unit) in that
- * order; warp w of W' = min(W, T) takes units [w·T/W', (w+1)·T/W'). A (job, row block) segment is usually shared
- * by a few consecutive warps: each writes its partial sums as one piece (index warp + segment:
- * unique, since a warp's segments are consecutive), and the warp that brings the segment's
- * counter to its piece count adds the pieces in warp order (deterministic for a given grid), runs
- * the epilogue (int8 row scales, SwiGLU, bf16 h) and counts the segment towards its job. When a
- * job's last W13 segment is done, the job's flag becomes this call's generation + 1. Phase B does
- * the same over W2, each warp first loading its first weights and then waiting for its job's flag
- * (every block is resident — a cooperative launch — so waiting cannot deadlock). The warp that
- * finishes the last job of a W2 row block writes out = Σ_j wts·y for those 32 columns of every
- * token, in slot order. Counters are reset by their last user; the generation (sync[0]) advances
- * when the last block leaves, so flags never need clearing.
+ * Work split. A block of 4 warps takes 4 consecutive 32-row blocks of a matrix (a row group, warp
+ * w the w-th) over a range of its 64-byte units, so the four share each unit's activations. Phase
+ * A's work is the flat range of (job, row group of W13, unit) in that order; block b of B' =
+ * min(B, T) takes units [b·T/B', (b+1)·T/B'). A (job, row group) segment is usually shared by a
+ * few consecutive blocks: each writes its partial sums as one piece (index block + segment:
+ * unique, since a block's segments are consecutive), and the block that brings the segment's
+ * counter to its piece count adds the pieces in block order (deterministic for a given grid),
+ * runs the epilogue (int8 row scales, SwiGLU, bf16 h) and counts the row group towards its job;
+ * the job's last one sets the job's flag to this call's generation + 1. Phase B does the same over
+ * W2, each block first requesting its first weights and then waiting for its job's flag (every
+ * block is resident — a cooperative launch — so waiting cannot deadlock). The block that finishes
+ * the last job of a W2 row group writes out = Σ_j wts·y for those 128 columns of every token, in
+ * slot order. Counters are reset by their last user; the generation (sync[0]) advances when the
+ * last block leaves, so flags never need clearing.
  *
- * The inner loop is the wq kernel's (wq_mma.cu, fragment trick of wq_frag.cuh) on 16 bytes of rows
- * g, g+8, g+16, g+24 of a tile per lane, the tiles staged in shared memory (wqd_stream); the
- * activations are read directly:
- * phase A from the fp32 input rows (rounded to bf16 here, hi + lo parts for split activations),
- * phase B from h through L2 (h is written during this kernel, so not through the read-only path).
- */
+ * Staging. Each unit's weight tiles (4 × 2 KiB in stored order; each lane copies, then reads, its
+ * own 16-byte pieces), int4 group scales and activations (phase A: the fp32 input rows, rounded
+ * to bf16 — hi + lo for split activations — when read; phase B: h and h_lo, written during this
+ * kernel, so copied from L2) go through a WQD_STAGES-deep ring of shared memory by cp.async, one
+ * block barrier per unit. The multiply is the wq kernel's (wq_mma.cu, fragment trick of
+ * wq_frag.cuh). */
 #include <cuda_bf16.h>
 
+#include "common/check.h"
 #include "kernels/cuda/cuda_check.h"
 #include "kernels/cuda/cuda_internal.h"
 #include "kernels/cuda/wq_frag.cuh"
@@ -61,18 +64,22 @@ __device__ static inline void wqd_round8(const float4 a, const float4 b, uint4 &
     lo.w = wq_pack(b.z - h3.x, b.w - h3.y);
 }
 
-/* Each warp stages its weight tiles (and int4 group scales) in its own ring of shared memory,
- * WQD_STAGES units deep, by cp.async: WQD_STAGES - 1 units are in flight while one is multiplied,
- * without holding registers (two units in registers, as in the wq kernel, kept too few bytes in
- * flight per multiprocessor at the occupancy this kernel has). A stage is a 2 KiB tile in its
- * stored order (each lane copies, then reads, its own 16-byte pieces) and, for int4, the tile's 64
- * bytes of scales (copied by lanes 0–3, read by all after a warp barrier). */
-#define WQD_STAGES 5
-#define WQD_STAGE  (2048 + 64)
-#define WQD_SMEM   (WQD_WARPS * WQD_STAGES * WQD_STAGE)
+#define WQD_STAGES 4
 
-__device__ static inline void wqd_cp16(uint32_t dst, const void *src) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(src) : "memory");
+/* Bytes of a stage: weights [4 warps][2048], int4 scales [4][64], activations [8 rows][4 lane
+ * slices][CK + 16] (a lane slice holds CK/4 fp32 inputs, or CK/4 bf16 h then CK/4 bf16 h_lo;
+ * 16 bytes of padding make a warp's 16-byte reads of its slices conflict-free). */
+template <int FMT> struct wqd_layout {
+    static constexpr int CK = FMT == MR_CUDA_FMT_INT8 ? 64 : 128;
+    static constexpr int SLICE = CK + 16, ROW = 4 * SLICE;
+    static constexpr int W = 0, SC = 4 * 2048, X = SC + (FMT == MR_CUDA_FMT_INT4 ? 4 * 64 : 0);
+    static constexpr int STAGE = X + 8 * ROW;
+    static constexpr int SMEM = WQD_STAGES * STAGE;
+};
+
+__device__ static inline void wqd_cp16(uint32_t dst, const void *src, int bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(bytes)
+                 : "memory");
 }
 __device__ static inline void wqd_commit() {
     asm volatile("cp.async.commit_group;" ::: "memory");
@@ -87,79 +94,112 @@ __device__ static inline uint4 wqd_lds16(uint32_t a) {
                  : "r"(a));
     return v;
 }
+__device__ static inline float4 wqd_lds16f(uint32_t a) {
+    const uint4 v = wqd_lds16(a);
+    return make_float4(__uint_as_float(v.x), __uint_as_float(v.y), __uint_as_float(v.z),
+                       __uint_as_float(v.w));
+}
 
-/* Units [u0, u1) of row block rb of job j's matrix (PHASE 0: W13 against x, 1: W2 against h) into
- * acc[mt][c] (mt: rows 0–15 / 16–31 of the block; c: the mma accumulator registers). With
- * wait != NULL the first units' weights are requested before waiting for *wait == want. */
+/* Units [u0, u1) of the row group `grp` of job j's matrix (PHASE 0: W13 against x, 1: W2 against
+ * h) into acc[mt][c] of this warp's row block rb = 4·grp + warp (mt: its rows 0–15 / 16–31; c: the
+ * mma accumulator registers); warps past the matrix's last row block only help with the copies.
+ * With wait != NULL the first units' weights are requested before waiting for *wait == want.
+ * Block-uniform arguments; every thread of the block calls it. */
 template <int FMT, int SP, int PHASE>
-__device__ static void wqd_stream(const mr_cuda_wqd_params &p, int j, int rb, int units, int u0,
+__device__ static void wqd_stream(const mr_cuda_wqd_params &p, int j, int grp, int units, int u0,
                                   int u1, const unsigned *wait, unsigned want, float acc[2][4]) {
-    constexpr int CK = FMT == MR_CUDA_FMT_INT8 ? 64 : 128;
-    constexpr int NV = CK / 32; /* 16-byte activation vectors per lane and unit */
+    typedef wqd_layout<FMT> L;
+    constexpr int CK = L::CK, NV = CK / 32; /* 16-byte activation vectors per lane and unit */
     extern __shared__ __align__(16) uint8_t wqd_smem[];
-    const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const mr_cuda_job &job = p.jobs[j];
     const mr_cuda_qmat W = PHASE == 0 ? job.w13 : job.w2;
-    const int np = PHASE == 0 ? p.np13 : p.np2;
+    const int np = PHASE == 0 ? p.np13 : p.np2, rb = grp * 4 + warp;
+    const bool active = rb < np / 32;
     const uint8_t *wsrc = (const uint8_t *)W.q + (size_t)rb * (size_t)units * 2048 + g * 64 + t * 16;
     const uint8_t *ssrc = (const uint8_t *)W.scale + ((size_t)rb * 32 + (size_t)lane * 8) * 2;
-    const int ring_off = (threadIdx.x >> 5) * WQD_STAGES * WQD_STAGE; /* this warp's ring */
-    const uint32_t ring = (uint32_t)__cvta_generic_to_shared(wqd_smem) + (uint32_t)ring_off;
-    const uint32_t mine = (uint32_t)(g * 64 + t * 16);
+    const uint32_t ring = (uint32_t)__cvta_generic_to_shared(wqd_smem);
+    const uint32_t mine = (uint32_t)(L::W + warp * 2048 + g * 64 + t * 16);
     const bool has = g < job.cnt; /* this lane's token (mma column g) exists */
-    const float *xr = NULL;
-    const uint16_t *hr = NULL, *hl = NULL;
-    if (has && PHASE == 0) xr = p.x + (size_t)p.src[job.row0 + g] * (size_t)p.ldx;
-    if (has && PHASE == 1) {
-        hr = p.h + (size_t)(job.row0 + g) * (size_t)p.ldh;
-        if (SP == 2) hl = p.h_lo + (size_t)(job.row0 + g) * (size_t)p.ldh;
-    }
-    /* request unit u into its stage (one commit group per unit, empty past u1) */
-    auto request = [&](int u) {
+    /* activation copies of one unit: cnt rows × CK/4 chunks of 16 bytes (phase A: 4 fp32;
+     * phase B: 8 bf16 of h, then of h_lo) */
+    constexpr int CPR = PHASE == 0 ? CK / 4 : SP * CK / 8;
+    const int n_chunks = job.cnt * CPR;
+    auto request = [&](int u, bool weights, bool acts) {
         if (u < u1) {
-            const uint32_t st = ring + (uint32_t)((u % WQD_STAGES) * WQD_STAGE);
+            const uint32_t st = ring + (uint32_t)((u % WQD_STAGES) * L::STAGE);
+            if (weights && active) {
 #pragma unroll
-            for (int i = 0; i < 4; i++) wqd_cp16(st + mine + i * 512, wsrc + (size_t)u * 2048 + i * 512);
-            if (FMT == MR_CUDA_FMT_INT4 && lane < 4)
-                wqd_cp16(st + 2048 + lane * 16, ssrc + (size_t)u * (size_t)np * 2);
+                for (int i = 0; i < 4; i++)
+                    wqd_cp16(st + mine + i * 512, wsrc + (size_t)u * 2048 + i * 512, 16);
+                if (FMT == MR_CUDA_FMT_INT4 && lane < 4)
+                    wqd_cp16(st + L::SC + warp * 64 + lane * 16, ssrc + (size_t)u * (size_t)np * 2,
+                             16);
+            }
+            if (acts)
+                for (int q = threadIdx.x; q < n_chunks; q += blockDim.x) {
+                    const int r = q / CPR, c = q - r * CPR;
+                    if (PHASE == 0) {
+                        /* fp32 inputs u·CK + 4c ..; lane slice c / (CK/16) */
+                        const int col = u * CK + 4 * c;
+                        const float *src = p.x + (size_t)p.src[job.row0 + r] * (size_t)p.ldx + col;
+                        wqd_cp16(st + L::X + r * L::ROW + (c / (CK / 16)) * L::SLICE +
+                                     (c % (CK / 16)) * 16,
+                                 col < p.hidden ? (const void *)src : (const void *)p.x,
+                                 col < p.hidden ? 16 : 0);
+                    } else {
+                        /* bf16 u·CK + 8c' of h (c' = c) or of h_lo (c' = c - CK/8) */
+                        const int lo = c >= CK / 8, cc = c - lo * (CK / 8);
+                        const uint16_t *src = (lo ? p.h_lo : p.h) +
+                                              (size_t)(job.row0 + r) * (size_t)p.ldh + u * CK + 8 * cc;
+                        wqd_cp16(st + L::X + r * L::ROW + (cc / (CK / 32)) * L::SLICE +
+                                     lo * (CK / 2) + (cc % (CK / 32)) * 16,
+                                 src, 16);
+                    }
+                }
         }
         wqd_commit();
     };
+    if (!wait) {
 #pragma unroll
-    for (int q = 0; q < WQD_STAGES - 1; q++) request(u0 + q);
-    if (wait)
+        for (int q = 0; q < WQD_STAGES - 1; q++) request(u0 + q, true, true);
+    } else {
+        /* the weights first, h once its job's gate/up rows are all written */
+#pragma unroll
+        for (int q = 0; q < WQD_STAGES - 1; q++) request(u0 + q, true, false);
         while (wqd_ld_acquire(wait) != want) __nanosleep(64);
+        for (int q = 0; q < WQD_STAGES - 1; q++) request(u0 + q, false, true);
+        wqd_wait<0>();
+    }
 
     for (int u = u0; u < u1; u++) {
-        wqd_wait<WQD_STAGES - 2>(); /* unit u has landed (this lane's copies) */
-        __syncwarp();               /* ... and every lane's (the scales) */
-        const int stage = (u % WQD_STAGES) * WQD_STAGE;
+        wqd_wait<WQD_STAGES - 2>(); /* unit u has landed (this thread's copies) */
+        __syncthreads();            /* ... and every thread's; the stage of u - 1 is free */
+        request(u + WQD_STAGES - 1, true, true);
+        if (!active) continue;
+        const int stage = (u % WQD_STAGES) * L::STAGE;
         const uint32_t st = ring + (uint32_t)stage;
         uint4 wv[4];
 #pragma unroll
         for (int i = 0; i < 4; i++) wv[i] = wqd_lds16(st + mine + i * 512);
         float sv[4];
         if (FMT == MR_CUDA_FMT_INT4) {
-            const __nv_bfloat16 *sc =
-                (const __nv_bfloat16 *)(wqd_smem + ring_off + stage + 2048);
+            const __nv_bfloat16 *sc = (const __nv_bfloat16 *)(wqd_smem + stage + L::SC + warp * 64);
 #pragma unroll
             for (int i = 0; i < 4; i++) sv[i] = __bfloat162float(sc[g + 8 * i]);
         }
-        /* refills the stage of u - 1, which every lane read before the barrier above */
-        request(u + WQD_STAGES - 1);
+        const uint32_t xs = st + L::X + g * L::ROW + t * L::SLICE;
         float tmp[2][4] = {{0.0f, 0.0f, 0.0f, 0.0f}, {0.0f, 0.0f, 0.0f, 0.0f}};
 #pragma unroll
         for (int v = 0; v < NV; v++) {
-            const int col = u * CK + t * (CK / 4) + v * 8;
             uint4 xv = make_uint4(0, 0, 0, 0), xl = make_uint4(0, 0, 0, 0);
-            if (PHASE == 0 && has && col < p.hidden) {
-                const float4 a = __ldg((const float4 *)(xr + col)),
-                             b = __ldg((const float4 *)(xr + col + 4));
-                wqd_round8(a, b, xv, xl);
-            }
-            if (PHASE == 1 && has) {
-                xv = __ldcg((const uint4 *)(hr + col));
-                if (SP == 2) xl = __ldcg((const uint4 *)(hl + col));
+            if (has) {
+                if (PHASE == 0) {
+                    wqd_round8(wqd_lds16f(xs + v * 32), wqd_lds16f(xs + v * 32 + 16), xv, xl);
+                } else {
+                    xv = wqd_lds16(xs + v * 16);
+                    if (SP == 2) xl = wqd_lds16(xs + CK / 2 + v * 16);
+                }
             }
 #pragma unroll
             for (int ss = 0; ss < 2; ss++) {
@@ -188,35 +228,35 @@ __device__ static void wqd_stream(const mr_cuda_wqd_params &p, int j, int rb, in
         }
     }
     wqd_wait<0>(); /* no copy of this range outlives it (the ring is reused by the next) */
-    __syncwarp();
+    __syncthreads();
 }
 
-/* Stores this warp's partial sums as piece `piece`, counts it for segment seg (of `expect` pieces)
- * and returns whether this warp is the segment's last, which then holds the sum of all its pieces
- * (pieces first..first+expect-1, in that order) in acc. */
+/* Stores this block's partial sums as piece `piece` (warp w's at w·WQD_PIECE), counts it for
+ * segment seg (of `expect` pieces) and returns whether this block is the segment's last, which
+ * then holds the sum of all its pieces (pieces first..first+expect-1, in that order) in acc. */
 __device__ static bool wqd_piece(float *part, int *cnt, int seg, int piece, int first, int expect,
                                  float acc[2][4]) {
-    const int lane = threadIdx.x & 31;
+    __shared__ int wqd_last;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     if (expect == 1) return true;
-    float *mine = part + (size_t)piece * WQD_PIECE;
+    float *mine = part + ((size_t)piece * WQD_WARPS + warp) * WQD_PIECE;
 #pragma unroll
     for (int mt = 0; mt < 2; mt++)
 #pragma unroll
         for (int c = 0; c < 4; c++) mine[(mt * 4 + c) * 32 + lane] = acc[mt][c];
     __threadfence();
-    __syncwarp();
-    int last = 0;
-    if (lane == 0) last = atomicAdd(&cnt[seg], 1) == expect - 1;
-    last = __shfl_sync(0xffffffffu, last, 0);
-    if (!last) return false;
+    __syncthreads();
+    if (threadIdx.x == 0) wqd_last = atomicAdd(&cnt[seg], 1) == expect - 1;
+    __syncthreads();
+    if (!wqd_last) return false;
     __threadfence();
-    if (lane == 0) cnt[seg] = 0; /* ready for the next call */
+    if (threadIdx.x == 0) cnt[seg] = 0; /* ready for the next call */
 #pragma unroll
     for (int mt = 0; mt < 2; mt++)
 #pragma unroll
         for (int c = 0; c < 4; c++) acc[mt][c] = 0.0f;
     for (int q = 0; q < expect; q++) {
-        const float *pc = part + (size_t)(first + q) * WQD_PIECE;
+        const float *pc = part + ((size_t)(first + q) * WQD_WARPS + warp) * WQD_PIECE;
 #pragma unroll
         for (int mt = 0; mt < 2; mt++)
 #pragma unroll
@@ -266,7 +306,8 @@ __device__ static void wqd_down_out(const mr_cuda_wqd_params &p, int j, int rb, 
         }
 }
 
-/* out[t][c] for the 32 columns of W2 row block rb, every token, slots in order (as the combine). */
+/* out[t][c] for the 32 columns of W2 row block rb (one warp), every token, slots in order (as
+ * the combine kernel). */
 __device__ static void wqd_combine(const mr_cuda_wqd_params &p, int rb) {
     const int col = rb * 32 + (threadIdx.x & 31);
     if (col >= p.hidden) return;
@@ -282,61 +323,62 @@ __device__ static void wqd_combine(const mr_cuda_wqd_params &p, int rb) {
 }
 
 template <int FMT, int SP>
-__global__ void __launch_bounds__(WQD_WARPS * 32, 5)
+__global__ void __launch_bounds__(WQD_WARPS * 32)
     wqd_kernel(const __grid_constant__ mr_cuda_wqd_params p) {
-    constexpr int CK = FMT == MR_CUDA_FMT_INT8 ? 64 : 128;
-    const int warp = blockIdx.x * WQD_WARPS + (threadIdx.x >> 5), W = gridDim.x * WQD_WARPS;
+    constexpr int CK = wqd_layout<FMT>::CK;
+    __shared__ int wqd_last_job;
+    const int B = gridDim.x, warp = threadIdx.x >> 5;
     const unsigned gen = *(volatile unsigned *)&p.sync[0];
-    int *const cnt_a = p.counters, *const cnt_b = cnt_a + p.n_jobs * (p.np13 / 32);
-    int *const job_a = cnt_b + p.n_jobs * (p.np2 / 32), *const rb_b = job_a + p.n_jobs;
+    const int g13 = (p.np13 / 32 + 3) / 4, g2 = (p.np2 / 32 + 3) / 4; /* row groups */
+    int *const cnt_a = p.counters, *const cnt_b = cnt_a + p.n_jobs * g13;
+    int *const job_a = cnt_b + p.n_jobs * g2, *const grp_b = job_a + p.n_jobs;
     float acc[2][4];
 
     for (int phase = 0; phase < 2; phase++) {
-        const int rbn = (phase == 0 ? p.np13 : p.np2) / 32;
+        const int G = phase == 0 ? g13 : g2;
         const int units = (phase == 0 ? p.kp13 : p.kp2) / CK;
-        const long long T = (long long)p.n_jobs * rbn * units;
-        /* Wp <= T warps take part, so that every range is non-empty and a segment's pieces come
-         * from exactly the warps owner(first unit) .. owner(last unit) */
-        const int Wp = (int)min((long long)W, T);
-        float *part = phase == 0 ? p.part : p.part + (size_t)(W + p.n_jobs * (p.np13 / 32)) * WQD_PIECE;
-        long long pos = warp < Wp ? (long long)warp * T / Wp : 0;
-        const long long end = warp < Wp ? (long long)(warp + 1) * T / Wp : 0;
+        const long long T = (long long)p.n_jobs * G * units;
+        /* Bp <= T blocks take part, so that every range is non-empty and a segment's pieces come
+         * from exactly the blocks owner(first unit) .. owner(last unit) */
+        const int Bp = (int)min((long long)B, T), b = blockIdx.x;
+        float *part = p.part + (phase == 0 ? 0 : (size_t)(B + p.n_jobs * g13) * WQD_WARPS * WQD_PIECE);
+        long long pos = b < Bp ? (long long)b * T / Bp : 0;
+        const long long end = b < Bp ? (long long)(b + 1) * T / Bp : 0;
         while (pos < end) {
             const int seg = (int)(pos / units), u0 = (int)(pos - (long long)seg * units);
             const int u1 = (int)min((long long)units, u0 + (end - pos));
-            const int j = seg / rbn, rb = seg - j * rbn;
+            const int j = seg / G, grp = seg - j * G, rb = grp * 4 + warp;
 #pragma unroll
             for (int mt = 0; mt < 2; mt++)
 #pragma unroll
                 for (int c = 0; c < 4; c++) acc[mt][c] = 0.0f;
             if (phase == 0)
-                wqd_stream<FMT, SP, 0>(p, j, rb, units, u0, u1, NULL, 0, acc);
+                wqd_stream<FMT, SP, 0>(p, j, grp, units, u0, u1, NULL, 0, acc);
             else
-                wqd_stream<FMT, SP, 1>(p, j, rb, units, u0, u1, &p.flags[j], gen + 1, acc);
+                wqd_stream<FMT, SP, 1>(p, j, grp, units, u0, u1, &p.flags[j], gen + 1, acc);
             const long long s0 = (long long)seg * units;
-            const int first = wqd_owner(s0, T, Wp), expect = wqd_owner(s0 + units - 1, T, Wp) - first + 1;
-            if (wqd_piece(part, phase == 0 ? cnt_a : cnt_b, seg, warp + seg, first + seg, expect, acc)) {
-                const int lane = threadIdx.x & 31;
+            const int first = wqd_owner(s0, T, Bp), expect = wqd_owner(s0 + units - 1, T, Bp) - first + 1;
+            if (wqd_piece(part, phase == 0 ? cnt_a : cnt_b, seg, b + seg, first + seg, expect, acc)) {
+                const bool active = rb < (phase == 0 ? p.np13 : p.np2) / 32;
                 if (phase == 0) {
-                    wqd_swiglu<FMT, SP>(p, j, rb, acc);
+                    if (active) wqd_swiglu<FMT, SP>(p, j, rb, acc);
                     __threadfence();
-                    __syncwarp();
-                    if (lane == 0 && atomicAdd(&job_a[j], 1) == rbn - 1) {
+                    __syncthreads();
+                    if (threadIdx.x == 0 && atomicAdd(&job_a[j], 1) == G - 1) {
                         job_a[j] = 0;
                         __threadfence();
                         atomicExch(&p.flags[j], gen + 1);
                     }
                 } else {
-                    wqd_down_out<FMT>(p, j, rb, acc);
+                    if (active) wqd_down_out<FMT>(p, j, rb, acc);
                     __threadfence();
-                    __syncwarp();
-                    int last = 0;
-                    if (lane == 0) last = atomicAdd(&rb_b[rb], 1) == p.n_jobs - 1;
-                    last = __shfl_sync(0xffffffffu, last, 0);
-                    if (last) {
+                    __syncthreads();
+                    if (threadIdx.x == 0) wqd_last_job = atomicAdd(&grp_b[grp], 1) == p.n_jobs - 1;
+                    __syncthreads();
+                    if (wqd_last_job) {
                         __threadfence();
-                        if (lane == 0) rb_b[rb] = 0;
-                        wqd_combine(p, rb);
+                        if (threadIdx.x == 0) grp_b[grp] = 0;
+                        if (active) wqd_combine(p, rb);
                     }
                 }
             }
@@ -357,6 +399,13 @@ __global__ void __launch_bounds__(WQD_WARPS * 32, 5)
 
 typedef void (*wqd_fn)(const mr_cuda_wqd_params);
 
+static size_t wqd_smem_bytes(int fmt) {
+    return fmt == MR_CUDA_FMT_INT8 ? wqd_layout<MR_CUDA_FMT_INT8>::SMEM
+                                   : wqd_layout<MR_CUDA_FMT_INT4>::SMEM;
+}
+
+static unsigned char wqd_opted[WQ_MAX_DEVICES * 4];
+
 static wqd_fn wqd_pick(int fmt, int split) {
     if (fmt == MR_CUDA_FMT_INT8) return split ? wqd_kernel<MR_CUDA_FMT_INT8, 2> : wqd_kernel<MR_CUDA_FMT_INT8, 1>;
     return split ? wqd_kernel<MR_CUDA_FMT_INT4, 2> : wqd_kernel<MR_CUDA_FMT_INT4, 1>;
@@ -367,15 +416,18 @@ extern "C" mr_status mr_cuda_wqd_grid(int fmt, int split_act, int *blocks) {
     int dev = 0, sms = 0, per_sm = 0;
     MR_CUDA_CHECK(cudaGetDevice(&dev));
     MR_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-    MR_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, wqd_pick(fmt, split_act),
-                                                                WQD_WARPS * 32, WQD_SMEM));
+    const wqd_fn fn = wqd_pick(fmt, split_act);
+    MR_CHECK(wq_opt_in_smem((const void *)fn, wqd_smem_bytes(fmt), wqd_opted, 4,
+                            (fmt == MR_CUDA_FMT_INT8 ? 0 : 2) + (split_act ? 1 : 0)));
+    MR_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, WQD_WARPS * 32,
+                                                                wqd_smem_bytes(fmt)));
     *blocks = sms * per_sm;
     return MR_OK;
 }
 
 extern "C" size_t mr_cuda_wqd_part_floats(int blocks, int n_jobs, int np13, int np2) {
-    const size_t W = (size_t)blocks * WQD_WARPS;
-    return (2 * W + (size_t)n_jobs * (size_t)(np13 / 32 + np2 / 32)) * WQD_PIECE;
+    const size_t groups = (size_t)(np13 / 32 + 3) / 4 + (size_t)(np2 / 32 + 3) / 4;
+    return (2 * (size_t)blocks + (size_t)n_jobs * groups) * WQD_WARPS * WQD_PIECE;
 }
 
 extern "C" mr_status mr_cuda_wqd_launch(int fmt, int split_act, int blocks,
@@ -401,13 +453,16 @@ extern "C" mr_status mr_cuda_wqd_launch(int fmt, int split_act, int blocks,
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3((unsigned)blocks);
     cfg.blockDim = dim3(WQD_WARPS * 32);
-    cfg.dynamicSmemBytes = WQD_SMEM;
+    cfg.dynamicSmemBytes = wqd_smem_bytes(fmt);
     cfg.stream = st;
     cudaLaunchAttribute attr[1] = {};
     attr[0].id = cudaLaunchAttributeCooperative; /* every block resident: phase B waits on flags */
     attr[0].val.cooperative = 1;
     cfg.attrs = attr;
     cfg.numAttrs = 1;
-    MR_CUDA_CHECK(cudaLaunchKernelEx(&cfg, wqd_pick(fmt, split_act), *p));
+    const wqd_fn fn = wqd_pick(fmt, split_act);
+    MR_CHECK(wq_opt_in_smem((const void *)fn, wqd_smem_bytes(fmt), wqd_opted, 4,
+                            (fmt == MR_CUDA_FMT_INT8 ? 0 : 2) + (split_act ? 1 : 0)));
+    MR_CUDA_CHECK(cudaLaunchKernelEx(&cfg, fn, *p));
     return MR_OK;
 }
