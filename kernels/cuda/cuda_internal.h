@@ -128,15 +128,16 @@ typedef struct mr_cuda_wqd_params {
     int hidden, inter;      /* real dimensions */
     int np13, kp13, np2, kp2; /* W13 [np13][kp13], W2 [np2][kp2] padded (cuda_internal.h layout) */
     int ldx, ldh;           /* x fp32 [n][ldx]; h, h_lo bf16 [rows][ldh], columns [inter, kp2) 0 */
+    int chunk[2];           /* units per work item of W13 / W2 (mr_cuda_wqd_prepare) */
     const float *x;
     uint16_t *h, *h_lo;     /* h_lo: split activations only, else NULL */
     float *y;               /* fp32 [rows][hidden], each job's rows row0.. */
     float *out;             /* fp32 [n][hidden] */
-    float *part;            /* mr_cuda_wqd_part_floats(...) floats */
+    float *part;            /* mr_cuda_wqd_prepare(...) floats */
     int *counters;          /* MR_CUDA_WQD_MAX_JOBS·(np13 + np2)/32 + MR_CUDA_WQD_MAX_JOBS + np2/32,
                                zero (the kernel leaves them zero) */
     unsigned *flags;        /* [MR_CUDA_WQD_MAX_JOBS], any values, kept between calls */
-    unsigned *sync;         /* [2]: generation, blocks out (zero); kept between calls */
+    unsigned *sync;         /* [4]: generation, blocks out, next item of W13 / W2 (zero); kept */
     mr_cuda_job jobs[MR_CUDA_WQD_MAX_JOBS]; /* cnt 1..8, rows within MR_CUDA_WQD_MAX_ROWS */
     int32_t src[MR_CUDA_WQD_MAX_ROWS];      /* input row of each routed row */
     int32_t inv[MR_CUDA_WQD_MAX_SLOTS];     /* routed row of each slot, -1: not held */
@@ -144,8 +145,9 @@ typedef struct mr_cuda_wqd_params {
 } mr_cuda_wqd_params;
 /* Blocks of the persistent grid (all resident at once) for a format and activation mode. */
 mr_status mr_cuda_wqd_grid(int fmt, int split_act, int *blocks);
-/* Floats of partial sums a launch of `blocks` blocks over n_jobs experts needs. */
-size_t mr_cuda_wqd_part_floats(int blocks, int n_jobs, int np13, int np2);
+/* Sets p->chunk for a grid of `blocks` blocks (p's dimensions and n_jobs set) and returns the
+ * floats of partial sums the launch needs at p->part. */
+size_t mr_cuda_wqd_prepare(int fmt, int blocks, mr_cuda_wqd_params *p);
 mr_status mr_cuda_wqd_launch(int fmt, int split_act, int blocks, const mr_cuda_wqd_params *p,
                              cudaStream_t st);
 /* Many-tokens expert matrix kernel (wq_tile.cu), one launch for all jobs, same which / x / out

@@ -88,7 +88,7 @@ static size_t cx_wqd_count_ints(const cx_dims *d) {
            MR_CUDA_WQD_MAX_JOBS + (size_t)d->Hp / 32;
 }
 static size_t cx_wqd_ints(const cx_dims *d) {
-    return cx_wqd_count_ints(d) + MR_CUDA_WQD_MAX_JOBS + 2;
+    return cx_wqd_count_ints(d) + MR_CUDA_WQD_MAX_JOBS + 4;
 }
 
 /* Measured on an H200 (docs/performance.md): for bf16, cuBLAS streamed the weights faster than
@@ -574,14 +574,14 @@ static int cx_fused_fits(const mr_cuda_experts *cx, int split, int nk, int n_sma
     const int blocks = cx->wqd_blocks[split];
     return cx->fused && cx->path_auto && blocks > 0 && n_small > 0 &&
            n_small <= MR_CUDA_WQD_MAX_JOBS && max_small <= CX_FUSED_MAX_ROWS &&
-           total <= MR_CUDA_WQD_MAX_ROWS && nk <= MR_CUDA_WQD_MAX_SLOTS && d->H % 8 == 0 &&
-           mr_cuda_wqd_part_floats(blocks, n_small, d->N13, d->Hp) <= CX_GPART;
+           total <= MR_CUDA_WQD_MAX_ROWS && nk <= MR_CUDA_WQD_MAX_SLOTS && d->H % 8 == 0;
 }
 
-/* The whole call as one launch: jobs, rows and slots go in the kernel's parameters. */
-static mr_status cx_run_fused(mr_cuda_experts *cx, int layer, int split, const float *x_dev,
-                              int n, int k, const int32_t *ids, const float *wts, int n_small,
-                              float *out_dev) {
+/* The whole call as one launch: jobs, rows and slots go in the kernel's parameters (cx->wqd).
+ * Returns 0 (nothing enqueued) when its partial sums would not fit the split-K buffer. */
+static int cx_fused_prepare(mr_cuda_experts *cx, int layer, int split, const float *x_dev, int n,
+                            int k, const int32_t *ids, const float *wts, int n_small,
+                            float *out_dev) {
     const cx_dims *d = &cx->d;
     const size_t base = (size_t)layer * (size_t)cx->p.n_experts;
     mr_cuda_wqd_params *q = &cx->wqd;
@@ -621,7 +621,7 @@ static mr_status cx_run_fused(mr_cuda_experts *cx, int layer, int split, const f
         q->src[pos] = s / k;
         q->inv[s] = pos;
     }
-    return mr_cuda_wqd_launch(cx->p.fmt, split, cx->wqd_blocks[split], q, cx->st);
+    return mr_cuda_wqd_prepare(cx->p.fmt, cx->wqd_blocks[split], q) <= CX_GPART;
 }
 
 static mr_status cx_gemm(mr_cuda_experts *cx, const void *a, int lda, const void *b, int ldb,
@@ -849,8 +849,9 @@ mr_status mr_cuda_experts_enqueue(mr_cuda_experts *cx, int layer, const float *x
             cx->tiny[n_tiny++] = e;
         }
     const int total = row;
-    if (n_large == 0 && n_tiny == 0 && cx_fused_fits(cx, split, nk, n_small, max_small, total))
-        return cx_run_fused(cx, layer, split, x_dev, n, k, ids, wts, n_small, out_dev);
+    if (n_large == 0 && n_tiny == 0 && cx_fused_fits(cx, split, nk, n_small, max_small, total) &&
+        cx_fused_prepare(cx, layer, split, x_dev, n, k, ids, wts, n_small, out_dev))
+        return mr_cuda_wqd_launch(cx->p.fmt, split, cx->wqd_blocks[split], &cx->wqd, cx->st);
     /* the tile kernels' jobs: each large expert's rows in pieces of at most jt tokens (the
      * wgmma kernel's first, n_wg_jobs of them) */
     int n_tjobs = 0, n_wg_jobs = 0;

@@ -9,18 +9,20 @@
  *
  * Work split. A block of 4 warps takes 4 consecutive 32-row blocks of a matrix (a row group, warp
  * w the w-th) over a range of its 64-byte units, so the four share each unit's activations. Phase
- * A's work is the flat range of (job, row group of W13, unit) in that order; block b of B' =
- * min(B, T) takes units [b·T/B', (b+1)·T/B'). A (job, row group) segment is usually shared by a
- * few consecutive blocks: each writes its partial sums as one piece (index block + segment:
- * unique, since a block's segments are consecutive), and the block that brings the segment's
- * counter to its piece count adds the pieces in block order (deterministic for a given grid),
- * runs the epilogue (int8 row scales, SwiGLU, bf16 h) and counts the row group towards its job;
- * the job's last one sets the job's flag to this call's generation + 1. Phase B does the same over
- * W2, each block first requesting its first weights and then waiting for its job's flag (every
- * block is resident — a cooperative launch — so waiting cannot deadlock). The block that finishes
- * the last job of a W2 row group writes out = Σ_j wts·y for those 128 columns of every token, in
- * slot order. Counters are reset by their last user; the generation (sync[0]) advances when the
- * last block leaves, so flags never need clearing.
+ * A's work is cut into items (job, row group of W13, chunk of p.chunk[0] units), about
+ * WQD_ITEMS_PER_BLOCK per block, which blocks take in order from a counter (sync[2]) — so a
+ * multiprocessor that streams faster takes more of them; a static split ran at the pace of the
+ * slowest. Each item's partial sums are one piece (index = item), and the block that brings its
+ * (job, row group) segment's counter to the number of chunks adds the pieces in chunk order
+ * (deterministic: independent of which block ran which item), runs the epilogue (int8 row
+ * scales, SwiGLU, bf16 h) and counts the row group towards its job; the job's last one sets the
+ * job's flag to this call's generation + 1. Phase B does the same over W2 (sync[3]), each block
+ * first requesting its item's weights and then waiting for the job's flag (every block is
+ * resident — a cooperative launch — and phase A's items are all taken before any of phase B, so
+ * waiting cannot deadlock). The block that finishes the last job of a W2 row group writes out =
+ * Σ_j wts·y for those 128 columns of every token, in slot order. Counters are reset by their last
+ * user; the item counters and the generation (sync[0]) when the last block leaves, so flags never
+ * need clearing.
  *
  * Staging. Each unit's weight tiles (4 × 2 KiB in stored order; each lane copies, then reads, its
  * own 16-byte pieces), int4 group scales and activations (phase A: the fp32 input rows, rounded
@@ -37,16 +39,13 @@
 
 #define WQD_WARPS 4                 /* warps per block */
 #define WQD_PIECE (2 * 4 * 32)      /* floats of one warp's partial sums: [mt·4 + c][lane] */
+#define WQD_ITEMS_PER_BLOCK 6       /* work items per block and phase, about */
+#define WQD_MIN_CHUNK 4             /* units per item, at least */
 
 __device__ static inline unsigned wqd_ld_acquire(const unsigned *p) {
     unsigned v;
     asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
     return v;
-}
-
-/* The warp that owns unit a of T units split over W warps: the largest w with w·T/W <= a. */
-__device__ static inline int wqd_owner(long long a, long long T, int W) {
-    return (int)(((a + 1) * W + T - 1) / T) - 1;
 }
 
 /* 8 bf16 activations (16 bytes) from 8 fp32 values: hi = bf16(v); lo = bf16(v - hi). */
@@ -326,8 +325,8 @@ template <int FMT, int SP>
 __global__ void __launch_bounds__(WQD_WARPS * 32)
     wqd_kernel(const __grid_constant__ mr_cuda_wqd_params p) {
     constexpr int CK = wqd_layout<FMT>::CK;
-    __shared__ int wqd_last_job;
-    const int B = gridDim.x, warp = threadIdx.x >> 5;
+    __shared__ int wqd_last_job, wqd_item;
+    const int warp = threadIdx.x >> 5;
     const unsigned gen = *(volatile unsigned *)&p.sync[0];
     const int g13 = (p.np13 / 32 + 3) / 4, g2 = (p.np2 / 32 + 3) / 4; /* row groups */
     int *const cnt_a = p.counters, *const cnt_b = cnt_a + p.n_jobs * g13;
@@ -337,16 +336,17 @@ __global__ void __launch_bounds__(WQD_WARPS * 32)
     for (int phase = 0; phase < 2; phase++) {
         const int G = phase == 0 ? g13 : g2;
         const int units = (phase == 0 ? p.kp13 : p.kp2) / CK;
-        const long long T = (long long)p.n_jobs * G * units;
-        /* Bp <= T blocks take part, so that every range is non-empty and a segment's pieces come
-         * from exactly the blocks owner(first unit) .. owner(last unit) */
-        const int Bp = (int)min((long long)B, T), b = blockIdx.x;
-        float *part = p.part + (phase == 0 ? 0 : (size_t)(B + p.n_jobs * g13) * WQD_WARPS * WQD_PIECE);
-        long long pos = b < Bp ? (long long)b * T / Bp : 0;
-        const long long end = b < Bp ? (long long)(b + 1) * T / Bp : 0;
-        while (pos < end) {
-            const int seg = (int)(pos / units), u0 = (int)(pos - (long long)seg * units);
-            const int u1 = (int)min((long long)units, u0 + (end - pos));
+        const int C = p.chunk[phase], nch = (units + C - 1) / C; /* units per item, items per seg */
+        const int total = p.n_jobs * G * nch;
+        float *part = p.part + (phase == 0 ? 0 : (size_t)p.n_jobs * g13 * ((p.kp13 / CK + p.chunk[0] - 1) / p.chunk[0]) *
+                                                     WQD_WARPS * WQD_PIECE);
+        for (;;) {
+            __syncthreads(); /* everyone has read the previous item */
+            if (threadIdx.x == 0) wqd_item = atomicAdd(&p.sync[2 + phase], 1u);
+            __syncthreads();
+            const int item = wqd_item;
+            if (item >= total) break;
+            const int seg = item / nch, u0 = (item - seg * nch) * C, u1 = min(units, u0 + C);
             const int j = seg / G, grp = seg - j * G, rb = grp * 4 + warp;
 #pragma unroll
             for (int mt = 0; mt < 2; mt++)
@@ -356,10 +356,8 @@ __global__ void __launch_bounds__(WQD_WARPS * 32)
                 wqd_stream<FMT, SP, 0>(p, j, grp, units, u0, u1, NULL, 0, acc);
             else
                 wqd_stream<FMT, SP, 1>(p, j, grp, units, u0, u1, &p.flags[j], gen + 1, acc);
-            const long long s0 = (long long)seg * units;
-            const int first = wqd_owner(s0, T, Bp), expect = wqd_owner(s0 + units - 1, T, Bp) - first + 1;
-            if (wqd_piece(part, phase == 0 ? cnt_a : cnt_b, seg, b + seg, first + seg, expect, acc)) {
-                const bool active = rb < (phase == 0 ? p.np13 : p.np2) / 32;
+            if (wqd_piece(part, phase == 0 ? cnt_a : cnt_b, seg, item, seg * nch, nch, acc)) {
+            const bool active = rb < (phase == 0 ? p.np13 : p.np2) / 32;
                 if (phase == 0) {
                     if (active) wqd_swiglu<FMT, SP>(p, j, rb, acc);
                     __threadfence();
@@ -382,7 +380,6 @@ __global__ void __launch_bounds__(WQD_WARPS * 32)
                     }
                 }
             }
-            pos += u1 - u0;
         }
     }
     /* the last block out advances the generation */
@@ -390,7 +387,7 @@ __global__ void __launch_bounds__(WQD_WARPS * 32)
     if (threadIdx.x == 0) {
         __threadfence();
         if (atomicAdd(&p.sync[1], 1u) == gridDim.x - 1) {
-            p.sync[1] = 0;
+            p.sync[1] = p.sync[2] = p.sync[3] = 0;
             __threadfence();
             atomicExch(&p.sync[0], gen + 1);
         }
@@ -425,9 +422,21 @@ extern "C" mr_status mr_cuda_wqd_grid(int fmt, int split_act, int *blocks) {
     return MR_OK;
 }
 
-extern "C" size_t mr_cuda_wqd_part_floats(int blocks, int n_jobs, int np13, int np2) {
-    const size_t groups = (size_t)(np13 / 32 + 3) / 4 + (size_t)(np2 / 32 + 3) / 4;
-    return (2 * (size_t)blocks + (size_t)n_jobs * groups) * WQD_WARPS * WQD_PIECE;
+extern "C" size_t mr_cuda_wqd_prepare(int fmt, int blocks, mr_cuda_wqd_params *p) {
+    const int ck = mr_cuda_fmt_chunk(fmt);
+    size_t pieces = 0;
+    for (int phase = 0; phase < 2; phase++) {
+        const int np = phase == 0 ? p->np13 : p->np2, kp = phase == 0 ? p->kp13 : p->kp2;
+        const long segs = (long)p->n_jobs * ((np / 32 + 3) / 4), units = kp / ck;
+        /* about WQD_ITEMS_PER_BLOCK items per block, at least WQD_MIN_CHUNK units each */
+        long c = (segs * units + (long)WQD_ITEMS_PER_BLOCK * blocks - 1) /
+                 ((long)WQD_ITEMS_PER_BLOCK * blocks);
+        c = c < WQD_MIN_CHUNK ? WQD_MIN_CHUNK : c;
+        c = c > units ? units : c;
+        p->chunk[phase] = (int)(c > 0 ? c : 1);
+        pieces += (size_t)segs * (size_t)((units + p->chunk[phase] - 1) / p->chunk[phase]);
+    }
+    return pieces * WQD_WARPS * WQD_PIECE;
 }
 
 extern "C" mr_status mr_cuda_wqd_launch(int fmt, int split_act, int blocks,
@@ -437,7 +446,7 @@ extern "C" mr_status mr_cuda_wqd_launch(int fmt, int split_act, int blocks,
         p->n_jobs <= 0 || p->n_jobs > MR_CUDA_WQD_MAX_JOBS || p->n <= 0 || p->k <= 0 ||
         p->n * p->k > MR_CUDA_WQD_MAX_SLOTS || p->hidden <= 0 || p->hidden % 8 ||
         p->ldx % 4 || p->np13 % 32 || p->np2 % 32 || p->kp13 % ck || p->kp2 % ck ||
-        p->ldh % 8 || p->ldh < p->kp2 || (split_act && !p->h_lo) || !p->x || !p->h || !p->y ||
+        p->ldh % 8 || p->ldh < p->kp2 || p->chunk[0] < 1 || p->chunk[1] < 1 || (split_act && !p->h_lo) || !p->x || !p->h || !p->y ||
         !p->out || !p->part || !p->counters || !p->flags || !p->sync) {
         MR_LOG_ERROR(MR_LOG_GPU, "wqd: bad arguments (fmt %d jobs %d n %d k %d hidden %d)", fmt,
                      p ? p->n_jobs : -1, p ? p->n : -1, p ? p->k : -1, p ? p->hidden : -1);

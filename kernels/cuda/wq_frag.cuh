@@ -49,9 +49,18 @@ __device__ static inline uint32_t wq_pack(float lo, float hi) {
     return *reinterpret_cast<uint32_t *>(&v);
 }
 
-/* Nibbles at bits sh and sh+16 as the exact bf16 pair (u - 8): 0x4300|u is 128 + u. */
+/* Two floats that bf16 holds exactly (at most 8 significant bits: the int8 values) as a bf16
+ * pair: their upper halves, one byte permute (the rounding conversion, F2F, is slower). */
+__device__ static inline uint32_t wq_pack_exact(float lo, float hi) {
+    return __byte_perm(__float_as_uint(lo), __float_as_uint(hi), 0x7632);
+}
+
+/* Nibbles at bits sh and sh+16 as the exact bf16 pair (u - 8): 0x4300|u is 128 + u. The mask
+ * and the magic are register operands of one lop3 ((a & b) | c); written in C, the two immediates
+ * cost two logic instructions. */
 __device__ static inline uint32_t wq_i4pair(uint32_t w, int sh) {
-    uint32_t r = ((w >> sh) & 0x000F000Fu) | 0x43004300u;
+    uint32_t r;
+    asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(r) : "r"(w >> sh), "r"(0x000F000Fu), "r"(0x43004300u));
     __nv_bfloat162 v = *reinterpret_cast<__nv_bfloat162 *>(&r);
     const uint32_t m = 0x43084308u; /* 136.0 twice */
     v = __hsub2(v, *reinterpret_cast<const __nv_bfloat162 *>(&m));
@@ -73,8 +82,8 @@ __device__ static inline void wq_frag(const uint4 &w, int s, uint32_t &p01, uint
         p23 = wq_word(w, 2 * s + 1);
     } else if (FMT == MR_CUDA_FMT_INT8) {
         const uint32_t x = wq_word(w, s);
-        p01 = wq_pack(wq_i8(x, 0), wq_i8(x, 1));
-        p23 = wq_pack(wq_i8(x, 2), wq_i8(x, 3));
+        p01 = wq_pack_exact(wq_i8(x, 0), wq_i8(x, 1));
+        p23 = wq_pack_exact(wq_i8(x, 2), wq_i8(x, 3));
     } else {
         const uint32_t x = wq_word(w, s >> 1);
         const int sh = (s & 1) * 8;
