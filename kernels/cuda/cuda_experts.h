@@ -134,9 +134,6 @@ void *mr_cuda_experts_stream(mr_cuda_experts *cx);
 
 /* Tuning and tests: change the path threshold and GEMM mode of later calls. */
 void mr_cuda_experts_set_path(mr_cuda_experts *cx, int small_max, int gemm);
-/* int8/int4: whether later calls of few tokens (every routed expert at most 8 rows) may run as
- * one persistent kernel (on by default; MOERACK_CUDA_FUSED=0 in the environment turns it off). */
-void mr_cuda_experts_set_fused(mr_cuda_experts *cx, int on);
 /* Change the activation precision of later calls; SPLIT needs an executor created SPLIT. */
 mr_status mr_cuda_experts_set_act(mr_cuda_experts *cx, int act);
 

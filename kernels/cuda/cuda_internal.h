@@ -5,7 +5,6 @@
  *   quant.cu     load-time quantise/pack, dequantise (export and the large-batch path), random fill
  *   wq_mma.cu    the expert matrix kernel for few tokens per expert (all three formats, mma.sync)
  *   wq_tile.cu   the expert matrix kernel for many tokens per expert (no dequantised copy)
- *   wq_decode.cu a whole MoE call of few tokens (int8 / int4) as one persistent kernel
  *   moe_glue.cu  gather + bf16 conversion, SwiGLU over GEMM output, gate-weighted combine
  *
  * Weight layout (all formats). A matrix with N rows (out features) and K columns (in features) is
@@ -118,38 +117,6 @@ mr_status mr_cuda_wq_launch(int fmt, int which, int nt, int ks, int nsplit,
                             const uint16_t *x_lo, int ldx, int np, int kp, void *out,
                             uint16_t *out_lo, int ldo, int n_out, float *gpart, int *gcount,
                             cudaStream_t st);
-/* One MoE call of few tokens as one persistent kernel (wq_decode.cu): int8 / int4 experts of at
- * most 8 rows each, gate/up + SwiGLU, down and the combine, routing in the parameters. */
-#define MR_CUDA_WQD_MAX_JOBS  32
-#define MR_CUDA_WQD_MAX_ROWS  128 /* routed rows (slots of held experts) */
-#define MR_CUDA_WQD_MAX_SLOTS 128 /* n · k */
-typedef struct mr_cuda_wqd_params {
-    int n_jobs, n, k;       /* experts, tokens, slots per token */
-    int hidden, inter;      /* real dimensions */
-    int np13, kp13, np2, kp2; /* W13 [np13][kp13], W2 [np2][kp2] padded (cuda_internal.h layout) */
-    int ldx, ldh;           /* x fp32 [n][ldx]; h, h_lo bf16 [rows][ldh], columns [inter, kp2) 0 */
-    int chunk[2];           /* units per work item of W13 / W2 (mr_cuda_wqd_prepare) */
-    const float *x;
-    uint16_t *h, *h_lo;     /* h_lo: split activations only, else NULL */
-    float *y;               /* fp32 [rows][hidden], each job's rows row0.. */
-    float *out;             /* fp32 [n][hidden] */
-    float *part;            /* mr_cuda_wqd_prepare(...) floats */
-    int *counters;          /* MR_CUDA_WQD_MAX_JOBS·(np13 + np2)/32 + MR_CUDA_WQD_MAX_JOBS + np2/32,
-                               zero (the kernel leaves them zero) */
-    unsigned *flags;        /* [MR_CUDA_WQD_MAX_JOBS], any values, kept between calls */
-    unsigned *sync;         /* [4]: generation, blocks out, next item of W13 / W2 (zero); kept */
-    mr_cuda_job jobs[MR_CUDA_WQD_MAX_JOBS]; /* cnt 1..8, rows within MR_CUDA_WQD_MAX_ROWS */
-    int32_t src[MR_CUDA_WQD_MAX_ROWS];      /* input row of each routed row */
-    int32_t inv[MR_CUDA_WQD_MAX_SLOTS];     /* routed row of each slot, -1: not held */
-    float wts[MR_CUDA_WQD_MAX_SLOTS];
-} mr_cuda_wqd_params;
-/* Blocks of the persistent grid (all resident at once) for a format and activation mode. */
-mr_status mr_cuda_wqd_grid(int fmt, int split_act, int *blocks);
-/* Sets p->chunk for a grid of `blocks` blocks (p's dimensions and n_jobs set) and returns the
- * floats of partial sums the launch needs at p->part. */
-size_t mr_cuda_wqd_prepare(int fmt, int blocks, mr_cuda_wqd_params *p);
-mr_status mr_cuda_wqd_launch(int fmt, int split_act, int blocks, const mr_cuda_wqd_params *p,
-                             cudaStream_t st);
 /* Many-tokens expert matrix kernel (wq_tile.cu), one launch for all jobs, same which / x / out
  * contract as mr_cuda_wq_launch (no rows past a job are read); every job has at most
  * MR_CUDA_WQT_MAX_TOKENS tokens (the caller cuts larger experts into adjacent jobs). x_lo selects

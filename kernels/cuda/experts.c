@@ -26,9 +26,6 @@
 /* bf16 + split activations: the GEMV kernel for experts of up to this many rows, instead of two
  * cuBLAS GEMMs per matrix (docs/performance.md, issue 9) */
 #define CX_GEMV_MAX_N MR_CUDA_GEMV_KERNEL_MAX_N
-/* int8/int4 auto: a call whose routed experts all have at most this many rows runs as one
- * persistent kernel (wq_decode.cu) when it fits its limits */
-#define CX_FUSED_MAX_ROWS 8
 
 /* Padded dimensions of one layer's experts (cuda_internal.h: weight layout). */
 typedef struct cx_dims {
@@ -47,10 +44,6 @@ struct mr_cuda_experts {
     uint16_t *xg_lo, *ab_lo; /* act SPLIT: the lo parts, same shapes as xg, ab; else NULL */
     float *gpart;            /* [CX_GPART] split-K partials */
     int *gcount; /* [n_experts · max(N13, Hp)/32] split-K counters, zero between launches */
-    int fused;           /* int8/int4 calls of few tokens as one kernel (set_fused; default on) */
-    int wqd_blocks[2];   /* its persistent grid by [split act]; 0: not available */
-    int *wqd_counters;   /* cx_wqd_ints() ints: its counters, flags and generation */
-    mr_cuda_wqd_params wqd; /* the fused launch's parameters, built per call */
     cudaStream_t st, aux; /* aux: dequantisation ahead of the GEMMs (int8/int4) */
     cublasHandle_t blas;
     void *blas_ws;
@@ -80,15 +73,6 @@ struct mr_cuda_experts {
 
 static size_t cx_al(size_t v) {
     return (v + CX_ALIGN - 1) / CX_ALIGN * CX_ALIGN;
-}
-
-/* The fused kernel's counters (mr_cuda_wqd_params), then its flags [MAX_JOBS] and sync [2]. */
-static size_t cx_wqd_count_ints(const cx_dims *d) {
-    return (size_t)MR_CUDA_WQD_MAX_JOBS * (size_t)(d->N13 / 32 + d->Hp / 32) +
-           MR_CUDA_WQD_MAX_JOBS + (size_t)d->Hp / 32;
-}
-static size_t cx_wqd_ints(const cx_dims *d) {
-    return cx_wqd_count_ints(d) + MR_CUDA_WQD_MAX_JOBS + 4;
 }
 
 /* Measured on an H200 (docs/performance.md): for bf16, cuBLAS streamed the weights faster than
@@ -158,8 +142,7 @@ mr_status mr_cuda_experts_plan(const mr_cuda_experts_params *p, mr_cuda_mem_plan
                         sp * cx_al((S + CX_SPARE_ROWS) * (size_t)d.Ka * 2) + cx_al(S * H * 4) +
                         (p->fmt == MR_CUDA_WFMT_BF16 ? cx_al(S * H * 2) : 0) + cx_al(d.meta_cap) +
                         cx_al(CX_GPART * 4) +
-                        cx_al((size_t)p->n_experts * (size_t)(MR_MAX(d.N13, d.Hp) / 32) * 4) +
-                        cx_al(cx_wqd_ints(&d) * 4);
+                        cx_al((size_t)p->n_experts * (size_t)(MR_MAX(d.N13, d.Hp) / 32) * 4);
     m.scratch_bytes = cx_al(CX_STAGE_ELEMS * 2);
     if (p->fmt != MR_CUDA_WFMT_BF16)
         m.scratch_bytes +=
@@ -240,7 +223,6 @@ static void cx_carve(mr_cuda_experts *cx) {
     CX_TAKE(cx->meta_dev, uint8_t, d->meta_cap);
     CX_TAKE(cx->gpart, float, CX_GPART * 4);
     CX_TAKE(cx->gcount, int, (size_t)cx->p.n_experts *(size_t)(MR_MAX(d->N13, d->Hp) / 32) * 4);
-    CX_TAKE(cx->wqd_counters, int, cx_wqd_ints(d) * 4);
     CX_TAKE(cx->stage, uint16_t, CX_STAGE_ELEMS * 2);
     if (cx->p.fmt != MR_CUDA_WFMT_BF16) {
         const size_t deq = ((size_t)d->N13 * (size_t)d->Kp13 + (size_t)d->Hp * (size_t)d->Kp2) * 2;
@@ -372,12 +354,6 @@ mr_status mr_cuda_experts_create(const mr_cuda_experts_params *p, mr_cuda_expert
                     MR_CHECK_GOTO(mr_cuda_wq_occupancy(p->fmt, which, 1 << nt, 1 << ks, sp,
                                                        &cx->occ[sp][nt][which][ks]),
                                   err);
-    if (p->fmt != MR_CUDA_WFMT_BF16) {
-        const char *e = getenv("MOERACK_CUDA_FUSED");
-        cx->fused = !(e && strcmp(e, "0") == 0);
-        for (int sp = 0; sp < 2; sp++)
-            MR_CHECK_GOTO(mr_cuda_wqd_grid(p->fmt, sp, &cx->wqd_blocks[sp]), err);
-    }
     MR_CUBLAS_CHECK_GOTO(cublasCreate(&cx->blas), err);
     MR_CUBLAS_CHECK_GOTO(cublasSetStream(cx->blas, cx->st), err);
     MR_CUBLAS_CHECK_GOTO(cublasSetWorkspace(cx->blas, cx->blas_ws, CX_BLAS_WS), err);
@@ -398,10 +374,6 @@ void mr_cuda_experts_set_path(mr_cuda_experts *cx, int small_max, int gemm) {
     cx->small_max = small_max >= 0 ? small_max : mr_cuda_experts_default_small_max(cx->p.fmt);
     cx->path_auto = small_max < 0;
     cx->gemm = gemm;
-}
-
-void mr_cuda_experts_set_fused(mr_cuda_experts *cx, int on) {
-    cx->fused = on && cx->p.fmt != MR_CUDA_WFMT_BF16;
 }
 
 mr_status mr_cuda_experts_set_act(mr_cuda_experts *cx, int act) {
@@ -565,63 +537,6 @@ static void cx_pick_split(const mr_cuda_experts *cx, int which, int nt, int rbn,
     }
     *ks_out = ks;
     *split_out = (int)split;
-}
-
-/* The fused kernel's limits (wq_decode.cu) for a call whose experts are all small. */
-static int cx_fused_fits(const mr_cuda_experts *cx, int split, int nk, int n_small, int max_small,
-                         int total) {
-    const cx_dims *d = &cx->d;
-    const int blocks = cx->wqd_blocks[split];
-    return cx->fused && cx->path_auto && blocks > 0 && n_small > 0 &&
-           n_small <= MR_CUDA_WQD_MAX_JOBS && max_small <= CX_FUSED_MAX_ROWS &&
-           total <= MR_CUDA_WQD_MAX_ROWS && nk <= MR_CUDA_WQD_MAX_SLOTS && d->H % 8 == 0;
-}
-
-/* The whole call as one launch: jobs, rows and slots go in the kernel's parameters (cx->wqd).
- * Returns 0 (nothing enqueued) when its partial sums would not fit the split-K buffer. */
-static int cx_fused_prepare(mr_cuda_experts *cx, int layer, int split, const float *x_dev, int n,
-                            int k, const int32_t *ids, const float *wts, int n_small,
-                            float *out_dev) {
-    const cx_dims *d = &cx->d;
-    const size_t base = (size_t)layer * (size_t)cx->p.n_experts;
-    mr_cuda_wqd_params *q = &cx->wqd;
-    *q = (mr_cuda_wqd_params){.n_jobs = n_small,
-                              .n = n,
-                              .k = k,
-                              .hidden = d->H,
-                              .inter = d->I,
-                              .np13 = d->N13,
-                              .kp13 = d->Kp13,
-                              .np2 = d->Hp,
-                              .kp2 = d->Kp2,
-                              .ldx = d->H,
-                              .ldh = d->Ka,
-                              .x = x_dev,
-                              .h = cx->ab,
-                              .h_lo = split ? cx->ab_lo : NULL,
-                              .y = cx->y,
-                              .out = out_dev,
-                              .part = cx->gpart,
-                              .counters = cx->wqd_counters};
-    q->flags = (unsigned *)(cx->wqd_counters + cx_wqd_count_ints(d));
-    q->sync = q->flags + MR_CUDA_WQD_MAX_JOBS;
-    for (int i = 0; i < n_small; i++) {
-        const int e = cx->small[i];
-        q->jobs[i] = (mr_cuda_job){cx->w13[base + e], cx->w2[base + e], cx->off[e], cx->cnt[e]};
-    }
-    memset(cx->fill, 0, (size_t)cx->p.n_experts * 4);
-    for (int s = 0; s < n * k; s++) {
-        const int e = ids[s];
-        q->wts[s] = wts[s];
-        if (!cx_held(cx, layer, e)) {
-            q->inv[s] = -1;
-            continue;
-        }
-        const int pos = cx->off[e] + cx->fill[e]++;
-        q->src[pos] = s / k;
-        q->inv[s] = pos;
-    }
-    return mr_cuda_wqd_prepare(cx->p.fmt, cx->wqd_blocks[split], q) <= CX_GPART;
 }
 
 static mr_status cx_gemm(mr_cuda_experts *cx, const void *a, int lda, const void *b, int ldb,
@@ -849,9 +764,6 @@ mr_status mr_cuda_experts_enqueue(mr_cuda_experts *cx, int layer, const float *x
             cx->tiny[n_tiny++] = e;
         }
     const int total = row;
-    if (n_large == 0 && n_tiny == 0 && cx_fused_fits(cx, split, nk, n_small, max_small, total) &&
-        cx_fused_prepare(cx, layer, split, x_dev, n, k, ids, wts, n_small, out_dev))
-        return mr_cuda_wqd_launch(cx->p.fmt, split, cx->wqd_blocks[split], &cx->wqd, cx->st);
     /* the tile kernels' jobs: each large expert's rows in pieces of at most jt tokens (the
      * wgmma kernel's first, n_wg_jobs of them) */
     int n_tjobs = 0, n_wg_jobs = 0;

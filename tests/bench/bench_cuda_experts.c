@@ -84,23 +84,10 @@ static int load_peer(const char *path, int *pn, double *pms, int max) {
  * tile kernels (wq kernel up to 64 rows, dequantise + cuBLAS above); split: the auto policy with
  * split (hi + lo) activations (bf16 experts of at most 8 rows on the GEMV kernel); split-old: split
  * activations on the routes before the GEMV and tile kernels (bf16: two cuBLAS GEMMs per matrix;
- * int8/int4: the wq kernel up to 64 rows, dequantise + cuBLAS above); nofuse: int8/int4 auto
- * without the one-kernel path for few tokens (wq_decode.cu) */
-enum {
-    V_AUTO,
-    V_WQ,
-    V_GEMM,
-    V_GROUPED,
-    V_TILED,
-    V_WGMMA,
-    V_WQ_DEQ,
-    V_SPLIT,
-    V_SPLIT_OLD,
-    V_NOFUSE,
-    V_COUNT
-};
-static const char *v_name[V_COUNT] = {"auto",  "wq",     "gemm",  "grouped",   "tiled",
-                                      "wgmma", "wq+deq", "split", "split-old", "nofuse"};
+ * int8/int4: the wq kernel up to 64 rows, dequantise + cuBLAS above) */
+enum { V_AUTO, V_WQ, V_GEMM, V_GROUPED, V_TILED, V_WGMMA, V_WQ_DEQ, V_SPLIT, V_SPLIT_OLD, V_COUNT };
+static const char *v_name[V_COUNT] = {"auto",  "wq",     "gemm",  "grouped",  "tiled",
+                                      "wgmma", "wq+deq", "split", "split-old"};
 
 int main(int argc, char **argv) {
     int fmts[3] = {0, 1, 2}, n_fmts = 3;
@@ -222,11 +209,10 @@ int main(int argc, char **argv) {
             const int bf16 = fmt == MR_CUDA_WFMT_BF16;
             for (int vr = 0; vr < 2 * V_COUNT; vr++) {
                 const int v = vr % V_COUNT;
-                if ((v == V_GROUPED && !bf16) ||
-                    ((v == V_WQ_DEQ || v == V_WGMMA || v == V_NOFUSE) && bf16))
+                if ((v == V_GROUPED && !bf16) || ((v == V_WQ_DEQ || v == V_WGMMA) && bf16))
                     continue;
                 const int small_max =
-                    v == V_AUTO || v == V_SPLIT || v == V_NOFUSE ? -1
+                    v == V_AUTO || v == V_SPLIT ? -1
                     : v == V_WQ                 ? (1 << 30)
                     : v == V_SPLIT_OLD || v == V_WQ_DEQ
                         ? (bf16 ? 0 : 64) /* the default before the tile kernels */
@@ -238,7 +224,6 @@ int main(int argc, char **argv) {
                                                         : MR_CUDA_GEMM_PER_EXPERT);
                 CM(mr_cuda_experts_set_act(
                     cx, v == V_SPLIT || v == V_SPLIT_OLD ? MR_CUDA_ACT_SPLIT : MR_CUDA_ACT_BF16));
-                mr_cuda_experts_set_fused(cx, v != V_NOFUSE);
                 for (int i = 0; i < 3; i++)
                     CM(mr_cuda_experts_enqueue(cx, 0, x_dev, n, TOPK, ids, wts, out_dev));
                 CM(mr_cuda_experts_sync(cx));
