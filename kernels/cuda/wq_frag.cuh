@@ -44,11 +44,6 @@ __device__ static inline float wq_i8(uint32_t w, uint32_t i) {
     return __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7440u | i)) - 8388736.0f;
 }
 
-__device__ static inline uint32_t wq_pack(float lo, float hi) {
-    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-    return *reinterpret_cast<uint32_t *>(&v);
-}
-
 /* Two floats that bf16 holds exactly (at most 8 significant bits: the int8 values) as a bf16
  * pair: their upper halves, one byte permute (the rounding conversion, F2F, is slower). */
 __device__ static inline uint32_t wq_pack_exact(float lo, float hi) {
