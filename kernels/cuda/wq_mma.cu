@@ -59,20 +59,11 @@ __global__ void __launch_bounds__(256)
         for (int nt = 0; nt < NT; nt++)
             xoff[nt] = (size_t)(job.row0 + p0 + nt * 8 + g) * (size_t)ldx + t * (CK / 4);
 
-        /* int4: group u's scales of rows g, g+8, g+16, g+24, loaded with the unit's weights (a
-         * dependent load per unit before; with split activations at the end of the unit as
-         * before, where the prefetch's registers cost occupancy: 86 -> 113) */
-        constexpr bool SPRE = FMT == MR_CUDA_FMT_INT4 && SP == 1;
-        const __nv_bfloat16 *sbase = (const __nv_bfloat16 *)W.scale + rb * 32 + g;
         uint4 wv[4], wn[4];
-        float sv[4] = {0.0f, 0.0f, 0.0f, 0.0f}, sn[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         if (u0 < u1) {
             const uint8_t *wp = wbase + (size_t)u0 * ustep;
 #pragma unroll
             for (int i = 0; i < 4; i++) wv[i] = wq_ld_stream(wp + (size_t)i * rstep);
-            if (SPRE)
-#pragma unroll
-                for (int i = 0; i < 4; i++) sv[i] = __bfloat162float(__ldg(sbase + (size_t)u0 * np + 8 * i));
         }
         /* the weights do not depend on the previous kernel; x, out and the split-K scratch do */
         mr_pdl_wait();
@@ -81,10 +72,6 @@ __global__ void __launch_bounds__(256)
                 const uint8_t *wp = wbase + (size_t)(u + 1) * ustep;
 #pragma unroll
                 for (int i = 0; i < 4; i++) wn[i] = wq_ld_stream(wp + (size_t)i * rstep);
-                if (SPRE)
-#pragma unroll
-                    for (int i = 0; i < 4; i++)
-                        sn[i] = __bfloat162float(__ldg(sbase + (size_t)(u + 1) * np + 8 * i));
             }
             float tmp[2][NT][4];
             if (FMT == MR_CUDA_FMT_INT4) {
@@ -125,25 +112,24 @@ __global__ void __launch_bounds__(256)
                 }
             }
             if (FMT == MR_CUDA_FMT_INT4) {
-                if (!SPRE)
+                /* group u of rows g, g+8, g+16, g+24 of the block */
+                const __nv_bfloat16 *sc =
+                    (const __nv_bfloat16 *)W.scale + (size_t)u * (size_t)np + rb * 32 + g;
+                float s[4];
 #pragma unroll
-                    for (int i = 0; i < 4; i++)
-                        sv[i] = __bfloat162float(sbase[(size_t)u * np + 8 * i]);
+                for (int i = 0; i < 4; i++) s[i] = __bfloat162float(sc[8 * i]);
 #pragma unroll
                 for (int mt = 0; mt < 2; mt++)
 #pragma unroll
                     for (int nt = 0; nt < NT; nt++) {
-                        acc[mt][nt][0] += sv[2 * mt] * tmp[mt][nt][0];
-                        acc[mt][nt][1] += sv[2 * mt] * tmp[mt][nt][1];
-                        acc[mt][nt][2] += sv[2 * mt + 1] * tmp[mt][nt][2];
-                        acc[mt][nt][3] += sv[2 * mt + 1] * tmp[mt][nt][3];
+                        acc[mt][nt][0] += s[2 * mt] * tmp[mt][nt][0];
+                        acc[mt][nt][1] += s[2 * mt] * tmp[mt][nt][1];
+                        acc[mt][nt][2] += s[2 * mt + 1] * tmp[mt][nt][2];
+                        acc[mt][nt][3] += s[2 * mt + 1] * tmp[mt][nt][3];
                     }
             }
 #pragma unroll
-            for (int i = 0; i < 4; i++) {
-                wv[i] = wn[i];
-                sv[i] = sn[i];
-            }
+            for (int i = 0; i < 4; i++) wv[i] = wn[i];
         }
 
         float *my = wq_red + (size_t)warp * SZ;

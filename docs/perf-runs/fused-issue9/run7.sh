@@ -1,7 +1,7 @@
 #!/bin/bash
 # Issue 9, session 7, run 7 (final): the wq / tile / wgmma kernels with the int4 dequantisation in
-# one lop3 per pair, the int8 bf16 pack by byte permute and (int4, bf16 activations) the group
-# scales loaded one unit ahead; the one-kernel path removed. Every expert path against
+# one lop3 per pair and the int8 bf16 pack by byte permute (the int4 group scales loaded one unit
+# ahead, tried in run 7a, cost 5–10% and was reverted); the one-kernel path removed. Every path against
 # kernels/ref, goldens on cuda-int8 / cuda-int4 (int4 drifts on the tiny goldens, as before), a
 # 2-worker cluster on cuda-int8, then the MoE layer at real dims, 1–8192 tokens, with the peer.
 C=$(pwd)/.device-carry; R=/tmp/pk; mkdir -p $R; tar -C $R -xJf $C/pack.txz; B=$R/bin
