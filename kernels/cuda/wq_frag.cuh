@@ -44,10 +44,11 @@ __device__ static inline float wq_i8(uint32_t w, uint32_t i) {
     return __uint_as_float(__byte_perm(w, 0x4B000000u, 0x7440u | i)) - 8388736.0f;
 }
 
-/* Two floats that bf16 holds exactly (at most 8 significant bits: the int8 values) as a bf16
- * pair: their upper halves, one byte permute (the rounding conversion, F2F, is slower). */
-__device__ static inline uint32_t wq_pack_exact(float lo, float hi) {
-    return __byte_perm(__float_as_uint(lo), __float_as_uint(hi), 0x7632);
+/* Two floats as a bf16 pair (round to nearest; exact for the int8 values). Taking their upper
+ * halves with one byte permute instead measured 2–5% slower at 16–32 tokens (session 7, run 7). */
+__device__ static inline uint32_t wq_pack(float lo, float hi) {
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<uint32_t *>(&v);
 }
 
 /* Nibbles at bits sh and sh+16 as the exact bf16 pair (u - 8): 0x4300|u is 128 + u. The mask
@@ -77,8 +78,8 @@ __device__ static inline void wq_frag(const uint4 &w, int s, uint32_t &p01, uint
         p23 = wq_word(w, 2 * s + 1);
     } else if (FMT == MR_CUDA_FMT_INT8) {
         const uint32_t x = wq_word(w, s);
-        p01 = wq_pack_exact(wq_i8(x, 0), wq_i8(x, 1));
-        p23 = wq_pack_exact(wq_i8(x, 2), wq_i8(x, 3));
+        p01 = wq_pack(wq_i8(x, 0), wq_i8(x, 1));
+        p23 = wq_pack(wq_i8(x, 2), wq_i8(x, 3));
     } else {
         const uint32_t x = wq_word(w, s >> 1);
         const int sh = (s & 1) * 8;
