@@ -26,6 +26,11 @@
 /* bf16 + split activations: the GEMV kernel for experts of up to this many rows, instead of two
  * cuBLAS GEMMs per matrix (docs/performance.md, issue 9) */
 #define CX_GEMV_MAX_N MR_CUDA_GEMV_KERNEL_MAX_N
+/* wq launch split (cx_pick_split): warps per block at most, units per warp at least, and the
+ * blocks of a one-pass launch aimed at this many waves (split-K adds blocks up to it) */
+#define CX_WQ_KS        4
+#define CX_WQ_MIN_UNITS 3
+#define CX_WQ_WAVES     2
 
 /* Padded dimensions of one layer's experts (cuda_internal.h: weight layout). */
 typedef struct cx_dims {
@@ -41,6 +46,7 @@ struct mr_cuda_experts {
     int num_sms, small_max, gemm, path_auto, act;
     int wqg_ok;          /* the wgmma tile kernel runs here for this format and these dimensions */
     int occ[2][3][2][4]; /* wq blocks per SM by [split act][nt 1/2/4][which][ks 1/2/4/8] */
+    int wq_waves, wq_ks, wq_min_units; /* wq launch split (cx_pick_split), set_wq_split */
     uint16_t *xg_lo, *ab_lo; /* act SPLIT: the lo parts, same shapes as xg, ab; else NULL */
     float *gpart;            /* [CX_GPART] split-K partials */
     int *gcount; /* [n_experts · max(N13, Hp)/32] split-K counters, zero between launches */
@@ -304,6 +310,7 @@ mr_status mr_cuda_experts_create(const mr_cuda_experts_params *p, mr_cuda_expert
     cx->path_auto = p->small_max < 0;
     cx->gemm = p->gemm;
     cx->act = p->act;
+    mr_cuda_experts_set_wq_split(cx, 0, 0, 0);
     MR_CHECK_GOTO(cx_dims_init(p, &cx->d), err);
     MR_CHECK_GOTO(cx_alloc_host(cx), err);
 
@@ -374,6 +381,12 @@ void mr_cuda_experts_set_path(mr_cuda_experts *cx, int small_max, int gemm) {
     cx->small_max = small_max >= 0 ? small_max : mr_cuda_experts_default_small_max(cx->p.fmt);
     cx->path_auto = small_max < 0;
     cx->gemm = gemm;
+}
+
+void mr_cuda_experts_set_wq_split(mr_cuda_experts *cx, int waves, int ks, int min_units) {
+    cx->wq_waves = waves > 0 ? waves : CX_WQ_WAVES;
+    cx->wq_ks = ks == 1 || ks == 2 || ks == 4 || ks == 8 ? ks : CX_WQ_KS;
+    cx->wq_min_units = min_units > 0 ? min_units : CX_WQ_MIN_UNITS;
 }
 
 mr_status mr_cuda_experts_set_act(mr_cuda_experts *cx, int act) {
@@ -524,14 +537,16 @@ out:
  * the GPU: a launch of few long blocks loses up to half its time to the last, partial wave. */
 static void cx_pick_split(const mr_cuda_experts *cx, int which, int nt, int rbn, int n_jobs,
                           int units, int one_pass, int sp, int *ks_out, int *split_out) {
-    int ks = 4;
-    while (ks > 1 && units < ks * 3) ks /= 2;
-    const int nt_i = nt == 1 ? 0 : nt == 2 ? 1 : 2, ks_i = ks == 1 ? 0 : ks == 2 ? 1 : 2;
+    const int mu = cx->wq_min_units; /* units per warp, at least */
+    int ks = cx->wq_ks;
+    while (ks > 1 && units < ks * mu) ks /= 2;
+    const int nt_i = nt == 1 ? 0 : nt == 2 ? 1 : 2;
+    const int ks_i = ks == 1 ? 0 : ks == 2 ? 1 : ks == 4 ? 2 : 3;
     const long bps = MR_MAX(cx->occ[sp][nt_i][which][ks_i], 1);
-    const long base = (long)rbn * n_jobs, target = 2L * cx->num_sms * bps; /* 2 waves */
+    const long base = (long)rbn * n_jobs, target = (long)cx->wq_waves * cx->num_sms * bps;
     long split = 1;
     if (one_pass && base < target) {
-        split = MR_MIN((target + base - 1) / base, (long)MR_MAX(units / (ks * 3), 1));
+        split = MR_MIN((target + base - 1) / base, (long)MR_MAX(units / (ks * mu), 1));
         split = MR_MIN(split, 16L);
         while (split > 1 && (size_t)(base * split) * (size_t)(256 * nt) > CX_GPART) split--;
     }

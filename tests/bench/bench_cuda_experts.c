@@ -3,7 +3,7 @@
  * the two floors measured in the same run and the PyTorch torch._grouped_mm peer.
  *
  *   bench_cuda_experts [--formats bf16,int8,int4] [--tokens 1,8,32,128,512,2048,8192]
- *                      [--peer peer.csv] [--csv out.csv]
+ *                      [--peer peer.csv] [--csv out.csv] [--wq-sweep]
  *
  * Floors: HBM = bytes of the experts the routing touches (this format's padded weights + scales)
  * / copy bandwidth (a 2 GiB device-to-device copy, read + write bytes); tensor core = 2·slots·3·H·I
@@ -11,7 +11,9 @@
  * repeated calls of CUDA events around one call (enqueue, device-resident x and out; the
  * metadata copy is inside). Routing: splitmix64 (seed 1000003·n + 17), expert e0 = r % 32,
  * e1 = r' % 31 (+1 if ≥ e0) — tests/bench/peer_grouped_mm.py draws the same ids.
- * Also prints the capacity table (experts per GPU and the minimum rack) from the memory plan. */
+ * Also prints the capacity table (experts per GPU and the minimum rack) from the memory plan.
+ * --wq-sweep: instead of the variants, the auto route under every wq launch split (waves × warps
+ * per block × units per warp, mr_cuda_experts_set_wq_split), for tuning its defaults. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,10 +91,51 @@ enum { V_AUTO, V_WQ, V_GEMM, V_GROUPED, V_TILED, V_WGMMA, V_WQ_DEQ, V_SPLIT, V_S
 static const char *v_name[V_COUNT] = {"auto",  "wq",     "gemm",  "grouped",  "tiled",
                                       "wgmma", "wq+deq", "split", "split-old"};
 
+/* Median time of `iters` back-to-back calls (CUDA events), after 3 warm-ups. */
+static double time_calls(mr_cuda_experts *cx, cudaStream_t st, cudaEvent_t (*ev)[2], int iters,
+                         const float *x_dev, int n, const int32_t *ids, const float *wts,
+                         float *out_dev) {
+    for (int i = 0; i < 3; i++) CM(mr_cuda_experts_enqueue(cx, 0, x_dev, n, TOPK, ids, wts, out_dev));
+    CM(mr_cuda_experts_sync(cx));
+    float t[64];
+    for (int i = 0; i < iters; i++) {
+        CK(cudaEventRecord(ev[i][0], st));
+        CM(mr_cuda_experts_enqueue(cx, 0, x_dev, n, TOPK, ids, wts, out_dev));
+        CK(cudaEventRecord(ev[i][1], st));
+    }
+    CM(mr_cuda_experts_sync(cx));
+    for (int i = 0; i < iters; i++) CK(cudaEventElapsedTime(&t[i], ev[i][0], ev[i][1]));
+    return median(t, iters);
+}
+
+/* The auto route under every wq launch split, the better of two rounds each. */
+static void wq_sweep_one(mr_cuda_experts *cx, cudaStream_t st, cudaEvent_t (*ev)[2], int fmt,
+                         int n, const float *x_dev, const int32_t *ids, const float *wts,
+                         float *out_dev, double hbm_ms) {
+    static const int waves[] = {1, 2, 3, 4, 6, 8}, kss[] = {1, 2, 4, 8}, mus[] = {2, 3, 4, 6};
+    mr_cuda_experts_set_path(cx, -1, MR_CUDA_GEMM_PER_EXPERT);
+    CM(mr_cuda_experts_set_act(cx, MR_CUDA_ACT_BF16));
+    for (size_t w = 0; w < sizeof waves / sizeof *waves; w++)
+        for (size_t k = 0; k < sizeof kss / sizeof *kss; k++)
+            for (size_t m = 0; m < sizeof mus / sizeof *mus; m++) {
+                mr_cuda_experts_set_wq_split(cx, waves[w], kss[k], mus[m]);
+                double best = INFINITY;
+                for (int r = 0; r < 2; r++) {
+                    const double ms = time_calls(cx, st, ev, 40, x_dev, n, ids, wts, out_dev);
+                    best = ms < best ? ms : best;
+                }
+                printf("sweep %-5s %6d waves %d ks %d min_units %d %9.4f ms %5.1f%% HBM\n",
+                       mr_cuda_wfmt_name(fmt), n, waves[w], kss[k], mus[m], best,
+                       100.0 * hbm_ms / best);
+            }
+    mr_cuda_experts_set_wq_split(cx, 0, 0, 0);
+}
+
 int main(int argc, char **argv) {
     int fmts[3] = {0, 1, 2}, n_fmts = 3;
     int toks[16] = {1, 8, 32, 128, 512, 2048, 8192}, n_toks = 7;
     const char *peer_path = NULL, *csv_path = NULL;
+    int wq_sweep = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--formats") == 0 && i + 1 < argc) {
             n_fmts = 0;
@@ -102,6 +145,8 @@ int main(int argc, char **argv) {
             n_toks = parse_list(argv[++i], toks, 16);
         } else if (strcmp(argv[i], "--peer") == 0 && i + 1 < argc) {
             peer_path = argv[++i];
+        } else if (strcmp(argv[i], "--wq-sweep") == 0) {
+            wq_sweep = 1;
         } else if (strcmp(argv[i], "--csv") == 0 && i + 1 < argc) {
             csv_path = argv[++i];
         } else {
@@ -200,6 +245,10 @@ int main(int argc, char **argv) {
             double pms = 0;
             for (int i = 0; i < n_peer; i++)
                 if (peer_n[i] == n) pms = peer_ms[i];
+            if (wq_sweep) {
+                wq_sweep_one(cx, st, ev, fmt, n, x_dev, ids, wts, out_dev, hbm_ms);
+                continue;
+            }
             const int iters = n <= 512 ? 40 : 15;
             /* two rounds over the variants, each variant's time the better of its two medians:
              * which variant runs first after a size change (clocks, caches) moved single-round
@@ -224,18 +273,7 @@ int main(int argc, char **argv) {
                                                         : MR_CUDA_GEMM_PER_EXPERT);
                 CM(mr_cuda_experts_set_act(
                     cx, v == V_SPLIT || v == V_SPLIT_OLD ? MR_CUDA_ACT_SPLIT : MR_CUDA_ACT_BF16));
-                for (int i = 0; i < 3; i++)
-                    CM(mr_cuda_experts_enqueue(cx, 0, x_dev, n, TOPK, ids, wts, out_dev));
-                CM(mr_cuda_experts_sync(cx));
-                float t[64];
-                for (int i = 0; i < iters; i++) {
-                    CK(cudaEventRecord(ev[i][0], st));
-                    CM(mr_cuda_experts_enqueue(cx, 0, x_dev, n, TOPK, ids, wts, out_dev));
-                    CK(cudaEventRecord(ev[i][1], st));
-                }
-                CM(mr_cuda_experts_sync(cx));
-                for (int i = 0; i < iters; i++) CK(cudaEventElapsedTime(&t[i], ev[i][0], ev[i][1]));
-                const double m = median(t, iters);
+                const double m = time_calls(cx, st, ev, iters, x_dev, n, ids, wts, out_dev);
                 if (m < best[v]) best[v] = m;
             }
             for (int v = 0; v < V_COUNT; v++) {
