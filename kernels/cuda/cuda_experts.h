@@ -135,7 +135,7 @@ void *mr_cuda_experts_stream(mr_cuda_experts *cx);
 /* Tuning and tests: change the path threshold and GEMM mode of later calls. */
 void mr_cuda_experts_set_path(mr_cuda_experts *cx, int small_max, int gemm);
 /* Tuning: the wq kernel's launch split for later calls — warps per block at most (1, 2, 4, 8),
- * units per warp at least, waves of blocks aimed at; 0 keeps a default. */
+ * units per warp at least, waves of blocks aimed at; 0 leaves that one to the executor's rule. */
 void mr_cuda_experts_set_wq_split(mr_cuda_experts *cx, int waves, int ks, int min_units);
 /* Change the activation precision of later calls; SPLIT needs an executor created SPLIT. */
 mr_status mr_cuda_experts_set_act(mr_cuda_experts *cx, int act);

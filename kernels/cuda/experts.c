@@ -26,11 +26,6 @@
 /* bf16 + split activations: the GEMV kernel for experts of up to this many rows, instead of two
  * cuBLAS GEMMs per matrix (docs/performance.md, issue 9) */
 #define CX_GEMV_MAX_N MR_CUDA_GEMV_KERNEL_MAX_N
-/* wq launch split (cx_pick_split): warps per block at most, units per warp at least, and the
- * blocks of a one-pass launch aimed at this many waves (split-K adds blocks up to it) */
-#define CX_WQ_KS        4
-#define CX_WQ_MIN_UNITS 3
-#define CX_WQ_WAVES     2
 
 /* Padded dimensions of one layer's experts (cuda_internal.h: weight layout). */
 typedef struct cx_dims {
@@ -46,7 +41,7 @@ struct mr_cuda_experts {
     int num_sms, small_max, gemm, path_auto, act;
     int wqg_ok;          /* the wgmma tile kernel runs here for this format and these dimensions */
     int occ[2][3][2][4]; /* wq blocks per SM by [split act][nt 1/2/4][which][ks 1/2/4/8] */
-    int wq_waves, wq_ks, wq_min_units; /* wq launch split (cx_pick_split), set_wq_split */
+    int wq_waves, wq_ks, wq_min_units; /* wq launch split (set_wq_split); 0: cx_wq_auto */
     uint16_t *xg_lo, *ab_lo; /* act SPLIT: the lo parts, same shapes as xg, ab; else NULL */
     float *gpart;            /* [CX_GPART] split-K partials */
     int *gcount; /* [n_experts · max(N13, Hp)/32] split-K counters, zero between launches */
@@ -384,9 +379,9 @@ void mr_cuda_experts_set_path(mr_cuda_experts *cx, int small_max, int gemm) {
 }
 
 void mr_cuda_experts_set_wq_split(mr_cuda_experts *cx, int waves, int ks, int min_units) {
-    cx->wq_waves = waves > 0 ? waves : CX_WQ_WAVES;
-    cx->wq_ks = ks == 1 || ks == 2 || ks == 4 || ks == 8 ? ks : CX_WQ_KS;
-    cx->wq_min_units = min_units > 0 ? min_units : CX_WQ_MIN_UNITS;
+    cx->wq_waves = waves > 0 ? waves : 0;
+    cx->wq_ks = ks == 1 || ks == 2 || ks == 4 || ks == 8 ? ks : 0;
+    cx->wq_min_units = min_units > 0 ? min_units : 0;
 }
 
 mr_status mr_cuda_experts_set_act(mr_cuda_experts *cx, int act) {
@@ -535,15 +530,36 @@ out:
 /* Work split of one wq launch: ks warps per block (at least 3 chunks each) and, when every job
  * fits one pass, nsplit blocks per 32-row block (split-K) so that about 8 waves of blocks cover
  * the GPU: a launch of few long blocks loses up to half its time to the last, partial wave. */
+/* The wq launch split by default: warps per block at most, units per warp at least, and the
+ * waves of blocks a one-pass launch is aimed at (split-K adds blocks up to them). From a sweep of
+ * all (waves 1–8, warps 1–8, units 2–6) at 1–32 tokens on an H200 (docs/performance.md, session
+ * 7): int8 within 2% of each size's best with 8 warps, 1 wave (was 4 warps, 2 waves: 1 token
+ * 13% slower); int4 wants 8 warps of at least 6 units for one or two tokens (the previous split
+ * was 27% slower at one token) and 2 warps, 1 wave above. */
+static void cx_wq_auto(int fmt, int n_jobs, int *waves, int *ks, int *min_units) {
+    if (fmt == MR_CUDA_WFMT_INT8) {
+        *waves = 1, *ks = 8, *min_units = 3;
+    } else if (fmt == MR_CUDA_WFMT_INT4 && n_jobs <= 4) {
+        *waves = 4, *ks = 8, *min_units = 6;
+    } else if (fmt == MR_CUDA_WFMT_INT4) {
+        *waves = 1, *ks = 2, *min_units = 2;
+    } else {
+        *waves = 2, *ks = 4, *min_units = 3;
+    }
+}
+
 static void cx_pick_split(const mr_cuda_experts *cx, int which, int nt, int rbn, int n_jobs,
                           int units, int one_pass, int sp, int *ks_out, int *split_out) {
-    const int mu = cx->wq_min_units; /* units per warp, at least */
-    int ks = cx->wq_ks;
+    int waves, ks, mu; /* mu: units per warp, at least */
+    cx_wq_auto(cx->p.fmt, n_jobs, &waves, &ks, &mu);
+    waves = cx->wq_waves ? cx->wq_waves : waves;
+    ks = cx->wq_ks ? cx->wq_ks : ks;
+    mu = cx->wq_min_units ? cx->wq_min_units : mu;
     while (ks > 1 && units < ks * mu) ks /= 2;
     const int nt_i = nt == 1 ? 0 : nt == 2 ? 1 : 2;
     const int ks_i = ks == 1 ? 0 : ks == 2 ? 1 : ks == 4 ? 2 : 3;
     const long bps = MR_MAX(cx->occ[sp][nt_i][which][ks_i], 1);
-    const long base = (long)rbn * n_jobs, target = (long)cx->wq_waves * cx->num_sms * bps;
+    const long base = (long)rbn * n_jobs, target = (long)waves * cx->num_sms * bps;
     long split = 1;
     if (one_pass && base < target) {
         split = MR_MIN((target + base - 1) / base, (long)MR_MAX(units / (ks * mu), 1));
