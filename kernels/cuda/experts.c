@@ -534,10 +534,11 @@ out:
  * waves of blocks a one-pass launch is aimed at (split-K adds blocks up to them). From a sweep of
  * all (waves 1–8, warps 1–8, units 2–6) at 1–32 tokens on an H200 (docs/performance.md, session
  * 7): int8 within 2% of each size's best with 8 warps, 1 wave (was 4 warps, 2 waves: 1 token
- * 13% slower); int4 wants 8 warps of at least 6 units for one or two tokens (the previous split
- * was 27% slower at one token) and 2 warps, 1 wave above. */
-static void cx_wq_auto(int fmt, int n_jobs, int *waves, int *ks, int *min_units) {
-    if (fmt == MR_CUDA_WFMT_INT8) {
+ * 13% slower) while each pass has 8 tokens (nt 1; with more, the kernel's registers make 8-warp
+ * blocks cost occupancy: 9% slower at 64–128 tokens); int4 wants 8 warps of at least 6 units for
+ * one or two tokens (the previous split was 27% slower at one token) and 2 warps, 1 wave above. */
+static void cx_wq_auto(int fmt, int nt, int n_jobs, int *waves, int *ks, int *min_units) {
+    if (fmt == MR_CUDA_WFMT_INT8 && nt == 1) {
         *waves = 1, *ks = 8, *min_units = 3;
     } else if (fmt == MR_CUDA_WFMT_INT4 && n_jobs <= 4) {
         *waves = 4, *ks = 8, *min_units = 6;
@@ -551,7 +552,7 @@ static void cx_wq_auto(int fmt, int n_jobs, int *waves, int *ks, int *min_units)
 static void cx_pick_split(const mr_cuda_experts *cx, int which, int nt, int rbn, int n_jobs,
                           int units, int one_pass, int sp, int *ks_out, int *split_out) {
     int waves, ks, mu; /* mu: units per warp, at least */
-    cx_wq_auto(cx->p.fmt, n_jobs, &waves, &ks, &mu);
+    cx_wq_auto(cx->p.fmt, nt, n_jobs, &waves, &ks, &mu);
     waves = cx->wq_waves ? cx->wq_waves : waves;
     ks = cx->wq_ks ? cx->wq_ks : ks;
     mu = cx->wq_min_units ? cx->wq_min_units : mu;
