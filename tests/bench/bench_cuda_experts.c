@@ -112,7 +112,8 @@ static double time_calls(mr_cuda_experts *cx, cudaStream_t st, cudaEvent_t (*ev)
 static void wq_sweep_one(mr_cuda_experts *cx, cudaStream_t st, cudaEvent_t (*ev)[2], int fmt,
                          int n, const float *x_dev, const int32_t *ids, const float *wts,
                          float *out_dev, double hbm_ms) {
-    static const int waves[] = {1, 2, 3, 4, 6, 8}, kss[] = {1, 2, 4, 8}, mus[] = {2, 3, 4, 6};
+    static const int waves[] = {1, 2, 3, 4, 6, 8}, kss[] = {1, 2, 4, 8},
+                     mus[] = {2, 3, 4, 6, 8, 12, 16};
     mr_cuda_experts_set_path(cx, -1, MR_CUDA_GEMM_PER_EXPERT);
     CM(mr_cuda_experts_set_act(cx, MR_CUDA_ACT_BF16));
     for (size_t w = 0; w < sizeof waves / sizeof *waves; w++)
