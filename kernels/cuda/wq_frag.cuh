@@ -56,7 +56,9 @@ __device__ static inline uint32_t wq_pack(float lo, float hi) {
  * cost two logic instructions. */
 __device__ static inline uint32_t wq_i4pair(uint32_t w, int sh) {
     uint32_t r;
-    asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(r) : "r"(w >> sh), "r"(0x000F000Fu), "r"(0x43004300u));
+    asm("lop3.b32 %0, %1, %2, %3, 0xEA;"
+        : "=r"(r)
+        : "r"(w >> sh), "r"(0x000F000Fu), "r"(0x43004300u));
     __nv_bfloat162 v = *reinterpret_cast<__nv_bfloat162 *>(&r);
     const uint32_t m = 0x43084308u; /* 136.0 twice */
     v = __hsub2(v, *reinterpret_cast<const __nv_bfloat162 *>(&m));

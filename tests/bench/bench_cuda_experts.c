@@ -95,7 +95,8 @@ static const char *v_name[V_COUNT] = {"auto",  "wq",     "gemm",  "grouped",  "t
 static double time_calls(mr_cuda_experts *cx, cudaStream_t st, cudaEvent_t (*ev)[2], int iters,
                          const float *x_dev, int n, const int32_t *ids, const float *wts,
                          float *out_dev) {
-    for (int i = 0; i < 3; i++) CM(mr_cuda_experts_enqueue(cx, 0, x_dev, n, TOPK, ids, wts, out_dev));
+    for (int i = 0; i < 3; i++)
+        CM(mr_cuda_experts_enqueue(cx, 0, x_dev, n, TOPK, ids, wts, out_dev));
     CM(mr_cuda_experts_sync(cx));
     float t[64];
     for (int i = 0; i < iters; i++) {
@@ -109,9 +110,9 @@ static double time_calls(mr_cuda_experts *cx, cudaStream_t st, cudaEvent_t (*ev)
 }
 
 /* The auto route under every wq launch split, the better of two rounds each. */
-static void wq_sweep_one(mr_cuda_experts *cx, cudaStream_t st, cudaEvent_t (*ev)[2], int fmt,
-                         int n, const float *x_dev, const int32_t *ids, const float *wts,
-                         float *out_dev, double hbm_ms) {
+static void wq_sweep_one(mr_cuda_experts *cx, cudaStream_t st, cudaEvent_t (*ev)[2], int fmt, int n,
+                         const float *x_dev, const int32_t *ids, const float *wts, float *out_dev,
+                         double hbm_ms) {
     static const int waves[] = {1, 2, 3, 4, 6, 8}, kss[] = {1, 2, 4, 8},
                      mus[] = {2, 3, 4, 6, 8, 12, 16};
     mr_cuda_experts_set_path(cx, -1, MR_CUDA_GEMM_PER_EXPERT);
