@@ -32,13 +32,30 @@
  * has no dmabuf support) the connection falls back to whole messages in host slots by itself,
  * logs why once per process, and says so in its label.
  *
+ * Memory-polled messages (busy_poll). A side that busy-polls and has no region offers MEM_POLL in
+ * its private data; a peer that can (MEM_WRITE: every build that knows the flag) then writes each
+ * message to it with a plain RDMA WRITE framed by a head word and a trailer (rdma_mem.h), and the
+ * receiver spins on its next slot's memory instead of the completion queue: no receive work
+ * request, completion or repost per message, as perftest's ib_write_lat. Both sides decide each
+ * direction from the two offers (choose_paths); a peer whose offer has no features (an older
+ * build) gets and sends immediates as before. Credits piggyback in the word; a zero-byte
+ * SEND_WITH_IMM still returns them explicitly, so receive work requests stay posted for those.
+ * The receiver zeroes a slot's head word when it releases the slot (before its credit can go
+ * back), so a non-zero head word in the next slot is always the next message: a whole one with
+ * the wrong sequence number or a header that disagrees is a protocol error at once, one that
+ * does not become whole within MR_XPORT_BODY_TIMEOUT_MS of its first sight too. Such messages
+ * arrive without waking the completion channel: rdma_buffered() reports them to callers that
+ * poll conn_fd.
+ *
  * Completions: the CQ is armed on a completion channel, whose fd is the connection's pollable fd;
- * recv() either sleeps on it or, with busy_poll, spins on ibv_poll_cq (yielding the CPU between
- * empty polls). Any failed completion, a queue pair in error, or a CM DISCONNECTED / REJECTED /
- * DEVICE_REMOVAL event marks the connection broken: every later call returns MR_ERR_CLOSED.
- * Hostile input (an immediate naming a slot out of range or out of order, a write without a
- * credit, a length that disagrees with the header) is MR_ERR_PROTO; a write outside the
- * registered slots or region never lands: the device refuses it and the queue pair fails. */
+ * recv() either sleeps on it or, with busy_poll, spins on ibv_poll_cq and the memory-polled slot
+ * (yielding the CPU between empty polls). Any failed completion, a queue pair in error, or a CM
+ * DISCONNECTED / REJECTED / DEVICE_REMOVAL event marks the connection broken: every later call
+ * returns MR_ERR_CLOSED. Hostile input (an immediate naming a slot out of range or out of order,
+ * a write without a credit, a length that disagrees with the header, an immediate where memory
+ * polling was agreed, a memory-polled message out of sequence, torn or inconsistent) is
+ * MR_ERR_PROTO, and stays so for the connection; a write outside the registered slots or region
+ * never lands: the device refuses it and the queue pair fails. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -57,6 +74,7 @@
 #include "common/check.h"
 #include "common/log.h"
 #include "common/timeutil.h"
+#include "proto/rdma_mem.h"
 #include "proto/rdma_pdata.h"
 #include "proto/xport.h"
 
@@ -115,6 +133,13 @@ struct mr_xport_conn {
     int released[RDMA_SLOTS]; /* released, its credit waiting for an older held slot */
     uint32_t rel_next;        /* oldest arrived slot whose credit is not yet owed */
     uint64_t cm_checked_ns;   /* busy poll: last look at the CM event channel */
+    /* memory-polled messages (rdma_mem.h), per direction, fixed at connection set-up */
+    uint32_t r_features;  /* the peer's offer: MR_RDMA_PD_MEM_WRITE, MR_RDMA_PD_MEM_POLL */
+    int mem_rx, mem_tx;   /* data to us / to the peer as memory-polled writes, not immediates */
+    uint16_t rx_seq;      /* mem_rx: sequence number of the next message (slot rx_next) */
+    uint16_t tx_seq;      /* mem_tx: of the next message we write */
+    uint64_t mem_seen_ns; /* mem_rx: when slot rx_next was first seen begun, not whole (0: not) */
+    mr_status failed;     /* a protocol error seen: every later call returns it */
     int broken;
     char peer[96];
     char label[96], peer_label[96]; /* how payloads land here / at the peer (conn_label) */
@@ -130,8 +155,9 @@ static size_t max_payload(const mr_xport_params *p) {
     return p->max_message ? p->max_message : (1u << 20);
 }
 
+/* A slot holds the largest message whole, with the framing of a memory-polled one (rdma_mem.h). */
 static size_t slot_bytes(const mr_xport_params *p) {
-    size_t s = sizeof(mr_dp_header) + max_payload(p);
+    size_t s = sizeof(mr_dp_header) + max_payload(p) + MR_RDMA_MEM_OVERHEAD;
     return (s + 63) & ~(size_t)63;
 }
 
@@ -251,7 +277,7 @@ static mr_status setup_resources(mr_xport_conn *c, const mr_xport_params *p, int
     qa.qp_type = IBV_QPT_RC;
     qa.cap.max_send_wr = 4 * RDMA_SLOTS + 8; /* a split message is two work requests */
     qa.cap.max_recv_wr = RDMA_RECV_WRS;
-    qa.cap.max_send_sge = 2;
+    qa.cap.max_send_sge = 3; /* inline memory-polled message: head + header, payload, trailer */
     qa.cap.max_recv_sge = 1;
     qa.cap.max_inline_data = RDMA_INLINE;
     if (rdma_create_qp(c->id, c->pd, &qa)) { /* a device without inline data: try without */
@@ -305,6 +331,10 @@ static void fill_pdata(const mr_xport_conn *c, mr_rdma_pdata *pd) {
     pd->rkey = c->rx_mr->rkey;
     pd->addr = (uintptr_t)c->rx;
     pd->flags = MR_RDMA_PD_CAN_SPLIT | (c->have_region ? MR_RDMA_PD_REGION : 0);
+    /* memory polling for what we receive: only when we spin anyway, and only for whole messages
+     * (split ones complete with an immediate) */
+    pd->features =
+        MR_RDMA_PD_MEM_WRITE | (c->busy_poll && !c->have_region ? MR_RDMA_PD_MEM_POLL : 0);
     pd->mode = (uint8_t)c->rx_mode;
     pd->reason = c->rx_reason;
     if (c->have_region) {
@@ -332,8 +362,22 @@ static mr_status take_pdata(mr_xport_conn *c, const void *data, uint8_t len) {
     c->r_region_addr = pd.region_addr;
     c->r_region_rkey = pd.region_rkey;
     c->r_region_slot = pd.region_slot_size;
+    c->r_features = pd.features;
     mr_rdma_mode_label(pd.mode, pd.reason, c->peer_label, sizeof c->peer_label);
     return MR_OK;
+}
+
+/* How each direction's messages go, from our offer and the peer's (the peer computes the same):
+ * as memory-polled writes to a side that offered MEM_POLL from one that offered MEM_WRITE,
+ * else with WRITE_WITH_IMM. */
+static void choose_paths(mr_xport_conn *c, const mr_rdma_pdata *mine) {
+    c->mem_rx = (mine->features & MR_RDMA_PD_MEM_POLL) && (c->r_features & MR_RDMA_PD_MEM_WRITE);
+    c->mem_tx = (c->r_features & MR_RDMA_PD_MEM_POLL) && (mine->features & MR_RDMA_PD_MEM_WRITE);
+    if (c->mem_rx || c->mem_tx)
+        MR_LOG_INFO(MR_LOG_NET, "rdma %s: memory-polled messages %s", c->peer,
+                    c->mem_rx && c->mem_tx ? "both ways"
+                    : c->mem_rx            ? "to this side (immediates to the peer)"
+                                           : "to the peer (immediates to this side)");
 }
 
 /* Waits for one CM event of type `want` on the channel (others are errors). */
@@ -419,6 +463,7 @@ static mr_status rdma_connect_op(const mr_xport_params *p, const char *host, int
         goto err;
     st = take_pdata(c, ev->param.conn.private_data, ev->param.conn.private_data_len);
     rdma_ack_cm_event(ev);
+    if (st == MR_OK) choose_paths(c, &pd);
     if (st == MR_OK && c->have_region && !c->r_can_split) {
         MR_LOG_ERROR(MR_LOG_NET,
                      "rdma %s: the peer cannot write split messages into the region offered to it "
@@ -518,6 +563,7 @@ static mr_status rdma_accept_op(mr_xport_listener *l, int timeout_ms, mr_xport_c
     }
     mr_rdma_pdata pd;
     fill_pdata(c, &pd);
+    choose_paths(c, &pd);
     struct rdma_conn_param cp = {0};
     cp.private_data = &pd;
     cp.private_data_len = sizeof pd;
@@ -596,6 +642,13 @@ static mr_status drain_cq(mr_xport_conn *c) {
             }
             if (wc[i].opcode != IBV_WC_RECV_RDMA_WITH_IMM || (imm & IMM_CREDIT))
                 return MR_ERR_PROTO;
+            if (c->mem_rx) {
+                MR_LOG_ERROR(MR_LOG_NET,
+                             "rdma %s: protocol error: a write with an immediate where "
+                             "memory-polled messages were agreed",
+                             c->peer);
+                return MR_ERR_PROTO;
+            }
             uint32_t slot = imm & 0xfu, k = (imm >> 4) & 0xfu;
             if (c->granted <= 0) { /* the slot (and its region slot) may still be in use */
                 MR_LOG_ERROR(MR_LOG_NET,
@@ -629,6 +682,78 @@ static mr_status drain_cq(mr_xport_conn *c) {
     return n < 0 ? broken(c, "ibv_poll_cq failed") : MR_OK;
 }
 
+/* mem_rx: takes every message that has landed whole in the next slots, in order, and queues it
+ * as drain_cq queues a WRITE_WITH_IMM (rdma_mem.h has the framing and its checks). */
+static mr_status mem_poll(mr_xport_conn *c) {
+    while (c->n_ready < RDMA_SLOTS) {
+        const uint32_t slot = c->rx_next;
+        const uint8_t *base = c->rx + (size_t)slot * c->rx_slot_size;
+        mr_rdma_mem_msg m;
+        const mr_rdma_mem_state s = mr_rdma_mem_poll(base, c->rx_slot_size, c->rx_seq, &m);
+        if (c->granted <= 0) { /* the slot may still hold a message the caller has not released */
+            if (!mr_rdma_mem_is_seq(m.word, c->rx_seq)) return MR_OK;
+            MR_LOG_ERROR(MR_LOG_NET,
+                         "rdma %s: protocol error: message %u in slot %u without a credit (the "
+                         "slot was not released)",
+                         c->peer, c->rx_seq, slot);
+            return MR_ERR_PROTO;
+        }
+        if (s == MR_RDMA_MEM_EMPTY) return MR_OK;
+        if (s == MR_RDMA_MEM_ARRIVING) { /* landing, or never will: bounded like a TCP body */
+            const uint64_t now = mr_now_ns();
+            if (!c->mem_seen_ns) c->mem_seen_ns = now;
+            if (now - c->mem_seen_ns <= (uint64_t)MR_XPORT_BODY_TIMEOUT_MS * 1000000) return MR_OK;
+            MR_LOG_ERROR(MR_LOG_NET,
+                         "rdma %s: protocol error: slot %u holds head word 0x%016llx, and no "
+                         "trailer matched it within %d ms (message %u expected)",
+                         c->peer, slot, (unsigned long long)m.word, MR_XPORT_BODY_TIMEOUT_MS,
+                         c->rx_seq);
+            return MR_ERR_PROTO;
+        }
+        if (s == MR_RDMA_MEM_BAD) {
+            MR_LOG_ERROR(MR_LOG_NET,
+                         "rdma %s: protocol error: slot %u holds a whole message (head word "
+                         "0x%016llx) that is not message %u or whose header disagrees (magic, "
+                         "version or length)",
+                         c->peer, slot, (unsigned long long)m.word, c->rx_seq);
+            return MR_ERR_PROTO;
+        }
+        if (c->credits + (int)m.credits > (int)c->r_slots) {
+            MR_LOG_ERROR(MR_LOG_NET, "rdma %s: protocol error: %u credits returned, %d outstanding",
+                         c->peer, m.credits, (int)c->r_slots - c->credits);
+            return MR_ERR_PROTO;
+        }
+        c->credits += (int)m.credits;
+        c->granted--;
+        c->mem_seen_ns = 0;
+        c->rx_seq++;
+        c->rx_next = (c->rx_next + 1) % RDMA_SLOTS;
+        const int q = (c->ready_head + c->n_ready) % RDMA_SLOTS;
+        c->ready[q] = (int)slot;
+        c->ready_len[q] = m.msg_bytes;
+        c->ready_imm[q] = 0;
+        c->n_ready++;
+    }
+    return MR_OK;
+}
+
+/* One look at everything that can arrive: completions, then (mem_rx) the next slots. A protocol
+ * error sticks: the caller closes the connection, and until then no call goes past it. */
+static mr_status progress_once(mr_xport_conn *c) {
+    if (c->failed) return c->failed;
+    mr_status st = drain_cq(c);
+    if (st == MR_OK && c->mem_rx) st = mem_poll(c);
+    if (st == MR_ERR_PROTO) c->failed = st;
+    return st;
+}
+
+/* Busy poll: CM events (a disconnect) at most once a millisecond. */
+static mr_status check_cm_busy(mr_xport_conn *c, uint64_t now) {
+    if (now - c->cm_checked_ns <= 1000000) return MR_OK;
+    c->cm_checked_ns = now;
+    return check_cm(c);
+}
+
 static int has_credit(mr_xport_conn *c) {
     return c->credits > 0 && !c->tx_busy[c->tx_next % RDMA_SLOTS];
 }
@@ -641,15 +766,12 @@ static int has_data(mr_xport_conn *c) {
  * millisecond when busy polling; a disconnect also flushes the queue pair, which drain_cq sees. */
 static mr_status progress_until(mr_xport_conn *c, int (*cond)(mr_xport_conn *), uint64_t deadline) {
     for (;;) {
-        MR_CHECK(drain_cq(c));
+        MR_CHECK(progress_once(c));
         if (cond(c)) return MR_OK;
         uint64_t now = mr_now_ns();
         if (deadline && now >= deadline) return MR_ERR_TIMEOUT;
         if (c->busy_poll) {
-            if (now - c->cm_checked_ns > 1000000) {
-                c->cm_checked_ns = now;
-                MR_CHECK(check_cm(c));
-            }
+            MR_CHECK(check_cm_busy(c, now));
             /* Nothing yet: let any runnable thread of this CPU go first. A soft device (rxe)
              * finishes packets in a kernel thread (ksoftirqd) when its softirq runs long; a
              * spinner that never yields holds that thread off for a whole scheduler tick (4 ms at
@@ -661,7 +783,7 @@ static mr_status progress_until(mr_xport_conn *c, int (*cond)(mr_xport_conn *), 
         /* arm, re-check (a completion may have raced the arming), then sleep */
         ibv_req_notify_cq(c->cq, 0);
         if (cond == has_credit) ibv_req_notify_cq(c->scq, 0);
-        MR_CHECK(drain_cq(c));
+        MR_CHECK(progress_once(c));
         if (cond(c)) return MR_OK;
         int ms = 100;
         if (deadline) {
@@ -698,6 +820,10 @@ static mr_status flush_credits(mr_xport_conn *c) {
  * once half the slots are. */
 static mr_status release_slot(mr_xport_conn *c, uint32_t slot) {
     c->held[slot] = 0;
+    /* mem_rx: a slot's next non-zero head word is the next message (mem_poll); zeroed long before
+     * the peer can have the credit to write the slot again (ibv_post_send orders it) */
+    if (c->mem_rx)
+        __atomic_store_n((uint64_t *)(c->rx + (size_t)slot * c->rx_slot_size), 0, __ATOMIC_RELAXED);
     c->released[slot] = 1;
     while (c->released[c->rel_next]) {
         c->released[c->rel_next] = 0;
@@ -720,27 +846,45 @@ static int stage_sge(mr_xport_conn *c, struct ibv_sge *sge, const void *p, size_
     return 1;
 }
 
-static mr_status rdma_send_op(mr_xport_conn *c, const mr_dp_header *h, const void *payload) {
-    if (c->broken) return MR_ERR_CLOSED;
-    const uint64_t room = c->r_split ? c->r_region_slot : c->r_slot_size - sizeof *h;
-    if (h->payload_bytes > room || h->payload_bytes > c->tx_slot_size - sizeof *h) {
-        MR_LOG_ERROR(MR_LOG_NET, "rdma %s: a payload of %llu bytes exceeds the %llu-byte slots",
-                     c->peer, (unsigned long long)h->payload_bytes, (unsigned long long)room);
-        return MR_ERR_INVALID;
+/* Writes message h into the peer's receive slot `slot` as a memory-polled message (rdma_mem.h):
+ * gathered inline when small enough, else framed in staging slot `slot`. */
+static mr_status post_mem(mr_xport_conn *c, const mr_dp_header *h, const void *payload,
+                          uint32_t slot) {
+    const size_t pb = (size_t)h->payload_bytes, wire = mr_rdma_mem_wire_bytes(pb);
+    const uint32_t give = (uint32_t)c->owed; /* piggybacked credits */
+    uint8_t pre[48], tail[16];
+    struct ibv_sge sge[3];
+    struct ibv_send_wr wr = {0}, *bad;
+    int staged = 0;
+    if (wire <= c->max_inline) { /* copied by ibv_post_send: the stack pieces may go after it */
+        const size_t tl = mr_rdma_mem_frame(h, c->tx_seq, give, pre, tail);
+        sge[wr.num_sge++] = (struct ibv_sge){(uintptr_t)pre, (uint32_t)sizeof pre, 0};
+        if (pb) sge[wr.num_sge++] = (struct ibv_sge){(uintptr_t)payload, (uint32_t)pb, 0};
+        sge[wr.num_sge++] = (struct ibv_sge){(uintptr_t)tail, (uint32_t)tl, 0};
+        wr.send_flags = IBV_SEND_INLINE;
+    } else {
+        uint8_t *stage = c->tx + (size_t)slot * c->tx_slot_size;
+        mr_rdma_mem_encode(stage, h, payload, c->tx_seq, give);
+        sge[wr.num_sge++] = (struct ibv_sge){(uintptr_t)stage, (uint32_t)wire, c->tx_mr->lkey};
+        staged = 1;
     }
+    wr.sg_list = sge;
+    wr.opcode = IBV_WR_RDMA_WRITE;
+    wr.send_flags |= IBV_SEND_SIGNALED;
+    wr.wr_id = slot | (staged ? 0 : WR_INLINE);
+    wr.wr.rdma.remote_addr = c->r_addr + (uint64_t)slot * c->r_slot_size;
+    wr.wr.rdma.rkey = c->r_rkey;
+    if (ibv_post_send(c->id->qp, &wr, &bad)) return broken(c, "ibv_post_send failed");
+    c->tx_busy[slot] = staged;
+    c->tx_seq++;
+    return MR_OK;
+}
+
+/* Writes message h into the peer's receive slot `slot` with WRITE_WITH_IMM: whole (inline, or
+ * from staging slot `slot`), or split (payload into region slot `slot`, then the header). */
+static mr_status post_imm(mr_xport_conn *c, const mr_dp_header *h, const void *payload,
+                          uint32_t slot) {
     const size_t pb = (size_t)h->payload_bytes, total = sizeof *h + pb;
-    /* about to wait for a credit: return ours first, or two senders could each wait on the
-     * credit the other withholds */
-    if (!has_credit(c)) MR_CHECK(flush_credits(c));
-    mr_status st =
-        progress_until(c, has_credit, mr_now_ns() + (uint64_t)MR_XPORT_BODY_TIMEOUT_MS * 1000000);
-    if (st == MR_ERR_TIMEOUT) {
-        MR_LOG_WARN(MR_LOG_NET, "rdma %s: receiver returned no slot within %d ms", c->peer,
-                    MR_XPORT_BODY_TIMEOUT_MS);
-        return MR_ERR_TIMEOUT;
-    }
-    MR_CHECK(st);
-    const uint32_t slot = c->tx_next;
     uint8_t *stage = c->tx + (size_t)slot * c->tx_slot_size;
     struct ibv_send_wr wr[2], *bad;
     struct ibv_sge sge[3];
@@ -787,6 +931,40 @@ static mr_status rdma_send_op(mr_xport_conn *c, const mr_dp_header *h, const voi
     hw->wr.rdma.rkey = c->r_rkey;
     if (ibv_post_send(c->id->qp, first, &bad)) return broken(c, "ibv_post_send failed");
     c->tx_busy[slot] = staged;
+    return MR_OK;
+}
+
+static mr_status rdma_send_op(mr_xport_conn *c, const mr_dp_header *h, const void *payload) {
+    if (c->broken) return MR_ERR_CLOSED;
+    if (c->failed) return c->failed;
+    /* what the peer's slot (or region slot) and our staging slot must hold */
+    const uint64_t pb = h->payload_bytes, hb = sizeof *h;
+    const size_t wire = mr_rdma_mem_wire_bytes(pb);
+    const int fits = c->mem_tx    ? wire <= c->r_slot_size && wire <= c->tx_slot_size
+                     : c->r_split ? pb <= c->r_region_slot && pb <= c->tx_slot_size - hb
+                                  : pb <= c->r_slot_size - hb && pb <= c->tx_slot_size - hb;
+    if (!fits) {
+        MR_LOG_ERROR(MR_LOG_NET,
+                     "rdma %s: a payload of %llu bytes exceeds the slots (%u bytes at the peer%s, "
+                     "%zu here)",
+                     c->peer, (unsigned long long)pb,
+                     c->r_split ? c->r_region_slot : c->r_slot_size, c->r_split ? ", region" : "",
+                     c->tx_slot_size);
+        return MR_ERR_INVALID;
+    }
+    /* about to wait for a credit: return ours first, or two senders could each wait on the
+     * credit the other withholds */
+    if (!has_credit(c)) MR_CHECK(flush_credits(c));
+    mr_status st =
+        progress_until(c, has_credit, mr_now_ns() + (uint64_t)MR_XPORT_BODY_TIMEOUT_MS * 1000000);
+    if (st == MR_ERR_TIMEOUT) {
+        MR_LOG_WARN(MR_LOG_NET, "rdma %s: receiver returned no slot within %d ms", c->peer,
+                    MR_XPORT_BODY_TIMEOUT_MS);
+        return MR_ERR_TIMEOUT;
+    }
+    MR_CHECK(st);
+    const uint32_t slot = c->tx_next;
+    MR_CHECK(c->mem_tx ? post_mem(c, h, payload, slot) : post_imm(c, h, payload, slot));
     c->credits--;
     c->granted += c->owed;
     c->owed = 0;
@@ -796,9 +974,12 @@ static mr_status rdma_send_op(mr_xport_conn *c, const mr_dp_header *h, const voi
 
 /* Takes the oldest arrived message and checks it against its slot: the header (and, without a
  * region, the payload behind it) in the receive slot, or the header alone with the payload in
- * the region slot of the same index. The slot is held until release_slot(). */
+ * the region slot of the same index; with mem_rx, the framed message (rdma_mem.h) again, as a
+ * peer writing without a credit could have changed it since mem_poll. The slot is held until
+ * release_slot(). */
 static mr_status take_msg(mr_xport_conn *c, mr_xport_msg *m, int timeout_ms) {
     if (c->broken) return MR_ERR_CLOSED;
+    if (c->failed) return c->failed;
     uint64_t deadline = timeout_ms < 0 ? 0 : mr_now_ns() + (uint64_t)timeout_ms * 1000000;
     if (timeout_ms == 0) deadline = mr_now_ns();
     MR_CHECK(progress_until(c, has_data, deadline));
@@ -810,7 +991,13 @@ static mr_status take_msg(mr_xport_conn *c, mr_xport_msg *m, int timeout_ms) {
     const uint8_t *src = c->rx + (size_t)slot * c->rx_slot_size;
     mr_dp_header *h = &m->h;
     int ok = len >= sizeof *h;
-    if (ok) {
+    if (c->mem_rx) { /* the header behind the head word, the payload behind the header */
+        memcpy(h, src + 8, sizeof *h);
+        ok = ok && h->magic == MR_DP_MAGIC && h->version == MR_DP_VERSION &&
+             h->payload_bytes == (uint64_t)len - sizeof *h &&
+             mr_rdma_mem_wire_bytes(h->payload_bytes) <= c->rx_slot_size;
+        src += 8;
+    } else if (ok) {
         memcpy(h, src, sizeof *h);
         const uint32_t mb = (imm >> 8) & 0xffu, layer = (imm >> 16) & 0x7fffu;
         ok = h->magic == MR_DP_MAGIC && h->version == MR_DP_VERSION &&
@@ -876,6 +1063,15 @@ static mr_status rdma_release_op(mr_xport_conn *c, const mr_xport_msg *m) {
     return release_slot(c, m->slot);
 }
 
+/* Nonzero when recv() has something that conn_fd may not show: a message already taken off the
+ * completion queue, a memory-polled one (mem_rx: those never wake the completion channel), or a
+ * connection that has failed. Makes progress like one busy poll. */
+static int rdma_buffered(mr_xport_conn *c) {
+    if (c->n_ready > 0 || c->broken || c->failed) return 1;
+    if (!c->mem_rx) return 0;
+    return progress_once(c) != MR_OK || check_cm_busy(c, mr_now_ns()) != MR_OK || c->n_ready > 0;
+}
+
 static const char *rdma_conn_label(mr_xport_conn *c, int remote) {
     return remote ? c->peer_label : c->label;
 }
@@ -907,6 +1103,7 @@ const mr_xport_ops mr_xport_rdma_ops = {
     .recv = rdma_recv_op,
     .close = rdma_close_op,
     .conn_fd = rdma_conn_fd,
+    .buffered = rdma_buffered,
     .peer = rdma_peer,
     .recv_zc = rdma_recv_zc_op,
     .release = rdma_release_op,
