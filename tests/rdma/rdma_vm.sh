@@ -226,7 +226,12 @@ for t in peers mixed; do
 done
 echo "== regions handed over as dmabufs: rxe registers none, so host staging, and the labels say so"
 ./xport_test --transport rdma --addr $IP --port 7483 --region dmabuf dmabuf-fallback || fail=$((fail+1))
-echo "== busy-poll completions";  ./xport_test --transport rdma --addr $IP --port 7481 --busy-poll sizes || fail=$((fail+1))
+echo "== busy polling: memory-polled messages (plain RDMA WRITE, head word + trailer) where no region"
+for t in sizes order slow disconnect hostile-mem hostile-credit poll-mixed; do
+  ./xport_test --transport rdma --addr $IP --port 7481 --busy-poll $t || fail=$((fail+1))
+done
+./xport_test --transport rdma --addr $IP --port 7481 --busy-poll --max-message 262144 peers || fail=$((fail+1))
+./xport_test --transport rdma --addr $IP --port 7481 poll-mixed || fail=$((fail+1))   # the client polls
 ./xport_test --transport rdma --addr $IP --port 7481 --busy-poll --region host sizes || fail=$((fail+1))
 exit $fail
 RUN
@@ -237,16 +242,18 @@ xport-two)
   cat > "$S/run.sh" <<'RUN'
 SRV=10.0.0.1; fail=0; n=0
 waitfor() { i=0; until [ -e "/mnt/$1" ]; do i=$((i+1)); [ $i -ge 900 ] && return 1; sleep 0.2; done; }
-# TEST or TEST:region (both sides give each connection a receive region: zero-copy, split writes)
-for tr in sizes order slow peers sizes:region slow:region; do
+# TEST, TEST:region (both sides give each connection a receive region: zero-copy, split writes) or
+# TEST:busy (both sides busy-poll: memory-polled messages)
+for tr in sizes order slow peers sizes:region slow:region sizes:busy order:busy slow:busy; do
   n=$((n+1)); t=${tr%%:*}; mm=16777216; [ $t = peers ] && mm=262144
-  reg=; [ "$tr" != "$t" ] && reg="--region host"
+  reg=; [ "$tr" = $t:region ] && reg="--region host"; [ "$tr" = $t:busy ] && reg="--busy-poll"
   if [ "$RV_name" = node1 ]; then
     ./xport_test --transport rdma --role server --addr $SRV --port $((7500+n)) --max-message $mm $reg $t > /tmp/s.log 2>&1 & p=$!
     sleep 2; touch /mnt/sync.$n; wait $p || fail=$((fail+1)); cat /tmp/s.log
   else
     waitfor sync.$n || { fail=$((fail+1)); continue; }
-    [ -n "$reg" ] && echo "== $t, with receive regions on both sides"
+    [ "$tr" = $t:region ] && echo "== $t, with receive regions on both sides"
+    [ "$tr" = $t:busy ] && echo "== $t, busy polling on both sides (memory-polled messages)"
     ./xport_test --transport rdma --role client --addr $SRV --port $((7500+n)) --max-message $mm $reg $t || fail=$((fail+1))
   fi
 done
