@@ -8,6 +8,7 @@
 #   rdma_vm.sh xport-two DIR XPORT_TEST        transport tests between two guests (UDP link on 127.0.0.1)
 #   rdma_vm.sh cluster DIR BUILD_DIR MODEL GOLDEN  coordinator in guest 1, two workers in guest 2:
 #                                              the same logits over RDMA as over TCP and single-process
+#                                              (BUSY=1: rdma only, cluster.rdma_busy_poll = true)
 #   rdma_vm.sh bench DIR BUILD_DIR             `moerack bench transport` (rdma, tcp) beside perftest's
 #                                              ib_write_lat / ib_write_bw, two guests, REPS times
 #                                              (BUSY=1: also rdma with busy-poll completions;
@@ -271,8 +272,10 @@ import json, sys
 for c in json.load(open(sys.argv[1]))["cases"]:
     print(c["name"], ",".join(str(i) for i in c["prompt"]))
 PY
+  # BUSY=1: rdma with cluster.rdma_busy_poll (memory-polled replies, spinning workers) only
+  if [ "${BUSY:-0}" = 1 ]; then echo rdma; touch "$S/busy"; else echo rdma tcp; fi > "$S/transports"
   for t in rdma tcp; do cat > "$S/$t.cfg" <<CFG
-cluster = { name = "vm-$t"; model = "/mnt/model"; transport = "$t"; };
+cluster = { name = "vm-$t"; model = "/mnt/model"; transport = "$t";$([ "${BUSY:-0}" = 1 ] && echo " rdma_busy_poll = true;") };
 coordinator = { listen = "10.0.0.1:7400"; threads = 1; max_batch_tokens = 512; max_seqs = 4;
                 max_context = 2048; expert_timeout_ms = 60000; worker_timeout_ms = 60000; };
 workers = ( { name = "w0"; data_listen = "10.0.0.2:$([ $t = rdma ] && echo 7410 || echo 7420)"; threads = 1; },
@@ -283,7 +286,7 @@ CFG
 B=/mnt/bin; fail=0
 waitfor() { i=0; until [ -e "/mnt/$1" ]; do i=$((i+1)); [ $i -ge 3000 ] && return 1; sleep 0.2; done; }
 if [ "$RV_name" = node2 ]; then          # the two workers, for one transport after the other
-  for t in rdma tcp; do
+  for t in $(cat /mnt/transports); do
     $B/moerack-worker --config /mnt/$t.cfg --name w0 > /mnt/out/$t-w0.log 2>&1 & a=$!
     $B/moerack-worker --config /mnt/$t.cfg --name w1 > /mnt/out/$t-w1.log 2>&1 & b=$!
     waitfor done.$t; kill $a $b; wait
@@ -294,7 +297,7 @@ fi
 while read -r name ids; do
   $B/moerack run --model /mnt/model --ids $ids --greedy 8 --dump-logits /mnt/out/single-$name.f32 > /mnt/out/single-$name.ids || fail=$((fail+1))
 done < /mnt/prompts.txt
-for t in rdma tcp; do
+for t in $(cat /mnt/transports); do
   $B/moerack-coordinator --config /mnt/$t.cfg > /mnt/out/$t-coordinator.log 2>&1 & c=$!
   i=0; until $B/moerack status --coordinator 10.0.0.1:7400 > /dev/null 2>&1; do i=$((i+1)); [ $i -ge 600 ] && break; sleep 0.5; done
   $B/moerack status --coordinator 10.0.0.1:7400 | tee /mnt/out/$t-status.txt || fail=$((fail+1))
@@ -313,6 +316,13 @@ for t in rdma tcp; do
       echo "FAIL $name: cluster over $t differs from the single process"; fail=$((fail+1))
     fi
   done < /mnt/prompts.txt
+  if [ $t = rdma ] && [ -e /mnt/busy ]; then  # replies to the coordinator: memory-polled
+    if [ "$(grep -c 'memory-polled messages to this side' /mnt/out/rdma-coordinator.log)" = 2 ]; then
+      echo "PASS busy poll: the coordinator polls both workers' replies in memory"
+    else
+      echo "FAIL busy poll: the coordinator does not poll both workers' replies in memory"; fail=$((fail+1))
+    fi
+  fi
   kill $c; wait $c; touch /mnt/done.$t
 done
 exit $fail
