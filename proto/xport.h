@@ -56,6 +56,8 @@ typedef struct mr_xport_params {
     size_t max_message;  /* largest payload either side will send */
     int busy_poll;       /* rdma: spin on the completion queue and, where both sides agree, on
                             the receive slots' memory instead of sleeping on events */
+    int busy_cq_only;    /* rdma, with busy_poll: spin on the completion queue alone (never ask
+                            for memory-polled messages): the path before them, for comparisons */
     const char *device;  /* rdma: required device name, NULL = whichever the CM resolves (the
                             one that owns the address; port and GID are resolved by the CM too) */
     int send_timeout_ms; /* tcp: a send that makes no progress for this long fails with

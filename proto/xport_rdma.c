@@ -262,7 +262,7 @@ static void fill_pdata(const mr_xport_conn *c, mr_rdma_pdata *pd) {
     /* memory polling for what we receive: only when we spin anyway, and only for whole messages
      * (split ones complete with an immediate) */
     pd->features =
-        MR_RDMA_PD_MEM_WRITE | (c->busy_poll && !c->have_region ? MR_RDMA_PD_MEM_POLL : 0);
+        MR_RDMA_PD_MEM_WRITE | (c->offer_mem_poll && !c->have_region ? MR_RDMA_PD_MEM_POLL : 0);
     pd->mode = (uint8_t)c->rx_mode;
     pd->reason = c->rx_reason;
     if (c->have_region) {
@@ -349,6 +349,7 @@ static mr_status rdma_connect_op(const mr_xport_params *p, const char *host, int
     mr_xport_conn *c = calloc(1, sizeof *c);
     if (!c) return MR_ERR_NOMEM;
     c->busy_poll = p->busy_poll;
+    c->offer_mem_poll = p->busy_poll && !p->busy_cq_only;
     snprintf(c->peer, sizeof c->peer, "%s:%d", host, port);
     struct sockaddr_storage ss;
     mr_status st = resolve_host(host, port, &ss);
@@ -455,6 +456,7 @@ static mr_status rdma_accept_op(mr_xport_listener *l, int timeout_ms, mr_xport_c
         return MR_ERR_NOMEM;
     }
     c->busy_poll = l->p.busy_poll;
+    c->offer_mem_poll = l->p.busy_poll && !l->p.busy_cq_only;
     struct sockaddr *sa = rdma_get_peer_addr(id);
     char host[64] = "?";
     if (sa && sa->sa_family == AF_INET)

@@ -30,6 +30,7 @@ struct mr_xport_conn {
     struct ibv_cq *scq; /* send completions: armed only while waiting for a staging slot, so a
                            finished write never wakes a thread that waits for data */
     int busy_poll;
+    int offer_mem_poll;  /* busy_poll without busy_cq_only: ask for memory-polled messages */
     uint32_t max_inline; /* bytes the send queue takes inline (0: none) */
     size_t rx_slot_size; /* receive slot: header + largest payload + the framing of a memory-
                             polled message (rdma_mem.h), or MR_RDMA_HDR_SLOT (region) */

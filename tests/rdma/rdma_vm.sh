@@ -11,7 +11,8 @@
 #                                              (BUSY=1: rdma only, cluster.rdma_busy_poll = true)
 #   rdma_vm.sh bench DIR BUILD_DIR             `moerack bench transport` (rdma, tcp) beside perftest's
 #                                              ib_write_lat / ib_write_bw, two guests, REPS times
-#                                              (BUSY=1: also rdma with busy-poll completions;
+#                                              (BUSY=1: also rdma with busy polling; BUSY=2: and
+#                                              busy polling on the completion queue alone;
 #                                              SIZES="64 256 ...": fewer sizes, x4 steps from 64;
 #                                              guest NIC MTU 4200 = IB MTU 4096 unless NIC_MTU says)
 #   rdma_vm.sh run-one DIR SCRIPT [FILE...]    any script in one guest (debugging)
@@ -331,7 +332,7 @@ RUN
 bench)
   check_built; bd=${3:?BUILD_DIR}; reps=${REPS:-3}; NIC_MTU=$NIC_MTU_BENCH
   S="$W/share-bench"; rm -rf "$S"; mkdir -p "$S"; cp "$bd"/cli/moerack "$S/"
-  echo "$reps" > "$S/reps"; [ "${BUSY:-0}" = 1 ] && touch "$S/busy"
+  echo "$reps" > "$S/reps"; [ "${BUSY:-0}" -ge 1 ] && touch "$S/busy"; [ "${BUSY:-0}" = 2 ] && touch "$S/busy-cq"
   echo "${SIZES:-64 256 1024 4096 16384 65536 262144 1048576 4194304 16777216}" > "$S/sizes"
   cat > "$S/run.sh" <<'RUN'
 SRV=10.0.0.1; n=0
@@ -356,6 +357,8 @@ for rep in $(seq 1 $(cat /mnt/reps)); do
     "echo '== moerack rdma rep $rep'; $B --transport rdma --role client --addr $SRV --port 7601"
   [ -e /mnt/busy ] && step $((b+2)) "$B --transport rdma --role server --addr $SRV --port 7602 --busy-poll" \
     "echo '== moerack rdma-busy-poll rep $rep'; $B --transport rdma --role client --addr $SRV --port 7602 --busy-poll"
+  [ -e /mnt/busy-cq ] && step $((b+4)) "$B --transport rdma --role server --addr $SRV --port 7604 --busy-cq" \
+    "echo '== moerack rdma-busy-cq rep $rep'; $B --transport rdma --role client --addr $SRV --port 7604 --busy-cq"
   step $((b+3)) "$B --transport tcp --role server --addr $SRV --port 7603" \
     "echo '== moerack tcp rep $rep'; $B --transport tcp --role client --addr $SRV --port 7603"
   # perftest's clock, checked: ib_write_lat with 500 and 4000 iterations timed by the guest's wall
