@@ -16,6 +16,7 @@
 #                                              SIZES="64 256 ...": fewer sizes, x4 steps from 64;
 #                                              guest NIC MTU 4200 = IB MTU 4096 unless NIC_MTU says)
 #   rdma_vm.sh run-one DIR SCRIPT [FILE...]    any script in one guest (debugging)
+#   rdma_vm.sh run-two DIR SCRIPT [FILE...]    any script in both guests of the two-node link
 #
 # Guests run under TCG (software emulation) unless the host has real hardware virtualisation
 # (vmx/svm and not kvm_pvm; see the recipe's notes). All traffic stays on this machine: one guest's
@@ -386,6 +387,11 @@ done
 exit 0
 RUN
   rc=0; two "$S" || rc=$?; show "$S/node2.log" | tee "$W/bench-$(date +%Y%m%d-%H%M%S).log"; exit $rc ;;
+run-two) # run-two DIR SCRIPT [FILE...] : the same in both guests (RV_name node1 / node2, linked as
+         # for bench; NIC_MTU as for the tests unless set); node2's console is printed
+  check_built; script=${3:?SCRIPT}; shift 3
+  S="$W/share-dbg2"; rm -rf "$S"; mkdir -p "$S"; cp "$script" "$S/run.sh"; [ $# -gt 0 ] && cp "$@" "$S/"
+  rc=0; two "$S" || rc=$?; show "$S/node2.log"; exit $rc ;;
 run-one) # run-one DIR SCRIPT [FILE...] : a debugging aid; SCRIPT runs in /mnt beside the FILEs
   check_built; script=${3:?SCRIPT}; shift 3
   S="$W/share-dbg"; rm -rf "$S"; mkdir -p "$S"; cp "$script" "$S/run.sh"; [ $# -gt 0 ] && cp "$@" "$S/"
