@@ -137,7 +137,10 @@ static int run_client(const bench_opts *o) {
     if (buf) memset(buf, 0x5a, o->p.max_message);
     printf("# moerack bench transport: %s to %s:%d%s; latency one-way (round trip / 2), "
            "bandwidth one direction\n",
-           o->x->name, o->addr, o->port, o->p.busy_poll ? ", busy poll" : "");
+           o->x->name, o->addr, o->port,
+           o->p.busy_cq_only ? ", busy poll (completion queue only)"
+           : o->p.busy_poll  ? ", busy poll"
+                             : "");
     printf("%-10s %12s %12s %12s %8s %8s %12s\n", "bytes", "lat_p50_us", "lat_p99_us", "bw_MB/s",
            "lat_n", "bw_n", "lat_mean_us");
     for (size_t n = o->min_bytes; rc == 0 && n <= o->max_bytes; n *= 4)
@@ -173,6 +176,7 @@ int mr_bench_transport(int argc, char **argv) {
                                          {"addr", required_argument, 0, 'a'},
                                          {"port", required_argument, 0, 'p'},
                                          {"busy-poll", no_argument, 0, 'b'},
+                                         {"busy-cq", no_argument, 0, 'B'},
                                          {"min", required_argument, 0, 'n'},
                                          {"max", required_argument, 0, 'x'},
                                          {"scale", required_argument, 0, 's'},
@@ -207,6 +211,9 @@ int mr_bench_transport(int argc, char **argv) {
         case 'b':
             o.p.busy_poll = 1;
             break;
+        case 'B': /* busy polling as before memory-polled messages, for comparison */
+            o.p.busy_poll = o.p.busy_cq_only = 1;
+            break;
         case 'n':
             if (!(o.min_bytes = parse_size("--min", optarg))) return 2;
             break;
@@ -229,6 +236,7 @@ int mr_bench_transport(int argc, char **argv) {
         case 'h':
             printf("usage: moerack bench transport [--transport tcp|rdma]\n"
                    "         [--role both|server|client] [--addr IP] [--port N] [--busy-poll]\n"
+                   "         [--busy-cq]  (rdma: busy polling on the completion queue alone)\n"
                    "         [--min 64] [--max 16M] [--seconds 1] [--scale 1]\n"
                    "         [--clients 1]  (server: clients to serve before exiting)\n");
             return 0;

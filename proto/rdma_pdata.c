@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "proto/dataplane.h"
+#include "proto/rdma_mem.h"
 
 /* The 32-byte layout of builds without regions; shorter private data is not ours. */
 #define PD_MIN_BYTES 32
@@ -47,6 +48,18 @@ mr_status mr_rdma_pdata_parse(const void *data, size_t len, mr_rdma_pdata *out, 
         return MR_ERR_PROTO;
     }
     const int region = (pd.flags & MR_RDMA_PD_REGION) != 0;
+    if (pd.features & ~(MR_RDMA_PD_MEM_WRITE | MR_RDMA_PD_MEM_POLL) || pd.reserved2 != 0) {
+        snprintf(why, cap, "unknown features 0x%x (reserved 0x%x) in the connection offer",
+                 pd.features, pd.reserved2);
+        return MR_ERR_PROTO;
+    }
+    if ((pd.features & MR_RDMA_PD_MEM_POLL) &&
+        (region || pd.slot_size < mr_rdma_mem_wire_bytes(0))) {
+        snprintf(why, cap, "memory polling offered with %s",
+                 region ? "a region (split messages need immediates)"
+                        : "slots too small for a message");
+        return MR_ERR_PROTO;
+    }
     const int region_mode =
         pd.mode == MR_RDMA_RX_REGION_HOST || pd.mode == MR_RDMA_RX_REGION_DMABUF;
     if (!region) {

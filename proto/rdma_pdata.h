@@ -7,7 +7,7 @@
  *   if (mr_rdma_pdata_parse(ev->param.conn.private_data, ev->param.conn.private_data_len, &pd,
  *                           why, sizeof why) != MR_OK) { log why; reject; }
  *
- * Wire layout (little-endian, 48 bytes; a connect request carries at most 56):
+ * Wire layout (little-endian, 56 bytes: all that a connect request can carry):
  *   0  u32 magic             "MCRD"
  *   4  u16 version           MR_DP_VERSION; anything else is refused
  *   6  u16 slots             receive slots (1 .. 64; a side uses at most its own count)
@@ -22,9 +22,14 @@
  *   32 u64 region_addr       REGION: address of region slot 0 (slot i at + i·region_slot_size)
  *   40 u32 region_rkey
  *   44 u32 region_slot_size  bytes per region slot: a multiple of 64, at most 1 GiB
+ *   48 u32 features          MEM_WRITE: this side can write whole messages as memory-polled
+ *                            writes (rdma_mem.h); MEM_POLL: this side busy-polls its receive slots
+ *                            and wants whole messages written to it that way (never with REGION)
+ *   52 u32 reserved2         0
  * The first 32 bytes are the layout of builds without regions (their byte 24.. was a zero
- * reserved field), so such a peer reads as: no region, cannot split. Missing bytes of a shorter
- * private data read as zero. */
+ * reserved field), so such a peer reads as: no region, cannot split; the first 48 bytes are that
+ * of builds without memory polling, which ignore bytes 48.. and send none, so such a peer reads
+ * as: no features (immediates both ways). Missing bytes of a shorter private data read as zero. */
 #ifndef MR_RDMA_PDATA_H
 #define MR_RDMA_PDATA_H
 
@@ -36,6 +41,8 @@
 #define MR_RDMA_PD_MAGIC        0x4452434du /* "MCRD" */
 #define MR_RDMA_PD_CAN_SPLIT    0x1u
 #define MR_RDMA_PD_REGION       0x2u
+#define MR_RDMA_PD_MEM_WRITE    0x1u /* features */
+#define MR_RDMA_PD_MEM_POLL     0x2u
 #define MR_RDMA_PD_SLOTS_MAX    64
 #define MR_RDMA_REGION_SLOT_MAX (1u << 30)
 /* Header-only receive slots of a side that offers a region: one data-plane header, padded. */
@@ -63,13 +70,17 @@ typedef struct mr_rdma_pdata {
     uint64_t region_addr;
     uint32_t region_rkey;
     uint32_t region_slot_size;
+    uint32_t features;
+    uint32_t reserved2;
 } mr_rdma_pdata;
-_Static_assert(sizeof(mr_rdma_pdata) == 48, "RDMA private data is 48 bytes on the wire");
+_Static_assert(sizeof(mr_rdma_pdata) == 56, "RDMA private data is 56 bytes on the wire");
 
-/* Copies up to 48 bytes of received private data into *out (a shorter one is zero-filled) and
+/* Copies up to 56 bytes of received private data into *out (a shorter one is zero-filled) and
  * checks every field: magic and version, 1..64 slots that hold at least a header and do not wrap
  * the address space, known flags and mode, and for a region offer a slot size that is a
- * multiple of 64 in 64 B .. 1 GiB, slots that do not wrap, a registration mode that has one.
+ * multiple of 64 in 64 B .. 1 GiB, slots that do not wrap, a registration mode that has one;
+ * known features, reserved2 zero, and MEM_POLL only without a region and with slots that hold a
+ * memory-polled message without payload (rdma_mem.h).
  * On failure: MR_ERR_PROTO and a one-line reason in why. NULL data or len < 32: no moerack
  * private data. */
 mr_status mr_rdma_pdata_parse(const void *data, size_t len, mr_rdma_pdata *out, char *why,

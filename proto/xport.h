@@ -54,7 +54,10 @@ typedef struct mr_xport_region {
 
 typedef struct mr_xport_params {
     size_t max_message;  /* largest payload either side will send */
-    int busy_poll;       /* rdma: poll the completion queue instead of sleeping on events */
+    int busy_poll;       /* rdma: spin on the completion queue and, where both sides agree, on
+                            the receive slots' memory instead of sleeping on events */
+    int busy_cq_only;    /* rdma, with busy_poll: spin on the completion queue alone (never ask
+                            for memory-polled messages): the path before them, for comparisons */
     const char *device;  /* rdma: required device name, NULL = whichever the CM resolves (the
                             one that owns the address; port and GID are resolved by the CM too) */
     int send_timeout_ms; /* tcp: a send that makes no progress for this long fails with
@@ -106,9 +109,12 @@ typedef struct mr_xport_ops {
     void (*close)(mr_xport_conn *c);
     /* fd that becomes readable when a message starts arriving (poll/epoll), or -1. */
     int (*conn_fd)(mr_xport_conn *c);
-    /* Optional: nonzero when bytes of a message were already taken off conn_fd by the transport
-     * (tcp reads ahead while a send waits: xport_tcp.c), so recv() has something although poll()
-     * on conn_fd may not say so. Callers that poll must check it first. */
+    /* Optional: nonzero when recv() has something although poll() on conn_fd may not say so:
+     * bytes of a message already taken off conn_fd by the transport (tcp reads ahead while a
+     * send waits: xport_tcp.c), or (rdma) a message already taken off the completion queue, one
+     * written straight into a busy-polled connection's slots (those never make conn_fd
+     * readable: a caller with busy_poll must spin on this, not sleep in poll), or a failed
+     * connection. Callers that poll must check it first. */
     int (*buffered)(mr_xport_conn *c);
     /* Peer address as "host:port", for logs and status. */
     const char *(*peer)(mr_xport_conn *c);

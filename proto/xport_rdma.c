@@ -1,4 +1,6 @@
-/* xport_rdma.c — the RDMA implementation of the data-plane transport (libibverbs + librdmacm).
+/* xport_rdma.c — the RDMA implementation of the data-plane transport (libibverbs + librdmacm):
+ * its design, and set-up (registration, regions, the connection offer, connect / listen /
+ * accept, close); the data path is xport_rdma_io.c, the connection's fields xport_rdma_conn.h.
  *
  * Connection set-up with rdma_cm (RDMA_PS_TCP, RC queue pairs). Each side registers, once, a
  * receive region of RDMA_SLOTS slots and a send staging region of RDMA_SLOTS slots of
@@ -32,13 +34,30 @@
  * has no dmabuf support) the connection falls back to whole messages in host slots by itself,
  * logs why once per process, and says so in its label.
  *
+ * Memory-polled messages (busy_poll). A side that busy-polls and has no region offers MEM_POLL in
+ * its private data; a peer that can (MEM_WRITE: every build that knows the flag) then writes each
+ * message to it with a plain RDMA WRITE framed by a head word and a trailer (rdma_mem.h), and the
+ * receiver spins on its next slot's memory instead of the completion queue: no receive work
+ * request, completion or repost per message, as perftest's ib_write_lat. Both sides decide each
+ * direction from the two offers (choose_paths); a peer whose offer has no features (an older
+ * build) gets and sends immediates as before. Credits piggyback in the word; a zero-byte
+ * SEND_WITH_IMM still returns them explicitly, so receive work requests stay posted for those.
+ * The receiver zeroes a slot's head word when it releases the slot (before its credit can go
+ * back), so a non-zero head word in the next slot is always the next message: a whole one with
+ * the wrong sequence number or a header that disagrees is a protocol error at once, one that
+ * does not become whole within MR_XPORT_BODY_TIMEOUT_MS of its first sight too. Such messages
+ * arrive without waking the completion channel: mr_rdma_buffered() reports them to callers that
+ * poll conn_fd.
+ *
  * Completions: the CQ is armed on a completion channel, whose fd is the connection's pollable fd;
- * recv() either sleeps on it or, with busy_poll, spins on ibv_poll_cq (yielding the CPU between
- * empty polls). Any failed completion, a queue pair in error, or a CM DISCONNECTED / REJECTED /
- * DEVICE_REMOVAL event marks the connection broken: every later call returns MR_ERR_CLOSED.
- * Hostile input (an immediate naming a slot out of range or out of order, a write without a
- * credit, a length that disagrees with the header) is MR_ERR_PROTO; a write outside the
- * registered slots or region never lands: the device refuses it and the queue pair fails. */
+ * recv() either sleeps on it or, with busy_poll, spins on ibv_poll_cq and the memory-polled slot
+ * (yielding the CPU between empty polls). Any failed completion, a queue pair in error, or a CM
+ * DISCONNECTED / REJECTED / DEVICE_REMOVAL event marks the connection broken: every later call
+ * returns MR_ERR_CLOSED. Hostile input (an immediate naming a slot out of range or out of order,
+ * a write without a credit, a length that disagrees with the header, an immediate where memory
+ * polling was agreed, a memory-polled message out of sequence, torn or inconsistent) is
+ * MR_ERR_PROTO, and stays so for the connection; a write outside the registered slots or region
+ * never lands: the device refuses it and the queue pair fails. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -46,7 +65,6 @@
 #include <netdb.h>
 #include <poll.h>
 #include <rdma/rdma_cma.h>
-#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,69 +74,10 @@
 #include "common/arena.h"
 #include "common/check.h"
 #include "common/log.h"
-#include "common/timeutil.h"
+#include "proto/rdma_mem.h"
 #include "proto/rdma_pdata.h"
 #include "proto/xport.h"
-
-#define RDMA_SLOTS    4 /* at most 16: the immediate has 4 bits for a slot and for credits */
-#define RDMA_RECV_WRS (4 * RDMA_SLOTS)
-#define IMM_CREDIT    0x80000000u
-#define RESOLVE_MS    5000
-#define RDMA_INLINE   256   /* messages up to this go inline: no staging copy, no DMA read */
-#define WR_INLINE     0x100 /* wr_id flag: a write that holds no staging slot */
-#define REGION_ALIGN  4096  /* region slots start on page boundaries */
-
-/* One connection. Used by one thread at a time (xport.h). */
-struct mr_xport_conn {
-    struct rdma_event_channel *ec;
-    struct rdma_cm_id *id;
-    struct ibv_pd *pd;
-    struct ibv_comp_channel *cc;
-    struct ibv_cq *cq;  /* receive completions: armed whenever we sleep */
-    struct ibv_cq *scq; /* send completions: armed only while waiting for a staging slot, so a
-                           finished write never wakes a thread that waits for data */
-    int busy_poll;
-    uint32_t max_inline; /* bytes the send queue takes inline (0: none) */
-    size_t rx_slot_size; /* receive slot: header + largest payload, or MR_RDMA_HDR_SLOT (region) */
-    size_t tx_slot_size; /* staging slot: header + largest payload */
-    uint8_t *rx, *tx;    /* [RDMA_SLOTS][rx_slot_size], [RDMA_SLOTS][tx_slot_size] */
-    struct ibv_mr *rx_mr, *tx_mr;
-    uint8_t dummy; /* target of zero-length receives */
-    struct ibv_mr *dummy_mr;
-    /* this side's region (when have_region): payload of the message in slot i at
-     * region.base + i * region_slot; given by params.region_get, handed back by region_put */
-    int have_region;
-    mr_xport_region region;
-    struct ibv_mr *region_mr;
-    size_t region_slot;
-    void (*region_put)(void *user, const mr_xport_region *r);
-    void *region_user;
-    int rx_mode;        /* mr_rdma_rx_mode of this side */
-    uint32_t rx_reason; /* rx_mode STAGED: errno of the failed dmabuf registration */
-    /* remote receive slots; with r_split the peer's region, which takes every payload */
-    uint64_t r_addr;
-    uint32_t r_rkey, r_slots, r_slot_size;
-    int r_can_split, r_split;
-    uint64_t r_region_addr;
-    uint32_t r_region_rkey, r_region_slot;
-    uint32_t tx_next;        /* next remote slot to write */
-    int credits;             /* remote slots known to be free */
-    int owed;                /* slots released here, not yet returned to the peer */
-    int tx_busy[RDMA_SLOTS]; /* staging slot's WRITE not yet completed */
-    /* received data, in arrival order, not yet taken by recv() / recv_zc() */
-    int ready[RDMA_SLOTS];
-    uint32_t ready_len[RDMA_SLOTS], ready_imm[RDMA_SLOTS];
-    int n_ready, ready_head;
-    uint32_t rx_next;         /* slot the next data write must use */
-    int granted;              /* slots the peer may write: credits given minus arrivals */
-    int held[RDMA_SLOTS];     /* taken by the caller, not yet released */
-    int released[RDMA_SLOTS]; /* released, its credit waiting for an older held slot */
-    uint32_t rel_next;        /* oldest arrived slot whose credit is not yet owed */
-    uint64_t cm_checked_ns;   /* busy poll: last look at the CM event channel */
-    int broken;
-    char peer[96];
-    char label[96], peer_label[96]; /* how payloads land here / at the peer (conn_label) */
-};
+#include "proto/xport_rdma_conn.h"
 
 struct mr_xport_listener {
     struct rdma_event_channel *ec;
@@ -130,8 +89,9 @@ static size_t max_payload(const mr_xport_params *p) {
     return p->max_message ? p->max_message : (1u << 20);
 }
 
+/* A slot holds the largest message whole, with the framing of a memory-polled one (rdma_mem.h). */
 static size_t slot_bytes(const mr_xport_params *p) {
-    size_t s = sizeof(mr_dp_header) + max_payload(p);
+    size_t s = sizeof(mr_dp_header) + max_payload(p) + MR_RDMA_MEM_OVERHEAD;
     return (s + 63) & ~(size_t)63;
 }
 
@@ -154,12 +114,6 @@ static void conn_free(mr_xport_conn *c) {
     mr_free_aligned(c->rx);
     mr_free_aligned(c->tx);
     free(c);
-}
-
-static mr_status post_recv(mr_xport_conn *c) {
-    struct ibv_sge sge = {(uintptr_t)&c->dummy, 0, c->dummy_mr->lkey};
-    struct ibv_recv_wr wr = {.wr_id = 1, .sg_list = &sge, .num_sge = 1}, *bad;
-    return ibv_post_recv(c->id->qp, &wr, &bad) ? MR_ERR_IO : MR_OK;
 }
 
 /* Set once the first failed dmabuf registration was logged: later ones log at debug level. */
@@ -251,7 +205,7 @@ static mr_status setup_resources(mr_xport_conn *c, const mr_xport_params *p, int
     qa.qp_type = IBV_QPT_RC;
     qa.cap.max_send_wr = 4 * RDMA_SLOTS + 8; /* a split message is two work requests */
     qa.cap.max_recv_wr = RDMA_RECV_WRS;
-    qa.cap.max_send_sge = 2;
+    qa.cap.max_send_sge = 3; /* inline memory-polled message: head + header, payload, trailer */
     qa.cap.max_recv_sge = 1;
     qa.cap.max_inline_data = RDMA_INLINE;
     if (rdma_create_qp(c->id, c->pd, &qa)) { /* a device without inline data: try without */
@@ -291,7 +245,7 @@ static mr_status setup_resources(mr_xport_conn *c, const mr_xport_params *p, int
         return MR_ERR_IO;
     }
     mr_rdma_mode_label(c->rx_mode, c->rx_reason, c->label, sizeof c->label);
-    for (int i = 0; i < RDMA_RECV_WRS; i++) MR_CHECK(post_recv(c));
+    for (int i = 0; i < RDMA_RECV_WRS; i++) MR_CHECK(mr_rdma_post_recv(c));
     ibv_req_notify_cq(c->cq, 0);
     return MR_OK;
 }
@@ -305,6 +259,10 @@ static void fill_pdata(const mr_xport_conn *c, mr_rdma_pdata *pd) {
     pd->rkey = c->rx_mr->rkey;
     pd->addr = (uintptr_t)c->rx;
     pd->flags = MR_RDMA_PD_CAN_SPLIT | (c->have_region ? MR_RDMA_PD_REGION : 0);
+    /* memory polling for what we receive: only when we spin anyway, and only for whole messages
+     * (split ones complete with an immediate) */
+    pd->features =
+        MR_RDMA_PD_MEM_WRITE | (c->offer_mem_poll && !c->have_region ? MR_RDMA_PD_MEM_POLL : 0);
     pd->mode = (uint8_t)c->rx_mode;
     pd->reason = c->rx_reason;
     if (c->have_region) {
@@ -332,8 +290,22 @@ static mr_status take_pdata(mr_xport_conn *c, const void *data, uint8_t len) {
     c->r_region_addr = pd.region_addr;
     c->r_region_rkey = pd.region_rkey;
     c->r_region_slot = pd.region_slot_size;
+    c->r_features = pd.features;
     mr_rdma_mode_label(pd.mode, pd.reason, c->peer_label, sizeof c->peer_label);
     return MR_OK;
+}
+
+/* How each direction's messages go, from our offer and the peer's (the peer computes the same):
+ * as memory-polled writes to a side that offered MEM_POLL from one that offered MEM_WRITE,
+ * else with WRITE_WITH_IMM. */
+static void choose_paths(mr_xport_conn *c, const mr_rdma_pdata *mine) {
+    c->mem_rx = (mine->features & MR_RDMA_PD_MEM_POLL) && (c->r_features & MR_RDMA_PD_MEM_WRITE);
+    c->mem_tx = (c->r_features & MR_RDMA_PD_MEM_POLL) && (mine->features & MR_RDMA_PD_MEM_WRITE);
+    if (c->mem_rx || c->mem_tx)
+        MR_LOG_INFO(MR_LOG_NET, "rdma %s: memory-polled messages %s", c->peer,
+                    c->mem_rx && c->mem_tx ? "both ways"
+                    : c->mem_rx            ? "to this side (immediates to the peer)"
+                                           : "to the peer (immediates to this side)");
 }
 
 /* Waits for one CM event of type `want` on the channel (others are errors). */
@@ -377,6 +349,7 @@ static mr_status rdma_connect_op(const mr_xport_params *p, const char *host, int
     mr_xport_conn *c = calloc(1, sizeof *c);
     if (!c) return MR_ERR_NOMEM;
     c->busy_poll = p->busy_poll;
+    c->offer_mem_poll = p->busy_poll && !p->busy_cq_only;
     snprintf(c->peer, sizeof c->peer, "%s:%d", host, port);
     struct sockaddr_storage ss;
     mr_status st = resolve_host(host, port, &ss);
@@ -419,6 +392,7 @@ static mr_status rdma_connect_op(const mr_xport_params *p, const char *host, int
         goto err;
     st = take_pdata(c, ev->param.conn.private_data, ev->param.conn.private_data_len);
     rdma_ack_cm_event(ev);
+    if (st == MR_OK) choose_paths(c, &pd);
     if (st == MR_OK && c->have_region && !c->r_can_split) {
         MR_LOG_ERROR(MR_LOG_NET,
                      "rdma %s: the peer cannot write split messages into the region offered to it "
@@ -482,6 +456,7 @@ static mr_status rdma_accept_op(mr_xport_listener *l, int timeout_ms, mr_xport_c
         return MR_ERR_NOMEM;
     }
     c->busy_poll = l->p.busy_poll;
+    c->offer_mem_poll = l->p.busy_poll && !l->p.busy_cq_only;
     struct sockaddr *sa = rdma_get_peer_addr(id);
     char host[64] = "?";
     if (sa && sa->sa_family == AF_INET)
@@ -518,6 +493,7 @@ static mr_status rdma_accept_op(mr_xport_listener *l, int timeout_ms, mr_xport_c
     }
     mr_rdma_pdata pd;
     fill_pdata(c, &pd);
+    choose_paths(c, &pd);
     struct rdma_conn_param cp = {0};
     cp.private_data = &pd;
     cp.private_data_len = sizeof pd;
@@ -543,337 +519,6 @@ static void rdma_listener_close(mr_xport_listener *l) {
 
 static int rdma_listener_fd(mr_xport_listener *l) {
     return l->ec->fd;
-}
-
-/* ---- progress -------------------------------------------------------------------------------- */
-
-/* Marks the connection broken (once, with a log line). */
-static mr_status broken(mr_xport_conn *c, const char *why) {
-    if (!c->broken) MR_LOG_WARN(MR_LOG_NET, "rdma %s: connection lost: %s", c->peer, why);
-    c->broken = 1;
-    return MR_ERR_CLOSED;
-}
-
-/* Handles pending CM events (disconnects). */
-static mr_status check_cm(mr_xport_conn *c) {
-    struct rdma_cm_event *ev;
-    while (rdma_get_cm_event(c->ec, &ev) == 0) {
-        enum rdma_cm_event_type t = ev->event;
-        rdma_ack_cm_event(ev);
-        if (t == RDMA_CM_EVENT_DISCONNECTED || t == RDMA_CM_EVENT_DEVICE_REMOVAL ||
-            t == RDMA_CM_EVENT_REJECTED || t == RDMA_CM_EVENT_TIMEWAIT_EXIT)
-            return broken(c, rdma_event_str(t));
-    }
-    return c->broken ? MR_ERR_CLOSED : MR_OK;
-}
-
-/* Reaps completions: data arrivals are queued, credits counted, send completions free staging
- * slots. Returns MR_ERR_PROTO for hostile immediates, MR_ERR_CLOSED on any failed completion. */
-static mr_status drain_cq(mr_xport_conn *c) {
-    struct ibv_wc wc[16];
-    int n;
-    while ((n = ibv_poll_cq(c->scq, 16, wc)) > 0 || (n = ibv_poll_cq(c->cq, 16, wc)) > 0) {
-        for (int i = 0; i < n; i++) {
-            if (wc[i].status != IBV_WC_SUCCESS) return broken(c, ibv_wc_status_str(wc[i].status));
-            if (wc[i].opcode == IBV_WC_RDMA_WRITE) {
-                if (!(wc[i].wr_id & WR_INLINE)) c->tx_busy[wc[i].wr_id % RDMA_SLOTS] = 0;
-                continue;
-            }
-            if (wc[i].opcode == IBV_WC_SEND) continue;
-            if (!(wc[i].wc_flags & IBV_WC_WITH_IMM)) return MR_ERR_PROTO;
-            uint32_t imm = ntohl(wc[i].imm_data);
-            if (post_recv(c) != MR_OK) return broken(c, "cannot repost a receive");
-            if (wc[i].opcode == IBV_WC_RECV && (imm & IMM_CREDIT)) {
-                uint32_t k = imm & 0xffu;
-                if (k == 0 || c->credits + (int)k > (int)c->r_slots) {
-                    MR_LOG_ERROR(MR_LOG_NET,
-                                 "rdma %s: protocol error: %u credits returned, %d outstanding",
-                                 c->peer, k, (int)c->r_slots - c->credits);
-                    return MR_ERR_PROTO;
-                }
-                c->credits += (int)k;
-                continue;
-            }
-            if (wc[i].opcode != IBV_WC_RECV_RDMA_WITH_IMM || (imm & IMM_CREDIT))
-                return MR_ERR_PROTO;
-            uint32_t slot = imm & 0xfu, k = (imm >> 4) & 0xfu;
-            if (c->granted <= 0) { /* the slot (and its region slot) may still be in use */
-                MR_LOG_ERROR(MR_LOG_NET,
-                             "rdma %s: protocol error: data in slot %u without a credit (the slot "
-                             "was not released)",
-                             c->peer, slot);
-                return MR_ERR_PROTO;
-            }
-            if (slot >= RDMA_SLOTS || slot != c->rx_next || c->n_ready == RDMA_SLOTS) {
-                MR_LOG_ERROR(MR_LOG_NET,
-                             "rdma %s: protocol error: data in slot %u, expected slot %u", c->peer,
-                             slot, c->rx_next);
-                return MR_ERR_PROTO;
-            }
-            c->granted--;
-            if (c->credits + (int)k > (int)c->r_slots) {
-                MR_LOG_ERROR(MR_LOG_NET,
-                             "rdma %s: protocol error: %u credits returned, %d outstanding",
-                             c->peer, k, (int)c->r_slots - c->credits);
-                return MR_ERR_PROTO;
-            }
-            c->credits += (int)k;
-            c->rx_next = (c->rx_next + 1) % RDMA_SLOTS;
-            int q = (c->ready_head + c->n_ready) % RDMA_SLOTS;
-            c->ready[q] = (int)slot;
-            c->ready_len[q] = wc[i].byte_len;
-            c->ready_imm[q] = imm;
-            c->n_ready++;
-        }
-    }
-    return n < 0 ? broken(c, "ibv_poll_cq failed") : MR_OK;
-}
-
-static int has_credit(mr_xport_conn *c) {
-    return c->credits > 0 && !c->tx_busy[c->tx_next % RDMA_SLOTS];
-}
-static int has_data(mr_xport_conn *c) {
-    return c->n_ready > 0;
-}
-
-/* Makes progress until cond(c) or the deadline; sleeps on the completion channel unless busy
- * polling. CM events (a disconnect) are looked at when their channel is readable, or every
- * millisecond when busy polling; a disconnect also flushes the queue pair, which drain_cq sees. */
-static mr_status progress_until(mr_xport_conn *c, int (*cond)(mr_xport_conn *), uint64_t deadline) {
-    for (;;) {
-        MR_CHECK(drain_cq(c));
-        if (cond(c)) return MR_OK;
-        uint64_t now = mr_now_ns();
-        if (deadline && now >= deadline) return MR_ERR_TIMEOUT;
-        if (c->busy_poll) {
-            if (now - c->cm_checked_ns > 1000000) {
-                c->cm_checked_ns = now;
-                MR_CHECK(check_cm(c));
-            }
-            /* Nothing yet: let any runnable thread of this CPU go first. A soft device (rxe)
-             * finishes packets in a kernel thread (ksoftirqd) when its softirq runs long; a
-             * spinner that never yields holds that thread off for a whole scheduler tick (4 ms at
-             * HZ=250, seen as a 4 ms p50 on a busy host). With nothing else runnable this returns
-             * at once. */
-            sched_yield();
-            continue;
-        }
-        /* arm, re-check (a completion may have raced the arming), then sleep */
-        ibv_req_notify_cq(c->cq, 0);
-        if (cond == has_credit) ibv_req_notify_cq(c->scq, 0);
-        MR_CHECK(drain_cq(c));
-        if (cond(c)) return MR_OK;
-        int ms = 100;
-        if (deadline) {
-            ms = (int)((deadline - now) / 1000000 + 1);
-            if (ms > 100) ms = 100;
-        }
-        struct pollfd p[2] = {{c->cc->fd, POLLIN, 0}, {c->ec->fd, POLLIN, 0}};
-        int n = poll(p, 2, ms);
-        if (n > 0 && (p[0].revents & POLLIN)) {
-            struct ibv_cq *cq;
-            void *ctx;
-            if (ibv_get_cq_event(c->cc, &cq, &ctx) == 0) ibv_ack_cq_events(cq, 1);
-        }
-        if (n > 0 && (p[1].revents & POLLIN)) MR_CHECK(check_cm(c));
-    }
-}
-
-/* ---- send / recv ----------------------------------------------------------------------------- */
-
-/* Returns every owed credit now, with a zero-byte SEND_WITH_IMM. */
-static mr_status flush_credits(mr_xport_conn *c) {
-    if (c->owed == 0) return MR_OK;
-    struct ibv_send_wr wr = {0}, *bad;
-    wr.opcode = IBV_WR_SEND_WITH_IMM;
-    wr.send_flags = IBV_SEND_SIGNALED;
-    wr.imm_data = htonl(IMM_CREDIT | (uint32_t)c->owed);
-    if (ibv_post_send(c->id->qp, &wr, &bad)) return broken(c, "cannot return credits");
-    c->granted += c->owed;
-    c->owed = 0;
-    return MR_OK;
-}
-
-/* A slot is released: once every older slot is too, owe it to the peer; return what is owed
- * once half the slots are. */
-static mr_status release_slot(mr_xport_conn *c, uint32_t slot) {
-    c->held[slot] = 0;
-    c->released[slot] = 1;
-    while (c->released[c->rel_next]) {
-        c->released[c->rel_next] = 0;
-        c->rel_next = (c->rel_next + 1) % RDMA_SLOTS;
-        c->owed++;
-    }
-    return c->owed < RDMA_SLOTS / 2 ? MR_OK : flush_credits(c);
-}
-
-/* The sge of `n` bytes at p: inline (copied by ibv_post_send) when small enough, else copied
- * into `stage` (registered). Returns 1 when staged. */
-static int stage_sge(mr_xport_conn *c, struct ibv_sge *sge, const void *p, size_t n,
-                     uint8_t *stage) {
-    if (n <= c->max_inline) {
-        *sge = (struct ibv_sge){(uintptr_t)p, (uint32_t)n, 0};
-        return 0;
-    }
-    memcpy(stage, p, n);
-    *sge = (struct ibv_sge){(uintptr_t)stage, (uint32_t)n, c->tx_mr->lkey};
-    return 1;
-}
-
-static mr_status rdma_send_op(mr_xport_conn *c, const mr_dp_header *h, const void *payload) {
-    if (c->broken) return MR_ERR_CLOSED;
-    const uint64_t room = c->r_split ? c->r_region_slot : c->r_slot_size - sizeof *h;
-    if (h->payload_bytes > room || h->payload_bytes > c->tx_slot_size - sizeof *h) {
-        MR_LOG_ERROR(MR_LOG_NET, "rdma %s: a payload of %llu bytes exceeds the %llu-byte slots",
-                     c->peer, (unsigned long long)h->payload_bytes, (unsigned long long)room);
-        return MR_ERR_INVALID;
-    }
-    const size_t pb = (size_t)h->payload_bytes, total = sizeof *h + pb;
-    /* about to wait for a credit: return ours first, or two senders could each wait on the
-     * credit the other withholds */
-    if (!has_credit(c)) MR_CHECK(flush_credits(c));
-    mr_status st =
-        progress_until(c, has_credit, mr_now_ns() + (uint64_t)MR_XPORT_BODY_TIMEOUT_MS * 1000000);
-    if (st == MR_ERR_TIMEOUT) {
-        MR_LOG_WARN(MR_LOG_NET, "rdma %s: receiver returned no slot within %d ms", c->peer,
-                    MR_XPORT_BODY_TIMEOUT_MS);
-        return MR_ERR_TIMEOUT;
-    }
-    MR_CHECK(st);
-    const uint32_t slot = c->tx_next;
-    uint8_t *stage = c->tx + (size_t)slot * c->tx_slot_size;
-    struct ibv_send_wr wr[2], *bad;
-    struct ibv_sge sge[3];
-    memset(wr, 0, sizeof wr);
-    struct ibv_send_wr *first = &wr[1], *hw = &wr[1]; /* hw: the WRITE_WITH_IMM of the header */
-    int staged = 0, hdr_inline = 1;
-    if (c->r_split) { /* payload into the peer's region slot, then the header alone */
-        if (pb) {
-            const int ps = stage_sge(c, &sge[0], payload, pb, stage + sizeof *h);
-            wr[0].opcode = IBV_WR_RDMA_WRITE;
-            wr[0].send_flags = ps ? 0 : IBV_SEND_INLINE; /* unsignaled: the header's completes it */
-            wr[0].wr_id = slot | WR_INLINE;
-            wr[0].sg_list = &sge[0];
-            wr[0].num_sge = 1;
-            wr[0].wr.rdma.remote_addr = c->r_region_addr + (uint64_t)slot * c->r_region_slot;
-            wr[0].wr.rdma.rkey = c->r_region_rkey;
-            wr[0].next = hw;
-            first = &wr[0];
-            staged |= ps;
-        }
-        hdr_inline = !stage_sge(c, &sge[1], h, sizeof *h, stage);
-        staged |= !hdr_inline;
-        hw->num_sge = 1;
-    } else if (total <= c->max_inline) { /* header and payload from where they are */
-        sge[1] = (struct ibv_sge){(uintptr_t)h, (uint32_t)sizeof *h, 0};
-        sge[2] = (struct ibv_sge){(uintptr_t)payload, (uint32_t)pb, 0};
-        hw->num_sge = pb ? 2 : 1;
-    } else {
-        memcpy(stage, h, sizeof *h);
-        if (pb) memcpy(stage + sizeof *h, payload, pb);
-        sge[1] = (struct ibv_sge){(uintptr_t)stage, (uint32_t)total, c->tx_mr->lkey};
-        hw->num_sge = 1;
-        staged = 1;
-        hdr_inline = 0;
-    }
-    hw->sg_list = &sge[1];
-    hw->opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
-    hw->send_flags = IBV_SEND_SIGNALED | (hdr_inline ? IBV_SEND_INLINE : 0);
-    hw->wr_id = slot | (staged ? 0 : WR_INLINE);
-    const uint32_t give = (uint32_t)c->owed; /* piggybacked credits */
-    hw->imm_data = htonl(slot | give << 4 | (uint32_t)(h->micro_batch & 0xff) << 8 |
-                         (uint32_t)(h->layer & 0x7fff) << 16);
-    hw->wr.rdma.remote_addr = c->r_addr + (uint64_t)slot * c->r_slot_size;
-    hw->wr.rdma.rkey = c->r_rkey;
-    if (ibv_post_send(c->id->qp, first, &bad)) return broken(c, "ibv_post_send failed");
-    c->tx_busy[slot] = staged;
-    c->credits--;
-    c->granted += c->owed;
-    c->owed = 0;
-    c->tx_next = (slot + 1) % c->r_slots;
-    return MR_OK;
-}
-
-/* Takes the oldest arrived message and checks it against its slot: the header (and, without a
- * region, the payload behind it) in the receive slot, or the header alone with the payload in
- * the region slot of the same index. The slot is held until release_slot(). */
-static mr_status take_msg(mr_xport_conn *c, mr_xport_msg *m, int timeout_ms) {
-    if (c->broken) return MR_ERR_CLOSED;
-    uint64_t deadline = timeout_ms < 0 ? 0 : mr_now_ns() + (uint64_t)timeout_ms * 1000000;
-    if (timeout_ms == 0) deadline = mr_now_ns();
-    MR_CHECK(progress_until(c, has_data, deadline));
-    const int slot = c->ready[c->ready_head];
-    const uint32_t len = c->ready_len[c->ready_head], imm = c->ready_imm[c->ready_head];
-    c->ready_head = (c->ready_head + 1) % RDMA_SLOTS;
-    c->n_ready--;
-    c->held[slot] = 1;
-    const uint8_t *src = c->rx + (size_t)slot * c->rx_slot_size;
-    mr_dp_header *h = &m->h;
-    int ok = len >= sizeof *h;
-    if (ok) {
-        memcpy(h, src, sizeof *h);
-        const uint32_t mb = (imm >> 8) & 0xffu, layer = (imm >> 16) & 0x7fffu;
-        ok = h->magic == MR_DP_MAGIC && h->version == MR_DP_VERSION &&
-             mb == (h->micro_batch & 0xffu) && layer == (h->layer & 0x7fffu);
-        if (c->have_region) /* the header alone; the payload fits its region slot */
-            ok = ok && len == sizeof *h && h->payload_bytes <= c->region_slot;
-        else /* the header and exactly its payload, inside the slot */
-            ok = ok && h->payload_bytes == (uint64_t)len - sizeof *h && len <= c->rx_slot_size;
-    }
-    if (!ok) {
-        MR_LOG_ERROR(
-            MR_LOG_NET,
-            "rdma %s: protocol error: slot %d holds %u bytes that do not match their header "
-            "(magic, version, length or immediate)",
-            c->peer, slot, len);
-        return MR_ERR_PROTO;
-    }
-    m->slot = (uint32_t)slot;
-    m->in_region = c->have_region;
-    m->offset = c->have_region ? (size_t)slot * c->region_slot : 0;
-    m->payload = NULL;
-    if (h->payload_bytes)
-        m->payload = c->have_region ? (const uint8_t *)c->region.base + m->offset : src + sizeof *h;
-    return MR_OK;
-}
-
-static mr_status rdma_recv_op(mr_xport_conn *c, mr_dp_header *h, void *buf, size_t cap,
-                              int timeout_ms) {
-    mr_xport_msg m;
-    MR_CHECK(take_msg(c, &m, timeout_ms));
-    if (m.h.payload_bytes > cap) {
-        MR_LOG_ERROR(MR_LOG_NET,
-                     "rdma %s: protocol error: a payload of %llu bytes for a %zu-byte buffer",
-                     c->peer, (unsigned long long)m.h.payload_bytes, cap);
-        return MR_ERR_PROTO;
-    }
-    mr_status st = MR_OK;
-    if (m.payload && c->rx_mode == MR_RDMA_RX_REGION_DMABUF) {
-        MR_LOG_ERROR(MR_LOG_NET,
-                     "rdma %s: recv() cannot copy a payload out of device memory; the message "
-                     "is dropped (use recv_zc on connections with a dmabuf region)",
-                     c->peer);
-        st = MR_ERR_INVALID;
-    } else if (m.payload) {
-        memcpy(buf, m.payload, (size_t)m.h.payload_bytes);
-    }
-    *h = m.h;
-    MR_CHECK(release_slot(c, m.slot));
-    return st;
-}
-
-static mr_status rdma_recv_zc_op(mr_xport_conn *c, mr_xport_msg *m, int timeout_ms) {
-    return take_msg(c, m, timeout_ms);
-}
-
-static mr_status rdma_release_op(mr_xport_conn *c, const mr_xport_msg *m) {
-    if (m->slot >= RDMA_SLOTS || !c->held[m->slot]) {
-        MR_LOG_ERROR(MR_LOG_NET, "rdma %s: release of slot %u, which is not held", c->peer,
-                     m->slot);
-        return MR_ERR_INVALID;
-    }
-    if (c->broken) return MR_ERR_CLOSED;
-    return release_slot(c, m->slot);
 }
 
 static const char *rdma_conn_label(mr_xport_conn *c, int remote) {
@@ -903,12 +548,13 @@ const mr_xport_ops mr_xport_rdma_ops = {
     .listener_close = rdma_listener_close,
     .listener_fd = rdma_listener_fd,
     .connect = rdma_connect_op,
-    .send = rdma_send_op,
-    .recv = rdma_recv_op,
+    .send = mr_rdma_send,
+    .recv = mr_rdma_recv,
     .close = rdma_close_op,
     .conn_fd = rdma_conn_fd,
+    .buffered = mr_rdma_buffered,
     .peer = rdma_peer,
-    .recv_zc = rdma_recv_zc_op,
-    .release = rdma_release_op,
+    .recv_zc = mr_rdma_recv_zc,
+    .release = mr_rdma_release,
     .conn_label = rdma_conn_label,
 };

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +59,7 @@ struct mr_worker {
     char data_endpoint[160];
     pthread_t data_thread;
     int data_thread_started;
+    int busy_poll; /* rdma with cluster.rdma_busy_poll: the data thread spins */
     atomic_int stop;
     pthread_rwlock_t lock;
     serving *cur; /* NULL until assigned */
@@ -312,12 +314,18 @@ static void *data_main(void *arg) {
             pf[n] = (struct pollfd){w->xport->conn_fd(conns[i].c), POLLIN, 0};
             map[n++] = i;
         }
-        /* a message the transport already read ahead (while sending) is not on the fd */
+        /* a message the transport already read ahead (while sending), or one written straight
+         * into busy-polled slots, is not on the fd */
         int ahead = 0;
         for (int j = 1; j < n; j++)
             ahead |= w->xport->buffered && w->xport->buffered(conns[map[j]].c);
-        const int rc = poll(pf, (nfds_t)n, ahead ? 0 : DATA_POLL_MS);
-        if (rc < 0 || (rc == 0 && !ahead)) continue;
+        /* busy-polled rdma connections are spun on, not slept on (xport.h: buffered) */
+        const int spin = w->busy_poll && n > 1;
+        const int rc = poll(pf, (nfds_t)n, ahead || spin ? 0 : DATA_POLL_MS);
+        if (rc < 0 || (rc == 0 && !ahead)) {
+            if (spin) sched_yield();
+            continue;
+        }
         for (int j = 1; j < n; j++) {
             const int buffered = w->xport->buffered && w->xport->buffered(conns[map[j]].c);
             if (!buffered && !(pf[j].revents & (POLLIN | POLLHUP | POLLERR))) continue;
@@ -756,6 +764,7 @@ mr_status mr_worker_create(const mr_cluster_config *cc, const char *name, mr_wor
         xp.region_put = mr_rx_pool_put;
         xp.region_user = w->rx;
     }
+    w->busy_poll = xp.busy_poll && strcmp(w->xport->name, "rdma") == 0;
     st = w->xport->listen(&xp, host, port, &w->listener, &bound);
     if (st != MR_OK) {
         mr_rx_pool_destroy(w->rx);

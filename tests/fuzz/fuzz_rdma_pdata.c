@@ -1,11 +1,13 @@
 /* libFuzzer target: the RDMA connection offer (CM private data) on arbitrary bytes. What is
  * accepted must satisfy what the transport relies on: slots and region inside the address space,
- * region slots a multiple of 64 of at most 1 GiB, a region only with a region mode. */
+ * region slots a multiple of 64 of at most 1 GiB, a region only with a region mode, memory
+ * polling only without a region and with slots that hold a framed message. */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
 #include "proto/dataplane.h"
+#include "proto/rdma_mem.h"
 #include "proto/rdma_pdata.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -33,6 +35,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             (pd.mode != MR_RDMA_RX_REGION_HOST && pd.mode != MR_RDMA_RX_REGION_DMABUF))
             __builtin_trap();
     }
+    if ((pd.features & MR_RDMA_PD_MEM_POLL) &&
+        ((pd.flags & MR_RDMA_PD_REGION) || pd.slot_size < mr_rdma_mem_wire_bytes(0)))
+        __builtin_trap();
     char label[96];
     mr_rdma_mode_label(pd.mode, pd.reason, label, sizeof label);
     return 0;

@@ -85,7 +85,7 @@ def human(n):
 
 def main():
     ours, pt_lat, pt_bw, wall, wall_pt = parse(sys.argv[1])
-    modes = [m for m in ("rdma", "rdma-busy-poll", "tcp") if m in ours]
+    modes = [m for m in ("rdma", "rdma-busy-poll", "rdma-busy-cq", "tcp") if m in ours]
     reps = max((len(v) for m in modes for v in ours[m].values()), default=0)
     print(f"Repetitions: {reps}. Medians over repetitions; spread = min–max.\n")
     print("| size | perftest lat p50 µs (spread) | moerack rdma p50 µs (spread) | ratio "
@@ -112,6 +112,36 @@ def main():
               f"| {med(bbw):.4g} | {ratio(bbw, pb)} | {med([x[2] for x in t]):.4g} |")
     calibration(wall, wall_pt, ours)
     per_rep(ours, pt_lat)
+    busy_paths(ours, pt_lat)
+
+
+def busy_paths(ours, pt_lat):
+    """BUSY=2: busy polling with memory-polled messages (rdma-busy-poll) beside busy polling on the
+    completion queue alone (rdma-busy-cq, the path before them), interleaved in the same run."""
+    cq = ours.get("rdma-busy-cq", {})
+    if not cq:
+        return
+    print("\nBusy polling, two receive paths interleaved: memory-polled messages (the default) and "
+          "the completion queue alone (--busy-cq). p50 µs, median (spread) and every repetition.\n")
+    print("| size | perftest | memory-polled | ratio | every rep | completion queue | ratio "
+          "| every rep | memory / cq |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for sz in sorted(cq):
+        pl = pt_lat.get(sz, [])
+        mp = [x[0] for x in ours.get("rdma-busy-poll", {}).get(sz, [])]
+        cp = [x[0] for x in cq[sz]]
+
+        def cell(xs):
+            return f"{med(xs):.4g} ({spread(xs)})" if xs else "-"
+
+        def row(xs):
+            return " ".join(f"{x:.0f}" for x in xs) if xs else "-"
+
+        def ratio(a, b):
+            return f"{med(a) / med(b):.2f}" if a and b else "-"
+
+        print(f"| {human(sz)} | {cell(pl)} | {cell(mp)} | {ratio(mp, pl)} | {row(mp)} "
+              f"| {cell(cp)} | {ratio(cp, pl)} | {row(cp)} | {ratio(mp, cp)} |")
 
 
 def per_rep(ours, pt_lat):

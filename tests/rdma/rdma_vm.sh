@@ -8,12 +8,15 @@
 #   rdma_vm.sh xport-two DIR XPORT_TEST        transport tests between two guests (UDP link on 127.0.0.1)
 #   rdma_vm.sh cluster DIR BUILD_DIR MODEL GOLDEN  coordinator in guest 1, two workers in guest 2:
 #                                              the same logits over RDMA as over TCP and single-process
+#                                              (BUSY=1: rdma only, cluster.rdma_busy_poll = true)
 #   rdma_vm.sh bench DIR BUILD_DIR             `moerack bench transport` (rdma, tcp) beside perftest's
 #                                              ib_write_lat / ib_write_bw, two guests, REPS times
-#                                              (BUSY=1: also rdma with busy-poll completions;
+#                                              (BUSY=1: also rdma with busy polling; BUSY=2: and
+#                                              busy polling on the completion queue alone;
 #                                              SIZES="64 256 ...": fewer sizes, x4 steps from 64;
 #                                              guest NIC MTU 4200 = IB MTU 4096 unless NIC_MTU says)
 #   rdma_vm.sh run-one DIR SCRIPT [FILE...]    any script in one guest (debugging)
+#   rdma_vm.sh run-two DIR SCRIPT [FILE...]    any script in both guests of the two-node link
 #
 # Guests run under TCG (software emulation) unless the host has real hardware virtualisation
 # (vmx/svm and not kvm_pvm; see the recipe's notes). All traffic stays on this machine: one guest's
@@ -226,7 +229,12 @@ for t in peers mixed; do
 done
 echo "== regions handed over as dmabufs: rxe registers none, so host staging, and the labels say so"
 ./xport_test --transport rdma --addr $IP --port 7483 --region dmabuf dmabuf-fallback || fail=$((fail+1))
-echo "== busy-poll completions";  ./xport_test --transport rdma --addr $IP --port 7481 --busy-poll sizes || fail=$((fail+1))
+echo "== busy polling: memory-polled messages (plain RDMA WRITE, head word + trailer) where no region"
+for t in sizes order slow disconnect hostile-mem hostile-credit poll-mixed; do
+  ./xport_test --transport rdma --addr $IP --port 7481 --busy-poll $t || fail=$((fail+1))
+done
+./xport_test --transport rdma --addr $IP --port 7481 --busy-poll --max-message 262144 peers || fail=$((fail+1))
+./xport_test --transport rdma --addr $IP --port 7481 poll-mixed || fail=$((fail+1))   # the client polls
 ./xport_test --transport rdma --addr $IP --port 7481 --busy-poll --region host sizes || fail=$((fail+1))
 exit $fail
 RUN
@@ -237,16 +245,18 @@ xport-two)
   cat > "$S/run.sh" <<'RUN'
 SRV=10.0.0.1; fail=0; n=0
 waitfor() { i=0; until [ -e "/mnt/$1" ]; do i=$((i+1)); [ $i -ge 900 ] && return 1; sleep 0.2; done; }
-# TEST or TEST:region (both sides give each connection a receive region: zero-copy, split writes)
-for tr in sizes order slow peers sizes:region slow:region; do
+# TEST, TEST:region (both sides give each connection a receive region: zero-copy, split writes) or
+# TEST:busy (both sides busy-poll: memory-polled messages)
+for tr in sizes order slow peers sizes:region slow:region sizes:busy order:busy slow:busy; do
   n=$((n+1)); t=${tr%%:*}; mm=16777216; [ $t = peers ] && mm=262144
-  reg=; [ "$tr" != "$t" ] && reg="--region host"
+  reg=; [ "$tr" = $t:region ] && reg="--region host"; [ "$tr" = $t:busy ] && reg="--busy-poll"
   if [ "$RV_name" = node1 ]; then
     ./xport_test --transport rdma --role server --addr $SRV --port $((7500+n)) --max-message $mm $reg $t > /tmp/s.log 2>&1 & p=$!
     sleep 2; touch /mnt/sync.$n; wait $p || fail=$((fail+1)); cat /tmp/s.log
   else
     waitfor sync.$n || { fail=$((fail+1)); continue; }
-    [ -n "$reg" ] && echo "== $t, with receive regions on both sides"
+    [ "$tr" = $t:region ] && echo "== $t, with receive regions on both sides"
+    [ "$tr" = $t:busy ] && echo "== $t, busy polling on both sides (memory-polled messages)"
     ./xport_test --transport rdma --role client --addr $SRV --port $((7500+n)) --max-message $mm $reg $t || fail=$((fail+1))
   fi
 done
@@ -264,8 +274,10 @@ import json, sys
 for c in json.load(open(sys.argv[1]))["cases"]:
     print(c["name"], ",".join(str(i) for i in c["prompt"]))
 PY
+  # BUSY=1: rdma with cluster.rdma_busy_poll (memory-polled replies, spinning workers) only
+  if [ "${BUSY:-0}" = 1 ]; then echo rdma; touch "$S/busy"; else echo rdma tcp; fi > "$S/transports"
   for t in rdma tcp; do cat > "$S/$t.cfg" <<CFG
-cluster = { name = "vm-$t"; model = "/mnt/model"; transport = "$t"; };
+cluster = { name = "vm-$t"; model = "/mnt/model"; transport = "$t";$([ "${BUSY:-0}" = 1 ] && echo " rdma_busy_poll = true;") };
 coordinator = { listen = "10.0.0.1:7400"; threads = 1; max_batch_tokens = 512; max_seqs = 4;
                 max_context = 2048; expert_timeout_ms = 60000; worker_timeout_ms = 60000; };
 workers = ( { name = "w0"; data_listen = "10.0.0.2:$([ $t = rdma ] && echo 7410 || echo 7420)"; threads = 1; },
@@ -276,7 +288,7 @@ CFG
 B=/mnt/bin; fail=0
 waitfor() { i=0; until [ -e "/mnt/$1" ]; do i=$((i+1)); [ $i -ge 3000 ] && return 1; sleep 0.2; done; }
 if [ "$RV_name" = node2 ]; then          # the two workers, for one transport after the other
-  for t in rdma tcp; do
+  for t in $(cat /mnt/transports); do
     $B/moerack-worker --config /mnt/$t.cfg --name w0 > /mnt/out/$t-w0.log 2>&1 & a=$!
     $B/moerack-worker --config /mnt/$t.cfg --name w1 > /mnt/out/$t-w1.log 2>&1 & b=$!
     waitfor done.$t; kill $a $b; wait
@@ -287,7 +299,7 @@ fi
 while read -r name ids; do
   $B/moerack run --model /mnt/model --ids $ids --greedy 8 --dump-logits /mnt/out/single-$name.f32 > /mnt/out/single-$name.ids || fail=$((fail+1))
 done < /mnt/prompts.txt
-for t in rdma tcp; do
+for t in $(cat /mnt/transports); do
   $B/moerack-coordinator --config /mnt/$t.cfg > /mnt/out/$t-coordinator.log 2>&1 & c=$!
   i=0; until $B/moerack status --coordinator 10.0.0.1:7400 > /dev/null 2>&1; do i=$((i+1)); [ $i -ge 600 ] && break; sleep 0.5; done
   $B/moerack status --coordinator 10.0.0.1:7400 | tee /mnt/out/$t-status.txt || fail=$((fail+1))
@@ -306,6 +318,13 @@ for t in rdma tcp; do
       echo "FAIL $name: cluster over $t differs from the single process"; fail=$((fail+1))
     fi
   done < /mnt/prompts.txt
+  if [ $t = rdma ] && [ -e /mnt/busy ]; then  # replies to the coordinator: memory-polled
+    if [ "$(grep -c 'memory-polled messages to this side' /mnt/out/rdma-coordinator.log)" = 2 ]; then
+      echo "PASS busy poll: the coordinator polls both workers' replies in memory"
+    else
+      echo "FAIL busy poll: the coordinator does not poll both workers' replies in memory"; fail=$((fail+1))
+    fi
+  fi
   kill $c; wait $c; touch /mnt/done.$t
 done
 exit $fail
@@ -314,7 +333,7 @@ RUN
 bench)
   check_built; bd=${3:?BUILD_DIR}; reps=${REPS:-3}; NIC_MTU=$NIC_MTU_BENCH
   S="$W/share-bench"; rm -rf "$S"; mkdir -p "$S"; cp "$bd"/cli/moerack "$S/"
-  echo "$reps" > "$S/reps"; [ "${BUSY:-0}" = 1 ] && touch "$S/busy"
+  echo "$reps" > "$S/reps"; [ "${BUSY:-0}" -ge 1 ] && touch "$S/busy"; [ "${BUSY:-0}" = 2 ] && touch "$S/busy-cq"
   echo "${SIZES:-64 256 1024 4096 16384 65536 262144 1048576 4194304 16777216}" > "$S/sizes"
   cat > "$S/run.sh" <<'RUN'
 SRV=10.0.0.1; n=0
@@ -339,6 +358,8 @@ for rep in $(seq 1 $(cat /mnt/reps)); do
     "echo '== moerack rdma rep $rep'; $B --transport rdma --role client --addr $SRV --port 7601"
   [ -e /mnt/busy ] && step $((b+2)) "$B --transport rdma --role server --addr $SRV --port 7602 --busy-poll" \
     "echo '== moerack rdma-busy-poll rep $rep'; $B --transport rdma --role client --addr $SRV --port 7602 --busy-poll"
+  [ -e /mnt/busy-cq ] && step $((b+4)) "$B --transport rdma --role server --addr $SRV --port 7604 --busy-cq" \
+    "echo '== moerack rdma-busy-cq rep $rep'; $B --transport rdma --role client --addr $SRV --port 7604 --busy-cq"
   step $((b+3)) "$B --transport tcp --role server --addr $SRV --port 7603" \
     "echo '== moerack tcp rep $rep'; $B --transport tcp --role client --addr $SRV --port 7603"
   # perftest's clock, checked: ib_write_lat with 500 and 4000 iterations timed by the guest's wall
@@ -366,6 +387,11 @@ done
 exit 0
 RUN
   rc=0; two "$S" || rc=$?; show "$S/node2.log" | tee "$W/bench-$(date +%Y%m%d-%H%M%S).log"; exit $rc ;;
+run-two) # run-two DIR SCRIPT [FILE...] : the same in both guests (RV_name node1 / node2, linked as
+         # for bench; NIC_MTU as for the tests unless set); node2's console is printed
+  check_built; script=${3:?SCRIPT}; shift 3
+  S="$W/share-dbg2"; rm -rf "$S"; mkdir -p "$S"; cp "$script" "$S/run.sh"; [ $# -gt 0 ] && cp "$@" "$S/"
+  rc=0; two "$S" || rc=$?; show "$S/node2.log"; exit $rc ;;
 run-one) # run-one DIR SCRIPT [FILE...] : a debugging aid; SCRIPT runs in /mnt beside the FILEs
   check_built; script=${3:?SCRIPT}; shift 3
   S="$W/share-dbg"; rm -rf "$S"; mkdir -p "$S"; cp "$script" "$S/run.sh"; [ $# -gt 0 ] && cp "$@" "$S/"

@@ -4,8 +4,14 @@
  *              [--region host|dmabuf] TEST
  * TEST: sizes | order | slow | peers | disconnect | hostile-version | hostile-slot |
  *       hostile-length | hostile-credit | hostile-region-offer | hostile-region-write |
- *       hostile-region-length | dmabuf-fallback | mixed | all (every test but the region ones, in
- *       one process: server thread + client)
+ *       hostile-region-length | dmabuf-fallback | mixed | poll-mixed | hostile-mem |
+ *       all (every test but the region and memory-polling ones, in one process: server thread +
+ *       client)
+ * --busy-poll: both sides busy-poll; rdma connections without regions then carry their messages
+ * as memory-polled writes (proto/rdma_mem.h), which the tests check they do. poll-mixed: the
+ * client polls the other way from the server (one direction memory-polled, the other with
+ * immediates). hostile-mem (with --busy-poll): a raw peer writes malformed memory-polled
+ * messages.
  * (The transport benchmark is `moerack bench transport`.)
  * With --role server / client the two halves run on different nodes (two guests).
  * --region host: both sides give every connection a receive region of their own host memory
@@ -32,6 +38,7 @@
 #include "common/log.h"
 #include "common/rng.h"
 #include "common/timeutil.h"
+#include "proto/rdma_mem.h"
 #include "proto/rdma_pdata.h"
 #include "proto/xport.h"
 
@@ -40,6 +47,22 @@ static const char *g_addr = "127.0.0.1";
 static int g_port = 7480, g_failures;
 static mr_xport_params g_params = {.max_message = 16u << 20}; /* the client's */
 static mr_xport_params g_srv_params;                          /* the server's */
+
+/* Log lines of the transport that say a connection chose memory-polled messages, by direction
+ * ("both ways", "to this side", "to the peer"); other lines at WARN and above go to stderr. */
+static int g_mem_both, g_mem_to_us, g_mem_to_peer;
+
+static void log_sink(void *user, mr_log_level level, unsigned subsys, const char *line) {
+    (void)user;
+    (void)subsys;
+    if (strstr(line, "memory-polled messages both ways"))
+        __atomic_add_fetch(&g_mem_both, 1, __ATOMIC_SEQ_CST);
+    else if (strstr(line, "memory-polled messages to this side"))
+        __atomic_add_fetch(&g_mem_to_us, 1, __ATOMIC_SEQ_CST);
+    else if (strstr(line, "memory-polled messages to the peer"))
+        __atomic_add_fetch(&g_mem_to_peer, 1, __ATOMIC_SEQ_CST);
+    if (level <= MR_LOG_LEVEL_WARN) fprintf(stderr, "%s\n", line);
+}
 
 enum { REGION_NONE, REGION_HOST, REGION_DMABUF };
 static int g_region; /* --region */
@@ -357,6 +380,7 @@ static int roundtrip(mr_xport_conn *c, uint32_t seq, size_t n, uint8_t *buf, uin
 }
 
 static void test_sizes(void) {
+    const int mem0 = __atomic_load_n(&g_mem_both, __ATOMIC_SEQ_CST);
     mr_xport_conn *c = connect_retry();
     CHECK(c, "connect");
     if (!c) return;
@@ -377,6 +401,15 @@ static void test_sizes(void) {
     }
     printf("%s sizes: %d/%d messages of 1 B .. %zu B echoed intact in %.2f s\n",
            ok == ns ? "PASS" : "FAIL", ok, ns, sizes[ns - 1], mr_now_s() - t0);
+    if (g_params.busy_poll && X->recv_zc) {
+        /* busy polling: memory-polled messages both ways, except to a side with a region */
+        const int mem = __atomic_load_n(&g_mem_both, __ATOMIC_SEQ_CST) > mem0;
+        const int want = g_region == REGION_NONE;
+        printf("%s sizes: messages %s memory-polled writes (%s)\n", mem == want ? "PASS" : "FAIL",
+               mem ? "went as" : "did not go as",
+               want ? "busy polling, no regions" : "regions take split messages");
+        CHECK(mem == want, "memory polling chosen wrongly");
+    }
     if (g_region == REGION_HOST && X->conn_label) {
         /* both directions zero-copy: the client's replies and (its peer label) the server's
          * requests land in regions, each payload where its label says */
@@ -423,9 +456,9 @@ static void test_order(void) {
         if (r.seq != (uint32_t)got || flag != 1) bad++;
         got++;
     }
-    printf("%s order: %d WRITE_WITH_IMM messages, pipelined 3 deep, all arrived intact and in "
-           "order (%d bad)\n",
-           bad == 0 ? "PASS" : "FAIL", n, bad);
+    printf("%s order: %d %s messages, pipelined 3 deep, all arrived intact and in order (%d bad)\n",
+           bad == 0 ? "PASS" : "FAIL", n,
+           g_params.busy_poll && X->recv_zc ? "busy-polled" : "WRITE_WITH_IMM", bad);
     CHECK(bad == 0, "ordering");
     X->close(c);
 }
@@ -597,6 +630,39 @@ static void test_mixed(server_arg *sa) {
     g_srv_pool.limit = 0;
 }
 
+/* The client busy-polls the other way from the server: one direction of the connection carries
+ * memory-polled messages, the other immediates; both sides must say so and every size arrive. */
+static void test_poll_mixed(void) {
+    const int us0 = __atomic_load_n(&g_mem_to_us, __ATOMIC_SEQ_CST),
+              peer0 = __atomic_load_n(&g_mem_to_peer, __ATOMIC_SEQ_CST);
+    mr_xport_params p = g_params;
+    p.busy_poll = !g_srv_params.busy_poll;
+    mr_xport_conn *c = NULL;
+    for (int i = 0; i < 100 && X->connect(&p, g_addr, g_port, 3000, &c) != MR_OK; i++)
+        usleep(100000);
+    CHECK(c, "connect");
+    if (!c) return;
+    const size_t sizes[] = {
+        1, 7, 8, 40, 207, 208, 209, 4096, 65537, 1u << 20, g_params.max_message - 40};
+    uint8_t *buf = malloc(g_params.max_message), *rbuf = malloc(g_params.max_message);
+    int ok = 0, n = (int)(sizeof sizes / sizeof *sizes), small = 0;
+    for (int i = 0; i < n; i++) ok += roundtrip(c, (uint32_t)i, sizes[i], buf, rbuf, 1);
+    for (int i = 0; i < 300; i++)
+        small += roundtrip(c, (uint32_t)(n + i), 1 + (size_t)(i * 37) % 300, buf, rbuf, 1);
+    const int us = __atomic_load_n(&g_mem_to_us, __ATOMIC_SEQ_CST) > us0,
+              peer = __atomic_load_n(&g_mem_to_peer, __ATOMIC_SEQ_CST) > peer0;
+    const int pass = ok == n && small == 300 && us && peer;
+    printf("%s poll-mixed: %s client, %s server: %d/%d sizes 1 B .. %zu B and %d/300 small "
+           "echoes intact; memory-polled one way (%s), immediates the other (%s)\n",
+           pass ? "PASS" : "FAIL", p.busy_poll ? "busy-polling" : "event-driven",
+           g_srv_params.busy_poll ? "busy-polling" : "event-driven", ok, n, sizes[n - 1], small,
+           us ? "said" : "NOT said", peer ? "said" : "NOT said");
+    CHECK(pass, "mixed polling");
+    free(buf);
+    free(rbuf);
+    X->close(c);
+}
+
 /* The victim of the disconnect test, run as its own process: connects and sends until killed. */
 static void disconnect_victim(void) {
     mr_xport_conn *c = connect_retry();
@@ -620,8 +686,20 @@ static void test_disconnect(server_arg *sa, const char *transport) {
     if (child == 0) {
         char port[16];
         snprintf(port, sizeof port, "%d", g_port);
-        execl("/proc/self/exe", "xport_test", "--transport", transport, "--role", "client",
-              "--addr", g_addr, "--port", port, "disconnect-victim", (char *)NULL);
+        char *args[] = {"xport_test",
+                        "--transport",
+                        (char *)transport,
+                        "--role",
+                        "client",
+                        "--addr",
+                        (char *)g_addr,
+                        "--port",
+                        port,
+                        "disconnect-victim",
+                        NULL,
+                        NULL};
+        if (g_params.busy_poll) args[9] = "--busy-poll", args[10] = "disconnect-victim";
+        execv("/proc/self/exe", args);
         _exit(127);
     }
     int accepted0 = __atomic_load_n(&sa->accepted, __ATOMIC_SEQ_CST);
@@ -843,6 +921,88 @@ static void test_hostile_credit(server_arg *sa) {
     server_alive();
 }
 
+/* Malformed memory-polled messages from a raw peer that offers MEM_WRITE to a busy-polling
+ * server (run with --busy-poll), which asks for them in its accept reply:
+ *   trailer  head word of message 0, header, payload, and the trailer of message 1: never whole
+ *   length   a head word whose length passes the end of the slot: never whole
+ *   header   head word == trailer, but the header claims 200 payload bytes where they say 100
+ *   seq      a whole, consistent message 1 where message 0 is due
+ *   credit   five whole messages into four unread slots: the fifth overwrites the first
+ *   imm      a WRITE_WITH_IMM where memory-polled messages were agreed
+ * Each time the server must close that connection with a protocol error (the never-whole ones
+ * after MR_XPORT_BODY_TIMEOUT_MS) and keep serving others. */
+static void test_hostile_mem(server_arg *sa) {
+    const char *what[] = {"trailer", "length", "header", "seq", "credit", "imm"};
+    const int n = (int)(sizeof what / sizeof *what);
+    int passed = 0;
+    for (int v = 0; v < n; v++) {
+        raw_conn rc = {0};
+        mr_rdma_pdata pd;
+        raw_pdata(&pd, 0);
+        pd.features = MR_RDMA_PD_MEM_WRITE;
+        const int before = __atomic_load_n(&sa->errors_seen, __ATOMIC_SEQ_CST);
+        if (v == 4) sa->start_delay_ms = 1500;
+        const int r = raw_connect(&rc, &pd, sizeof pd);
+        CHECK(r == 0, "raw connect");
+        const int asked = r == 0 && (rc.rpd.features & MR_RDMA_PD_MEM_POLL);
+        CHECK(asked, "the server asked for no memory-polled messages (run with --busy-poll)");
+        if (!asked) {
+            sa->start_delay_ms = 0;
+            raw_close(&rc);
+            return;
+        }
+        mr_dp_header h;
+        const uint32_t pb = 100;
+        header(&h, 0, pb);
+        fill(rc.buf + 1024, pb, 0);
+        size_t len = mr_rdma_mem_encode(rc.buf, &h, rc.buf + 1024, 0, 0);
+        const size_t tpos = len - 8;
+        uint64_t w;
+        memcpy(&w, rc.buf, 8);
+        int wrote = 1;
+        if (v == 0) { /* the trailer of the next message */
+            const uint64_t t = mr_rdma_mem_word((uint32_t)(40 + pb), 1, 0);
+            memcpy(rc.buf + tpos, &t, 8);
+        } else if (v == 1) { /* a length that reaches past the slot; its "trailer" written */
+            w = mr_rdma_mem_word(rc.r_slot, 0, 0);
+            memcpy(rc.buf, &w, 8);
+            memcpy(rc.buf + tpos, &w, 8);
+        } else if (v == 2) {
+            const uint64_t bad = 200;
+            memcpy(rc.buf + 8 + offsetof(mr_dp_header, payload_bytes), &bad, 8);
+        } else if (v == 3) {
+            len = mr_rdma_mem_encode(rc.buf, &h, rc.buf + 1024, 1, 0);
+        }
+        if (v <= 3) {
+            wrote = raw_write(&rc, IBV_WR_RDMA_WRITE, 0, (uint32_t)len, rc.r_addr, rc.r_rkey) ==
+                    IBV_WC_SUCCESS;
+        } else if (v == 4) {
+            for (uint32_t i = 0; i < 5 && wrote; i++) {
+                header(&h, i, pb);
+                len = mr_rdma_mem_encode(rc.buf, &h, rc.buf + 1024, (uint16_t)i, 0);
+                wrote = raw_write(&rc, IBV_WR_RDMA_WRITE, 0, (uint32_t)len,
+                                  rc.r_addr + (uint64_t)(i % 4) * rc.r_slot,
+                                  rc.r_rkey) == IBV_WC_SUCCESS;
+            }
+        } else {
+            memcpy(rc.buf, &h, sizeof h);
+            wrote = raw_write_imm(&rc, imm_of(&h, 0), sizeof h, 0) == IBV_WC_SUCCESS;
+        }
+        const int seen = wait_past(&sa->errors_seen, before);
+        sa->start_delay_ms = 0;
+        printf("%s hostile-mem: %s -> %s\n", seen && wrote ? "PASS" : "FAIL", what[v],
+               !wrote ? "the raw writes FAILED"
+               : seen ? "protocol error, connection closed"
+                      : "NOT noticed");
+        CHECK(seen && wrote, "hostile memory-polled message (%s) not rejected", what[v]);
+        passed += seen && wrote;
+        raw_close(&rc);
+        server_alive();
+    }
+    printf("%s hostile-mem: %d/%d malformed memory-polled messages refused, server alive\n",
+           passed == n ? "PASS" : "FAIL", passed, n);
+}
+
 /* A listener that answers one connection request with `pd` as its accept reply. */
 typedef struct bad_listener {
     int port, done;
@@ -1036,7 +1196,8 @@ int main(int argc, char **argv) {
     const char *test = argv[optind];
     setvbuf(stdout, NULL, _IOLBF, 0);
     mr_log_set_short(1);
-    mr_log_set_level(MR_LOG_LEVEL_WARN);
+    mr_log_set_level(MR_LOG_LEVEL_INFO); /* the sink counts the paths chosen, prints WARN and up */
+    mr_log_set_sink(log_sink, NULL);
     signal(SIGPIPE, SIG_IGN);
     X = mr_xport_find(transport);
     if (!X) return 2;
@@ -1095,6 +1256,9 @@ int main(int argc, char **argv) {
         if (!strcmp(test, "hostile-region-write")) test_hostile_region(&sa, "write");
         if (!strcmp(test, "hostile-region-length")) test_hostile_region(&sa, "length");
     }
+    if (!strcmp(test, "poll-mixed")) test_poll_mixed();
+    if (server_here && !strcmp(test, "hostile-mem") && strcmp(transport, "rdma") == 0)
+        test_hostile_mem(&sa);
     if (!strcmp(test, "dmabuf-fallback")) test_dmabuf_fallback(server_here ? &sa : NULL);
     if (!strcmp(test, "mixed")) test_mixed(server_here ? &sa : NULL);
     if (server_here) {

@@ -1,5 +1,5 @@
-/* The RDMA connection offer (CM private data): every check of mr_rdma_pdata_parse, the layout of
- * builds without regions, and the status labels. */
+/* The RDMA connection offer (CM private data): every check of mr_rdma_pdata_parse, the layouts of
+ * builds without regions and without memory polling, and the status labels. */
 #include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,6 +10,7 @@
 
 #include "common/rng.h"
 #include "proto/dataplane.h"
+#include "proto/rdma_mem.h"
 #include "proto/rdma_pdata.h"
 
 /* A valid offer of 4 host slots; with region = 1 also a region of 4 slots of 1 MiB. */
@@ -23,6 +24,7 @@ static mr_rdma_pdata offer(int region) {
     pd.rkey = 0x1234;
     pd.addr = 0x7f0000000000ull;
     pd.flags = MR_RDMA_PD_CAN_SPLIT;
+    pd.features = MR_RDMA_PD_MEM_WRITE | (region ? 0 : MR_RDMA_PD_MEM_POLL);
     if (region) {
         pd.flags |= MR_RDMA_PD_REGION;
         pd.mode = MR_RDMA_RX_REGION_DMABUF;
@@ -47,11 +49,24 @@ static void test_valid_offers(void **state) {
     in = offer(1);
     assert_int_equal(parse(&in, sizeof in, &out, why), MR_OK);
     assert_int_equal(out.region_slot_size, 1u << 20);
-    /* a connect request's private data arrives zero-padded to 56 bytes: the same offer */
-    uint8_t padded[56] = {0};
+    /* private data longer than ours (an accept reply may carry more): the first 56 bytes count */
+    uint8_t padded[64] = {0};
     memcpy(padded, &in, sizeof in);
     assert_int_equal(mr_rdma_pdata_parse(padded, sizeof padded, &out, why, sizeof why), MR_OK);
     assert_memory_equal(&in, &out, sizeof in);
+    /* a build without memory polling sends 48 bytes (a connect request arrives zero-padded to
+     * 56): no features, immediates both ways */
+    in = offer(0);
+    assert_int_equal(parse(&in, 48, &out, why), MR_OK);
+    assert_int_equal(out.features, 0);
+    memset(padded, 0, sizeof padded);
+    memcpy(padded, &in, 48);
+    assert_int_equal(mr_rdma_pdata_parse(padded, 56, &out, why, sizeof why), MR_OK);
+    assert_int_equal(out.features, 0);
+    /* memory polling in the smallest slots that hold a message without payload */
+    in = offer(0);
+    in.slot_size = (uint32_t)mr_rdma_mem_wire_bytes(0);
+    assert_int_equal(parse(&in, sizeof in, &out, why), MR_OK);
     /* a build without regions sends 32 bytes: no region, cannot split */
     in = offer(0);
     in.flags = 0;
@@ -107,6 +122,27 @@ static void test_refused_basics(void **state) {
     in = offer(0);
     in.reserved = 1;
     assert_int_equal(parse(&in, sizeof in, &out, why), MR_ERR_PROTO);
+}
+
+static void test_refused_features(void **state) {
+    (void)state;
+    char why[200];
+    mr_rdma_pdata in = offer(0), out;
+    in.features |= 0x4;
+    assert_int_equal(parse(&in, sizeof in, &out, why), MR_ERR_PROTO);
+    assert_non_null(strstr(why, "unknown features"));
+    in = offer(0);
+    in.reserved2 = 1;
+    assert_int_equal(parse(&in, sizeof in, &out, why), MR_ERR_PROTO);
+    in = offer(1); /* a region receives split messages, which complete with an immediate */
+    in.features |= MR_RDMA_PD_MEM_POLL;
+    assert_int_equal(parse(&in, sizeof in, &out, why), MR_ERR_PROTO);
+    assert_non_null(strstr(why, "memory polling offered with a region"));
+    in = offer(0); /* slots that hold a header but not a framed message */
+    in.slot_size = (uint32_t)mr_rdma_mem_wire_bytes(0) - 8;
+    assert_int_equal(parse(&in, sizeof in, &out, why), MR_ERR_PROTO);
+    in.features = MR_RDMA_PD_MEM_WRITE; /* fine for a side that wants immediates */
+    assert_int_equal(parse(&in, sizeof in, &out, why), MR_OK);
 }
 
 static void test_refused_regions(void **state) {
@@ -172,6 +208,10 @@ static void test_random_offers(void **state) {
         } else {
             assert_true(out.region_slot_size == 0 && out.region_addr == 0);
         }
+        assert_true((out.features & ~(MR_RDMA_PD_MEM_WRITE | MR_RDMA_PD_MEM_POLL)) == 0);
+        if (out.features & MR_RDMA_PD_MEM_POLL)
+            assert_true(!(out.flags & MR_RDMA_PD_REGION) &&
+                        out.slot_size >= mr_rdma_mem_wire_bytes(0));
     }
     assert_true(accepted > 1000);
 }
@@ -190,9 +230,9 @@ static void test_labels(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_valid_offers),    cmocka_unit_test(test_refused_basics),
-        cmocka_unit_test(test_refused_regions), cmocka_unit_test(test_random_offers),
-        cmocka_unit_test(test_labels),
+        cmocka_unit_test(test_valid_offers),     cmocka_unit_test(test_refused_basics),
+        cmocka_unit_test(test_refused_features), cmocka_unit_test(test_refused_regions),
+        cmocka_unit_test(test_random_offers),    cmocka_unit_test(test_labels),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
