@@ -36,7 +36,9 @@ static const mr_opt cluster_opts[] = {
                   "gen-tiny --seed` writes); -1 loads the checkpoint"),
     MR_OPT_BOOL_(mr_cluster_conf, rdma_busy_poll, "false",
                  "rdma: spin on completion queues (lowest latency, one core per connection) "
-                 "instead of sleeping on completion events"),
+                 "instead of sleeping on completion events; whole messages to a busy-polling "
+                 "side without a receive region are then written for it to poll in memory "
+                 "(`docs/protocol.md`)"),
     MR_OPT_INT_(mr_cluster_conf, tcp_buffer_kb, 0, 1 << 20, "0",
                 "tcp: send and receive buffer of each data connection's sockets in KiB "
                 "(SO_SNDBUF / SO_RCVBUF); 0 = the kernel's autotuning. Tests set a few KiB so "
