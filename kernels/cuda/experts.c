@@ -527,13 +527,10 @@ out:
 
 /* ---- one call ------------------------------------------------------------------------------ */
 
-/* Work split of one wq launch: ks warps per block (at least 3 chunks each) and, when every job
- * fits one pass, nsplit blocks per 32-row block (split-K) so that about 8 waves of blocks cover
- * the GPU: a launch of few long blocks loses up to half its time to the last, partial wave. */
 /* The wq launch split by default: warps per block at most, units per warp at least, and the
- * waves of blocks a one-pass launch is aimed at (split-K adds blocks up to them). From a sweep of
- * all (waves 1–8, warps 1–8, units 2–6) at 1–32 tokens on an H200 (docs/performance.md, session
- * 7): int8 within 2% of each size's best with 8 warps, 1 wave (was 4 warps, 2 waves: 1 token
+ * waves of blocks a one-pass launch is aimed at (split-K adds blocks up to them). From sweeps of
+ * (waves 1–8, warps 1–8, units 2–16) at 1–32 tokens on an H200 (docs/performance.md, session
+ * 7; MiniMax-M1's dimensions): int8 within 2% of each size's best with 8 warps, 1 wave (was 4 warps, 2 waves: 1 token
  * 13% slower) while each pass has 8 tokens (nt 1; with more, the kernel's registers make 8-warp
  * blocks cost occupancy: 9% slower at 64–128 tokens); int4 wants 8 warps of at least 6 units for
  * one token (the previous split was 27% slower), at least 8 for two (3% faster than 6: the gate/up
@@ -552,6 +549,10 @@ static void cx_wq_auto(int fmt, int nt, int n_jobs, int *waves, int *ks, int *mi
     }
 }
 
+/* Work split of one wq launch: ks warps per block (each at least mu units) and, when every job
+ * fits one pass, nsplit blocks per 32-row block (split-K) up to the aimed-at waves of blocks: a
+ * launch of few long blocks loses up to half its time to the last, partial wave. set_wq_split
+ * overrides cx_wq_auto's values for tuning. */
 static void cx_pick_split(const mr_cuda_experts *cx, int which, int nt, int rbn, int n_jobs,
                           int units, int one_pass, int sp, int *ks_out, int *split_out) {
     int waves, ks, mu; /* mu: units per warp, at least */
