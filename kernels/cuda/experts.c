@@ -530,11 +530,11 @@ out:
 /* The wq launch split by default: warps per block at most, units per warp at least, and the
  * waves of blocks a one-pass launch is aimed at (split-K adds blocks up to them). From sweeps of
  * (waves 1–8, warps 1–8, units 2–16) at 1–32 tokens on an H200 (docs/performance.md, session
- * 7; MiniMax-M1's dimensions): int8 within 2% of each size's best with 8 warps, 1 wave (was 4 warps, 2 waves: 1 token
- * 13% slower) while each pass has 8 tokens (nt 1; with more, the kernel's registers make 8-warp
- * blocks cost occupancy: 9% slower at 64–128 tokens); int4 wants 8 warps of at least 6 units for
- * one token (the previous split was 27% slower), at least 8 for two (3% faster than 6: the gate/up
- * matrix then runs 4 warps of 12 units), and 2 warps, 1 wave above. */
+ * 7; MiniMax-M1's dimensions): int8 within 2% of each size's best with 8 warps, 1 wave (was 4
+ * warps, 2 waves: 1 token 13% slower) while each pass has 8 tokens (nt 1; with more, the kernel's
+ * registers make 8-warp blocks cost occupancy: 9% slower at 64–128 tokens); int4 wants 8 warps of
+ * at least 6 units for one token (the previous split was 27% slower), at least 8 for two (3% faster
+ * than 6: the gate/up matrix then runs 4 warps of 12 units), and 2 warps, 1 wave above. */
 static void cx_wq_auto(int fmt, int nt, int n_jobs, int *waves, int *ks, int *min_units) {
     if (fmt == MR_CUDA_WFMT_INT8 && nt == 1) {
         *waves = 1, *ks = 8, *min_units = 3;
