@@ -41,7 +41,7 @@ struct mr_cuda_experts {
     int num_sms, small_max, gemm, path_auto, act;
     int wqg_ok;          /* the wgmma tile kernel runs here for this format and these dimensions */
     int occ[2][3][2][4]; /* wq blocks per SM by [split act][nt 1/2/4][which][ks 1/2/4/8] */
-    int wq_waves, wq_ks, wq_min_units; /* wq launch split (set_wq_split); 0: cx_wq_auto */
+    int wq_waves, wq_ks, wq_min_units; /* wq launch split (set_wq_split); 0 (calloc): cx_wq_auto */
     uint16_t *xg_lo, *ab_lo; /* act SPLIT: the lo parts, same shapes as xg, ab; else NULL */
     float *gpart;            /* [CX_GPART] split-K partials */
     int *gcount; /* [n_experts · max(N13, Hp)/32] split-K counters, zero between launches */
@@ -305,7 +305,6 @@ mr_status mr_cuda_experts_create(const mr_cuda_experts_params *p, mr_cuda_expert
     cx->path_auto = p->small_max < 0;
     cx->gemm = p->gemm;
     cx->act = p->act;
-    mr_cuda_experts_set_wq_split(cx, 0, 0, 0);
     MR_CHECK_GOTO(cx_dims_init(p, &cx->d), err);
     MR_CHECK_GOTO(cx_alloc_host(cx), err);
 
